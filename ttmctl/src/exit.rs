@@ -1,0 +1,214 @@
+//! Exit codes: a contract scripts branch on, so each code has one meaning.
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success (also: stdout closed early, e.g. `ttmctl events \| head -1`) |
+//! | 1 | any other error (INTERNAL, UNKNOWN, malformed answer, local I/O) |
+//! | 2 | usage error: bad flags or arguments, unreadable input file, or INVALID_ARGUMENT from ttmd |
+//! | 3 | NOT_FOUND: unknown transaction, module or target |
+//! | 4 | FAILED_PRECONDITION: refused transition, DONE/FAIL transaction, no active transaction |
+//! | 5 | ABORTED: `--expect-stage` / `--expect-seq` did not match (compare-and-set conflict) |
+//! | 6 | PERMISSION_DENIED: ttmd does not serve this user |
+//! | 7 | ttmd unreachable, could not be started, or incompatible with this ttmctl |
+//! | 8 | RESOURCE_EXHAUSTED or UNAVAILABLE: disk full, read-only tree, a limit |
+//! | 9 | `status --follow`: the transaction ended in FAIL |
+
+use std::fmt;
+use std::io;
+
+use tonic::{Code, Status};
+
+/// The table above, for `ttmctl --help`.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success (also when stdout is closed early, e.g. by `| head`)
+  1  other error
+  2  usage error, unreadable input, or INVALID_ARGUMENT from ttmd
+  3  not found (transaction, module, target)
+  4  refused: transition not allowed, transaction DONE/FAIL, no active transaction
+  5  compare-and-set conflict (--expect-stage / --expect-seq did not match)
+  6  permission denied
+  7  ttmd unreachable, failed to start, or incompatible with this ttmctl
+  8  storage or limits: RESOURCE_EXHAUSTED / UNAVAILABLE
+  9  status --follow: the transaction ended in FAIL";
+
+/// One row of the table above.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Success = 0,
+    Other = 1,
+    Usage = 2,
+    NotFound = 3,
+    Refused = 4,
+    Conflict = 5,
+    PermissionDenied = 6,
+    Unreachable = 7,
+    Storage = 8,
+    TxnFailed = 9,
+}
+
+impl Exit {
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+}
+
+/// Why a command stopped: the exit code and the one line for stderr.
+#[derive(Debug)]
+pub struct Failure {
+    /// The process's exit code.
+    pub exit: Exit,
+    /// Printed as `ttmctl: <message>`; empty means print nothing (broken pipe).
+    pub message: String,
+    /// The daemon did not know the RPC; the caller may add both versions.
+    pub unimplemented: bool,
+}
+
+impl Failure {
+    pub fn new(exit: Exit, message: impl Into<String>) -> Self {
+        Failure {
+            exit,
+            message: message.into(),
+            unimplemented: false,
+        }
+    }
+
+    /// Ends the process with `exit` and prints nothing.
+    pub fn quiet(exit: Exit) -> Self {
+        Failure::new(exit, "")
+    }
+
+    pub fn usage(message: impl Into<String>) -> Self {
+        Failure::new(Exit::Usage, message)
+    }
+
+    pub fn other(message: impl Into<String>) -> Self {
+        Failure::new(Exit::Other, message)
+    }
+
+    /// A write to stdout failed. A closed pipe means the reader has all it
+    /// wanted, which is success, not an error worth a message.
+    pub fn stdout(err: io::Error) -> Self {
+        if err.kind() == io::ErrorKind::BrokenPipe {
+            Failure::quiet(Exit::Success)
+        } else {
+            Failure::other(format!("cannot write to standard output: {err}"))
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The exit code for a gRPC status code (the daemon's codes are listed in
+/// ttm.proto; the rest can only come from the transport or a bug).
+pub fn exit_for(code: Code) -> Exit {
+    match code {
+        Code::Ok => Exit::Success,
+        Code::InvalidArgument | Code::OutOfRange => Exit::Usage,
+        Code::NotFound => Exit::NotFound,
+        Code::FailedPrecondition | Code::AlreadyExists => Exit::Refused,
+        Code::Aborted => Exit::Conflict,
+        Code::PermissionDenied | Code::Unauthenticated => Exit::PermissionDenied,
+        Code::Unimplemented => Exit::Unreachable,
+        Code::ResourceExhausted | Code::Unavailable => Exit::Storage,
+        Code::Cancelled
+        | Code::Unknown
+        | Code::DeadlineExceeded
+        | Code::Internal
+        | Code::DataLoss => Exit::Other,
+    }
+}
+
+/// Maps a status to a failure, without connection context (see
+/// `connect::Daemon::explain`, which adds it).
+pub fn from_status(status: &Status) -> Failure {
+    // A status built by tonic itself (the connection broke) carries its
+    // cause as `source`; one sent by ttmd never does. UNAVAILABLE from ttmd
+    // means its tree cannot be written, from tonic that ttmd went away.
+    if status.code() != Code::Ok && std::error::Error::source(status).is_some() {
+        return Failure::new(
+            Exit::Unreachable,
+            format!("lost the connection to ttmd: {}", status_message(status)),
+        );
+    }
+    let mut failure = Failure::new(exit_for(status.code()), status_message(status));
+    failure.unimplemented = status.code() == Code::Unimplemented;
+    failure
+}
+
+/// The daemon's message, or the code's description when it sent none.
+fn status_message(status: &Status) -> String {
+    if status.message().is_empty() {
+        format!("{}", status.code().description())
+    } else {
+        status.message().to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn daemon_codes_map_to_the_documented_exit_codes() {
+        let table = [
+            (Code::InvalidArgument, 2),
+            (Code::NotFound, 3),
+            (Code::FailedPrecondition, 4),
+            (Code::Aborted, 5),
+            (Code::PermissionDenied, 6),
+            (Code::Unimplemented, 7),
+            (Code::ResourceExhausted, 8),
+            (Code::Unavailable, 8),
+            (Code::Internal, 1),
+            (Code::Unknown, 1),
+        ];
+        for (code, exit) in table {
+            let failure = from_status(&Status::new(code, "msg"));
+            assert_eq!(failure.exit.code(), exit, "{code:?}");
+            assert_eq!(failure.message, "msg");
+        }
+    }
+
+    #[test]
+    fn transport_failures_are_unreachable_not_storage() {
+        let mut status = Status::unavailable("connection reset");
+        status.set_source(Arc::new(io::Error::from(io::ErrorKind::ConnectionReset)));
+        let failure = from_status(&status);
+        assert_eq!(failure.exit, Exit::Unreachable);
+        assert!(failure.message.contains("connection reset"));
+    }
+
+    #[test]
+    fn empty_message_falls_back_to_the_code() {
+        let failure = from_status(&Status::new(Code::NotFound, ""));
+        assert!(!failure.message.is_empty());
+    }
+
+    #[test]
+    fn unimplemented_is_flagged_for_the_version_hint() {
+        assert!(from_status(&Status::unimplemented("")).unimplemented);
+        assert!(!from_status(&Status::not_found("x")).unimplemented);
+    }
+
+    #[test]
+    fn broken_pipe_is_a_quiet_success() {
+        let failure = Failure::stdout(io::Error::from(io::ErrorKind::BrokenPipe));
+        assert_eq!(failure.exit, Exit::Success);
+        assert!(failure.message.is_empty());
+        let failure = Failure::stdout(io::Error::from(io::ErrorKind::StorageFull));
+        assert_eq!(failure.exit, Exit::Other);
+    }
+
+    #[test]
+    fn help_lists_every_code() {
+        for code in 0..=9 {
+            assert!(EXIT_CODES_HELP.contains(&format!("\n  {code}  ")));
+        }
+    }
+}

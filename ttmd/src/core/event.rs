@@ -1,0 +1,324 @@
+//! The lines of `events.ndjson` (SPEC §5): what each event type carries, and
+//! how a line is laid out. Every line is one JSON object whose first keys are
+//! `ts`, `event` and `seq`, in that order, so the log reads well in `tail -f`.
+
+use serde_json::{Map, Value};
+
+use super::id::quote;
+use super::{Error, Result};
+
+/// Longest user event type accepted.
+pub const EVENT_TYPE_MAX: usize = 64;
+
+/// Event types the daemon writes itself; users may not forge them.
+pub const BUILTIN_TYPES: &[&str] = &[
+    "txn_start",
+    "stage_transition",
+    "state_updated",
+    "evidence_added",
+    "tes_resolved",
+    "txn_commit",
+    "txn_fail",
+    "txn_retry",
+    "activated",
+    "state_adopted",
+];
+
+/// What an event says, apart from the envelope every line has.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    /// A transaction was created.
+    Start {
+        txn_id: String,
+        description: String,
+        target: String,
+        agent: String,
+        module: String,
+        stage: String,
+        ctx_digest: String,
+    },
+    /// The stage changed along an FSM edge.
+    Transition {
+        from: String,
+        to: String,
+        /// The new iteration, present only when the edge started one.
+        iteration: Option<u64>,
+    },
+    /// User fields were merged into the state.
+    Updated { patch: Map<String, Value> },
+    /// A ctx file was stored.
+    EvidenceAdded {
+        file: String,
+        description: String,
+        bytes: u64,
+        sha256: String,
+        ctx_digest: String,
+    },
+    /// The target was resolved through the topology.
+    TesResolved {
+        target: String,
+        plan: String,
+        connector: Value,
+    },
+    /// The transaction moved to DONE.
+    Commit { from: String, duration_ms: u64 },
+    /// The transaction moved to FAIL.
+    Fail { from: String, error: String },
+    /// A FAIL transaction went back to a live stage.
+    Retry { to: String, iteration: u64 },
+    /// The transaction became its module's active one.
+    Activated,
+    /// A state.json written by the bash version was taken over as is; its
+    /// fields become the base the rest of the log folds onto.
+    Adopted { state: Map<String, Value> },
+    /// A user event: progress, log lines, anything a script wants recorded.
+    User {
+        event: String,
+        data: Map<String, Value>,
+    },
+}
+
+/// The envelope of a line: when, where in the log, on whose behalf.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Meta {
+    /// RFC 3339 UTC, millisecond precision.
+    pub ts: String,
+    /// The line number the event will have.
+    pub seq: u64,
+    /// The mutation's idempotency key, if it had one.
+    pub request_id: Option<String>,
+    /// Who asked: pid, uid, agent.
+    pub client: Option<Value>,
+}
+
+impl Body {
+    /// The `event` field of this body.
+    pub fn kind(&self) -> &str {
+        match self {
+            Body::Start { .. } => "txn_start",
+            Body::Transition { .. } => "stage_transition",
+            Body::Updated { .. } => "state_updated",
+            Body::EvidenceAdded { .. } => "evidence_added",
+            Body::TesResolved { .. } => "tes_resolved",
+            Body::Commit { .. } => "txn_commit",
+            Body::Fail { .. } => "txn_fail",
+            Body::Retry { .. } => "txn_retry",
+            Body::Activated => "activated",
+            Body::Adopted { .. } => "state_adopted",
+            Body::User { event, .. } => event,
+        }
+    }
+
+    /// The JSON object of the line, without its trailing newline.
+    pub fn to_object(&self, meta: &Meta) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("ts".into(), meta.ts.clone().into());
+        m.insert("event".into(), self.kind().into());
+        m.insert("seq".into(), meta.seq.into());
+        let mut put = |k: &str, v: Value| {
+            m.insert(k.to_string(), v);
+        };
+        match self {
+            Body::Start {
+                txn_id,
+                description,
+                target,
+                agent,
+                module,
+                stage,
+                ctx_digest,
+            } => {
+                put("txn_id", txn_id.as_str().into());
+                put("description", description.as_str().into());
+                put("target", target.as_str().into());
+                put("agent", agent.as_str().into());
+                put("module", module.as_str().into());
+                put("stage", stage.as_str().into());
+                put("ctx_digest", ctx_digest.as_str().into());
+            }
+            Body::Transition {
+                from,
+                to,
+                iteration,
+            } => {
+                put("from", from.as_str().into());
+                put("to", to.as_str().into());
+                if let Some(i) = iteration {
+                    put("iteration", (*i).into());
+                }
+            }
+            Body::Updated { patch } => put("patch", Value::Object(patch.clone())),
+            Body::EvidenceAdded {
+                file,
+                description,
+                bytes,
+                sha256,
+                ctx_digest,
+            } => {
+                put("file", file.as_str().into());
+                put("description", description.as_str().into());
+                put("bytes", (*bytes).into());
+                put("sha256", sha256.as_str().into());
+                put("ctx_digest", ctx_digest.as_str().into());
+            }
+            Body::TesResolved {
+                target,
+                plan,
+                connector,
+            } => {
+                put("target", target.as_str().into());
+                put("plan", plan.as_str().into());
+                put("connector", connector.clone());
+            }
+            Body::Commit { from, duration_ms } => {
+                put("from", from.as_str().into());
+                put("duration_ms", (*duration_ms).into());
+            }
+            Body::Fail { from, error } => {
+                put("from", from.as_str().into());
+                put("error", error.as_str().into());
+            }
+            Body::Retry { to, iteration } => {
+                put("to", to.as_str().into());
+                put("iteration", (*iteration).into());
+            }
+            Body::Activated => {}
+            Body::Adopted { state } => put("state", Value::Object(state.clone())),
+            Body::User { data, .. } => put("data", Value::Object(data.clone())),
+        }
+        if let Some(r) = &meta.request_id {
+            m.insert("request_id".into(), r.as_str().into());
+        }
+        if let Some(c) = &meta.client {
+            m.insert("client".into(), c.clone());
+        }
+        m
+    }
+
+    /// The line as written to the log, newline included.
+    pub fn to_line(&self, meta: &Meta) -> String {
+        let mut line = Value::Object(self.to_object(meta)).to_string();
+        line.push('\n');
+        line
+    }
+}
+
+/// Checks a user event type: `[a-z][a-z0-9_.]{0,63}` and not built in.
+pub fn validate_user_type(kind: &str) -> Result<()> {
+    let well_formed = !kind.is_empty()
+        && kind.len() <= EVENT_TYPE_MAX
+        && kind.bytes().enumerate().all(|(i, b)| {
+            b.is_ascii_lowercase() || (i > 0 && (b.is_ascii_digit() || b == b'_' || b == b'.'))
+        });
+    if !well_formed {
+        return Err(Error::invalid(format!(
+            "invalid event type {}: types are 1-{EVENT_TYPE_MAX} characters of a-z, 0-9, '_' \
+             and '.', starting with a letter",
+            quote(kind)
+        )));
+    }
+    if BUILTIN_TYPES.contains(&kind) {
+        return Err(Error::invalid(format!(
+            "event type {kind} is written by ttmd itself; use the matching command \
+             (transition, commit, fail, update, ctx add, ...) or another type name"
+        )));
+    }
+    Ok(())
+}
+
+/// Parses `text` as a JSON object (the form of patches and event data).
+/// Empty text is the empty object.
+pub fn parse_object(text: &str, what: &str) -> Result<Map<String, Value>> {
+    if text.trim().is_empty() {
+        return Ok(Map::new());
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(other) => Err(Error::invalid(format!(
+            "{what} must be a JSON object like {{\"key\": \"value\"}}, not {}",
+            json_kind(&other)
+        ))),
+        Err(e) => Err(Error::invalid(format!("{what} is not valid JSON: {e}"))),
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(seq: u64) -> Meta {
+        Meta {
+            ts: "2025-10-17T14:30:22.123Z".into(),
+            seq,
+            request_id: None,
+            client: None,
+        }
+    }
+
+    #[test]
+    fn lines_start_with_ts_event_seq() {
+        let line = Body::Transition {
+            from: "NEW".into(),
+            to: "SELECT".into(),
+            iteration: None,
+        }
+        .to_line(&meta(2));
+        assert_eq!(
+            line,
+            "{\"ts\":\"2025-10-17T14:30:22.123Z\",\"event\":\"stage_transition\",\"seq\":2,\
+             \"from\":\"NEW\",\"to\":\"SELECT\"}\n"
+        );
+    }
+
+    #[test]
+    fn hostile_text_stays_on_one_line() {
+        let line = Body::Fail {
+            from: "NEW".into(),
+            error: "a \"b\"\nc\u{0}\u{2028}".into(),
+        }
+        .to_line(&meta(3));
+        assert_eq!(line.matches('\n').count(), 1);
+        let back: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(back["error"], "a \"b\"\nc\u{0}\u{2028}");
+    }
+
+    #[test]
+    fn user_types() {
+        for good in ["progress", "log.line", "a_1"] {
+            assert!(validate_user_type(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "Progress",
+            "1x",
+            "_x",
+            "a-b",
+            "a/b",
+            "txn_commit",
+            &"a".repeat(65),
+        ] {
+            assert!(validate_user_type(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn objects_only() {
+        assert!(parse_object("", "patch").unwrap().is_empty());
+        assert_eq!(parse_object(r#"{"a":1}"#, "patch").unwrap()["a"], 1);
+        for bad in ["[1]", "1", "\"x\"", "null", "{", "{\"a\":}"] {
+            let err = parse_object(bad, "patch").unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{bad}");
+        }
+    }
+}

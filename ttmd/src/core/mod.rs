@@ -1,0 +1,14 @@
+//! The pure heart of TTM: names, stages, events and how they fold into a
+//! state. Nothing here does I/O, reads the clock, or knows about gRPC or
+//! tokio; every function takes what it needs (including "now") as arguments,
+//! so all of it is unit-tested on plain values.
+
+pub mod ctx;
+pub mod error;
+pub mod event;
+pub mod fsm;
+pub mod id;
+pub mod state;
+pub mod topology;
+
+pub use error::{Error, Result};

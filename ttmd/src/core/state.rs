@@ -1,0 +1,367 @@
+//! `state.json` as a fold of `events.ndjson` (SPEC §3): the log is the truth
+//! and the state is derived from it by [`State::apply`], line by line. The
+//! same function serves live mutations, start-up recovery and lines other
+//! programs appended, so there is one definition of what an event means.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::fsm::{DONE, FAIL};
+
+/// Fields the daemon derives; an `update` may not set them.
+pub const RESERVED_FIELDS: &[&str] = &[
+    "txn_id",
+    "stage",
+    "iteration",
+    "ctx_digest",
+    "last_checkpoint",
+    "last_error",
+    "module",
+    "created",
+    "seq",
+];
+
+/// The content of `state.json`. Field order is the file's key order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub txn_id: String,
+    pub description: String,
+    pub stage: String,
+    pub target: String,
+    pub iteration: u64,
+    pub agent: String,
+    pub ctx_digest: Option<String>,
+    pub last_checkpoint: String,
+    pub last_error: Option<String>,
+    pub module: String,
+    pub created: String,
+    /// The seq of the last event folded in.
+    pub seq: u64,
+    /// User fields merged by `update`, and `tes_plan`/`tes_connector`.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Why a log cannot be folded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FoldError {
+    #[error("the log is empty")]
+    Empty,
+    #[error("line 1 is a {0:?} event, but a log must start with txn_start")]
+    NoStart(String),
+}
+
+fn text(line: &Map<String, Value>, key: &str) -> Option<String> {
+    line.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+impl State {
+    /// The state right after a `txn_start` line (`seq` 1).
+    pub fn start(line: &Map<String, Value>, module_hint: &str) -> Result<State, FoldError> {
+        let kind = text(line, "event").unwrap_or_default();
+        if kind != "txn_start" {
+            return Err(FoldError::NoStart(kind));
+        }
+        let ts = text(line, "ts").unwrap_or_default();
+        Ok(State {
+            txn_id: text(line, "txn_id").unwrap_or_default(),
+            description: text(line, "description").unwrap_or_default(),
+            stage: text(line, "stage").unwrap_or_else(|| "NEW".into()),
+            target: text(line, "target").unwrap_or_else(|| "@local".into()),
+            iteration: 1,
+            agent: text(line, "agent").unwrap_or_else(|| "human".into()),
+            ctx_digest: text(line, "ctx_digest").filter(|d| !d.is_empty()),
+            last_checkpoint: ts.clone(),
+            last_error: None,
+            module: text(line, "module").unwrap_or_else(|| module_hint.to_string()),
+            created: ts,
+            seq: 1,
+            extra: Map::new(),
+        })
+    }
+
+    /// Folds one line (the event at `seq`) into the state. Unknown event
+    /// types and missing fields change nothing but `seq` and the checkpoint,
+    /// so lines appended by other programs can never break the fold.
+    pub fn apply(&mut self, seq: u64, line: &Map<String, Value>) {
+        self.seq = seq;
+        if let Some(ts) = text(line, "ts") {
+            self.last_checkpoint = ts;
+        }
+        let kind = text(line, "event").unwrap_or_default();
+        match kind.as_str() {
+            "stage_transition" => {
+                if let Some(to) = text(line, "to") {
+                    self.stage = to;
+                }
+                if let Some(i) = line.get("iteration").and_then(Value::as_u64) {
+                    self.iteration = i;
+                }
+            }
+            "txn_commit" => self.stage = DONE.into(),
+            "txn_fail" => {
+                self.stage = FAIL.into();
+                self.last_error = Some(text(line, "error").unwrap_or_default());
+            }
+            "txn_retry" => {
+                if let Some(to) = text(line, "to") {
+                    self.stage = to;
+                }
+                if let Some(i) = line.get("iteration").and_then(Value::as_u64) {
+                    self.iteration = i;
+                }
+                self.last_error = None;
+            }
+            "state_updated" => {
+                if let Some(Value::Object(patch)) = line.get("patch") {
+                    self.merge(patch, false);
+                }
+            }
+            "evidence_added" => {
+                if let Some(d) = text(line, "ctx_digest").filter(|d| !d.is_empty()) {
+                    self.ctx_digest = Some(d);
+                }
+            }
+            "tes_resolved" => {
+                if let Some(plan) = line.get("plan") {
+                    self.extra.insert("tes_plan".into(), plan.clone());
+                }
+                if let Some(c) = line.get("connector") {
+                    self.extra.insert("tes_connector".into(), c.clone());
+                }
+            }
+            "state_adopted" => {
+                if let Some(Value::Object(state)) = line.get("state") {
+                    self.merge(state, true);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Sets top-level keys. `adopt` also takes the derived fields (used for a
+    /// state.json the bash version wrote); `seq` and `module` always stay.
+    fn merge(&mut self, patch: &Map<String, Value>, adopt: bool) {
+        for (k, v) in patch {
+            match k.as_str() {
+                "description" => set_text(&mut self.description, v),
+                "target" => set_text(&mut self.target, v),
+                "agent" => set_text(&mut self.agent, v),
+                "seq" | "module" | "txn_id" => {}
+                "stage" if adopt => set_text(&mut self.stage, v),
+                "iteration" if adopt => {
+                    if let Some(i) = v.as_u64() {
+                        self.iteration = i;
+                    }
+                }
+                "ctx_digest" if adopt => self.ctx_digest = v.as_str().map(str::to_string),
+                "last_error" if adopt => self.last_error = v.as_str().map(str::to_string),
+                "created" if adopt => set_text(&mut self.created, v),
+                "last_checkpoint" => {}
+                k if RESERVED_FIELDS.contains(&k) => {}
+                _ => {
+                    self.extra.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+
+    /// The state as `state.json` holds it: pretty, stable key order,
+    /// newline at the end.
+    pub fn to_pretty_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).unwrap_or_else(|_| "{}".into());
+        s.push('\n');
+        s
+    }
+
+    /// Whether the transaction is DONE or FAIL.
+    pub fn is_terminal(&self) -> bool {
+        super::fsm::is_terminal(&self.stage)
+    }
+}
+
+fn set_text(field: &mut String, v: &Value) {
+    if let Some(s) = v.as_str() {
+        *field = s.to_string();
+    }
+}
+
+/// Folds a whole log: `lines` yields `(seq, object)` in order, starting at
+/// the `txn_start` line.
+pub fn fold<'a>(
+    mut lines: impl Iterator<Item = (u64, &'a Map<String, Value>)>,
+    module_hint: &str,
+) -> Result<State, FoldError> {
+    let (_, first) = lines.next().ok_or(FoldError::Empty)?;
+    let mut state = State::start(first, module_hint)?;
+    for (seq, line) in lines {
+        state.apply(seq, line);
+    }
+    Ok(state)
+}
+
+/// Milliseconds from `start` (an RFC 3339 time, any precision) to `now`;
+/// 0 when `start` cannot be read or lies in the future.
+pub fn duration_ms(start: &str, now: DateTime<Utc>) -> u64 {
+    DateTime::parse_from_rfc3339(start)
+        .ok()
+        .map(|t| (now - t.with_timezone(&Utc)).num_milliseconds().max(0) as u64)
+        .unwrap_or(0)
+}
+
+/// `now` as the log writes it: RFC 3339 UTC with milliseconds.
+pub fn timestamp(now: DateTime<Utc>) -> String {
+    now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::event::{Body, Meta};
+    use chrono::TimeZone;
+
+    fn obj(body: Body, seq: u64) -> Map<String, Value> {
+        body.to_object(&Meta {
+            ts: format!("2025-10-17T14:30:{:02}.000Z", seq),
+            seq,
+            request_id: None,
+            client: None,
+        })
+    }
+
+    fn start() -> Body {
+        Body::Start {
+            txn_id: "t-20251017T143022".into(),
+            description: "say \"hi\"\nnaïve".into(),
+            target: "@staging".into(),
+            agent: "cron".into(),
+            module: "ttm".into(),
+            stage: "NEW".into(),
+            ctx_digest: "d0".into(),
+        }
+    }
+
+    fn fold_all(bodies: Vec<Body>) -> State {
+        let lines: Vec<_> = bodies
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| obj(b, i as u64 + 1))
+            .collect();
+        fold(
+            lines.iter().enumerate().map(|(i, l)| (i as u64 + 1, l)),
+            "ttm",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn lifecycle_folds() {
+        let s = fold_all(vec![
+            start(),
+            Body::Transition {
+                from: "NEW".into(),
+                to: "EXECUTE".into(),
+                iteration: None,
+            },
+            Body::EvidenceAdded {
+                file: "100_a.txt".into(),
+                description: "a".into(),
+                bytes: 1,
+                sha256: "x".into(),
+                ctx_digest: "d1".into(),
+            },
+            Body::Updated {
+                patch: serde_json::from_str(r#"{"tes_plan":"p","stage":"DONE","k":[1]}"#).unwrap(),
+            },
+            Body::User {
+                event: "progress".into(),
+                data: Map::new(),
+            },
+            Body::Fail {
+                from: "EXECUTE".into(),
+                error: "boom".into(),
+            },
+            Body::Retry {
+                to: "NEW".into(),
+                iteration: 2,
+            },
+            Body::Commit {
+                from: "NEW".into(),
+                duration_ms: 5,
+            },
+        ]);
+        assert_eq!(s.description, "say \"hi\"\nnaïve");
+        assert_eq!(s.stage, "DONE");
+        assert_eq!(s.iteration, 2);
+        assert_eq!(s.ctx_digest.as_deref(), Some("d1"));
+        assert_eq!(s.last_error, None);
+        assert_eq!(s.seq, 8);
+        assert_eq!(s.last_checkpoint, "2025-10-17T14:30:08.000Z");
+        assert_eq!(s.created, "2025-10-17T14:30:01.000Z");
+        assert_eq!(s.extra["tes_plan"], "p");
+        assert_eq!(s.extra["k"], serde_json::json!([1]));
+        assert!(!s.extra.contains_key("stage"));
+    }
+
+    #[test]
+    fn failure_is_recorded() {
+        let s = fold_all(vec![
+            start(),
+            Body::Fail {
+                from: "NEW".into(),
+                error: "disk gone".into(),
+            },
+        ]);
+        assert_eq!(
+            (s.stage.as_str(), s.last_error.as_deref()),
+            ("FAIL", Some("disk gone"))
+        );
+    }
+
+    #[test]
+    fn state_json_round_trips_with_stable_keys() {
+        let s = fold_all(vec![start()]);
+        let text = s.to_pretty_json();
+        assert!(text.ends_with("}\n"));
+        let keys: Vec<String> = serde_json::from_str::<Map<String, Value>>(&text)
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(keys[..3], ["txn_id", "description", "stage"]);
+        assert_eq!(serde_json::from_str::<State>(&text).unwrap(), s);
+    }
+
+    #[test]
+    fn a_log_must_start_with_txn_start() {
+        let line = obj(Body::Activated, 1);
+        let err = fold([(1, &line)].into_iter(), "ttm").unwrap_err();
+        assert_eq!(err, FoldError::NoStart("activated".into()));
+        assert_eq!(
+            fold(std::iter::empty(), "ttm").unwrap_err(),
+            FoldError::Empty
+        );
+    }
+
+    #[test]
+    fn legacy_lines_fold() {
+        // As the bash version wrote them: no seq, second-precision ts.
+        let l1: Map<String, Value> = serde_json::from_str(
+            r#"{"ts":"2025-10-18T14:30:22Z","event":"txn_start","txn_id":"x-20251018T143022",
+                "description":"x","target":"@local","agent":"human"}"#,
+        )
+        .unwrap();
+        let l2: Map<String, Value> = serde_json::from_str(
+            r#"{"ts":"2025-10-18T14:30:25Z","event":"stage_transition","from":"NEW","to":"SELECT"}"#,
+        )
+        .unwrap();
+        let s = fold([(1, &l1), (2, &l2)].into_iter(), "ttm").unwrap();
+        assert_eq!(
+            (s.stage.as_str(), s.seq, s.module.as_str()),
+            ("SELECT", 2, "ttm")
+        );
+        let now = Utc.with_ymd_and_hms(2025, 10, 18, 14, 30, 25).unwrap();
+        assert_eq!(duration_ms(&s.created, now), 3000);
+    }
+}
