@@ -1,0 +1,37 @@
+//! Store values → API messages, and API messages → store arguments.
+
+use ttm_proto::v1 as pb;
+
+use crate::core::state::State;
+use crate::store::txn::Guards;
+
+/// The API form of a state.
+pub fn txn_state(state: &State, dir: &std::path::Path, active: bool) -> pb::TxnState {
+    pb::TxnState {
+        txn_id: state.txn_id.clone(),
+        module: state.module.clone(),
+        description: state.description.clone(),
+        stage: state.stage.clone(),
+        target: state.target.clone(),
+        iteration: state.iteration,
+        agent: state.agent.clone(),
+        ctx_digest: state.ctx_digest.clone().unwrap_or_default(),
+        last_checkpoint: state.last_checkpoint.clone(),
+        last_error: state.last_error.clone().unwrap_or_default(),
+        created: state.created.clone(),
+        seq: state.seq,
+        json: state.to_pretty_json(),
+        active,
+        dir: dir.to_string_lossy().into_owned(),
+    }
+}
+
+/// The store form of a request's guards.
+pub fn guards(pre: Option<pb::Preconditions>) -> Guards {
+    let pre = pre.unwrap_or_default();
+    Guards {
+        expect_stage: pre.expect_stage.filter(|s| !s.is_empty()),
+        expect_seq: pre.expect_seq,
+        request_id: Some(pre.request_id).filter(|r| !r.is_empty()),
+    }
+}

@@ -1,0 +1,702 @@
+//! The gRPC face of the store: each RPC checks its caller, maps the request
+//! onto a store call run on a blocking thread, and maps the answer back.
+//! No file is touched here directly except the incoming evidence stream.
+
+mod convert;
+pub mod status;
+mod streams;
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
+use tonic::{Request, Response, Status, Streaming};
+use ttm_proto::v1 as pb;
+use ttm_proto::v1::ttm_server::Ttm;
+
+use crate::config::Config;
+use crate::core::event::{self, Body};
+use crate::core::fsm::{self, DONE, FAIL};
+use crate::core::id::quote;
+use crate::core::state::{self, RESERVED_FIELDS};
+use crate::core::{Error, Result, ctx};
+use crate::store::module::{Module, NewTxn};
+use crate::store::txn::{self, Client, Guards, Outcome, Txn};
+use crate::store::{Durability, Store};
+use convert::{guards, txn_state};
+use status::to_status;
+
+/// Longest request id accepted.
+const REQUEST_ID_MAX: usize = 128;
+
+/// The service behind the socket.
+#[derive(Debug, Clone)]
+pub struct TtmService {
+    store: Arc<Store>,
+    config: Arc<Config>,
+    /// Flips to true when the daemon begins shutting down; open streams end.
+    shutdown: watch::Receiver<bool>,
+    /// The daemon's own uid: only peers with it may call.
+    uid: u32,
+}
+
+impl TtmService {
+    /// A service over an opened store.
+    pub fn new(store: Arc<Store>, config: Arc<Config>, shutdown: watch::Receiver<bool>) -> Self {
+        TtmService {
+            store,
+            config,
+            shutdown,
+            uid: rustix::process::getuid().as_raw(),
+        }
+    }
+
+    /// Checks the caller's credentials and describes it for the log.
+    fn caller<T>(&self, req: &Request<T>) -> Result<Client, Status> {
+        let cred = req
+            .extensions()
+            .get::<tonic::transport::server::UdsConnectInfo>()
+            .and_then(|info| info.peer_cred);
+        match cred {
+            Some(c) if c.uid() == self.uid => Ok(Some(json!({
+                "pid": c.pid(),
+                "uid": c.uid(),
+            }))),
+            Some(c) => {
+                tracing::warn!(uid = c.uid(), pid = ?c.pid(), "refused a peer with another uid");
+                Err(Status::permission_denied(format!(
+                    "uid {} may not use this ttmd (it serves uid {}); run ttmctl as that user or \
+                     start your own ttmd",
+                    c.uid(),
+                    self.uid
+                )))
+            }
+            // In-process callers over other transports (tests) carry none.
+            None => Ok(None),
+        }
+    }
+
+    fn module(&self, name: &str, create: bool) -> Result<Arc<Module>> {
+        self.store.module(name, create)
+    }
+
+    fn txn(&self, r: Option<pb::TxnRef>) -> Result<(Arc<Module>, Arc<Txn>)> {
+        let r = r.unwrap_or_default();
+        let module = self.module(&r.module, false)?;
+        let txn = module.txn(&r.txn_id)?;
+        Ok((module, txn))
+    }
+
+    fn state_msg(&self, module: &Module, txn: &Txn, state: &state::State) -> pb::TxnState {
+        let active = module
+            .active_id()
+            .ok()
+            .flatten()
+            .is_some_and(|a| a == txn.id);
+        txn_state(state, &txn.dir, active)
+    }
+
+    fn check_payload(&self, text: &str, what: &str) -> Result<()> {
+        if text.len() > self.config.limits.payload {
+            return Err(Error::LimitExceeded(format!(
+                "{what} is {} bytes; the limit is {}",
+                text.len(),
+                self.config.limits.payload
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs one mutation of a transaction on a blocking thread.
+    async fn mutate<F>(
+        &self,
+        r: Option<pb::TxnRef>,
+        pre: Option<pb::Preconditions>,
+        client: Client,
+        make: F,
+    ) -> Result<(pb::TxnState, Outcome), Status>
+    where
+        F: FnOnce(&fsm::Fsm, &state::State, chrono::DateTime<chrono::Utc>) -> Result<Body>
+            + Send
+            + 'static,
+    {
+        let this = self.clone();
+        blocking(move || {
+            let g = checked_guards(pre)?;
+            let (module, txn) = this.txn(r)?;
+            let outcome = txn.mutate(&g, &client, |s, now| make(&module.fsm, s, now))?;
+            module.announce(&outcome);
+            Ok((this.state_msg(&module, &txn, &outcome.state), outcome))
+        })
+        .await
+    }
+}
+
+/// Runs blocking store work off the async threads and maps its error.
+async fn blocking<T, F>(f: F) -> Result<T, Status>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(to_status),
+        Err(e) => Err(Status::internal(format!("ttmd worker failed: {e}"))),
+    }
+}
+
+fn checked_guards(pre: Option<pb::Preconditions>) -> Result<Guards> {
+    let g = guards(pre);
+    if let Some(stage) = &g.expect_stage {
+        fsm::validate_stage_name(stage)?;
+    }
+    if let Some(r) = &g.request_id {
+        validate_request_id(r)?;
+    }
+    Ok(g)
+}
+
+fn validate_request_id(r: &str) -> Result<()> {
+    if r.len() > REQUEST_ID_MAX || r.chars().any(|c| c.is_control()) {
+        return Err(Error::invalid(format!(
+            "invalid request id {}: at most {REQUEST_ID_MAX} bytes, no control characters",
+            quote(r)
+        )));
+    }
+    Ok(())
+}
+
+fn or_default<'a>(value: &'a str, default: &'a str) -> &'a str {
+    if value.is_empty() { default } else { value }
+}
+
+#[tonic::async_trait]
+impl Ttm for TtmService {
+    async fn hello(
+        &self,
+        req: Request<pb::HelloRequest>,
+    ) -> Result<Response<pb::HelloResponse>, Status> {
+        self.caller(&req)?;
+        Ok(Response::new(pb::HelloResponse {
+            daemon_version: ttm_proto::VERSION.to_string(),
+            api_version: ttm_proto::API_VERSION,
+            pid: std::process::id(),
+            root: self.store.root.to_string_lossy().into_owned(),
+        }))
+    }
+
+    async fn create(
+        &self,
+        req: Request<pb::CreateRequest>,
+    ) -> Result<Response<pb::CreateResponse>, Status> {
+        let client = self.caller(&req)?;
+        let r = req.into_inner();
+        let this = self.clone();
+        let state = blocking(move || {
+            let new = NewTxn {
+                description: r.description,
+                target: or_default(&r.target, "@local").to_string(),
+                agent: or_default(&r.agent, "human").to_string(),
+                activate: !r.no_activate,
+                request_id: Some(r.request_id).filter(|s| !s.is_empty()),
+            };
+            if let Some(rid) = &new.request_id {
+                validate_request_id(rid)?;
+            }
+            crate::store::module::validate_new(&new, this.config.limits.description)?;
+            let module = this.module(&r.module, true)?;
+            let txn = module.create(&new, &client)?;
+            Ok(this.state_msg(&module, &txn, &txn.state()))
+        })
+        .await?;
+        Ok(Response::new(pb::CreateResponse { state: Some(state) }))
+    }
+
+    async fn get_active(
+        &self,
+        req: Request<pb::GetActiveRequest>,
+    ) -> Result<Response<pb::GetActiveResponse>, Status> {
+        self.caller(&req)?;
+        let r = req.into_inner();
+        let this = self.clone();
+        let txn_id = blocking(move || {
+            let module = this.module(&r.module, false)?;
+            module.active_id()?.ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "no active transaction in module {}; create one with `ttmctl create`",
+                    module.name
+                ))
+            })
+        })
+        .await?;
+        Ok(Response::new(pb::GetActiveResponse { txn_id }))
+    }
+
+    async fn activate(
+        &self,
+        req: Request<pb::ActivateRequest>,
+    ) -> Result<Response<pb::ActivateResponse>, Status> {
+        let client = self.caller(&req)?;
+        let r = req.into_inner();
+        let this = self.clone();
+        let state = blocking(move || {
+            let g = checked_guards(r.pre)?;
+            let tref = r.txn.unwrap_or_default();
+            if tref.txn_id.is_empty() {
+                return Err(Error::invalid("activate needs a transaction id"));
+            }
+            let module = this.module(&tref.module, false)?;
+            let outcome = module.activate(&tref.txn_id, &g, &client)?;
+            let txn = module.txn(&tref.txn_id)?;
+            Ok(this.state_msg(&module, &txn, &outcome.state))
+        })
+        .await?;
+        Ok(Response::new(pb::ActivateResponse { state: Some(state) }))
+    }
+
+    async fn get_state(
+        &self,
+        req: Request<pb::GetStateRequest>,
+    ) -> Result<Response<pb::GetStateResponse>, Status> {
+        self.caller(&req)?;
+        let r = req.into_inner();
+        let this = self.clone();
+        let state = blocking(move || {
+            let (module, txn) = this.txn(r.txn)?;
+            Ok(this.state_msg(&module, &txn, &txn.state()))
+        })
+        .await?;
+        Ok(Response::new(pb::GetStateResponse { state: Some(state) }))
+    }
+
+    async fn list(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        self.caller(&req)?;
+        let r = req.into_inner();
+        let this = self.clone();
+        let txns = blocking(move || {
+            if !r.stage.is_empty() {
+                fsm::validate_stage_name(&r.stage)?;
+            }
+            let module = this.module(&r.module, false)?;
+            let active = module.active_id()?;
+            let stage = Some(r.stage.as_str()).filter(|s| !s.is_empty());
+            Ok(module
+                .list(stage)
+                .iter()
+                .map(|t| txn_state(&t.state(), &t.dir, active.as_deref() == Some(&t.id)))
+                .collect())
+        })
+        .await?;
+        Ok(Response::new(pb::ListResponse { txns }))
+    }
+
+    async fn transition(
+        &self,
+        req: Request<pb::TransitionRequest>,
+    ) -> Result<Response<pb::TransitionResponse>, Status> {
+        let client = self.caller(&req)?;
+        let r = req.into_inner();
+        let to = r.stage;
+        let (state, _) = self
+            .mutate(r.txn, r.pre, client, move |fsm, s, now| {
+                let step = fsm.transition(&s.stage, &to)?;
+                Ok(match to.as_str() {
+                    // Moving to a terminal stage is a commit or a failure,
+                    // recorded as such so the log has one meaning for each.
+                    DONE => Body::Commit {
+                        from: s.stage.clone(),
+                        duration_ms: state::duration_ms(&s.created, now),
+                    },
+                    FAIL => Body::Fail {
+                        from: s.stage.clone(),
+                        error: "moved to FAIL by a transition".into(),
+                    },
+                    _ => Body::Transition {
+                        from: s.stage.clone(),
+                        to: to.clone(),
+                        iteration: step.iterate.then_some(s.iteration + 1),
+                    },
+                })
+            })
+            .await?;
+        Ok(Response::new(pb::TransitionResponse { state: Some(state) }))
+    }
+
+    async fn commit(
+        &self,
+        req: Request<pb::CommitRequest>,
+    ) -> Result<Response<pb::CommitResponse>, Status> {
+        let client = self.caller(&req)?;
+        let r = req.into_inner();
+        let (state, outcome) = self
+            .mutate(r.txn, r.pre, client, |_, s, now| {
+                txn::refuse_if_terminal(s)?;
+                Ok(Body::Commit {
+                    from: s.stage.clone(),
+                    duration_ms: state::duration_ms(&s.created, now),
+                })
+            })
+            .await?;
+        let duration_ms = outcome
+            .event
+            .get("duration_ms")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        Ok(Response::new(pb::CommitResponse {
+            state: Some(state),
+            duration_ms,
+        }))
+    }
+
+    async fn fail(&self, req: Request<pb::FailRequest>) -> Result<Response<pb::FailResponse>, Status> {
+        let client = self.caller(&req)?;
+        let r = req.into_inner();
+        self.check_payload(&r.error, "the error message")
+            .map_err(to_status)?;
+        let error = if r.error.is_empty() {
+            "failed".to_string()
+        } else {
+            r.error
+        };
+        let (state, _) = self
+            .mutate(r.txn, r.pre, client, move |_, s, _| {
+                txn::refuse_if_terminal(s)?;
+                Ok(Body::Fail {
+                    from: s.stage.clone(),
+                    error,
+                })
+            })
+            .await?;
+        Ok(Response::new(pb::FailResponse { state: Some(state) }))
+    }
+
+    async fn retry(
+        &self,
+        req: Request<pb::RetryRequest>,
+    ) -> Result<Response<pb::RetryResponse>, Status> {
+        let client = self.caller(&req)?;
+        let r = req.into_inner();
+        let to = Some(r.to).filter(|t| !t.is_empty());
+        let (state, _) = self
+            .mutate(r.txn, r.pre, client, move |fsm, s, _| {
+                let to = fsm.retry_target(&s.stage, to.as_deref())?;
+                Ok(Body::Retry {
+                    to,
+                    iteration: s.iteration + 1,
+                })
+            })
+            .await?;
+        Ok(Response::new(pb::RetryResponse { state: Some(state) }))
+    }
+
+    async fn update(
+        &self,
+        req: Request<pb::UpdateRequest>,
+    ) -> Result<Response<pb::UpdateResponse>, Status> {
+        let client = self.caller(&req)?;
+        let r = req.into_inner();
+        let patch = (|| {
+            self.check_payload(&r.patch_json, "the update")?;
+            let patch = event::parse_object(&r.patch_json, "the update")?;
+            if let Some(k) = patch.keys().find(|k| RESERVED_FIELDS.contains(&k.as_str())) {
+                return Err(Error::invalid(format!(
+                    "{k} is maintained by ttmd and cannot be set with update; reserved: {}",
+                    RESERVED_FIELDS.join(", ")
+                )));
+            }
+            for (k, v) in &patch {
+                if matches!(k.as_str(), "description" | "target" | "agent") && !v.is_string() {
+                    return Err(Error::invalid(format!("{k} must be a string")));
+                }
+            }
+            if let Some(Value::String(t)) = patch.get("target") {
+                crate::core::topology::validate_target(t)?;
+            }
+            Ok(patch)
+        })()
+        .map_err(to_status)?;
+        let (state, _) = self
+            .mutate(r.txn, r.pre, client, move |_, s, _| {
+                txn::refuse_if_terminal(s)?;
+                Ok(Body::Updated { patch })
+            })
+            .await?;
+        Ok(Response::new(pb::UpdateResponse { state: Some(state) }))
+    }
+
+    async fn append_event(
+        &self,
+        req: Request<pb::AppendEventRequest>,
+    ) -> Result<Response<pb::AppendEventResponse>, Status> {
+        let client = self.caller(&req)?;
+        let r = req.into_inner();
+        let data = (|| {
+            event::validate_user_type(&r.event)?;
+            self.check_payload(&r.data_json, "the event data")?;
+            event::parse_object(&r.data_json, "the event data")
+        })()
+        .map_err(to_status)?;
+        let kind = r.event;
+        let (_, outcome) = self
+            .mutate(r.txn, r.pre, client, move |_, s, _| {
+                txn::refuse_if_terminal(s)?;
+                Ok(Body::User { event: kind, data })
+            })
+            .await?;
+        let seq = outcome.event.get("seq").and_then(Value::as_u64).unwrap_or(0);
+        Ok(Response::new(pb::AppendEventResponse { seq }))
+    }
+
+    async fn add_context(
+        &self,
+        req: Request<Streaming<pb::AddContextRequest>>,
+    ) -> Result<Response<pb::AddContextResponse>, Status> {
+        use pb::add_context_request::Part;
+        let client = self.caller(&req)?;
+        let mut stream = req.into_inner();
+        let header = match stream.message().await? {
+            Some(pb::AddContextRequest {
+                part: Some(Part::Header(h)),
+            }) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "AddContext must start with a header message",
+                ));
+            }
+        };
+        // Refuse bad names and unknown or final transactions before taking
+        // any bytes.
+        let this = self.clone();
+        let (h, txn) = blocking(move || {
+            ctx::validate_source_name(&header.file_name)?;
+            ctx::evidence_name(ctx::FIRST_EVIDENCE, &header.description, &header.file_name)?;
+            this.check_payload(&header.description, "the description")?;
+            let (_, txn) = this.txn(header.txn.clone())?;
+            txn::refuse_if_terminal(&txn.state())?;
+            Ok((header, txn))
+        })
+        .await?;
+        let temp = txn.temp_path();
+        let received = receive_file(
+            &temp,
+            &mut stream,
+            self.config.limits.ctx_file,
+            self.config.durability,
+        )
+        .await;
+        let (bytes, sha256) = match received {
+            Ok(v) => v,
+            Err(status) => {
+                let _ = tokio::fs::remove_file(&temp).await;
+                return Err(status);
+            }
+        };
+        let this = self.clone();
+        let temp2 = temp.clone();
+        let result = blocking(move || {
+            let g = checked_guards(h.pre)?;
+            let r = h.txn.unwrap_or_default();
+            let module = this.module(&r.module, false)?;
+            let outcome = txn.add_evidence(
+                &temp2,
+                bytes,
+                &sha256,
+                &h.description,
+                &h.file_name,
+                &g,
+                &client,
+            )?;
+            module.announce(&outcome);
+            Ok(outcome)
+        })
+        .await;
+        let outcome = match result {
+            Ok(o) => o,
+            Err(status) => {
+                let _ = tokio::fs::remove_file(&temp).await;
+                return Err(status);
+            }
+        };
+        let e = &outcome.event;
+        let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let num = |k: &str| e.get(k).and_then(Value::as_u64).unwrap_or(0);
+        Ok(Response::new(pb::AddContextResponse {
+            file: text("file"),
+            bytes: num("bytes"),
+            sha256: text("sha256"),
+            ctx_digest: text("ctx_digest"),
+            seq: num("seq"),
+        }))
+    }
+
+    async fn list_context(
+        &self,
+        req: Request<pb::ListContextRequest>,
+    ) -> Result<Response<pb::ListContextResponse>, Status> {
+        self.caller(&req)?;
+        let r = req.into_inner();
+        let this = self.clone();
+        let resp = blocking(move || {
+            let (_, txn) = this.txn(r.txn)?;
+            let entries = txn.ctx_entries()?;
+            let dir = txn.dir.join(txn::CTX_DIR);
+            let sizes: std::collections::HashMap<String, u64> =
+                entries.iter().map(|e| (e.name.clone(), e.bytes)).collect();
+            let order = ctx::evidence_order(entries.into_iter().map(|e| e.name).collect());
+            let files = order
+                .into_iter()
+                .map(|(name, index)| pb::ContextFile {
+                    number: ctx::number_of(&name).unwrap_or(0),
+                    bytes: sizes.get(&name).copied().unwrap_or(0),
+                    path: dir.join(&name).to_string_lossy().into_owned(),
+                    evidence_index: index,
+                    name,
+                })
+                .collect();
+            Ok(pb::ListContextResponse {
+                files,
+                ctx_digest: txn.state().ctx_digest.clone().unwrap_or_default(),
+            })
+        })
+        .await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn resolve(
+        &self,
+        req: Request<pb::ResolveRequest>,
+    ) -> Result<Response<pb::ResolveResponse>, Status> {
+        let client = self.caller(&req)?;
+        let r = req.into_inner();
+        let store = self.store.clone();
+        let (state, outcome) = self
+            .mutate(r.txn, r.pre, client, move |_, s, _| {
+                txn::refuse_if_terminal(s)?;
+                let resolved = store.topology()?.resolve(&s.target)?;
+                Ok(Body::TesResolved {
+                    target: s.target.clone(),
+                    plan: resolved.plan,
+                    connector: resolved.connector,
+                })
+            })
+            .await?;
+        let e = &outcome.event;
+        Ok(Response::new(pb::ResolveResponse {
+            state: Some(state),
+            target: e.get("target").and_then(Value::as_str).unwrap_or("").into(),
+            plan: e.get("plan").and_then(Value::as_str).unwrap_or("").into(),
+            connector_json: e.get("connector").map(Value::to_string).unwrap_or_default(),
+        }))
+    }
+
+    async fn get_connector(
+        &self,
+        req: Request<pb::GetConnectorRequest>,
+    ) -> Result<Response<pb::GetConnectorResponse>, Status> {
+        self.caller(&req)?;
+        let target = req.into_inner().target;
+        let store = self.store.clone();
+        let connector = blocking(move || store.topology()?.connector(&target)).await?;
+        Ok(Response::new(pb::GetConnectorResponse {
+            connector_json: serde_json::to_string_pretty(&connector).unwrap_or_default(),
+        }))
+    }
+
+    type EventsStream = streams::Stream<pb::EventsResponse>;
+
+    async fn events(
+        &self,
+        req: Request<pb::EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        self.caller(&req)?;
+        let r = req.into_inner();
+        if !r.event.is_empty() {
+            let e = &r.event;
+            let ok = e.len() <= event::EVENT_TYPE_MAX
+                && e.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
+            if !ok {
+                return Err(Status::invalid_argument(format!(
+                    "invalid event type filter {}",
+                    quote(e)
+                )));
+            }
+        }
+        let this = self.clone();
+        let tref = r.txn.clone();
+        let (_, txn) = blocking(move || this.txn(tref)).await?;
+        Ok(Response::new(streams::events(
+            txn,
+            r,
+            self.config.heartbeat,
+            self.shutdown.clone(),
+        )))
+    }
+
+    type WatchStream = streams::Stream<pb::WatchResponse>;
+
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        self.caller(&req)?;
+        let name = req.into_inner().module;
+        let this = self.clone();
+        let module = blocking(move || this.module(&name, false)).await?;
+        Ok(Response::new(streams::watch(
+            module,
+            self.config.heartbeat,
+            self.shutdown.clone(),
+        )))
+    }
+}
+
+/// Writes an incoming evidence stream to `temp`, hashing as it goes, with
+/// memory bounded by one chunk. Returns the size and sha256.
+async fn receive_file(
+    temp: &std::path::Path,
+    stream: &mut Streaming<pb::AddContextRequest>,
+    limit: u64,
+    durability: Durability,
+) -> Result<(u64, String), Status> {
+    use pb::add_context_request::Part;
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(temp)
+        .await
+        .map_err(|e| to_status(Error::io("creating", temp, e)))?;
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    while let Some(msg) = stream.message().await? {
+        let Some(Part::Chunk(chunk)) = msg.part else {
+            return Err(Status::invalid_argument(
+                "AddContext sends one header, then only chunks",
+            ));
+        };
+        bytes += chunk.len() as u64;
+        if bytes > limit {
+            return Err(to_status(Error::LimitExceeded(format!(
+                "ctx file is larger than the limit of {limit} bytes"
+            ))));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| to_status(Error::io("writing", temp, e)))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| to_status(Error::io("writing", temp, e)))?;
+    if durability == Durability::Fsync {
+        file.sync_all()
+            .await
+            .map_err(|e| to_status(Error::io("syncing", temp, e)))?;
+    }
+    Ok((bytes, ctx::hex(&hasher.finalize())))
+}

@@ -1,0 +1,196 @@
+//! Server streams. A follower reads the log file itself, from its own byte
+//! offset up to the durable end the transaction publishes; the publication
+//! is only a wake-up. So a slow follower is never dropped and never skips:
+//! it simply reads more lines on its next turn, in file (= seq) order.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+use ttm_proto::v1 as pb;
+
+use crate::store::module::{ChangeKind, Module};
+use crate::store::txn::Txn;
+
+use super::status::to_status;
+
+/// The stream type of both streaming RPCs.
+pub type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+/// Messages buffered per stream before the sender waits for the client.
+const BUFFER: usize = 256;
+
+fn shutting_down() -> Status {
+    Status::unavailable("ttmd is shutting down; reconnect when it is back")
+}
+
+/// Streams the events of `txn` from `req.from_seq`, then (with follow) new
+/// ones as they become durable, with one caught-up marker and heartbeats.
+pub fn events(
+    txn: Arc<Txn>,
+    req: pb::EventsRequest,
+    heartbeat: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> Stream<pb::EventsResponse> {
+    use pb::events_response::Kind;
+    let (tx, rx) = mpsc::channel(BUFFER);
+    let from = req.from_seq.max(1);
+    tokio::spawn(async move {
+        let mut committed = txn.subscribe();
+        let mut offset = 0u64;
+        let mut next_seq = 1u64;
+        let mut caught_up = false;
+        loop {
+            let end = committed.borrow_and_update().len;
+            if end > offset {
+                let t = txn.clone();
+                let read =
+                    tokio::task::spawn_blocking(move || t.read_lines(offset, end, next_seq)).await;
+                let (lines, new_offset) = match read {
+                    Ok(Ok(v)) => v,
+                    Ok(Err(e)) => {
+                        let _ = tx.send(Err(to_status(e))).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(format!("ttmd reader failed: {e}")))).await;
+                        return;
+                    }
+                };
+                offset = new_offset;
+                for line in lines {
+                    next_seq = line.seq + 1;
+                    if line.seq < from {
+                        continue;
+                    }
+                    let kind = line
+                        .object
+                        .as_ref()
+                        .and_then(|o| o.get("event"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    if !req.event.is_empty() && kind != req.event {
+                        continue;
+                    }
+                    let ts = line
+                        .object
+                        .as_ref()
+                        .and_then(|o| o.get("ts"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    let msg = pb::EventsResponse {
+                        kind: Some(Kind::Event(pb::Event {
+                            seq: line.seq,
+                            event: kind,
+                            ts,
+                            json: line.text,
+                        })),
+                    };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return; // the client left
+                    }
+                }
+            }
+            if !caught_up {
+                caught_up = true;
+                let msg = pb::EventsResponse {
+                    kind: Some(Kind::CaughtUp(pb::CaughtUp { seq: next_seq - 1 })),
+                };
+                if !req.follow || tx.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+            }
+            tokio::select! {
+                changed = committed.changed() => {
+                    if changed.is_err() {
+                        return; // the transaction was dropped
+                    }
+                }
+                _ = tokio::time::sleep(heartbeat) => {
+                    let msg = pb::EventsResponse {
+                        kind: Some(Kind::Heartbeat(pb::Heartbeat { seq: next_seq - 1 })),
+                    };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                }
+                _ = stopped(&mut shutdown) => {
+                    let _ = tx.send(Err(shutting_down())).await;
+                    return;
+                }
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+/// Streams the changes of a module's transactions as they happen.
+pub fn watch(
+    module: Arc<Module>,
+    heartbeat: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> Stream<pb::WatchResponse> {
+    let (tx, rx) = mpsc::channel(BUFFER);
+    let mut changes = module.watch();
+    tokio::spawn(async move {
+        loop {
+            let msg = tokio::select! {
+                change = changes.recv() => match change {
+                    Ok(c) => pb::WatchResponse {
+                        kind: kind(c.kind) as i32,
+                        module: module.name.clone(),
+                        txn_id: c.txn_id,
+                        from: c.from,
+                        to: c.to,
+                        seq: c.seq,
+                        ts: c.ts,
+                        heartbeat: None,
+                    },
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        let _ = tx.send(Err(Status::data_loss(format!(
+                            "this watcher fell {n} changes behind; reconnect and re-list"
+                        )))).await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = tokio::time::sleep(heartbeat) => pb::WatchResponse {
+                    module: module.name.clone(),
+                    heartbeat: Some(pb::Heartbeat { seq: 0 }),
+                    ..Default::default()
+                },
+                _ = stopped(&mut shutdown) => {
+                    let _ = tx.send(Err(shutting_down())).await;
+                    return;
+                }
+                _ = tx.closed() => return,
+            };
+            if tx.send(Ok(msg)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+/// Completes when the daemon starts shutting down (or is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+fn kind(k: ChangeKind) -> pb::ChangeKind {
+    match k {
+        ChangeKind::Created => pb::ChangeKind::Created,
+        ChangeKind::StageChanged => pb::ChangeKind::StageChanged,
+        ChangeKind::Activated => pb::ChangeKind::Activated,
+        ChangeKind::Committed => pb::ChangeKind::Committed,
+        ChangeKind::Failed => pb::ChangeKind::Failed,
+    }
+}

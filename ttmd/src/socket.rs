@@ -1,0 +1,70 @@
+//! The Unix socket: created in a 0700 directory, mode 0600; a stale socket
+//! of a dead daemon is removed, a live one is never taken over.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::core::{Error, Result};
+use crate::store::lock::{self, TreeLock};
+
+/// A bound socket plus the tree lock that entitles the daemon to serve.
+#[derive(Debug)]
+pub struct Listener {
+    /// The listening socket.
+    pub listener: tokio::net::UnixListener,
+    /// Its path, removed again at shutdown.
+    pub path: PathBuf,
+    /// Held until the daemon exits.
+    pub lock: TreeLock,
+}
+
+/// Takes the tree's lock, then binds `socket`. Must run inside a tokio
+/// runtime.
+pub fn bind(root: &Path, socket: &Path) -> Result<Listener> {
+    let lock = lock::acquire(root, socket)?;
+    if let Some(dir) = socket.parent()
+        && !dir.as_os_str().is_empty()
+        && !dir.exists()
+    {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::io("creating socket directory", dir, e))?;
+    }
+    match std::os::unix::net::UnixStream::connect(socket) {
+        Ok(_) => {
+            return Err(Error::FailedPrecondition(format!(
+                "another ttmd is already running on socket {} (serving another tree); stop it \
+                 or choose another --socket",
+                socket.display()
+            )));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(_) => {
+            // Nobody answers: the socket of a dead daemon.
+            if let Err(e) = fs::remove_file(socket)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                return Err(Error::io("removing stale socket", socket, e));
+            }
+            tracing::info!(socket = %socket.display(), "removed the stale socket of a dead ttmd");
+        }
+    }
+    let std_listener = std::os::unix::net::UnixListener::bind(socket)
+        .map_err(|e| Error::io("binding socket", socket, e))?;
+    fs::set_permissions(socket, fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io("restricting socket", socket, e))?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::io("configuring socket", socket, e))?;
+    let listener = tokio::net::UnixListener::from_std(std_listener)
+        .map_err(|e| Error::io("registering socket", socket, e))?;
+    Ok(Listener {
+        listener,
+        path: socket.to_path_buf(),
+        lock,
+    })
+}

@@ -1,0 +1,210 @@
+//! The write discipline of the tree, in one place: files are replaced by
+//! write-to-temp + fsync + rename + directory fsync, logs are appended whole
+//! lines at a time, and nothing inside the tree is opened through a symlink.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::OFlags;
+
+use crate::core::{Error, Result};
+
+/// Whether writes are synced before they are acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Durability {
+    /// fdatasync every log append and fsync every replaced file and its
+    /// directory before answering: an acknowledged change survives a crash.
+    #[default]
+    Fsync,
+    /// Skip all syncs: faster, but a power cut may lose acknowledged changes
+    /// (never tear a file: replacements are still atomic renames).
+    None,
+}
+
+impl Durability {
+    fn syncs(self) -> bool {
+        self == Durability::Fsync
+    }
+}
+
+/// Prefix of every temporary file the daemon creates; start-up removes
+/// leftovers with this prefix.
+pub const TEMP_PREFIX: &str = ".ttmd-tmp-";
+
+const NOFOLLOW: i32 = OFlags::NOFOLLOW.bits() as i32;
+
+/// Opens an existing file for reading without following a symlink.
+pub fn open_read(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(NOFOLLOW)
+        .open(path)
+}
+
+/// Reads a whole file without following a symlink.
+pub fn read_file(path: &Path) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    open_read(path)?.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// Opens a log for appending (creating it if asked) without following a
+/// symlink.
+pub fn open_append(path: &Path, create: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(create)
+        .mode(0o644)
+        .custom_flags(NOFOLLOW)
+        .open(path)
+}
+
+/// A fresh, unique temporary path in `dir`.
+pub fn temp_path(dir: &Path, hint: &str) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!("{TEMP_PREFIX}{}-{n}-{hint}", std::process::id()))
+}
+
+/// fsyncs a directory, making renames and creations in it durable.
+pub fn sync_dir(dir: &Path, durability: Durability) -> Result<()> {
+    if !durability.syncs() {
+        return Ok(());
+    }
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("syncing directory", dir, e))
+}
+
+/// Replaces `dir/name` with `content` atomically: a crash leaves the old or
+/// the new content, never a mix. A symlink at `dir/name` is replaced, not
+/// followed.
+pub fn atomic_write(dir: &Path, name: &str, content: &[u8], durability: Durability) -> Result<()> {
+    let tmp = temp_path(dir, name);
+    let target = dir.join(name);
+    let written = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all(content)?;
+        if durability.syncs() {
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, &target)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io("writing", target, e));
+    }
+    sync_dir(dir, durability)
+}
+
+/// Creates `path` as a directory (mode 0755) if it is missing; refuses a
+/// symlink or a non-directory standing there.
+pub fn ensure_dir(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            message: "expected a directory, found a symlink or file; ttmd never follows \
+                      symlinks inside the tree: move it away"
+                .into(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(path)
+            .map_err(|e| Error::io("creating directory", path, e)),
+        Err(e) => Err(Error::io("inspecting", path, e)),
+    }
+}
+
+/// Fails unless `path` is a real directory (not a symlink to one).
+pub fn require_real_dir(path: &Path, what: &str) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(m) if m.file_type().is_symlink() => Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            message: format!("{what} is a symlink; ttmd never follows symlinks inside the tree"),
+        }),
+        Ok(_) => Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            message: format!("{what} is not a directory"),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(Error::NotFound(format!("{what} {} does not exist", path.display())))
+        }
+        Err(e) => Err(Error::io("inspecting", path, e)),
+    }
+}
+
+/// Removes temporary files a crashed daemon left in `dir`.
+pub fn remove_temp_files(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with(TEMP_PREFIX) {
+            let path = entry.path();
+            let gone = match entry.file_type() {
+                Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
+                _ => fs::remove_file(&path),
+            };
+            if gone.is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        atomic_write(dir.path(), "f", b"one", Durability::Fsync).unwrap();
+        atomic_write(dir.path(), "f", b"two", Durability::Fsync).unwrap();
+        assert_eq!(fs::read(dir.path().join("f")).unwrap(), b"two");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn symlinks_are_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        fs::write(&outside, "secret").unwrap();
+        let inner = dir.path().join("inner");
+        fs::create_dir(&inner).unwrap();
+        std::os::unix::fs::symlink(&outside, inner.join("state.json")).unwrap();
+        assert!(read_file(&inner.join("state.json")).is_err());
+        assert!(open_append(&inner.join("state.json"), true).is_err());
+        // Replacing swaps the link itself; the outside file is untouched.
+        atomic_write(&inner, "state.json", b"new", Durability::None).unwrap();
+        assert_eq!(fs::read(&outside).unwrap(), b"secret");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&inner, &link).unwrap();
+        assert!(ensure_dir(&link).is_err());
+        assert!(require_real_dir(&link, "x").is_err());
+    }
+
+    #[test]
+    fn temp_files_are_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(temp_path(dir.path(), "x"), "junk").unwrap();
+        fs::write(dir.path().join("keep"), "k").unwrap();
+        assert_eq!(remove_temp_files(dir.path()), 1);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,58 @@
+//! One daemon per tree: an exclusive lock on `<root>/run/ttmd.lock`, held for
+//! the daemon's life. The file records the holder's pid and socket so a
+//! second daemon can say which one is running.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use crate::core::{Error, Result};
+use crate::store::fsio;
+
+/// The lock file, relative to the root.
+pub const LOCK_FILE: &str = "run/ttmd.lock";
+
+/// The held lock; released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct TreeLock {
+    _file: File,
+    /// Where the lock file is.
+    pub path: PathBuf,
+}
+
+/// Takes the tree's lock or explains who holds it.
+pub fn acquire(root: &Path, socket: &Path) -> Result<TreeLock> {
+    let path = root.join(LOCK_FILE);
+    if let Some(dir) = path.parent() {
+        fsio::ensure_dir(dir)?;
+    }
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io("opening lock file", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let mut parts = holder.lines();
+            let pid = parts.next().unwrap_or("?");
+            let sock = parts.next().unwrap_or("?");
+            return Err(Error::FailedPrecondition(format!(
+                "ttmd is already running for {} (pid {pid}, socket {sock}); stop it first or use \
+                 that one",
+                root.display()
+            )));
+        }
+        Err(TryLockError::Error(e)) => return Err(Error::io("locking", &path, e)),
+    }
+    let record = format!("{}\n{}\n", std::process::id(), socket.display());
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(record.as_bytes()))
+        .map_err(|e| Error::io("writing lock file", &path, e))?;
+    Ok(TreeLock { _file: file, path })
+}

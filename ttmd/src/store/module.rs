@@ -1,0 +1,461 @@
+//! One module namespace: `<root>/<module>/txns/`, its FSM, its transactions
+//! and its `active` symlink.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use chrono::Utc;
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use crate::core::ctx::{self, Entry};
+use crate::core::event::{Body, Meta};
+use crate::core::fsm::Fsm;
+use crate::core::id::{self, quote};
+use crate::core::state;
+use crate::core::{Error, Result};
+use crate::store::fsio::{self, Durability};
+use crate::store::txn::{
+    self, ARTIFACTS_DIR, BUILD_DIR, CTX_DIR, Client, EVENTS_FILE, Guards, Outcome, STATE_FILE, Txn,
+};
+
+/// The symlink naming the module's active transaction.
+pub const ACTIVE_LINK: &str = "active";
+/// The optional per-module FSM definition.
+pub const FSM_FILE: &str = "fsm.json";
+
+/// A change worth telling module watchers about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// `created`, `stage_changed`, `activated`, `committed`, `failed`.
+    pub kind: ChangeKind,
+    pub txn_id: String,
+    /// Stage before (stage changes, commits, failures).
+    pub from: String,
+    /// Stage after.
+    pub to: String,
+    pub seq: u64,
+    pub ts: String,
+}
+
+/// The kinds of [`Change`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Created,
+    StageChanged,
+    Activated,
+    Committed,
+    Failed,
+}
+
+/// What a new transaction is made of.
+#[derive(Debug, Clone)]
+pub struct NewTxn {
+    pub description: String,
+    pub target: String,
+    pub agent: String,
+    pub activate: bool,
+    pub request_id: Option<String>,
+}
+
+/// A loaded module.
+#[derive(Debug)]
+pub struct Module {
+    /// The module's name.
+    pub name: String,
+    /// `<root>/<module>/txns`.
+    pub txns_dir: PathBuf,
+    /// The module's stages and edges.
+    pub fsm: Fsm,
+    durability: Durability,
+    /// Loaded transactions by id. Entries are added, never replaced.
+    txns: RwLock<BTreeMap<String, Arc<Txn>>>,
+    /// Serialises creation and activation, which touch the shared `txns/`
+    /// directory and `active` symlink.
+    module_lock: Mutex<()>,
+    /// Create request ids → the transaction they created.
+    create_requests: Mutex<HashMap<String, String>>,
+    /// Feed of changes for `Watch`.
+    changes: broadcast::Sender<Change>,
+}
+
+impl Module {
+    /// Opens (and with `create`, makes) a module and loads its transactions.
+    /// A malformed `fsm.json` refuses the whole module with a message naming
+    /// the file.
+    pub fn open(root: &Path, name: &str, durability: Durability, create: bool) -> Result<Module> {
+        id::validate_module(name)?;
+        let dir = root.join(name);
+        let txns_dir = dir.join("txns");
+        if create {
+            fsio::ensure_dir(&txns_dir)?;
+        } else {
+            fsio::require_real_dir(&txns_dir, &format!("module {name}"))
+                .map_err(|e| match e {
+                    Error::NotFound(_) => Error::NotFound(format!(
+                        "unknown module {name}: no {} (create a transaction in it first)",
+                        txns_dir.display()
+                    )),
+                    other => other,
+                })?;
+        }
+        let fsm = load_fsm(&dir)?;
+        let removed = fsio::remove_temp_files(&txns_dir);
+        if removed > 0 {
+            tracing::warn!(module = name, removed, "removed leftovers of interrupted creations");
+        }
+        let module = Module {
+            name: name.to_string(),
+            txns_dir,
+            fsm,
+            durability,
+            txns: RwLock::new(BTreeMap::new()),
+            module_lock: Mutex::new(()),
+            create_requests: Mutex::new(HashMap::new()),
+            changes: broadcast::channel(1024).0,
+        };
+        module.load_all()?;
+        Ok(module)
+    }
+
+    /// Loads every transaction directory; one that cannot be loaded is
+    /// reported and skipped, never fatal to the rest.
+    fn load_all(&self) -> Result<()> {
+        let list = fs::read_dir(&self.txns_dir)
+            .map_err(|e| Error::io("listing", &self.txns_dir, e))?;
+        for entry in list.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == ACTIVE_LINK || id::validate_txn_id(&name).is_err() {
+                continue;
+            }
+            if let Err(e) = self.load(&name) {
+                tracing::error!(module = %self.name, txn = %name, error = %e,
+                    "cannot load transaction; it is left as it is and not served");
+            }
+        }
+        Ok(())
+    }
+
+    fn load(&self, id: &str) -> Result<Arc<Txn>> {
+        let (txn, repairs) = Txn::open(&self.txns_dir.join(id), &self.name, self.durability)?;
+        for r in repairs {
+            tracing::warn!(module = %self.name, txn = %id, "recovery: {r}");
+        }
+        let mut requests = lock(&self.create_requests);
+        if let Some(first) = txn
+            .read_lines(0, txn.committed().len.min(64 * 1024), 1)
+            .ok()
+            .and_then(|(lines, _)| lines.into_iter().next())
+            && let Some(rid) = first
+                .object
+                .as_ref()
+                .and_then(|o| o.get("request_id"))
+                .and_then(Value::as_str)
+        {
+            requests.insert(rid.to_string(), id.to_string());
+        }
+        drop(requests);
+        let txn = Arc::new(txn);
+        let mut map = write(&self.txns);
+        Ok(map.entry(id.to_string()).or_insert(txn).clone())
+    }
+
+    /// The transaction `id`, or the active one when `id` is empty.
+    pub fn txn(&self, id: &str) -> Result<Arc<Txn>> {
+        let id = if id.is_empty() {
+            self.active_id()?.ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "no active transaction in module {}; create one or pass --txn ID",
+                    self.name
+                ))
+            })?
+        } else {
+            id::validate_txn_id(id)?;
+            id.to_string()
+        };
+        if let Some(t) = read(&self.txns).get(&id) {
+            return Ok(t.clone());
+        }
+        // Not loaded: perhaps copied in by hand since.
+        let dir = self.txns_dir.join(&id);
+        match fs::symlink_metadata(&dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::NotFound(format!(
+                "unknown transaction {id} in module {}",
+                self.name
+            ))),
+            _ => self.load(&id),
+        }
+    }
+
+    /// The id `active` points to, if it points at a valid sibling.
+    pub fn active_id(&self) -> Result<Option<String>> {
+        let link = self.txns_dir.join(ACTIVE_LINK);
+        match fs::read_link(&link) {
+            Ok(target) => {
+                let name = target.to_string_lossy().into_owned();
+                let name = name.trim_end_matches('/');
+                if id::validate_txn_id(name).is_ok() && self.txns_dir.join(name).is_dir() {
+                    Ok(Some(name.to_string()))
+                } else {
+                    tracing::warn!(module = %self.name, target = %target.display(),
+                        "ignoring `active`: it does not point at a transaction of this module");
+                    Ok(None)
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("reading", link, e)),
+        }
+    }
+
+    /// All loaded transactions, oldest first, optionally of one stage.
+    pub fn list(&self, stage: Option<&str>) -> Vec<Arc<Txn>> {
+        let mut txns: Vec<Arc<Txn>> = read(&self.txns)
+            .values()
+            .filter(|t| stage.is_none_or(|s| t.state().stage == s))
+            .cloned()
+            .collect();
+        txns.sort_by_cached_key(|t| {
+            let s = t.state();
+            (s.created.clone(), s.txn_id.clone())
+        });
+        txns
+    }
+
+    /// Subscribes to this module's changes.
+    pub fn watch(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    /// Tells watchers what a mutation changed.
+    pub fn announce(&self, outcome: &Outcome) {
+        if outcome.replayed {
+            return;
+        }
+        let e = &outcome.event;
+        let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let kind = match text("event").as_str() {
+            "txn_start" => ChangeKind::Created,
+            "stage_transition" | "txn_retry" => ChangeKind::StageChanged,
+            "activated" => ChangeKind::Activated,
+            "txn_commit" => ChangeKind::Committed,
+            "txn_fail" => ChangeKind::Failed,
+            _ => return,
+        };
+        let _ = self.changes.send(Change {
+            kind,
+            txn_id: outcome.state.txn_id.clone(),
+            from: text("from"),
+            to: outcome.state.stage.clone(),
+            seq: outcome.state.seq,
+            ts: text("ts"),
+        });
+    }
+
+    /// Creates a transaction: the whole directory is built under a temporary
+    /// name and renamed into place, so a crash never leaves half of one, and
+    /// two creations never share an id.
+    pub fn create(&self, new: &NewTxn, client: &Client) -> Result<Arc<Txn>> {
+        let _guard = lock(&self.module_lock);
+        if let Some(rid) = &new.request_id
+            && let Some(id) = lock(&self.create_requests).get(rid).cloned()
+        {
+            return self.txn(&id);
+        }
+        let now = Utc::now();
+        let ts = state::timestamp(now);
+        let build = fsio::temp_path(&self.txns_dir, "create");
+        let result = self.build_and_place(&build, new, client, now, &ts);
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&build);
+        }
+        let id = result?;
+        fsio::sync_dir(&self.txns_dir, self.durability)?;
+        if let Some(rid) = &new.request_id {
+            lock(&self.create_requests).insert(rid.clone(), id.clone());
+        }
+        let txn = self.load(&id)?;
+        let state = txn.state();
+        let _ = self.changes.send(Change {
+            kind: ChangeKind::Created,
+            txn_id: id.clone(),
+            from: String::new(),
+            to: state.stage.clone(),
+            seq: state.seq,
+            ts: ts.clone(),
+        });
+        if new.activate {
+            self.point_active(&id)?;
+            let _ = self.changes.send(Change {
+                kind: ChangeKind::Activated,
+                txn_id: id,
+                from: String::new(),
+                to: state.stage.clone(),
+                seq: state.seq,
+                ts,
+            });
+        }
+        Ok(txn)
+    }
+
+    fn build_and_place(
+        &self,
+        build: &Path,
+        new: &NewTxn,
+        client: &Client,
+        now: chrono::DateTime<Utc>,
+        ts: &str,
+    ) -> Result<String> {
+        let d = self.durability;
+        for sub in [CTX_DIR, BUILD_DIR, ARTIFACTS_DIR] {
+            fsio::ensure_dir(&build.join(sub))?;
+        }
+        let ctx_dir = build.join(CTX_DIR);
+        let policy = format!(
+            "# Policy\n\nmodule: {}\nstages: transitions follow the module's FSM; DONE and FAIL \
+             are final\nwriter: ttmd is the only writer of this directory except build/ and \
+             artifacts/\n",
+            self.name
+        );
+        let request = format!(
+            "# Request\n\ndescription: {}\ntarget: {}\nagent: {}\n",
+            new.description, new.target, new.agent
+        );
+        let mut entries = Vec::new();
+        for (name, text) in [(ctx::POLICY_FILE, policy), (ctx::REQUEST_FILE, request)] {
+            fsio::atomic_write(&ctx_dir, name, text.as_bytes(), d)?;
+            entries.push(Entry {
+                name: name.to_string(),
+                bytes: text.len() as u64,
+                sha256: ctx::sha256_hex(text.as_bytes()),
+            });
+        }
+        let mut n = 1;
+        loop {
+            let id = id::txn_id(&new.description, now, n);
+            let mut lines = String::new();
+            let start = Body::Start {
+                txn_id: id.clone(),
+                description: new.description.clone(),
+                target: new.target.clone(),
+                agent: new.agent.clone(),
+                module: self.name.clone(),
+                stage: self.fsm.initial().to_string(),
+                ctx_digest: ctx::digest(&entries),
+            };
+            let mut meta = Meta {
+                ts: ts.to_string(),
+                seq: 1,
+                request_id: new.request_id.clone(),
+                client: client.clone(),
+            };
+            lines.push_str(&start.to_line(&meta));
+            let start_obj = start.to_object(&meta);
+            let mut folded = state::State::start(&start_obj, &self.name)
+                .map_err(|e| Error::invalid(e.to_string()))?;
+            if new.activate {
+                meta.seq = 2;
+                meta.request_id = None;
+                let act = Body::Activated;
+                lines.push_str(&act.to_line(&meta));
+                folded.apply(2, &act.to_object(&meta));
+            }
+            fsio::atomic_write(build, EVENTS_FILE, lines.as_bytes(), d)?;
+            fsio::atomic_write(build, STATE_FILE, folded.to_pretty_json().as_bytes(), d)?;
+            let target = self.txns_dir.join(&id);
+            match txn::rename_noreplace(build, &target) {
+                Ok(()) => return Ok(id),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    n += 1;
+                    if n > 10_000 {
+                        return Err(Error::io("creating", target, e));
+                    }
+                }
+                Err(e) => return Err(Error::io("creating", target, e)),
+            }
+        }
+    }
+
+    /// Makes `id` the active transaction: logs `activated`, then swaps the
+    /// symlink atomically.
+    pub fn activate(&self, id: &str, guards: &Guards, client: &Client) -> Result<Outcome> {
+        let txn = self.txn(id)?;
+        let _guard = lock(&self.module_lock);
+        let outcome = txn.mutate(guards, client, |s, _| {
+            txn::refuse_if_terminal(s)?;
+            Ok(Body::Activated)
+        })?;
+        if !outcome.replayed {
+            self.point_active(&txn.id)?;
+            self.announce(&outcome);
+        }
+        Ok(outcome)
+    }
+
+    /// Replaces `active` with a relative symlink to `id`, atomically.
+    fn point_active(&self, id: &str) -> Result<()> {
+        let tmp = fsio::temp_path(&self.txns_dir, ACTIVE_LINK);
+        let link = self.txns_dir.join(ACTIVE_LINK);
+        std::os::unix::fs::symlink(id, &tmp)
+            .and_then(|()| fs::rename(&tmp, &link))
+            .map_err(|e| {
+                let _ = fs::remove_file(&tmp);
+                Error::io("replacing", &link, e)
+            })?;
+        fsio::sync_dir(&self.txns_dir, self.durability)
+    }
+}
+
+/// Reads and validates `<module>/fsm.json`, or the default FSM without one.
+pub fn load_fsm(module_dir: &Path) -> Result<Fsm> {
+    let path = module_dir.join(FSM_FILE);
+    match fsio::read_file(&path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            Fsm::from_json(&text).map_err(|message| Error::Corrupt {
+                path: path.clone(),
+                message: format!(
+                    "invalid FSM definition ({message}); fix the file, the module is not \
+                     served until then"
+                ),
+            })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Fsm::default()),
+        Err(e) => Err(Error::io("reading", path, e)),
+    }
+}
+
+/// Checks a description's size and a target/agent before creating.
+pub fn validate_new(new: &NewTxn, max_description: usize) -> Result<()> {
+    if new.description.len() > max_description {
+        return Err(Error::LimitExceeded(format!(
+            "description is {} bytes; the limit is {max_description}",
+            new.description.len()
+        )));
+    }
+    crate::core::topology::validate_target(&new.target)?;
+    let agent_ok = !new.agent.is_empty()
+        && new.agent.len() <= 64
+        && new.agent.chars().all(|c| !c.is_control());
+    if !agent_ok {
+        return Err(Error::invalid(format!(
+            "invalid agent {}: 1-64 printable characters",
+            quote(&new.agent)
+        )));
+    }
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}

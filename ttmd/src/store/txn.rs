@@ -1,0 +1,554 @@
+//! One transaction on disk and in memory. All its mutations go through
+//! [`Txn::mutate`], under its own lock, in one order: check guards, build the
+//! event, append it and sync (the log is the truth), then replace
+//! `state.json` (the view). Different transactions never share a lock.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+
+use crate::core::ctx::{self, Entry};
+use crate::core::event::{Body, Meta};
+use crate::core::state::{self, State};
+use crate::core::{Error, Result};
+use crate::store::fsio::{self, Durability};
+use crate::store::log::{self, Line};
+
+/// File names inside a transaction directory.
+pub const STATE_FILE: &str = "state.json";
+pub const EVENTS_FILE: &str = "events.ndjson";
+pub const CTX_DIR: &str = "ctx";
+pub const BUILD_DIR: &str = "build";
+pub const ARTIFACTS_DIR: &str = "artifacts";
+
+/// Compare-and-set guards and the idempotency key of one mutation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Guards {
+    /// Refuse unless the transaction is in this stage.
+    pub expect_stage: Option<String>,
+    /// Refuse unless the last event has this seq.
+    pub expect_seq: Option<u64>,
+    /// Return the first answer if this key was already used.
+    pub request_id: Option<String>,
+}
+
+/// How far the log is durably written; followers read up to here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Committed {
+    /// Seq of the last complete line.
+    pub seq: u64,
+    /// Bytes of complete lines.
+    pub len: u64,
+}
+
+/// What a mutation produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The state after the mutation.
+    pub state: Arc<State>,
+    /// The event that recorded it (for a replayed request: the first one).
+    pub event: Arc<Map<String, Value>>,
+    /// True when a request id matched an earlier mutation and nothing was
+    /// written.
+    pub replayed: bool,
+}
+
+/// Who asked for a mutation, recorded as the event's `client`.
+pub type Client = Option<Value>;
+
+/// A loaded transaction.
+#[derive(Debug)]
+pub struct Txn {
+    /// The transaction id (its directory name).
+    pub id: String,
+    /// `<module>/txns/<id>`.
+    pub dir: PathBuf,
+    durability: Durability,
+    /// The writer side. A std mutex: it is held across file I/O on blocking
+    /// threads only, never across an `.await`.
+    inner: Mutex<Inner>,
+    /// The latest state, for readers that must not wait behind a sync.
+    snapshot: Mutex<Arc<State>>,
+    /// Where the durable log ends, for followers.
+    committed: watch::Sender<Committed>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: State,
+    log: File,
+    /// Bytes of complete lines in the log.
+    len: u64,
+    /// ctx/ entries with their hashes, computed on first need.
+    ctx: Option<Vec<Entry>>,
+    /// request id → the event it produced.
+    requests: HashMap<String, Arc<Map<String, Value>>>,
+    /// state.json could not be replaced after its event was logged; retried
+    /// on the next mutation.
+    state_stale: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves consistent data (every field is
+    // updated only after its file write succeeded), so poisoning is ignored.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn empty() -> &'static Map<String, Value> {
+    static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(Map::new)
+}
+
+/// Folds parsed lines from the start of a log.
+fn fold_lines(lines: &[Line], module: &str) -> Result<State, state::FoldError> {
+    state::fold(
+        lines
+            .iter()
+            .map(|l| (l.seq, l.object.as_ref().unwrap_or(empty()))),
+        module,
+    )
+}
+
+impl Txn {
+    /// Loads a transaction directory: drops a torn final log line, rebuilds
+    /// `state.json` if it is missing or disagrees with the log, and adopts a
+    /// state.json the bash version wrote. Returns what it had to repair.
+    pub fn open(dir: &Path, module: &str, durability: Durability) -> Result<(Txn, Vec<String>)> {
+        let mut repairs = Vec::new();
+        let id = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        fsio::require_real_dir(dir, "transaction directory")?;
+        let cleaned = fsio::remove_temp_files(dir) + fsio::remove_temp_files(&dir.join(CTX_DIR));
+        if cleaned > 0 {
+            repairs.push(format!("removed {cleaned} leftover temporary file(s)"));
+        }
+        let log_path = dir.join(EVENTS_FILE);
+        let bytes = fsio::read_file(&log_path).map_err(|e| Error::io("reading", &log_path, e))?;
+        let mut log_file =
+            fsio::open_append(&log_path, false).map_err(|e| Error::io("opening", &log_path, e))?;
+        let (mut lines, used) = log::parse_lines(&bytes, 1);
+        if used < bytes.len() {
+            log_file
+                .set_len(used as u64)
+                .and_then(|()| log_file.sync_data())
+                .map_err(|e| Error::io("truncating torn line of", &log_path, e))?;
+            repairs.push(format!(
+                "dropped a torn final line of {} bytes from {EVENTS_FILE}",
+                bytes.len() - used
+            ));
+        }
+        let malformed = lines.iter().filter(|l| l.object.is_none()).count();
+        if malformed > 0 {
+            repairs.push(format!(
+                "{malformed} line(s) of {EVENTS_FILE} are not JSON objects; they keep their seq \
+                 and are ignored by the fold"
+            ));
+        }
+        let corrupt = |message: String| Error::Corrupt {
+            path: log_path.clone(),
+            message,
+        };
+        let mut folded = fold_lines(&lines, module).map_err(|e| corrupt(e.to_string()))?;
+        let mut len = used as u64;
+
+        let state_path = dir.join(STATE_FILE);
+        let on_disk: Option<Value> = fsio::read_file(&state_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let log_is_legacy = lines
+            .iter()
+            .filter_map(|l| l.object.as_ref())
+            .all(|o| !o.contains_key("seq"));
+        let mut write_state = true;
+        match on_disk {
+            Some(Value::Object(legacy)) if log_is_legacy && !legacy.contains_key("seq") => {
+                // Written by the bash version: keep its fields (user updates
+                // live only there) by logging them, so the fold reproduces
+                // them from now on.
+                let meta = Meta {
+                    ts: state::timestamp(Utc::now()),
+                    seq: folded.seq + 1,
+                    request_id: None,
+                    client: None,
+                };
+                let body = Body::Adopted { state: legacy };
+                let line = body.to_line(&meta);
+                log::append(&mut log_file, len, &line, durability, &log_path)?;
+                len += line.len() as u64;
+                folded.apply(meta.seq, &body.to_object(&meta));
+                lines.push(Line {
+                    seq: meta.seq,
+                    object: Some(body.to_object(&meta)),
+                    text: line.trim_end().to_string(),
+                });
+                repairs.push("adopted a state.json written by the bash version".into());
+            }
+            Some(v) => match serde_json::from_value::<State>(v) {
+                Ok(s) if s == folded => write_state = false,
+                Ok(s) if s.seq < folded.seq => {
+                    repairs.push(format!(
+                        "rebuilt {STATE_FILE}: it was at seq {} but the log is at {}",
+                        s.seq, folded.seq
+                    ));
+                }
+                _ => repairs.push(format!("rebuilt {STATE_FILE}: it contradicted the log")),
+            },
+            None => repairs.push(format!("rebuilt {STATE_FILE}: it was missing or unreadable")),
+        }
+        if write_state {
+            fsio::atomic_write(dir, STATE_FILE, folded.to_pretty_json().as_bytes(), durability)?;
+        }
+
+        let requests = lines
+            .iter()
+            .filter_map(|l| l.object.as_ref())
+            .filter_map(|o| {
+                let id = o.get("request_id")?.as_str()?.to_string();
+                Some((id, Arc::new(o.clone())))
+            })
+            .collect();
+        let committed = Committed {
+            seq: folded.seq,
+            len,
+        };
+        let snapshot = Arc::new(folded.clone());
+        let txn = Txn {
+            id,
+            dir: dir.to_path_buf(),
+            durability,
+            inner: Mutex::new(Inner {
+                state: folded,
+                log: log_file,
+                len,
+                ctx: None,
+                requests,
+                state_stale: false,
+            }),
+            snapshot: Mutex::new(snapshot),
+            committed: watch::Sender::new(committed),
+        };
+        Ok((txn, repairs))
+    }
+
+    /// The latest state.
+    pub fn state(&self) -> Arc<State> {
+        lock(&self.snapshot).clone()
+    }
+
+    /// Subscribes to the end of the durable log.
+    pub fn subscribe(&self) -> watch::Receiver<Committed> {
+        self.committed.subscribe()
+    }
+
+    /// The end of the durable log now.
+    pub fn committed(&self) -> Committed {
+        *self.committed.borrow()
+    }
+
+    /// The log's complete lines between byte `from` (a line boundary whose
+    /// line is `first_seq`) and `to`, read from the file: the file is the
+    /// truth followers see, including lines other programs appended.
+    pub fn read_lines(&self, from: u64, to: u64, first_seq: u64) -> Result<(Vec<Line>, u64)> {
+        use std::io::{Read, Seek, SeekFrom};
+        if to <= from {
+            return Ok((Vec::new(), from));
+        }
+        let path = self.dir.join(EVENTS_FILE);
+        let mut f = fsio::open_read(&path).map_err(|e| Error::io("reading", &path, e))?;
+        let mut buf = Vec::with_capacity((to - from) as usize);
+        f.seek(SeekFrom::Start(from))
+            .and_then(|_| f.take(to - from).read_to_end(&mut buf))
+            .map_err(|e| Error::io("reading", &path, e))?;
+        let (lines, used) = log::parse_lines(&buf, first_seq);
+        Ok((lines, from + used as u64))
+    }
+
+    /// Applies one mutation. `make` sees the current state and returns the
+    /// event to log (or a refusal); nothing is written when it refuses or a
+    /// guard fails.
+    pub fn mutate(
+        &self,
+        guards: &Guards,
+        client: &Client,
+        make: impl FnOnce(&State, DateTime<Utc>) -> Result<Body>,
+    ) -> Result<Outcome> {
+        let mut inner = lock(&self.inner);
+        self.catch_up(&mut inner)?;
+        if let Some(done) = self.replay(&inner, guards)? {
+            return Ok(done);
+        }
+        check_guards(&inner.state, guards)?;
+        let now = Utc::now();
+        let body = make(&inner.state, now)?;
+        self.commit(&mut inner, body, now, guards, client)
+    }
+
+    /// Stores an evidence file already written to `temp` (a path from
+    /// [`Txn::temp_path`]) under its ctx number, and logs it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_evidence(
+        &self,
+        temp: &Path,
+        bytes: u64,
+        sha256: &str,
+        description: &str,
+        file_name: &str,
+        guards: &Guards,
+        client: &Client,
+    ) -> Result<Outcome> {
+        let mut inner = lock(&self.inner);
+        self.catch_up(&mut inner)?;
+        if let Some(done) = self.replay(&inner, guards)? {
+            let _ = fs::remove_file(temp);
+            return Ok(done);
+        }
+        check_guards(&inner.state, guards)?;
+        refuse_if_terminal(&inner.state)?;
+        let ctx_dir = self.dir.join(CTX_DIR);
+        let mut entries = match inner.ctx.take() {
+            Some(e) => e,
+            None => scan_ctx(&ctx_dir)?,
+        };
+        let number = ctx::next_number(entries.iter().map(|e| e.name.as_str()));
+        let name = ctx::evidence_name(number, description, file_name);
+        let name = match name {
+            Ok(n) => n,
+            Err(e) => {
+                inner.ctx = Some(entries);
+                return Err(e);
+            }
+        };
+        let target = ctx_dir.join(&name);
+        if let Err(e) = rename_noreplace(temp, &target) {
+            inner.ctx = Some(entries);
+            return Err(Error::io("storing", target, e));
+        }
+        fsio::sync_dir(&ctx_dir, self.durability)?;
+        entries.push(Entry {
+            name: name.clone(),
+            bytes,
+            sha256: sha256.to_string(),
+        });
+        let digest = ctx::digest(&entries);
+        inner.ctx = Some(entries);
+        let body = Body::EvidenceAdded {
+            file: name,
+            description: description.to_string(),
+            bytes,
+            sha256: sha256.to_string(),
+            ctx_digest: digest,
+        };
+        let outcome = self.commit(&mut inner, body, Utc::now(), guards, client);
+        if outcome.is_err() {
+            // The event is not logged, so the file must not stay either.
+            inner.ctx = None;
+            let _ = fs::remove_file(&target);
+        }
+        outcome
+    }
+
+    /// A fresh temporary path inside ctx/ for an incoming evidence file, so
+    /// storing it is a rename within one directory.
+    pub fn temp_path(&self) -> PathBuf {
+        fsio::temp_path(&self.dir.join(CTX_DIR), "evidence")
+    }
+
+    /// The ctx/ files with their hashes, in name order.
+    pub fn ctx_entries(&self) -> Result<Vec<Entry>> {
+        let mut inner = lock(&self.inner);
+        if inner.ctx.is_none() {
+            inner.ctx = Some(scan_ctx(&self.dir.join(CTX_DIR))?);
+        }
+        Ok(inner.ctx.clone().unwrap_or_default())
+    }
+
+    /// Answers a repeated request id with its first outcome.
+    fn replay(&self, inner: &Inner, guards: &Guards) -> Result<Option<Outcome>> {
+        let Some(id) = &guards.request_id else {
+            return Ok(None);
+        };
+        Ok(inner.requests.get(id).map(|event| Outcome {
+            state: Arc::new(inner.state.clone()),
+            event: event.clone(),
+            replayed: true,
+        }))
+    }
+
+    /// Folds lines other programs appended since our last write, so the
+    /// next seq is the next line number.
+    fn catch_up(&self, inner: &mut Inner) -> Result<()> {
+        let path = self.dir.join(EVENTS_FILE);
+        let size = inner
+            .log
+            .metadata()
+            .map_err(|e| Error::io("inspecting", &path, e))?
+            .len();
+        if size <= inner.len {
+            return Ok(());
+        }
+        let (lines, end) = self.read_lines(inner.len, size, inner.state.seq + 1)?;
+        for l in &lines {
+            inner.state.apply(l.seq, l.object.as_ref().unwrap_or(empty()));
+        }
+        if end < size {
+            // A foreign line without its newline: end it, or our line would
+            // be glued onto it.
+            log::append(&mut inner.log, size, "\n", self.durability, &path)?;
+            inner.state.apply(inner.state.seq + 1, empty());
+            inner.len = size + 1;
+        } else {
+            inner.len = end;
+        }
+        tracing::info!(txn = %self.id, lines = lines.len(), "folded lines appended by another program");
+        inner.state_stale = true;
+        Ok(())
+    }
+
+    fn commit(
+        &self,
+        inner: &mut Inner,
+        body: Body,
+        now: DateTime<Utc>,
+        guards: &Guards,
+        client: &Client,
+    ) -> Result<Outcome> {
+        let meta = Meta {
+            ts: state::timestamp(now),
+            seq: inner.state.seq + 1,
+            request_id: guards.request_id.clone(),
+            client: client.clone(),
+        };
+        let object = body.to_object(&meta);
+        let mut line = Value::Object(object.clone()).to_string();
+        line.push('\n');
+        let path = self.dir.join(EVENTS_FILE);
+        log::append(&mut inner.log, inner.len, &line, self.durability, &path)?;
+        inner.len += line.len() as u64;
+        inner.state.apply(meta.seq, &object);
+        let event = Arc::new(object);
+        if let Some(id) = &guards.request_id {
+            inner.requests.insert(id.clone(), event.clone());
+        }
+        let state = Arc::new(inner.state.clone());
+        *lock(&self.snapshot) = state.clone();
+        self.committed.send_replace(Committed {
+            seq: meta.seq,
+            len: inner.len,
+        });
+        // The event is durable: the mutation has happened. If the view
+        // cannot be replaced now it is retried later and rebuilt at start-up,
+        // so the answer stays "done" rather than inviting a duplicate retry.
+        match fsio::atomic_write(
+            &self.dir,
+            STATE_FILE,
+            state.to_pretty_json().as_bytes(),
+            self.durability,
+        ) {
+            Ok(()) => inner.state_stale = false,
+            Err(e) => {
+                tracing::warn!(txn = %self.id, error = %e, "state.json is behind the log; will retry");
+                inner.state_stale = true;
+            }
+        }
+        Ok(Outcome {
+            state,
+            event,
+            replayed: false,
+        })
+    }
+}
+
+/// Refuses any change to a DONE or FAIL transaction.
+pub fn refuse_if_terminal(state: &State) -> Result<()> {
+    if state.is_terminal() {
+        return Err(Error::FailedPrecondition(format!(
+            "transaction {} is {}, which is final; no further change is allowed{}",
+            state.txn_id,
+            state.stage,
+            if state.stage == crate::core::fsm::FAIL {
+                " (except `retry`)"
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok(())
+}
+
+fn check_guards(state: &State, guards: &Guards) -> Result<()> {
+    if let Some(want) = &guards.expect_stage
+        && *want != state.stage
+    {
+        return Err(Error::Aborted(format!(
+            "expected transaction {} to be in stage {want}, but it is in {} (seq {}); nothing \
+             was changed",
+            state.txn_id, state.stage, state.seq
+        )));
+    }
+    if let Some(want) = guards.expect_seq
+        && want != state.seq
+    {
+        return Err(Error::Aborted(format!(
+            "expected transaction {} to be at seq {want}, but it is at seq {} (stage {}); \
+             nothing was changed",
+            state.txn_id, state.seq, state.stage
+        )));
+    }
+    Ok(())
+}
+
+/// Lists ctx/ and hashes each regular file; symlinks and other oddities are
+/// skipped, never followed.
+pub fn scan_ctx(dir: &Path) -> Result<Vec<Entry>> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    fsio::require_real_dir(dir, "ctx directory")?;
+    let mut entries = Vec::new();
+    let list = fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))?;
+    for entry in list.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if !is_file || !ctx::is_ctx_name(&name) {
+            continue;
+        }
+        let path = entry.path();
+        let mut f = fsio::open_read(&path).map_err(|e| Error::io("reading", &path, e))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut bytes = 0u64;
+        loop {
+            let n = f.read(&mut buf).map_err(|e| Error::io("reading", &path, e))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            bytes += n as u64;
+        }
+        entries.push(Entry {
+            name,
+            bytes,
+            sha256: ctx::hex(&h.finalize()),
+        });
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(entries)
+}
+
+/// Renames without replacing anything already at `to`.
+pub fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        from,
+        rustix::fs::CWD,
+        to,
+        rustix::fs::RenameFlags::NOREPLACE,
+    )
+    .map_err(std::io::Error::from)
+}
