@@ -31,7 +31,8 @@ pub async fn run(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let root = config.root.clone();
     let durability = config.durability;
-    let store = tokio::task::spawn_blocking(move || store::Store::open(&root, durability)).await??;
+    let store =
+        tokio::task::spawn_blocking(move || store::Store::open(&root, durability)).await??;
     tracing::info!(root = %config.root.display(), socket = %listener.path.display(),
         version = ttm_proto::VERSION, "ttmd serving");
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -352,7 +352,10 @@ impl Ttm for TtmService {
         }))
     }
 
-    async fn fail(&self, req: Request<pb::FailRequest>) -> Result<Response<pb::FailResponse>, Status> {
+    async fn fail(
+        &self,
+        req: Request<pb::FailRequest>,
+    ) -> Result<Response<pb::FailResponse>, Status> {
         let client = self.caller(&req)?;
         let r = req.into_inner();
         self.check_payload(&r.error, "the error message")
@@ -447,7 +450,11 @@ impl Ttm for TtmService {
                 Ok(Body::User { event: kind, data })
             })
             .await?;
-        let seq = outcome.event.get("seq").and_then(Value::as_u64).unwrap_or(0);
+        let seq = outcome
+            .event
+            .get("seq")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
         Ok(Response::new(pb::AppendEventResponse { seq }))
     }
 
@@ -617,7 +624,9 @@ impl Ttm for TtmService {
         if !r.event.is_empty() {
             let e = &r.event;
             let ok = e.len() <= event::EVENT_TYPE_MAX
-                && e.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
+                && e.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.'
+                });
             if !ok {
                 return Err(Status::invalid_argument(format!(
                     "invalid event type filter {}",

@@ -43,13 +43,29 @@ mod tests {
 
     #[test]
     fn disk_errors_keep_the_os_message() {
-        let full = Error::io("appending to", "/t/events.ndjson", std::io::Error::from_raw_os_error(28));
+        let full = Error::io(
+            "appending to",
+            "/t/events.ndjson",
+            std::io::Error::from_raw_os_error(28),
+        );
         let s = to_status(full);
         assert_eq!(s.code(), Code::ResourceExhausted);
-        assert!(s.message().contains("/t/events.ndjson") && s.message().contains("No space"), "{}", s.message());
-        let ro = Error::io("writing", "/t/state.json", std::io::Error::from_raw_os_error(30));
+        assert!(
+            s.message().contains("/t/events.ndjson") && s.message().contains("No space"),
+            "{}",
+            s.message()
+        );
+        let ro = Error::io(
+            "writing",
+            "/t/state.json",
+            std::io::Error::from_raw_os_error(30),
+        );
         assert_eq!(to_status(ro).code(), Code::Unavailable);
-        let denied = Error::io("writing", "/t/state.json", std::io::Error::from_raw_os_error(13));
+        let denied = Error::io(
+            "writing",
+            "/t/state.json",
+            std::io::Error::from_raw_os_error(13),
+        );
         assert_eq!(to_status(denied).code(), Code::Unavailable);
     }
 
@@ -58,7 +74,10 @@ mod tests {
         let cases = [
             (Error::NotFound("x".into()), Code::NotFound),
             (Error::invalid("x"), Code::InvalidArgument),
-            (Error::FailedPrecondition("x".into()), Code::FailedPrecondition),
+            (
+                Error::FailedPrecondition("x".into()),
+                Code::FailedPrecondition,
+            ),
             (Error::Aborted("x".into()), Code::Aborted),
             (Error::PermissionDenied("x".into()), Code::PermissionDenied),
             (Error::LimitExceeded("x".into()), Code::ResourceExhausted),

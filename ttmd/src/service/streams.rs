@@ -57,7 +57,9 @@ pub fn events(
                         return;
                     }
                     Err(e) => {
-                        let _ = tx.send(Err(Status::internal(format!("ttmd reader failed: {e}")))).await;
+                        let _ = tx
+                            .send(Err(Status::internal(format!("ttmd reader failed: {e}"))))
+                            .await;
                         return;
                     }
                 };

@@ -79,7 +79,10 @@ mod tests {
         let (lines, used) = parse_lines(log, 1);
         assert_eq!(lines.len(), 4);
         assert_eq!(used, log.len() - "{\"event\":".len());
-        assert_eq!(lines.iter().map(|l| l.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!(
+            lines.iter().map(|l| l.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
         assert!(lines[0].object.is_some() && lines[3].object.is_some());
         assert!(lines[1].object.is_none() && lines[2].object.is_none());
         let (tail, _) = parse_lines(b"{}\n", 7);

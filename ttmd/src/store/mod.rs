@@ -88,13 +88,20 @@ impl Store {
     pub fn topology(&self) -> Result<Topology> {
         let path = self.root.join(TOPOLOGY_FILE);
         match fsio::read_file(&path) {
-            Ok(bytes) => Topology::from_json(&String::from_utf8_lossy(&bytes), &path.to_string_lossy())
-                .map_err(|message| Error::Corrupt {
-                    path: path.clone(),
-                    message: format!("{message}; fix the file or remove it for the built-in topology"),
-                }),
+            Ok(bytes) => {
+                Topology::from_json(&String::from_utf8_lossy(&bytes), &path.to_string_lossy())
+                    .map_err(|message| Error::Corrupt {
+                        path: path.clone(),
+                        message: format!(
+                            "{message}; fix the file or remove it for the built-in topology"
+                        ),
+                    })
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Topology::builtin()),
             Err(e) => Err(Error::io("reading", path, e)),
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -93,19 +93,22 @@ impl Module {
         if create {
             fsio::ensure_dir(&txns_dir)?;
         } else {
-            fsio::require_real_dir(&txns_dir, &format!("module {name}"))
-                .map_err(|e| match e {
-                    Error::NotFound(_) => Error::NotFound(format!(
-                        "unknown module {name}: no {} (create a transaction in it first)",
-                        txns_dir.display()
-                    )),
-                    other => other,
-                })?;
+            fsio::require_real_dir(&txns_dir, &format!("module {name}")).map_err(|e| match e {
+                Error::NotFound(_) => Error::NotFound(format!(
+                    "unknown module {name}: no {} (create a transaction in it first)",
+                    txns_dir.display()
+                )),
+                other => other,
+            })?;
         }
         let fsm = load_fsm(&dir)?;
         let removed = fsio::remove_temp_files(&txns_dir);
         if removed > 0 {
-            tracing::warn!(module = name, removed, "removed leftovers of interrupted creations");
+            tracing::warn!(
+                module = name,
+                removed,
+                "removed leftovers of interrupted creations"
+            );
         }
         let module = Module {
             name: name.to_string(),
@@ -124,8 +127,8 @@ impl Module {
     /// Loads every transaction directory; one that cannot be loaded is
     /// reported and skipped, never fatal to the rest.
     fn load_all(&self) -> Result<()> {
-        let list = fs::read_dir(&self.txns_dir)
-            .map_err(|e| Error::io("listing", &self.txns_dir, e))?;
+        let list =
+            fs::read_dir(&self.txns_dir).map_err(|e| Error::io("listing", &self.txns_dir, e))?;
         for entry in list.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name == ACTIVE_LINK || id::validate_txn_id(&name).is_err() {

@@ -200,10 +200,17 @@ impl Txn {
                 }
                 _ => repairs.push(format!("rebuilt {STATE_FILE}: it contradicted the log")),
             },
-            None => repairs.push(format!("rebuilt {STATE_FILE}: it was missing or unreadable")),
+            None => repairs.push(format!(
+                "rebuilt {STATE_FILE}: it was missing or unreadable"
+            )),
         }
         if write_state {
-            fsio::atomic_write(dir, STATE_FILE, folded.to_pretty_json().as_bytes(), durability)?;
+            fsio::atomic_write(
+                dir,
+                STATE_FILE,
+                folded.to_pretty_json().as_bytes(),
+                durability,
+            )?;
         }
 
         let requests = lines
@@ -395,7 +402,9 @@ impl Txn {
         }
         let (lines, end) = self.read_lines(inner.len, size, inner.state.seq + 1)?;
         for l in &lines {
-            inner.state.apply(l.seq, l.object.as_ref().unwrap_or(empty()));
+            inner
+                .state
+                .apply(l.seq, l.object.as_ref().unwrap_or(empty()));
         }
         if end < size {
             // A foreign line without its newline: end it, or our line would
@@ -524,7 +533,9 @@ pub fn scan_ctx(dir: &Path) -> Result<Vec<Entry>> {
         let mut buf = vec![0u8; 64 * 1024];
         let mut bytes = 0u64;
         loop {
-            let n = f.read(&mut buf).map_err(|e| Error::io("reading", &path, e))?;
+            let n = f
+                .read(&mut buf)
+                .map_err(|e| Error::io("reading", &path, e))?;
             if n == 0 {
                 break;
             }
