@@ -126,6 +126,31 @@ pub fn ensure_dir(path: &Path) -> Result<()> {
     }
 }
 
+/// Creates `path` (mode 0700) if missing, or narrows an existing real
+/// directory to 0700: it holds the lock and usually the socket.
+pub fn ensure_private_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            if m.permissions().mode() & 0o077 != 0 {
+                fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+                    .map_err(|e| Error::io("restricting", path, e))?;
+            }
+            Ok(())
+        }
+        Ok(_) => Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            message: "expected a directory, found a symlink or file: move it away".into(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .map_err(|e| Error::io("creating directory", path, e)),
+        Err(e) => Err(Error::io("inspecting", path, e)),
+    }
+}
+
 /// Fails unless `path` is a real directory (not a symlink to one).
 pub fn require_real_dir(path: &Path, what: &str) -> Result<()> {
     match fs::symlink_metadata(path) {

@@ -24,7 +24,8 @@ pub struct TreeLock {
 pub fn acquire(root: &Path, socket: &Path) -> Result<TreeLock> {
     let path = root.join(LOCK_FILE);
     if let Some(dir) = path.parent() {
-        fsio::ensure_dir(dir)?;
+        // run/ may hold the socket too: private, like the socket's directory.
+        fsio::ensure_private_dir(dir)?;
     }
     let mut file = OpenOptions::new()
         .read(true)
@@ -39,11 +40,13 @@ pub fn acquire(root: &Path, socket: &Path) -> Result<TreeLock> {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             let mut parts = holder.lines();
-            let pid = parts.next().unwrap_or("?");
-            let sock = parts.next().unwrap_or("?");
+            let who = match (parts.next(), parts.next()) {
+                (Some(pid), Some(sock)) => format!("pid {pid}, socket {sock}"),
+                // The holder has the lock but has not written its record yet.
+                _ => "it is just starting".to_string(),
+            };
             return Err(Error::FailedPrecondition(format!(
-                "ttmd is already running for {} (pid {pid}, socket {sock}); stop it first or use \
-                 that one",
+                "ttmd is already running for {} ({who}); stop it first or use that one",
                 root.display()
             )));
         }

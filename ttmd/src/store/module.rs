@@ -90,6 +90,9 @@ impl Module {
         id::validate_module(name)?;
         let dir = root.join(name);
         let txns_dir = dir.join("txns");
+        // The FSM first: a module refused for a bad fsm.json gets nothing
+        // created in it.
+        let fsm = load_fsm(&dir)?;
         if create {
             fsio::ensure_dir(&txns_dir)?;
         } else {
@@ -101,7 +104,6 @@ impl Module {
                 other => other,
             })?;
         }
-        let fsm = load_fsm(&dir)?;
         let removed = fsio::remove_temp_files(&txns_dir);
         if removed > 0 {
             tracing::warn!(

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -76,6 +76,10 @@ pub struct Txn {
     snapshot: Mutex<Arc<State>>,
     /// Where the durable log ends, for followers.
     committed: watch::Sender<Committed>,
+    /// Group commit: whether a sync is running. Writers that appended while
+    /// one runs wait on `synced` and are covered by the next sync together.
+    syncing: Mutex<bool>,
+    synced: Condvar,
 }
 
 #[derive(Debug)]
@@ -88,9 +92,6 @@ struct Inner {
     ctx: Option<Vec<Entry>>,
     /// request id → the event it produced.
     requests: HashMap<String, Arc<Map<String, Value>>>,
-    /// state.json could not be replaced after its event was logged; retried
-    /// on the next mutation.
-    state_stale: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -236,10 +237,11 @@ impl Txn {
                 len,
                 ctx: None,
                 requests,
-                state_stale: false,
             }),
             snapshot: Mutex::new(snapshot),
             committed: watch::Sender::new(committed),
+            syncing: Mutex::new(false),
+            synced: Condvar::new(),
         };
         Ok((txn, repairs))
     }
@@ -286,15 +288,20 @@ impl Txn {
         client: &Client,
         make: impl FnOnce(&State, DateTime<Utc>) -> Result<Body>,
     ) -> Result<Outcome> {
-        let mut inner = lock(&self.inner);
-        self.catch_up(&mut inner)?;
-        if let Some(done) = self.replay(&inner, guards)? {
-            return Ok(done);
-        }
-        check_guards(&inner.state, guards)?;
-        let now = Utc::now();
-        let body = make(&inner.state, now)?;
-        self.commit(&mut inner, body, now, guards, client)
+        let (outcome, end) = {
+            let mut inner = lock(&self.inner);
+            self.catch_up(&mut inner)?;
+            if let Some(done) = self.replay(&inner, guards) {
+                (done, inner.len)
+            } else {
+                check_guards(&inner.state, guards)?;
+                let now = Utc::now();
+                let body = make(&inner.state, now)?;
+                self.append(&mut inner, body, now, guards, client)?
+            }
+        };
+        self.make_durable(end)?;
+        Ok(outcome)
     }
 
     /// Stores an evidence file already written to `temp` (a path from
@@ -312,8 +319,11 @@ impl Txn {
     ) -> Result<Outcome> {
         let mut inner = lock(&self.inner);
         self.catch_up(&mut inner)?;
-        if let Some(done) = self.replay(&inner, guards)? {
+        if let Some(done) = self.replay(&inner, guards) {
+            let end = inner.len;
+            drop(inner);
             let _ = fs::remove_file(temp);
+            self.make_durable(end)?;
             return Ok(done);
         }
         check_guards(&inner.state, guards)?;
@@ -352,13 +362,19 @@ impl Txn {
             sha256: sha256.to_string(),
             ctx_digest: digest,
         };
-        let outcome = self.commit(&mut inner, body, Utc::now(), guards, client);
-        if outcome.is_err() {
-            // The event is not logged, so the file must not stay either.
-            inner.ctx = None;
-            let _ = fs::remove_file(&target);
+        match self.append(&mut inner, body, Utc::now(), guards, client) {
+            Ok((outcome, end)) => {
+                drop(inner);
+                self.make_durable(end)?;
+                Ok(outcome)
+            }
+            Err(e) => {
+                // The event is not logged, so the file must not stay either.
+                inner.ctx = None;
+                let _ = fs::remove_file(&target);
+                Err(e)
+            }
         }
-        outcome
     }
 
     /// A fresh temporary path inside ctx/ for an incoming evidence file, so
@@ -377,15 +393,13 @@ impl Txn {
     }
 
     /// Answers a repeated request id with its first outcome.
-    fn replay(&self, inner: &Inner, guards: &Guards) -> Result<Option<Outcome>> {
-        let Some(id) = &guards.request_id else {
-            return Ok(None);
-        };
-        Ok(inner.requests.get(id).map(|event| Outcome {
+    fn replay(&self, inner: &Inner, guards: &Guards) -> Option<Outcome> {
+        let id = guards.request_id.as_ref()?;
+        inner.requests.get(id).map(|event| Outcome {
             state: Arc::new(inner.state.clone()),
             event: event.clone(),
             replayed: true,
-        }))
+        })
     }
 
     /// Folds lines other programs appended since our last write, so the
@@ -416,18 +430,20 @@ impl Txn {
             inner.len = end;
         }
         tracing::info!(txn = %self.id, lines = lines.len(), "folded lines appended by another program");
-        inner.state_stale = true;
         Ok(())
     }
 
-    fn commit(
+    /// Appends one event (without syncing) and advances the in-memory
+    /// state. Returns the outcome and where the log ends after the line; the
+    /// caller waits for [`Txn::make_durable`] before answering.
+    fn append(
         &self,
         inner: &mut Inner,
         body: Body,
         now: DateTime<Utc>,
         guards: &Guards,
         client: &Client,
-    ) -> Result<Outcome> {
+    ) -> Result<(Outcome, u64)> {
         let meta = Meta {
             ts: state::timestamp(now),
             seq: inner.state.seq + 1,
@@ -438,39 +454,78 @@ impl Txn {
         let mut line = Value::Object(object.clone()).to_string();
         line.push('\n');
         let path = self.dir.join(EVENTS_FILE);
-        log::append(&mut inner.log, inner.len, &line, self.durability, &path)?;
+        log::append(&mut inner.log, inner.len, &line, Durability::None, &path)?;
         inner.len += line.len() as u64;
         inner.state.apply(meta.seq, &object);
         let event = Arc::new(object);
         if let Some(id) = &guards.request_id {
             inner.requests.insert(id.clone(), event.clone());
         }
-        let state = Arc::new(inner.state.clone());
-        *lock(&self.snapshot) = state.clone();
-        self.committed.send_replace(Committed {
-            seq: meta.seq,
-            len: inner.len,
-        });
-        // The event is durable: the mutation has happened. If the view
-        // cannot be replaced now it is retried later and rebuilt at start-up,
-        // so the answer stays "done" rather than inviting a duplicate retry.
-        match fsio::atomic_write(
+        let outcome = Outcome {
+            state: Arc::new(inner.state.clone()),
+            event,
+            replayed: false,
+        };
+        Ok((outcome, inner.len))
+    }
+
+    /// Returns once the log is durable up to byte `end` (group commit): the
+    /// first writer to arrive syncs everything appended so far, writers that
+    /// arrive meanwhile wait and are usually covered by that one sync or the
+    /// next. After each sync the view (`state.json`, the snapshot, the
+    /// followers' end mark) moves to the synced point, never past it.
+    fn make_durable(&self, end: u64) -> Result<()> {
+        let mut syncing = lock(&self.syncing);
+        loop {
+            if self.committed().len >= end {
+                return Ok(());
+            }
+            if !*syncing {
+                break;
+            }
+            syncing = self.synced.wait(syncing).unwrap_or_else(|p| p.into_inner());
+        }
+        *syncing = true;
+        drop(syncing);
+        let result = self.sync_and_publish();
+        *lock(&self.syncing) = false;
+        self.synced.notify_all();
+        result?;
+        // Our line was appended before the sync began, so it is covered.
+        debug_assert!(self.committed().len >= end);
+        Ok(())
+    }
+
+    /// One group-commit round, run by one thread at a time.
+    fn sync_and_publish(&self) -> Result<()> {
+        let (file, len, state) = {
+            let inner = lock(&self.inner);
+            let file = inner
+                .log
+                .try_clone()
+                .map_err(|e| Error::io("syncing", self.dir.join(EVENTS_FILE), e))?;
+            (file, inner.len, inner.state.clone())
+        };
+        if self.durability == Durability::Fsync {
+            file.sync_data()
+                .map_err(|e| Error::io("syncing", self.dir.join(EVENTS_FILE), e))?;
+        }
+        // The events are durable: the mutations have happened. If the view
+        // cannot be replaced now, the next round rewrites it and start-up
+        // rebuilds it, so the answer stays "done" rather than inviting a
+        // duplicate retry.
+        if let Err(e) = fsio::atomic_write(
             &self.dir,
             STATE_FILE,
             state.to_pretty_json().as_bytes(),
             self.durability,
         ) {
-            Ok(()) => inner.state_stale = false,
-            Err(e) => {
-                tracing::warn!(txn = %self.id, error = %e, "state.json is behind the log; will retry");
-                inner.state_stale = true;
-            }
+            tracing::warn!(txn = %self.id, error = %e, "state.json is behind the log until the next write");
         }
-        Ok(Outcome {
-            state,
-            event,
-            replayed: false,
-        })
+        let seq = state.seq;
+        *lock(&self.snapshot) = Arc::new(state);
+        self.committed.send_replace(Committed { seq, len });
+        Ok(())
     }
 }
 
