@@ -129,10 +129,10 @@ pub fn from_status(status: &Status) -> Failure {
     // A status built by tonic itself (the connection broke) carries its
     // cause as `source`; one sent by ttmd never does. UNAVAILABLE from ttmd
     // means its tree cannot be written, from tonic that ttmd went away.
-    if status.code() != Code::Ok && std::error::Error::source(status).is_some() {
+    if std::error::Error::source(status).is_some() {
         return Failure::new(
             Exit::Unreachable,
-            format!("lost the connection to ttmd: {}", status_message(status)),
+            format!("lost the connection to ttmd: {}", error_chain(status)),
         );
     }
     let mut failure = Failure::new(exit_for(status.code()), status_message(status));
@@ -143,10 +143,31 @@ pub fn from_status(status: &Status) -> Failure {
 /// The daemon's message, or the code's description when it sent none.
 fn status_message(status: &Status) -> String {
     if status.message().is_empty() {
-        format!("{}", status.code().description())
+        status.code().description().to_owned()
     } else {
         status.message().to_owned()
     }
+}
+
+/// `err: cause: cause…` on one line, without repeats and without tonic's
+/// uninformative "transport error" layers.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(current) = next {
+        let text = match current.downcast_ref::<Status>() {
+            Some(status) => status.message().to_owned(),
+            None => current.to_string(),
+        };
+        if !text.is_empty() && text != "transport error" && !parts.contains(&text) {
+            parts.push(text);
+        }
+        next = current.source();
+    }
+    if parts.is_empty() {
+        return err.to_string();
+    }
+    parts.join(": ")
 }
 
 #[cfg(test)]

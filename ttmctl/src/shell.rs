@@ -20,6 +20,21 @@ pub fn quote(value: &str) -> String {
     out
 }
 
+/// `value` as it would be typed: bare when it is plainly safe, else quoted.
+/// For hints shown to people, where `'my file'` reads better than quoting
+/// every word.
+pub fn word(value: &str) -> String {
+    let plain = !value.is_empty()
+        && value.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | '+' | ',' | ':' | '@')
+        });
+    if plain {
+        value.to_owned()
+    } else {
+        quote(value)
+    }
+}
+
 /// `name=<quoted value>`; `name` must be a valid shell identifier, which the
 /// callers guarantee by building it from fixed text and numbers.
 pub fn assignment(name: &str, value: &str) -> String {
@@ -61,20 +76,34 @@ mod tests {
         assert_eq!(quote(""), "''");
         assert_eq!(quote("it's"), "'it'\\''s'");
         assert_eq!(assignment("e1", "/a b"), "e1='/a b'");
+        assert_eq!(word("dir.tar.gz"), "dir.tar.gz");
+        assert_eq!(word("my dir"), "'my dir'");
+        assert_eq!(word(""), "''");
+    }
+
+    /// Reads `quoted` as a shell would: single-quoted runs joined by `\'`,
+    /// and nothing else outside quotes.
+    fn unquote(quoted: &str) -> Option<String> {
+        let mut value = String::new();
+        let mut inside = false;
+        let mut chars = quoted.chars();
+        while let Some(c) = chars.next() {
+            match (inside, c) {
+                (true, '\'') => inside = false,
+                (true, c) => value.push(c),
+                (false, '\'') => inside = true,
+                (false, '\\') if chars.next() == Some('\'') => value.push('\''),
+                (false, _) => return None,
+            }
+        }
+        (!inside).then_some(value)
     }
 
     #[test]
     fn quoted_output_has_no_unquoted_specials() {
         for value in HOSTILE {
             let quoted = quote(value);
-            // Outside the quoted runs only `\'` may appear.
-            let outside: String = quoted
-                .split('\'')
-                .enumerate()
-                .filter(|(i, _)| i % 2 == 0)
-                .map(|(_, s)| s)
-                .collect();
-            assert!(outside.chars().all(|c| c == '\\'), "{value:?} -> {quoted}");
+            assert_eq!(unquote(&quoted).as_deref(), Some(*value), "{quoted}");
         }
     }
 

@@ -1,0 +1,374 @@
+//! The command line (SPEC §12): clap definitions only, no behaviour.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::exit::EXIT_CODES_HELP;
+
+/// Command-line client of ttmd, the TTM transaction daemon.
+///
+/// Transaction-scoped commands act on the module's active transaction
+/// unless given `-t ID`. ttmd is started in the background when none answers
+/// (set TTM_NO_AUTOSTART=1 to prevent that).
+#[derive(Debug, Parser)]
+#[command(name = "ttmctl", version, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts, before or after its name.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Module namespace (ttm, rag, deploy, ...).
+    #[arg(
+        short = 'm',
+        long,
+        env = "TTM_MODULE",
+        default_value = "ttm",
+        global = true
+    )]
+    pub module: String,
+
+    /// ttmd's socket [default: $XDG_RUNTIME_DIR/ttm/ttmd.sock, else $TETRA_DIR/run/ttmd.sock].
+    #[arg(long, env = "TTM_SOCKET", value_name = "PATH", global = true)]
+    pub socket: Option<PathBuf>,
+
+    /// Machine output: one JSON document, or one JSON object per line for streams.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Which transaction a command acts on.
+#[derive(Debug, Args)]
+pub struct TxnArg {
+    /// Transaction id [default: the module's active transaction].
+    #[arg(short = 't', long = "txn", value_name = "ID", default_value = "")]
+    pub txn: String,
+}
+
+/// Guards of a mutation (SPEC §4): compare-and-set and idempotent retry.
+#[derive(Debug, Args)]
+pub struct Guards {
+    /// Refuse (exit 5) unless the transaction is in this stage.
+    #[arg(long, value_name = "STAGE")]
+    pub expect_stage: Option<String>,
+
+    /// Refuse (exit 5) unless the transaction's last event has this seq.
+    #[arg(long, value_name = "SEQ")]
+    pub expect_seq: Option<u64>,
+
+    /// Idempotency key: repeating the call with the same key returns the
+    /// first answer and changes nothing.
+    #[arg(long, value_name = "ID", default_value = "")]
+    pub request_id: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a transaction and make it active; prints its id.
+    Create {
+        /// What the transaction does (any text).
+        #[arg(allow_hyphen_values = true)]
+        description: String,
+        /// TES target, e.g. @staging [daemon default: @local].
+        #[arg(long, value_name = "T", default_value = "")]
+        target: String,
+        /// Who starts it: human, cron, an agent name [daemon default: human].
+        #[arg(long, value_name = "A", default_value = "")]
+        agent: String,
+        /// Leave the module's active transaction as it is.
+        #[arg(long)]
+        no_activate: bool,
+        /// Idempotency key: repeating the call with the same key returns the
+        /// first transaction instead of creating another.
+        #[arg(long, value_name = "ID", default_value = "")]
+        request_id: String,
+    },
+    /// Print the module's active transaction id.
+    Active,
+    /// Make a transaction the module's active one.
+    Activate {
+        /// Transaction id.
+        id: String,
+        #[command(flatten)]
+        guards: Guards,
+    },
+    /// Print the transaction's directory (for build/ and artifacts/).
+    Dir {
+        #[command(flatten)]
+        txn: TxnArg,
+    },
+    /// List the module's transactions, oldest first (* marks the active one).
+    List {
+        /// Only transactions in this stage.
+        #[arg(long, value_name = "S", default_value = "")]
+        stage: String,
+    },
+    /// Print the state document (state.json).
+    State {
+        #[command(flatten)]
+        txn: TxnArg,
+    },
+    /// Summarise a transaction; --follow waits until it ends (exit 0 DONE, 9 FAIL).
+    Status {
+        #[command(flatten)]
+        txn: TxnArg,
+        /// Keep printing events until the transaction is DONE or FAIL.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Print the transaction's events.
+    Events {
+        #[command(flatten)]
+        txn: TxnArg,
+        /// Only events of this type.
+        #[arg(long = "type", value_name = "T", default_value = "")]
+        event_type: String,
+        /// First seq to print (inclusive).
+        #[arg(long, value_name = "SEQ", default_value_t = 0)]
+        from: u64,
+        /// Keep printing new events as they are written.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Move the transaction to STAGE.
+    Transition {
+        /// The stage to move to.
+        stage: String,
+        #[command(flatten)]
+        txn: TxnArg,
+        #[command(flatten)]
+        guards: Guards,
+    },
+    /// Move the transaction to DONE.
+    Commit {
+        #[command(flatten)]
+        txn: TxnArg,
+        #[command(flatten)]
+        guards: Guards,
+    },
+    /// Move the transaction to FAIL, recording MESSAGE as its error.
+    Fail {
+        /// What went wrong.
+        #[arg(default_value = "failed", allow_hyphen_values = true)]
+        message: String,
+        #[command(flatten)]
+        txn: TxnArg,
+        #[command(flatten)]
+        guards: Guards,
+    },
+    /// Move a FAIL transaction back to a working stage (iteration + 1).
+    Retry {
+        /// Stage to go back to [default: the first stage].
+        #[arg(long, value_name = "STAGE", default_value = "")]
+        to: String,
+        #[command(flatten)]
+        txn: TxnArg,
+        #[command(flatten)]
+        guards: Guards,
+    },
+    /// Merge a JSON object's keys into the state ('-' reads it from stdin).
+    Update {
+        /// A JSON object, or '-' for standard input.
+        #[arg(value_name = "JSON")]
+        patch: String,
+        #[command(flatten)]
+        txn: TxnArg,
+        #[command(flatten)]
+        guards: Guards,
+    },
+    /// Append a user event of type TYPE with a JSON object as its data.
+    Event {
+        /// Event type, e.g. progress or deploy.step.
+        #[arg(value_name = "TYPE")]
+        event_type: String,
+        /// A JSON object ('-' reads it from stdin) [default: {}].
+        #[arg(value_name = "JSON")]
+        data: Option<String>,
+        #[command(flatten)]
+        txn: TxnArg,
+        #[command(flatten)]
+        guards: Guards,
+    },
+    /// Context / evidence files.
+    #[command(subcommand)]
+    Ctx(CtxCommand),
+    /// Resolve the transaction's target into a plan; prints the plan.
+    Resolve {
+        #[command(flatten)]
+        txn: TxnArg,
+        #[command(flatten)]
+        guards: Guards,
+    },
+    /// Print the connector entry of a target (@symbol or host).
+    Connector {
+        /// e.g. @staging.
+        #[arg(allow_hyphen_values = true)]
+        target: String,
+    },
+    /// Print changes across the module's transactions as they happen.
+    Watch,
+    /// Print ttmctl's version.
+    Version,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtxCommand {
+    /// Store a copy of FILE ('-' for stdin) as the next evidence file; prints its name.
+    Add {
+        /// A regular file, or '-' for standard input.
+        file: PathBuf,
+        /// What the file is; becomes the stored name [default: the file's stem].
+        #[arg(allow_hyphen_values = true)]
+        description: Option<String>,
+        #[command(flatten)]
+        txn: TxnArg,
+        #[command(flatten)]
+        guards: Guards,
+    },
+    /// List the context files: name and size in bytes.
+    List {
+        #[command(flatten)]
+        txn: TxnArg,
+    },
+    /// Print e1=… e2=… e_count=N assignments for `eval`.
+    Env {
+        #[command(flatten)]
+        txn: TxnArg,
+    },
+    /// Print the ctx digest.
+    Digest {
+        #[command(flatten)]
+        txn: TxnArg,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ttmctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn definitions_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_work_after_the_subcommand() {
+        let Ok(cli) = parse(&["state", "--json", "-m", "rag", "--socket", "/s"]) else {
+            panic!("parse failed");
+        };
+        assert!(cli.global.json);
+        assert_eq!(cli.global.module, "rag");
+        assert_eq!(cli.global.socket, Some(PathBuf::from("/s")));
+    }
+
+    #[test]
+    fn fail_message_defaults_and_flags_are_not_swallowed() {
+        let Ok(Cli {
+            command:
+                Command::Fail {
+                    message,
+                    txn,
+                    guards,
+                },
+            ..
+        }) = parse(&["fail", "-t", "x-1", "--expect-stage", "EXECUTE"])
+        else {
+            panic!("parse failed");
+        };
+        assert_eq!(message, "failed");
+        assert_eq!(txn.txn, "x-1");
+        assert_eq!(guards.expect_stage.as_deref(), Some("EXECUTE"));
+
+        let Ok(Cli {
+            command: Command::Fail { message, .. },
+            ..
+        }) = parse(&["fail", "--", "-1 errors"])
+        else {
+            panic!("parse failed");
+        };
+        assert_eq!(message, "-1 errors");
+    }
+
+    #[test]
+    fn dash_is_a_value_for_update_and_ctx_add() {
+        assert!(matches!(
+            parse(&["update", "-"]),
+            Ok(Cli { command: Command::Update { ref patch, .. }, .. }) if patch == "-"
+        ));
+        assert!(matches!(
+            parse(&["ctx", "add", "-", "the log"]),
+            Ok(Cli { command: Command::Ctx(CtxCommand::Add { ref file, .. }), .. })
+                if file.as_os_str() == "-"
+        ));
+    }
+
+    #[test]
+    fn guards_parse_and_reject_a_non_numeric_seq() {
+        let Ok(Cli {
+            command: Command::Transition { stage, guards, .. },
+            ..
+        }) = parse(&[
+            "transition",
+            "EXECUTE",
+            "--expect-seq",
+            "7",
+            "--request-id",
+            "r1",
+        ])
+        else {
+            panic!("parse failed");
+        };
+        assert_eq!(stage, "EXECUTE");
+        assert_eq!(guards.expect_seq, Some(7));
+        assert_eq!(guards.request_id, "r1");
+        assert!(parse(&["transition", "X", "--expect-seq", "seven"]).is_err());
+    }
+
+    #[test]
+    fn usage_errors_exit_2() {
+        for args in [&["nope"][..], &["transition"], &["create"], &[]] {
+            let Err(err) = parse(args) else {
+                panic!("{args:?} parsed");
+            };
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn event_json_is_optional() {
+        assert!(matches!(
+            parse(&["event", "progress"]),
+            Ok(Cli {
+                command: Command::Event { data: None, .. },
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(&["event", "progress", r#"{"pct":50}"#, "-t", "a-1"]),
+            Ok(Cli {
+                command: Command::Event { data: Some(_), .. },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn description_may_start_with_a_hyphen() {
+        assert!(matches!(
+            parse(&["create", "-v2 rollout", "--target", "@prod"]),
+            Ok(Cli { command: Command::Create { ref description, ref target, .. }, .. })
+                if description == "-v2 rollout" && target == "@prod"
+        ));
+    }
+}

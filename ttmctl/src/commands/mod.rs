@@ -1,0 +1,181 @@
+//! One function per command: check local input, call the RPC, print.
+//! Local input (files, stdin) is checked before connecting, so a usage
+//! mistake never starts a daemon.
+
+mod context;
+mod mutate;
+mod status;
+mod streams;
+mod targets;
+mod txns;
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use ttm_proto::v1::{Preconditions, TxnRef, TxnState};
+
+use crate::cli::{Cli, Command, CtxCommand, Guards};
+use crate::connect::{self, Daemon};
+use crate::exit::Failure;
+use crate::output::{Out, parse_json};
+
+/// What every command needs besides its own arguments.
+#[derive(Debug)]
+pub struct Ctx {
+    /// Module namespace sent with every request.
+    pub module: String,
+    /// `--json`: machine output.
+    pub json: bool,
+    /// Where the daemon is (or will be started).
+    pub socket: PathBuf,
+    /// Standard output.
+    pub out: Out,
+}
+
+impl Ctx {
+    pub async fn daemon(&self) -> Result<Daemon, Failure> {
+        connect::connect(&self.socket).await
+    }
+
+    /// `id` in this module; empty means the module's active transaction.
+    pub fn txn(&self, id: &str) -> Option<TxnRef> {
+        Some(TxnRef {
+            module: self.module.clone(),
+            txn_id: id.to_owned(),
+        })
+    }
+}
+
+pub async fn run(cli: Cli, ctx: &mut Ctx) -> Result<(), Failure> {
+    match cli.command {
+        Command::Version => version(ctx),
+        Command::Create {
+            description,
+            target,
+            agent,
+            no_activate,
+            request_id,
+        } => txns::create(ctx, description, target, agent, no_activate, request_id).await,
+        Command::Active => txns::active(ctx).await,
+        Command::Activate { id, guards } => txns::activate(ctx, &id, &guards).await,
+        Command::Dir { txn } => txns::dir(ctx, &txn.txn).await,
+        Command::List { stage } => txns::list(ctx, stage).await,
+        Command::State { txn } => txns::state(ctx, &txn.txn).await,
+        Command::Status { txn, follow } => status::status(ctx, &txn.txn, follow).await,
+        Command::Events {
+            txn,
+            event_type,
+            from,
+            follow,
+        } => streams::events(ctx, &txn.txn, event_type, from, follow).await,
+        Command::Watch => streams::watch(ctx).await,
+        Command::Transition { stage, txn, guards } => {
+            mutate::transition(ctx, &txn.txn, stage, &guards).await
+        }
+        Command::Commit { txn, guards } => mutate::commit(ctx, &txn.txn, &guards).await,
+        Command::Fail {
+            message,
+            txn,
+            guards,
+        } => mutate::fail(ctx, &txn.txn, message, &guards).await,
+        Command::Retry { to, txn, guards } => mutate::retry(ctx, &txn.txn, to, &guards).await,
+        Command::Update { patch, txn, guards } => {
+            mutate::update(ctx, &txn.txn, &patch, &guards).await
+        }
+        Command::Event {
+            event_type,
+            data,
+            txn,
+            guards,
+        } => mutate::event(ctx, &txn.txn, event_type, data.as_deref(), &guards).await,
+        Command::Ctx(CtxCommand::Add {
+            file,
+            description,
+            txn,
+            guards,
+        }) => context::add(ctx, &txn.txn, &file, description, &guards).await,
+        Command::Ctx(CtxCommand::List { txn }) => context::list(ctx, &txn.txn).await,
+        Command::Ctx(CtxCommand::Env { txn }) => context::env(ctx, &txn.txn).await,
+        Command::Ctx(CtxCommand::Digest { txn }) => context::digest(ctx, &txn.txn).await,
+        Command::Resolve { txn, guards } => targets::resolve(ctx, &txn.txn, &guards).await,
+        Command::Connector { target } => targets::connector(ctx, target).await,
+    }
+}
+
+fn version(ctx: &mut Ctx) -> Result<(), Failure> {
+    if ctx.json {
+        ctx.out.json(&json!({
+            "ttmctl": ttm_proto::VERSION,
+            "api_version": ttm_proto::API_VERSION,
+        }))
+    } else {
+        ctx.out.line(&format!("ttmctl {}", ttm_proto::VERSION))
+    }
+}
+
+fn preconditions(guards: &Guards) -> Option<Preconditions> {
+    Some(Preconditions {
+        expect_stage: guards.expect_stage.clone(),
+        expect_seq: guards.expect_seq,
+        request_id: guards.request_id.clone(),
+    })
+}
+
+/// The state a response must carry.
+fn required(state: Option<TxnState>) -> Result<TxnState, Failure> {
+    state.ok_or_else(|| Failure::other("ttmd's answer carried no state"))
+}
+
+/// The state document as JSON: the daemon's own text, which holds the user
+/// fields too; the typed fields only if it sent no text.
+fn state_value(state: &TxnState) -> Result<Value, Failure> {
+    if !state.json.trim().is_empty() {
+        return parse_json("a state", &state.json);
+    }
+    Ok(json!({
+        "txn_id": state.txn_id,
+        "module": state.module,
+        "description": state.description,
+        "stage": state.stage,
+        "target": state.target,
+        "iteration": state.iteration,
+        "agent": state.agent,
+        "ctx_digest": non_empty(&state.ctx_digest),
+        "last_checkpoint": state.last_checkpoint,
+        "last_error": non_empty(&state.last_error),
+        "created": state.created,
+        "seq": state.seq,
+    }))
+}
+
+fn non_empty(text: &str) -> Value {
+    if text.is_empty() {
+        Value::Null
+    } else {
+        Value::String(text.to_owned())
+    }
+}
+
+/// In `--json` mode, prints the state a mutation left; otherwise nothing.
+fn print_state_if_json(ctx: &mut Ctx, state: Option<TxnState>) -> Result<(), Failure> {
+    if ctx.json {
+        let state = required(state)?;
+        ctx.out.json(&state_value(&state)?)
+    } else {
+        Ok(())
+    }
+}
+
+/// A JSON argument as text; `-` reads it from standard input. Validation is
+/// the daemon's (one place decides what is acceptable).
+fn text_arg(arg: &str) -> Result<String, Failure> {
+    if arg != "-" {
+        return Ok(arg.to_owned());
+    }
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .map_err(|err| Failure::usage(format!("cannot read standard input: {err}")))?;
+    Ok(text)
+}

@@ -1,0 +1,151 @@
+//! Creating, choosing and reading transactions.
+
+use serde_json::{Value, json};
+use ttm_proto::v1::{
+    ActivateRequest, CreateRequest, GetActiveRequest, GetStateRequest, ListRequest, TxnState,
+};
+
+use super::{Ctx, preconditions, print_state_if_json, required, state_value};
+use crate::cli::Guards;
+use crate::exit::{Exit, Failure};
+use crate::render;
+
+pub async fn create(
+    ctx: &mut Ctx,
+    description: String,
+    target: String,
+    agent: String,
+    no_activate: bool,
+    request_id: String,
+) -> Result<(), Failure> {
+    let request = CreateRequest {
+        module: ctx.module.clone(),
+        description,
+        target,
+        agent,
+        no_activate,
+        request_id,
+    };
+    let mut daemon = ctx.daemon().await?;
+    let reply = daemon.call(async move |c| c.create(request).await).await?;
+    let state = required(reply.state)?;
+    if ctx.json {
+        ctx.out.json(&json!({
+            "txn_id": state.txn_id,
+            "dir": state.dir,
+            "state": state_value(&state)?,
+        }))
+    } else {
+        ctx.out.line(&state.txn_id)
+    }
+}
+
+pub async fn active(ctx: &mut Ctx) -> Result<(), Failure> {
+    let request = GetActiveRequest {
+        module: ctx.module.clone(),
+    };
+    let mut daemon = ctx.daemon().await?;
+    let reply = daemon
+        .call(async move |c| c.get_active(request).await)
+        .await?;
+    // The daemon refuses with FAILED_PRECONDITION itself; an empty answer
+    // (allowed by the API) means the same.
+    if reply.txn_id.is_empty() {
+        return Err(Failure::new(
+            Exit::Refused,
+            format!("no active transaction in module {}", ctx.module),
+        ));
+    }
+    if ctx.json {
+        ctx.out.json(&json!({ "txn_id": reply.txn_id }))
+    } else {
+        ctx.out.line(&reply.txn_id)
+    }
+}
+
+pub async fn activate(ctx: &mut Ctx, id: &str, guards: &Guards) -> Result<(), Failure> {
+    let request = ActivateRequest {
+        txn: ctx.txn(id),
+        pre: preconditions(guards),
+    };
+    let mut daemon = ctx.daemon().await?;
+    let reply = daemon
+        .call(async move |c| c.activate(request).await)
+        .await?;
+    print_state_if_json(ctx, reply.state)
+}
+
+/// The state of one transaction, for the commands that only read it.
+pub async fn get_state(ctx: &Ctx, id: &str) -> Result<TxnState, Failure> {
+    let request = GetStateRequest { txn: ctx.txn(id) };
+    let mut daemon = ctx.daemon().await?;
+    let reply = daemon
+        .call(async move |c| c.get_state(request).await)
+        .await?;
+    required(reply.state)
+}
+
+pub async fn dir(ctx: &mut Ctx, id: &str) -> Result<(), Failure> {
+    let state = get_state(ctx, id).await?;
+    if ctx.json {
+        ctx.out.json(&json!({ "dir": state.dir }))
+    } else {
+        ctx.out.line(&state.dir)
+    }
+}
+
+pub async fn list(ctx: &mut Ctx, stage: String) -> Result<(), Failure> {
+    let filtered = !stage.is_empty();
+    let request = ListRequest {
+        module: ctx.module.clone(),
+        stage,
+    };
+    let mut daemon = ctx.daemon().await?;
+    let reply = daemon.call(async move |c| c.list(request).await).await?;
+    if ctx.json {
+        let mut active = reply
+            .txns
+            .iter()
+            .find(|txn| txn.active)
+            .map_or(Value::Null, |txn| Value::String(txn.txn_id.clone()));
+        // With --stage the active transaction may be filtered out; "active"
+        // still names it, as the module's fact rather than the list's.
+        if filtered && active.is_null() {
+            let request = GetActiveRequest {
+                module: ctx.module.clone(),
+            };
+            match daemon
+                .call(async move |c| c.get_active(request).await)
+                .await
+            {
+                Ok(reply) if !reply.txn_id.is_empty() => active = Value::String(reply.txn_id),
+                Ok(_) => {}
+                Err(failure) if failure.exit == Exit::Refused => {}
+                Err(failure) => return Err(failure),
+            }
+        }
+        let txns = reply
+            .txns
+            .iter()
+            .map(state_value)
+            .collect::<Result<Vec<_>, _>>()?;
+        ctx.out.json(&json!({ "active": active, "txns": txns }))
+    } else {
+        for line in render::list_table(&reply.txns) {
+            ctx.out.line(&line)?;
+        }
+        Ok(())
+    }
+}
+
+/// The document exactly as the daemon wrote it (already pretty), in both
+/// modes, so `ttmctl state` and `cat state.json` agree.
+pub async fn state(ctx: &mut Ctx, id: &str) -> Result<(), Failure> {
+    let state = get_state(ctx, id).await?;
+    if state.json.trim().is_empty() {
+        let value = state_value(&state)?;
+        ctx.out.json(&value)
+    } else {
+        ctx.out.line(&state.json)
+    }
+}

@@ -1,0 +1,165 @@
+//! Reaching ttmd: the socket path, the gRPC channel over it, and turning the
+//! daemon's statuses into failures with connection context.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::{Response, Status};
+use ttm_proto::v1::HelloRequest;
+use ttm_proto::v1::ttm_client::TtmClient;
+
+use crate::autostart;
+use crate::cli::Global;
+use crate::exit::{self, Exit, Failure, error_chain};
+
+/// Responses (a long list, a big state) may exceed tonic's 4 MiB default;
+/// the daemon is trusted, so the cap only guards against nonsense.
+const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+
+/// A connected daemon.
+#[derive(Debug)]
+pub struct Daemon {
+    /// The generated client over the socket's channel.
+    client: TtmClient<Channel>,
+    /// Where it was reached, for messages.
+    socket: PathBuf,
+}
+
+/// `--socket` / `$TTM_SOCKET`, else the path the daemon computes itself.
+pub fn socket_path(global: &Global) -> PathBuf {
+    match &global.socket {
+        Some(path) if !path.as_os_str().is_empty() => path.clone(),
+        _ => ttm_proto::paths::default_socket(&ttm_proto::paths::tetra_dir()),
+    }
+}
+
+/// Connects to the daemon at `socket`, starting one if none listens there.
+pub async fn connect(socket: &Path) -> Result<Daemon, Failure> {
+    let stream = match UnixStream::connect(socket).await {
+        Ok(stream) => stream,
+        Err(err) if nobody_listens(&err) => {
+            if autostart::disabled() {
+                return Err(Failure::new(
+                    Exit::Unreachable,
+                    format!(
+                        "ttmd is not running at {}; start it with `ttmd` \
+                         (or unset TTM_NO_AUTOSTART to let ttmctl start it)",
+                        socket.display()
+                    ),
+                ));
+            }
+            autostart::start(socket).await?
+        }
+        Err(err) => {
+            return Err(Failure::new(
+                Exit::Unreachable,
+                format!("cannot connect to ttmd at {}: {err}", socket.display()),
+            ));
+        }
+    };
+    let channel = channel(socket, stream).await?;
+    Ok(Daemon {
+        client: TtmClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES),
+        socket: socket.to_path_buf(),
+    })
+}
+
+/// A missing socket file, or a stale one whose daemon is gone.
+pub fn nobody_listens(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// A channel whose first connection is the already-open `first` (so the
+/// probe that decided about autostart is not wasted); reconnects dial anew.
+async fn channel(socket: &Path, first: UnixStream) -> Result<Channel, Failure> {
+    let first = Arc::new(Mutex::new(Some(first)));
+    let path = socket.to_path_buf();
+    let connector = tower::service_fn(move |_: Uri| {
+        let ready = first.lock().ok().and_then(|mut slot| slot.take());
+        let path = path.clone();
+        async move {
+            let stream = match ready {
+                Some(stream) => stream,
+                None => UnixStream::connect(&path).await?,
+            };
+            Ok::<_, io::Error>(TokioIo::new(stream))
+        }
+    });
+    // The authority must be `localhost`; the URI is otherwise unused.
+    Endpoint::from_static("http://localhost")
+        .connect_with_connector(connector)
+        .await
+        .map_err(|err| {
+            Failure::new(
+                Exit::Unreachable,
+                format!(
+                    "cannot talk to ttmd at {}: {}",
+                    socket.display(),
+                    error_chain(&err)
+                ),
+            )
+        })
+}
+
+impl Daemon {
+    /// Runs one RPC; a refusal becomes the failure to report.
+    pub async fn call<T>(
+        &mut self,
+        rpc: impl AsyncFnOnce(&mut TtmClient<Channel>) -> Result<Response<T>, Status>,
+    ) -> Result<T, Failure> {
+        match rpc(&mut self.client).await {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => Err(self.explain(status).await),
+        }
+    }
+
+    /// The failure for a status, with what the user needs to act on it.
+    pub async fn explain(&mut self, status: Status) -> Failure {
+        let mut failure = exit::from_status(&status);
+        if failure.unimplemented {
+            failure.message = self.version_mismatch().await;
+        } else if failure.exit == Exit::Unreachable {
+            failure.message = format!("{} (socket {})", failure.message, self.socket.display());
+        }
+        failure
+    }
+
+    /// UNIMPLEMENTED means the daemon speaks another version of the API;
+    /// `Hello` (which every version has) tells which, for the message.
+    async fn version_mismatch(&mut self) -> String {
+        let request = HelloRequest {
+            client_version: ttm_proto::VERSION.to_owned(),
+            api_version: ttm_proto::API_VERSION,
+        };
+        let hello = tokio::time::timeout(Duration::from_secs(1), self.client.hello(request)).await;
+        let mine = format!(
+            "ttmctl {} (API v{})",
+            ttm_proto::VERSION,
+            ttm_proto::API_VERSION
+        );
+        match hello {
+            Ok(Ok(reply)) => {
+                let reply = reply.into_inner();
+                format!(
+                    "ttmd {} (API v{}, pid {}) is older or newer than {mine} and does not \
+                     understand this request; restart ttmd (stop pid {}; the next ttmctl \
+                     command starts a matching one)",
+                    reply.daemon_version, reply.api_version, reply.pid, reply.pid
+                )
+            }
+            _ => format!(
+                "ttmd at {} is older or newer than {mine} and does not understand this \
+                 request; restart ttmd (the next ttmctl command starts a matching one)",
+                self.socket.display()
+            ),
+        }
+    }
+}
