@@ -1,1 +1,12 @@
+//! End-to-end tests of ttmd and ttmctl: one test binary, one module per area.
+//! Build the binaries first: `cargo build --workspace --bins`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod bad_input;
+mod concurrency;
+mod daemon;
+mod fsm;
+mod golden;
+mod in_process;
+mod lifecycle;
+mod restart;

@@ -1,1 +1,672 @@
+//! Harness of the end-to-end tests: the real `ttmd` and `ttmctl` binaries on
+//! temporary trees.
+//!
+//! - [`ttmd_bin`] / [`ttmctl_bin`] find the built binaries (`$TTMD_BIN`,
+//!   `$TTMCTL_BIN`, else `target/<profile>/` beside the test executable).
+//! - [`Daemon`] owns a temporary directory with a tree (`tmp/tree`) and a
+//!   socket (`tmp/s.sock`), runs `ttmd` on them and `ttmctl` against it.
+//! - [`check_log`], [`snapshot`] and friends assert the on-disk contracts.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long a daemon may take to listen.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one `ttmctl` call may take before the test gives up on it.
+pub const CTL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a daemon may take to exit after SIGTERM.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Environment variables of the user's shell that would point the binaries
+/// elsewhere than the test's own tree.
+const SCRUBBED_ENV: &[&str] = &[
+    "TETRA_DIR",
+    "TTM_SOCKET",
+    "TTM_MODULE",
+    "TTM_DIR",
+    "TTM_TXNS_DIR",
+    "TTM_NO_AUTOSTART",
+    "TTMD_BIN",
+    "XDG_RUNTIME_DIR",
+    "TTM_LOG",
+    "RUST_LOG",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+];
+
+// ------------------------------------------------------------- binaries --
+
+/// `$<env>` if set, else `<name>` in the target directory of this test
+/// executable (`target/debug/deps/it-<hash>` → `target/debug/<name>`).
+fn binary(name: &str, env: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        assert!(path.is_file(), "${env} = {} is not a file", path.display());
+        return path;
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable has no grandparent directory");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} not found: run `cargo build --workspace --bins` first (or set ${env})",
+        path.display()
+    );
+    path
+}
+
+/// The `ttmd` binary under test.
+pub fn ttmd_bin() -> PathBuf {
+    binary("ttmd", "TTMD_BIN")
+}
+
+/// The `ttmctl` binary under test.
+pub fn ttmctl_bin() -> PathBuf {
+    binary("ttmctl", "TTMCTL_BIN")
+}
+
+/// A `Command` with the TTM environment variables removed.
+pub fn clean_command(program: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    for var in SCRUBBED_ENV {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+// --------------------------------------------------------------- output --
+
+/// What a finished process left: exit status, stdout and stderr.
+#[derive(Debug)]
+pub struct Out {
+    /// The command line, for messages.
+    pub what: String,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    /// The exit code (-1 when killed by a signal).
+    pub fn code(&self) -> i32 {
+        self.status.code().unwrap_or(-1)
+    }
+
+    /// Asserts exit 0; returns stdout trimmed.
+    #[track_caller]
+    pub fn ok(&self) -> String {
+        assert_eq!(
+            self.code(),
+            0,
+            "`{}` failed\nstdout: {}\nstderr: {}",
+            self.what,
+            self.stdout,
+            self.stderr
+        );
+        self.stdout.trim().to_owned()
+    }
+
+    /// Asserts the exit code; returns self for further checks.
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code(),
+            code,
+            "`{}`: wrong exit code\nstdout: {}\nstderr: {}",
+            self.what,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts that stderr contains each of `needles`.
+    #[track_caller]
+    pub fn stderr_has(&self, needles: &[&str]) -> &Self {
+        for needle in needles {
+            assert!(
+                self.stderr.contains(needle),
+                "`{}`: stderr does not mention {needle:?}\nstderr: {}",
+                self.what,
+                self.stderr
+            );
+        }
+        self
+    }
+
+    /// stdout parsed as one JSON document.
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.ok()).unwrap_or_else(|e| {
+            panic!(
+                "`{}`: stdout is not JSON ({e}):\n{}",
+                self.what, self.stdout
+            )
+        })
+    }
+}
+
+/// Runs `cmd` to completion with `stdin` as its input, killing it after
+/// `timeout`.
+pub fn run(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Out {
+    let what = format!("{cmd:?}");
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let writer = stdin.map(|bytes| {
+        let bytes = bytes.to_vec();
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        // A command that stops reading early closes the pipe; not our error.
+        thread::spawn(move || {
+            let _ = pipe.write_all(&bytes);
+        })
+    });
+    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        thread::spawn(move || {
+            let mut text = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut text);
+            }
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let out = reader(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = reader(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let status = wait_timeout(&mut child, timeout).unwrap_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{what} did not finish within {timeout:?}");
+    });
+    if let Some(writer) = writer {
+        let _ = writer.join();
+    }
+    Out {
+        what,
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
+}
+
+/// Waits for `child` up to `timeout`; `None` if it is still running.
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Sends `signal` (`TERM`, `KILL`, `0`) to `pid` with kill(1); true if it
+/// was delivered.
+pub fn signal(pid: u32, signal: &str) -> bool {
+    Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// True once something accepts connections on `socket`.
+pub fn accepts(socket: &Path) -> bool {
+    UnixStream::connect(socket).is_ok()
+}
+
+/// Polls `cond` every 5 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+// --------------------------------------------------------------- daemon --
+
+/// A temporary tree served by a real `ttmd`.
+#[derive(Debug)]
+pub struct Daemon {
+    tmp: tempfile::TempDir,
+    /// `tmp/tree`: the daemon's `--root` (`TETRA_DIR`).
+    pub root: PathBuf,
+    /// `tmp/s.sock`.
+    pub socket: PathBuf,
+    /// Where the daemon's stderr goes (appended to across restarts).
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// A fresh tree and a daemon serving it.
+    pub fn start_new() -> Daemon {
+        Daemon::with_tree(|_| {})
+    }
+
+    /// A fresh tree prepared by `setup(root)` before the daemon starts.
+    pub fn with_tree(setup: impl FnOnce(&Path)) -> Daemon {
+        let mut daemon = Daemon::stopped();
+        setup(&daemon.root);
+        daemon.start();
+        daemon
+    }
+
+    /// A fresh (empty, existing) tree without a daemon yet.
+    pub fn stopped() -> Daemon {
+        let tmp = tempfile::Builder::new()
+            .prefix("ttm-")
+            .tempdir()
+            .expect("temp dir");
+        let root = tmp.path().join("tree");
+        fs::create_dir_all(&root).expect("create tree");
+        let socket = tmp.path().join("s.sock");
+        assert!(
+            socket.as_os_str().len() < 100,
+            "socket path too long for a Unix socket: {}",
+            socket.display()
+        );
+        let log = tmp.path().join("ttmd.stderr");
+        Daemon {
+            root,
+            socket,
+            log,
+            child: None,
+            tmp,
+        }
+    }
+
+    /// The temporary directory holding tree, socket and logs.
+    pub fn tmp(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// The running daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon not running").id()
+    }
+
+    /// A `ttmd` command for this tree and socket (not started).
+    pub fn ttmd_command(&self) -> Command {
+        let mut cmd = clean_command(ttmd_bin());
+        cmd.arg("--root")
+            .arg(&self.root)
+            .arg("--socket")
+            .arg(&self.socket);
+        cmd
+    }
+
+    /// Starts the daemon and waits until its socket accepts.
+    #[track_caller]
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "daemon already running");
+        let stderr = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("daemon log file");
+        let mut child = self
+            .ttmd_command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn ttmd");
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if accepts(&self.socket) {
+                break;
+            }
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                panic!(
+                    "ttmd exited ({status}) before listening:\n{}",
+                    self.daemon_stderr()
+                );
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "ttmd did not listen on {} within {START_TIMEOUT:?}:\n{}",
+                    self.socket.display(),
+                    self.daemon_stderr()
+                );
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        self.child = Some(child);
+        // The socket accepts as soon as it is bound, before the tree is
+        // recovered; one answered request means recovery is over.
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let out = run(
+            self.ctl_command(&["list"]),
+            None,
+            remaining.max(CTL_TIMEOUT),
+        );
+        assert_ne!(
+            out.code(),
+            7,
+            "ttmd does not answer on {}: {}\n{}",
+            self.socket.display(),
+            out.stderr,
+            self.daemon_stderr()
+        );
+    }
+
+    /// SIGTERM, wait; asserts exit 0 and the socket removed.
+    #[track_caller]
+    pub fn stop(&mut self) {
+        let mut child = self.child.take().expect("daemon not running");
+        assert!(signal(child.id(), "TERM"), "cannot signal ttmd");
+        let status = wait_timeout(&mut child, STOP_TIMEOUT).unwrap_or_else(|| {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "ttmd did not exit within {STOP_TIMEOUT:?} of SIGTERM:\n{}",
+                self.daemon_stderr()
+            );
+        });
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "ttmd exited with {status} after SIGTERM:\n{}",
+            self.daemon_stderr()
+        );
+        assert!(
+            !self.socket.exists(),
+            "ttmd left its socket {} behind",
+            self.socket.display()
+        );
+    }
+
+    /// SIGKILL, wait: a crash. The socket file stays behind.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("daemon not running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// `stop` then `start`.
+    #[track_caller]
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start();
+    }
+
+    /// Everything the daemon wrote to stderr so far.
+    pub fn daemon_stderr(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A `ttmctl` command against this daemon (autostart off).
+    pub fn ctl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = clean_command(ttmctl_bin());
+        cmd.args(args)
+            .env("TETRA_DIR", &self.root)
+            .env("TTM_SOCKET", &self.socket)
+            .env("TTM_NO_AUTOSTART", "1");
+        cmd
+    }
+
+    /// Runs `ttmctl args…`.
+    pub fn ctl(&self, args: &[&str]) -> Out {
+        run(self.ctl_command(args), None, CTL_TIMEOUT)
+    }
+
+    /// Runs `ttmctl args…` with `input` on stdin.
+    pub fn ctl_stdin(&self, args: &[&str], input: &[u8]) -> Out {
+        run(self.ctl_command(args), Some(input), CTL_TIMEOUT)
+    }
+
+    /// `ttmctl create DESCRIPTION`; returns the id.
+    #[track_caller]
+    pub fn create(&self, description: &str) -> String {
+        self.ctl(&["create", description]).ok()
+    }
+
+    /// `<root>/<module>/txns/<id>`.
+    pub fn txn_dir(&self, module: &str, id: &str) -> PathBuf {
+        self.root.join(module).join("txns").join(id)
+    }
+
+    /// The tree's contents except `run/`.
+    pub fn snapshot(&self) -> Snapshot {
+        snapshot(&self.root)
+    }
+
+    /// Asserts that state.json of `module/id` is exactly the fold of its
+    /// log: stops the daemon, deletes state.json, starts again (the daemon
+    /// rebuilds it from the log) and compares.
+    #[track_caller]
+    pub fn assert_state_is_fold(&mut self, module: &str, id: &str) {
+        let path = self.txn_dir(module, id).join("state.json");
+        let before = read_json(&path);
+        self.stop();
+        fs::remove_file(&path).expect("remove state.json");
+        self.start();
+        assert!(path.exists(), "state.json not rebuilt at start-up");
+        let after = read_json(&path);
+        assert_eq!(
+            before, after,
+            "state.json differs from the fold of events.ndjson"
+        );
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), "TERM");
+            if wait_timeout(&mut child, STOP_TIMEOUT).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------ snapshots --
+
+/// One entry of a tree, compared byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Dir,
+    File(Vec<u8>),
+    Symlink(PathBuf),
+}
+
+/// Relative path → entry, for "nothing changed on disk".
+pub type Snapshot = BTreeMap<PathBuf, Entry>;
+
+/// Everything under `root` (not following symlinks), except `run/`.
+pub fn snapshot(root: &Path) -> Snapshot {
+    let mut map = BTreeMap::new();
+    walk(root, root, &mut map);
+    map
+}
+
+fn walk(root: &Path, dir: &Path, map: &mut Snapshot) {
+    let Ok(list) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in list {
+        let entry = entry.expect("dir entry");
+        let path = entry.path();
+        let rel = path.strip_prefix(root).expect("under root").to_path_buf();
+        if rel == Path::new("run") {
+            continue;
+        }
+        let meta = fs::symlink_metadata(&path).expect("metadata");
+        if meta.file_type().is_symlink() {
+            map.insert(rel, Entry::Symlink(fs::read_link(&path).expect("readlink")));
+        } else if meta.is_dir() {
+            map.insert(rel, Entry::Dir);
+            walk(root, &path, map);
+        } else {
+            map.insert(rel, Entry::File(fs::read(&path).expect("read")));
+        }
+    }
+}
+
+/// Asserts two snapshots are equal, naming the first paths that differ.
+#[track_caller]
+pub fn assert_same_tree(before: &Snapshot, after: &Snapshot, what: &str) {
+    if before == after {
+        return;
+    }
+    let mut diffs = Vec::new();
+    for (path, entry) in before {
+        match after.get(path) {
+            None => diffs.push(format!("removed {}", path.display())),
+            Some(other) if other != entry => diffs.push(format!("changed {}", path.display())),
+            Some(_) => {}
+        }
+    }
+    for path in after.keys() {
+        if !before.contains_key(path) {
+            diffs.push(format!("added {}", path.display()));
+        }
+    }
+    panic!("{what}: the tree changed: {}", diffs.join(", "));
+}
+
+// ----------------------------------------------------------------- files --
+
+/// A file parsed as JSON.
+#[track_caller]
+pub fn read_json(path: &Path) -> Value {
+    let text =
+        fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+/// The lines of `<dir>/events.ndjson`, parsed.
+#[track_caller]
+pub fn read_events(dir: &Path) -> Vec<Value> {
+    let path = dir.join("events.ndjson");
+    let text =
+        fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}: bad line {line:?}: {e}", path.display()))
+        })
+        .collect()
+}
+
+/// The log contract of a transaction directory: every line of
+/// events.ndjson is a JSON object ending in `\n` whose `seq` is its line
+/// number, `ts` and `event` come first, and state.json's `seq` is the line
+/// count. Returns the events.
+#[track_caller]
+pub fn check_log(dir: &Path) -> Vec<Value> {
+    let path = dir.join("events.ndjson");
+    let bytes = fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    assert!(
+        bytes.is_empty() || bytes.ends_with(b"\n"),
+        "{} does not end with a newline",
+        path.display()
+    );
+    let text = String::from_utf8(bytes).expect("events.ndjson is UTF-8");
+    let mut events = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i as u64 + 1;
+        let value: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("line {n} of {} is not JSON ({e}): {line}", path.display()));
+        let object = value
+            .as_object()
+            .unwrap_or_else(|| panic!("line {n} is not a JSON object: {line}"));
+        assert_eq!(
+            object.get("seq").and_then(Value::as_u64),
+            Some(n),
+            "line {n} has the wrong seq: {line}"
+        );
+        let keys: Vec<&str> = object.keys().take(3).map(String::as_str).collect();
+        assert_eq!(keys, ["ts", "event", "seq"], "line {n}: first keys: {line}");
+        events.push(value);
+    }
+    let state = read_json(&dir.join("state.json"));
+    assert_eq!(
+        state["seq"].as_u64(),
+        Some(events.len() as u64),
+        "state.json's seq is not the log's line count"
+    );
+    events
+}
+
+/// The `event` field of each event.
+pub fn event_types(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or("?").to_owned())
+        .collect()
+}
+
+/// Copies a directory tree (files and subdirectories).
+pub fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("create dir");
+    for entry in fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// The hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The directory of the checked-in golden files.
+pub fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("golden")
+}
