@@ -109,14 +109,17 @@ impl TtmService {
         Ok(())
     }
 
-    /// Runs one mutation of a transaction on a blocking thread.
+    /// Runs one mutation of a transaction on a blocking thread. The reply's
+    /// state message is built only if `reply_state` (an append answers with
+    /// its seq alone, and is the hot path).
     async fn mutate<F>(
         &self,
         r: Option<pb::TxnRef>,
         pre: Option<pb::Preconditions>,
         client: Client,
+        reply_state: bool,
         make: F,
-    ) -> Result<(pb::TxnState, Outcome), Status>
+    ) -> Result<(Option<pb::TxnState>, Outcome), Status>
     where
         F: FnOnce(&fsm::Fsm, &state::State, chrono::DateTime<chrono::Utc>) -> Result<Body>
             + Send
@@ -128,7 +131,8 @@ impl TtmService {
             let (module, txn) = this.txn(r)?;
             let outcome = txn.mutate(&g, &client, |s, now| make(&module.fsm, s, now))?;
             module.announce(&outcome);
-            Ok((this.state_msg(&module, &txn, &outcome.state), outcome))
+            let state = reply_state.then(|| this.state_msg(&module, &txn, &outcome.state));
+            Ok((state, outcome))
         })
         .await
     }
@@ -302,7 +306,7 @@ impl Ttm for TtmService {
         let r = req.into_inner();
         let to = r.stage;
         let (state, _) = self
-            .mutate(r.txn, r.pre, client, move |fsm, s, now| {
+            .mutate(r.txn, r.pre, client, true, move |fsm, s, now| {
                 let step = fsm.transition(&s.stage, &to)?;
                 Ok(match to.as_str() {
                     // Moving to a terminal stage is a commit or a failure,
@@ -323,7 +327,7 @@ impl Ttm for TtmService {
                 })
             })
             .await?;
-        Ok(Response::new(pb::TransitionResponse { state: Some(state) }))
+        Ok(Response::new(pb::TransitionResponse { state }))
     }
 
     async fn commit(
@@ -333,7 +337,7 @@ impl Ttm for TtmService {
         let client = self.caller(&req)?;
         let r = req.into_inner();
         let (state, outcome) = self
-            .mutate(r.txn, r.pre, client, |_, s, now| {
+            .mutate(r.txn, r.pre, client, true, |_, s, now| {
                 txn::refuse_if_terminal(s)?;
                 Ok(Body::Commit {
                     from: s.stage.clone(),
@@ -346,10 +350,7 @@ impl Ttm for TtmService {
             .get("duration_ms")
             .and_then(Value::as_u64)
             .unwrap_or(0);
-        Ok(Response::new(pb::CommitResponse {
-            state: Some(state),
-            duration_ms,
-        }))
+        Ok(Response::new(pb::CommitResponse { state, duration_ms }))
     }
 
     async fn fail(
@@ -366,7 +367,7 @@ impl Ttm for TtmService {
             r.error
         };
         let (state, _) = self
-            .mutate(r.txn, r.pre, client, move |_, s, _| {
+            .mutate(r.txn, r.pre, client, true, move |_, s, _| {
                 txn::refuse_if_terminal(s)?;
                 Ok(Body::Fail {
                     from: s.stage.clone(),
@@ -374,7 +375,7 @@ impl Ttm for TtmService {
                 })
             })
             .await?;
-        Ok(Response::new(pb::FailResponse { state: Some(state) }))
+        Ok(Response::new(pb::FailResponse { state }))
     }
 
     async fn retry(
@@ -385,7 +386,7 @@ impl Ttm for TtmService {
         let r = req.into_inner();
         let to = Some(r.to).filter(|t| !t.is_empty());
         let (state, _) = self
-            .mutate(r.txn, r.pre, client, move |fsm, s, _| {
+            .mutate(r.txn, r.pre, client, true, move |fsm, s, _| {
                 let to = fsm.retry_target(&s.stage, to.as_deref())?;
                 Ok(Body::Retry {
                     to,
@@ -393,7 +394,7 @@ impl Ttm for TtmService {
                 })
             })
             .await?;
-        Ok(Response::new(pb::RetryResponse { state: Some(state) }))
+        Ok(Response::new(pb::RetryResponse { state }))
     }
 
     async fn update(
@@ -423,12 +424,12 @@ impl Ttm for TtmService {
         })()
         .map_err(to_status)?;
         let (state, _) = self
-            .mutate(r.txn, r.pre, client, move |_, s, _| {
+            .mutate(r.txn, r.pre, client, true, move |_, s, _| {
                 txn::refuse_if_terminal(s)?;
                 Ok(Body::Updated { patch })
             })
             .await?;
-        Ok(Response::new(pb::UpdateResponse { state: Some(state) }))
+        Ok(Response::new(pb::UpdateResponse { state }))
     }
 
     async fn append_event(
@@ -445,7 +446,7 @@ impl Ttm for TtmService {
         .map_err(to_status)?;
         let kind = r.event;
         let (_, outcome) = self
-            .mutate(r.txn, r.pre, client, move |_, s, _| {
+            .mutate(r.txn, r.pre, client, false, move |_, s, _| {
                 txn::refuse_if_terminal(s)?;
                 Ok(Body::User { event: kind, data })
             })
@@ -581,7 +582,7 @@ impl Ttm for TtmService {
         let r = req.into_inner();
         let store = self.store.clone();
         let (state, outcome) = self
-            .mutate(r.txn, r.pre, client, move |_, s, _| {
+            .mutate(r.txn, r.pre, client, true, move |_, s, _| {
                 txn::refuse_if_terminal(s)?;
                 let resolved = store.topology()?.resolve(&s.target)?;
                 Ok(Body::TesResolved {
@@ -593,7 +594,7 @@ impl Ttm for TtmService {
             .await?;
         let e = &outcome.event;
         Ok(Response::new(pb::ResolveResponse {
-            state: Some(state),
+            state,
             target: e.get("target").and_then(Value::as_str).unwrap_or("").into(),
             plan: e.get("plan").and_then(Value::as_str).unwrap_or("").into(),
             connector_json: e.get("connector").map(Value::to_string).unwrap_or_default(),

@@ -13,6 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use ttm_proto::v1 as pb;
 
+use crate::store::log::Line;
 use crate::store::module::{ChangeKind, Module};
 use crate::store::txn::Txn;
 
@@ -23,6 +24,8 @@ pub type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> 
 
 /// Messages buffered per stream before the sender waits for the client.
 const BUFFER: usize = 256;
+/// Bytes of log read per step by a follower.
+const READ_CHUNK: u64 = 1 << 20;
 
 fn shutting_down() -> Status {
     Status::unavailable("ttmd is shutting down; reconnect when it is back")
@@ -46,10 +49,15 @@ pub fn events(
         let mut caught_up = false;
         loop {
             let end = committed.borrow_and_update().len;
-            if end > offset {
+            // Read in bounded chunks so a follower far behind (or a replay
+            // of a long log) never holds the whole log in memory.
+            let mut chunk = READ_CHUNK;
+            while offset < end {
+                let to = end.min(offset + chunk);
                 let t = txn.clone();
+                let (from_byte, first) = (offset, next_seq);
                 let read =
-                    tokio::task::spawn_blocking(move || t.read_lines(offset, end, next_seq)).await;
+                    tokio::task::spawn_blocking(move || t.read_lines(from_byte, to, first)).await;
                 let (lines, new_offset) = match read {
                     Ok(Ok(v)) => v,
                     Ok(Err(e)) => {
@@ -63,36 +71,20 @@ pub fn events(
                         return;
                     }
                 };
+                if lines.is_empty() {
+                    // One line longer than the chunk: widen and read again.
+                    chunk = chunk.saturating_mul(2);
+                    continue;
+                }
+                chunk = READ_CHUNK;
                 offset = new_offset;
                 for line in lines {
                     next_seq = line.seq + 1;
                     if line.seq < from {
                         continue;
                     }
-                    let kind = line
-                        .object
-                        .as_ref()
-                        .and_then(|o| o.get("event"))
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string();
-                    if !req.event.is_empty() && kind != req.event {
+                    let Some(msg) = event_message(line, &req.event) else {
                         continue;
-                    }
-                    let ts = line
-                        .object
-                        .as_ref()
-                        .and_then(|o| o.get("ts"))
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string();
-                    let msg = pb::EventsResponse {
-                        kind: Some(Kind::Event(pb::Event {
-                            seq: line.seq,
-                            event: kind,
-                            ts,
-                            json: line.text,
-                        })),
                     };
                     if tx.send(Ok(msg)).await.is_err() {
                         return; // the client left
@@ -131,6 +123,32 @@ pub fn events(
         }
     });
     Box::pin(ReceiverStream::new(rx))
+}
+
+/// The message for one log line, or `None` when `filter` (an event type,
+/// empty for all) excludes it.
+fn event_message(line: Line, filter: &str) -> Option<pb::EventsResponse> {
+    let field = |k: &str| {
+        line.object
+            .as_ref()
+            .and_then(|o| o.get(k))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let kind = field("event");
+    if !filter.is_empty() && kind != filter {
+        return None;
+    }
+    let ts = field("ts");
+    Some(pb::EventsResponse {
+        kind: Some(pb::events_response::Kind::Event(pb::Event {
+            seq: line.seq,
+            event: kind,
+            ts,
+            json: line.text,
+        })),
+    })
 }
 
 /// Streams the changes of a module's transactions as they happen.
