@@ -80,6 +80,18 @@ impl Default for Fsm {
     }
 }
 
+/// FSMs shipped with the product, used by a module that has no `fsm.json`
+/// of its own: module name → definition.
+pub const BUILTIN: &[(&str, &str)] = &[("rag", include_str!("../../fsm/rag.json"))];
+
+/// The built-in FSM of `module`, if the product ships one.
+pub fn builtin(module: &str) -> Option<Fsm> {
+    BUILTIN
+        .iter()
+        .find(|(name, _)| *name == module)
+        .and_then(|(_, text)| Fsm::from_json(text).ok())
+}
+
 /// Checks that `stage` is a well-formed stage name (`[A-Z][A-Z0-9_]{0,31}`).
 pub fn validate_stage_name(stage: &str) -> Result<()> {
     let ok = !stage.is_empty()
@@ -369,6 +381,16 @@ mod tests {
             let err = Fsm::from_json(text).unwrap_err();
             assert!(err.contains(want), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn shipped_fsms_are_valid() {
+        for (name, text) in BUILTIN {
+            assert!(Fsm::from_json(text).is_ok(), "{name}");
+        }
+        let rag = builtin("rag").unwrap();
+        assert_eq!(rag, Fsm::from_json(RAG).unwrap());
+        assert!(builtin("ttm").is_none());
     }
 
     #[test]

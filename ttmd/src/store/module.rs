@@ -413,7 +413,8 @@ impl Module {
     }
 }
 
-/// Reads and validates `<module>/fsm.json`, or the default FSM without one.
+/// Reads and validates `<module>/fsm.json`; without one, the FSM the product
+/// ships for that module (e.g. `rag`), else the default.
 pub fn load_fsm(module_dir: &Path) -> Result<Fsm> {
     let path = module_dir.join(FSM_FILE);
     match fsio::read_file(&path) {
@@ -427,7 +428,13 @@ pub fn load_fsm(module_dir: &Path) -> Result<Fsm> {
                 ),
             })
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Fsm::default()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let name = module_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Ok(crate::core::fsm::builtin(&name).unwrap_or_default())
+        }
         Err(e) => Err(Error::io("reading", path, e)),
     }
 }
