@@ -215,6 +215,19 @@ pub enum Command {
     Watch,
     /// Print ttmctl's version.
     Version,
+    /// The daemon itself: status, stop, reload (never starts one).
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DaemonCommand {
+    /// Print pid, version, uptime, tree, socket, transactions and open streams.
+    Status,
+    /// Ask ttmd to shut down gracefully and wait until it has exited.
+    Stop,
+    /// Re-read ttmd's config file, topology and module FSMs (like SIGHUP).
+    Reload,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Response, Status};
 use ttm_proto::v1::HelloRequest;
@@ -21,11 +24,35 @@ use crate::exit::{self, Exit, Failure, error_chain};
 /// the daemon is trusted, so the cap only guards against nonsense.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
+/// The generated client, stamping every request with our versions.
+pub type Client = TtmClient<InterceptedService<Channel, VersionHeaders>>;
+
+/// Adds `ttm-api-version` and `ttm-client-version` to every request, so a
+/// daemon of another API generation refuses with a message naming both
+/// (the handshake costs no extra round trip).
+#[derive(Debug, Clone, Copy)]
+pub struct VersionHeaders;
+
+impl Interceptor for VersionHeaders {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        let meta = req.metadata_mut();
+        meta.insert(
+            "ttm-api-version",
+            MetadataValue::from(ttm_proto::API_VERSION),
+        );
+        meta.insert(
+            "ttm-client-version",
+            MetadataValue::from_static(ttm_proto::VERSION),
+        );
+        Ok(req)
+    }
+}
+
 /// A connected daemon.
 #[derive(Debug)]
 pub struct Daemon {
     /// The generated client over the socket's channel.
-    client: TtmClient<Channel>,
+    client: Client,
     /// Where it was reached, for messages.
     socket: PathBuf,
 }
@@ -40,10 +67,15 @@ pub fn socket_path(global: &Global) -> PathBuf {
 
 /// Connects to the daemon at `socket`, starting one if none listens there.
 pub async fn connect(socket: &Path) -> Result<Daemon, Failure> {
+    connect_with(socket, !autostart::disabled()).await
+}
+
+/// Connects to the daemon at `socket`; starts one first only if `autostart`.
+pub async fn connect_with(socket: &Path, autostart: bool) -> Result<Daemon, Failure> {
     let stream = match UnixStream::connect(socket).await {
         Ok(stream) => stream,
         Err(err) if nobody_listens(&err) => {
-            if autostart::disabled() {
+            if !autostart {
                 return Err(Failure::new(
                     Exit::Unreachable,
                     format!(
@@ -64,7 +96,8 @@ pub async fn connect(socket: &Path) -> Result<Daemon, Failure> {
     };
     let channel = channel(socket, stream).await?;
     Ok(Daemon {
-        client: TtmClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES),
+        client: TtmClient::with_interceptor(channel, VersionHeaders)
+            .max_decoding_message_size(MAX_RESPONSE_BYTES),
         socket: socket.to_path_buf(),
     })
 }
@@ -113,7 +146,7 @@ impl Daemon {
     /// Runs one RPC; a refusal becomes the failure to report.
     pub async fn call<T>(
         &mut self,
-        rpc: impl AsyncFnOnce(&mut TtmClient<Channel>) -> Result<Response<T>, Status>,
+        rpc: impl AsyncFnOnce(&mut Client) -> Result<Response<T>, Status>,
     ) -> Result<T, Failure> {
         match rpc(&mut self.client).await {
             Ok(response) => Ok(response.into_inner()),

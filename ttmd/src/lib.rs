@@ -10,49 +10,125 @@ pub mod core;
 pub mod service;
 pub mod socket;
 pub mod store;
+mod systemd;
 
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::sync::watch;
+use sd_notify::NotifyState;
+use tokio::sync::{oneshot, watch};
 use tokio_stream::wrappers::UnixListenerStream;
 use ttm_proto::v1::ttm_server::TtmServer;
 
 pub use config::Config;
 pub use socket::{Listener, bind};
 
-/// Recovers the tree, then serves `listener` until `shutdown` completes:
-/// stops accepting, ends open streams, lets in-flight mutations finish, and
-/// removes the socket.
+use service::{Shared, TtmService};
+
+/// Any error that ends the daemon.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Recovers the tree, then serves `listener` until `shutdown` completes (or
+/// a client asks for a shutdown): stops accepting, ends open streams, lets
+/// in-flight requests finish for up to `shutdown_grace`, removes the socket
+/// it bound, and releases the tree's lock.
 pub async fn run(
     config: Config,
     listener: Listener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let root = config.root.clone();
-    let durability = config.durability;
+) -> Result<(), BoxError> {
+    let (root, durability, dirs) = (
+        config.root.clone(),
+        config.durability,
+        config.module_dirs.clone(),
+    );
     let store =
-        tokio::task::spawn_blocking(move || store::Store::open(&root, durability)).await??;
-    tracing::info!(root = %config.root.display(), socket = %listener.path.display(),
-        version = ttm_proto::VERSION, "ttmd serving");
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let service = service::TtmService::new(Arc::new(store), Arc::new(config), stop_rx);
+        tokio::task::spawn_blocking(move || store::Store::open(&root, durability, dirs)).await??;
     let Listener {
         listener,
         path,
+        owned,
         lock,
     } = listener;
-    let served = tonic::transport::Server::builder()
-        .add_service(TtmServer::new(service))
+    let grace = config.shutdown_grace;
+    let sighup = config.reload_on_sighup;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let shared = Shared::new(store, config, path.clone(), stop_rx);
+    let mut background = Vec::new();
+    if sighup {
+        background.push(tokio::spawn(reload_on_sighup(shared.clone())));
+    }
+    if let Some(every) = systemd::watchdog_interval() {
+        background.push(tokio::spawn(systemd::watchdog(path.clone(), every)));
+    }
+
+    let (began_tx, began_rx) = oneshot::channel::<()>();
+    let stopper = shared.clone();
+    let server = tonic::transport::Server::builder()
+        .add_service(TtmServer::new(TtmService::new(shared.clone())))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
-            shutdown.await;
+            tokio::select! {
+                _ = shutdown => {}
+                _ = stopper.stop_requested() => {}
+            }
             tracing::info!("shutting down: finishing in-flight requests");
+            systemd::notify(&[NotifyState::Stopping]);
             let _ = stop_tx.send(true);
-        })
-        .await;
-    let _ = std::fs::remove_file(&path);
+            let _ = began_tx.send(());
+        });
+    // Recovery is done and the socket is listening: connections queue until
+    // the server future is polled just below.
+    let summary = shared.summary();
+    systemd::notify(&[NotifyState::Ready, NotifyState::Status(&summary)]);
+    tracing::info!(root = %shared.store.root.display(), version = ttm_proto::VERSION, "{summary}");
+
+    let served = tokio::select! {
+        served = server => served.map_err(BoxError::from),
+        () = grace_expired(began_rx, grace) => {
+            tracing::warn!(?grace, "requests still open after the shutdown grace; exiting anyway");
+            Ok(())
+        }
+    };
+    for task in background {
+        task.abort();
+    }
+    if owned {
+        let _ = std::fs::remove_file(&path);
+    }
     drop(lock);
     served?;
     tracing::info!("ttmd stopped");
     Ok(())
+}
+
+/// Completes `grace` after shutdown began; never if it does not begin.
+async fn grace_expired(began: oneshot::Receiver<()>, grace: std::time::Duration) {
+    if began.await.is_err() {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(grace).await;
+}
+
+/// Reloads on every SIGHUP (what `systemctl reload` sends).
+async fn reload_on_sighup(shared: Arc<Shared>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot listen for SIGHUP; reload with `ttmctl daemon reload`");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        // systemd ≥ 253 wants the reload's start time with RELOADING=1.
+        let mut states = vec![NotifyState::Reloading];
+        states.extend(NotifyState::monotonic_usec_now().ok());
+        systemd::notify(&states);
+        let s = shared.clone();
+        let report = tokio::task::spawn_blocking(move || s.reload())
+            .await
+            .unwrap_or_else(|e| vec![format!("reload failed: {e}")]);
+        for line in &report {
+            tracing::info!("reload: {line}");
+        }
+        let summary = shared.summary();
+        systemd::notify(&[NotifyState::Ready, NotifyState::Status(&summary)]);
+    }
 }

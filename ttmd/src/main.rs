@@ -5,44 +5,118 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Mutex;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use tracing_subscriber::EnvFilter;
-use ttmd::store::Durability;
+use ttmd::config::{Config, Overrides, Source};
 
 /// The TTM daemon: the only writer of a tree of transactions, serving the
 /// ttm.v1 gRPC API on a Unix socket.
+///
+/// Settings come from flags and environment variables, else the config file
+/// (`<root>/ttmd.toml`), else defaults; `--print-config` shows the result.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about)]
 struct Args {
-    /// The tree to serve [default: $TETRA_DIR, else ~/.tetra]
-    #[arg(long, value_name = "DIR")]
+    /// The tree to serve [default: ~/.tetra]
+    #[arg(long, value_name = "DIR", env = "TETRA_DIR")]
     root: Option<PathBuf>,
-    /// The socket to listen on [default: $TTM_SOCKET, else
-    /// $XDG_RUNTIME_DIR/ttm/ttmd.sock, else <root>/run/ttmd.sock]
-    #[arg(long, value_name = "PATH")]
-    socket: Option<PathBuf>,
-    /// `fsync`: a change is acknowledged only once it is on disk. `none`:
-    /// faster, but a crash or power cut may lose acknowledged changes.
-    #[arg(long, value_enum, default_value_t = Durability::Fsync)]
-    durability: Durability,
+    /// The config file [default: <root>/ttmd.toml, if present]
+    #[arg(long, value_name = "PATH", env = "TTM_CONFIG")]
+    config: Option<PathBuf>,
+    /// The socket to listen on [default: $XDG_RUNTIME_DIR/ttm/ttmd.sock,
+    /// else <root>/run/ttmd.sock]. Ignored under socket activation.
+    #[arg(long, value_name = "PATH", env = "TTM_SOCKET")]
+    socket: Option<String>,
+    /// `fsync` (default): a change is acknowledged only once it is on disk.
+    /// `none`: faster, but a crash or power cut may lose acknowledged
+    /// changes.
+    #[arg(long, value_name = "fsync|none", env = "TTM_DURABILITY")]
+    durability: Option<String>,
+    /// Seconds between heartbeats on idle streams [default: 10]
+    #[arg(long, value_name = "SECS", env = "TTM_HEARTBEAT_SECS")]
+    heartbeat_secs: Option<String>,
+    /// Seconds shutdown waits for in-flight requests [default: 10]
+    #[arg(long, value_name = "SECS", env = "TTM_SHUTDOWN_GRACE_SECS")]
+    shutdown_grace_secs: Option<String>,
+    /// Further uids allowed to call, comma-separated
+    #[arg(long, value_name = "UIDS", env = "TTM_ALLOW_UIDS")]
+    allow_uids: Option<String>,
+    /// Groups (gids) whose members may call, comma-separated
+    #[arg(long, value_name = "GIDS", env = "TTM_ALLOW_GIDS")]
+    allow_gids: Option<String>,
+    /// Groups by name whose members may call, comma-separated
+    #[arg(long, value_name = "NAMES", env = "TTM_ALLOW_GROUPS")]
+    allow_groups: Option<String>,
+    /// Let root call a daemon running as another user (true/false)
+    #[arg(long, value_name = "BOOL", env = "TTM_ALLOW_ROOT")]
+    allow_root: Option<String>,
+    /// Largest description in bytes [default: 65536]
+    #[arg(long, value_name = "BYTES", env = "TTM_LIMIT_DESCRIPTION")]
+    limit_description: Option<String>,
+    /// Largest JSON payload (update, event data) in bytes [default: 1 MiB]
+    #[arg(long, value_name = "BYTES", env = "TTM_LIMIT_PAYLOAD")]
+    limit_payload: Option<String>,
+    /// Largest ctx file in bytes [default: 16 GiB]
+    #[arg(long, value_name = "BYTES", env = "TTM_LIMIT_CTX_FILE")]
+    limit_ctx_file: Option<String>,
+    /// Modules kept outside the root: NAME=DIR,NAME=DIR
+    #[arg(long, value_name = "NAME=DIR,...", env = "TTM_MODULE_DIRS")]
+    module_dirs: Option<String>,
     /// Append logs to this file instead of stderr.
     #[arg(long, value_name = "PATH")]
     log_file: Option<PathBuf>,
+    /// Print the effective settings and where each came from, then exit.
+    #[arg(long)]
+    print_config: bool,
 }
 
+/// (flag id, config key, env var) for settings given as text.
+const SETTINGS: &[(&str, &str, &str)] = &[
+    ("socket", "socket", "TTM_SOCKET"),
+    ("durability", "durability", "TTM_DURABILITY"),
+    ("heartbeat_secs", "heartbeat_secs", "TTM_HEARTBEAT_SECS"),
+    (
+        "shutdown_grace_secs",
+        "shutdown_grace_secs",
+        "TTM_SHUTDOWN_GRACE_SECS",
+    ),
+    ("allow_uids", "access.uids", "TTM_ALLOW_UIDS"),
+    ("allow_gids", "access.gids", "TTM_ALLOW_GIDS"),
+    ("allow_groups", "access.groups", "TTM_ALLOW_GROUPS"),
+    ("allow_root", "access.allow_root", "TTM_ALLOW_ROOT"),
+    (
+        "limit_description",
+        "limits.description",
+        "TTM_LIMIT_DESCRIPTION",
+    ),
+    ("limit_payload", "limits.payload", "TTM_LIMIT_PAYLOAD"),
+    ("limit_ctx_file", "limits.ctx_file", "TTM_LIMIT_CTX_FILE"),
+    ("module_dirs", "modules", "TTM_MODULE_DIRS"),
+];
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let matches = Args::command().get_matches();
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
+    let config = match config(&args, &matches) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ttmd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.print_config {
+        print!("{}", config.describe());
+        return ExitCode::SUCCESS;
+    }
     let to_file = args.log_file.is_some();
     if let Err(e) = init_logging(args.log_file.as_deref()) {
         eprintln!("ttmd: {e}");
         return ExitCode::FAILURE;
     }
-    let root = args.root.unwrap_or_else(ttm_proto::paths::tetra_dir);
-    let socket = args
-        .socket
-        .unwrap_or_else(|| ttm_proto::paths::default_socket(&root));
-    let mut config = ttmd::Config::new(root, socket);
-    config.durability = args.durability;
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -51,7 +125,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let listener = ttmd::bind(&config.root, &config.socket)?;
+        let listener = ttmd::socket::listen(&config.root, &config.socket)?;
         ttmd::run(config, listener, signal()).await
     });
     match result {
@@ -64,6 +138,40 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The effective config: the file's values under the flags' and
+/// environment's.
+fn config(args: &Args, matches: &ArgMatches) -> Result<Config, ttmd::core::Error> {
+    let root = args
+        .root
+        .clone()
+        .unwrap_or_else(ttm_proto::paths::tetra_dir);
+    let mut overrides = Overrides {
+        config_file: args.config.clone(),
+        settings: Vec::new(),
+    };
+    for &(id, key, env) in SETTINGS {
+        let source = match matches.value_source(id) {
+            Some(ValueSource::CommandLine) => Source::Flag,
+            Some(ValueSource::EnvVariable) => Source::Env(env),
+            _ => continue,
+        };
+        if let Some(value) = matches.get_one::<String>(id) {
+            overrides.settings.push((key, value.clone(), source));
+        }
+    }
+    let mut config = Config::load(root.clone(), &overrides)?;
+    config.sources.insert(
+        "root",
+        match matches.value_source("root") {
+            Some(ValueSource::CommandLine) => Source::Flag,
+            Some(ValueSource::EnvVariable) => Source::Env("TETRA_DIR"),
+            _ => Source::Default,
+        },
+    );
+    config.reload_on_sighup = true;
+    Ok(config)
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -14,10 +14,49 @@ use crate::store::lock::{self, TreeLock};
 pub struct Listener {
     /// The listening socket.
     pub listener: tokio::net::UnixListener,
-    /// Its path, removed again at shutdown.
+    /// Its path.
     pub path: PathBuf,
+    /// Whether the daemon bound it (and so removes it at shutdown); false
+    /// for a socket handed over by systemd, which owns it.
+    pub owned: bool,
     /// Held until the daemon exits.
     pub lock: TreeLock,
+}
+
+/// The socket to serve: the one systemd passed (`LISTEN_FDS`), else a
+/// fresh one bound at `socket`. Takes the tree's lock either way. Must run
+/// inside a tokio runtime.
+pub fn listen(root: &Path, socket: &Path) -> Result<Listener> {
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() == 0 {
+        return bind(root, socket);
+    }
+    let passed = fds
+        .take_unix_listener(0)
+        .map_err(|e| Error::io("taking the socket passed by systemd", socket, e))?
+        .ok_or_else(|| {
+            Error::invalid(
+                "LISTEN_FDS is set but fd 3 is not a Unix stream socket; check ttmd.socket",
+            )
+        })?;
+    let path = passed
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+        .unwrap_or_else(|| socket.to_path_buf());
+    let lock = lock::acquire(root, &path)?;
+    passed
+        .set_nonblocking(true)
+        .map_err(|e| Error::io("configuring socket", &path, e))?;
+    let listener = tokio::net::UnixListener::from_std(passed)
+        .map_err(|e| Error::io("registering socket", &path, e))?;
+    tracing::info!(socket = %path.display(), "serving the socket passed by systemd");
+    Ok(Listener {
+        listener,
+        path,
+        owned: false,
+        lock,
+    })
 }
 
 /// Takes the tree's lock, then binds `socket`. Must run inside a tokio
@@ -65,6 +104,7 @@ pub fn bind(root: &Path, socket: &Path) -> Result<Listener> {
     Ok(Listener {
         listener,
         path: socket.to_path_buf(),
+        owned: true,
         lock,
     })
 }

@@ -3,6 +3,7 @@
 //! mistake never starts a daemon.
 
 mod context;
+mod daemon;
 mod mutate;
 mod status;
 mod streams;
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 use ttm_proto::v1::{Preconditions, TxnRef, TxnState};
 
-use crate::cli::{Cli, Command, CtxCommand, Guards};
+use crate::cli::{Cli, Command, CtxCommand, DaemonCommand, Guards};
 use crate::connect::{self, Daemon};
 use crate::exit::Failure;
 use crate::output::{Out, parse_json};
@@ -50,6 +51,9 @@ impl Ctx {
 pub async fn run(cli: Cli, ctx: &mut Ctx) -> Result<(), Failure> {
     match cli.command {
         Command::Version => version(ctx),
+        Command::Daemon(DaemonCommand::Status) => daemon::status(ctx).await,
+        Command::Daemon(DaemonCommand::Stop) => daemon::stop(ctx).await,
+        Command::Daemon(DaemonCommand::Reload) => daemon::reload(ctx).await,
         Command::Create {
             description,
             target,

@@ -2,16 +2,20 @@
 //! onto a store call run on a blocking thread, and maps the answer back.
 //! No file is touched here directly except the incoming evidence stream.
 
+mod access;
 mod convert;
 pub mod status;
 mod streams;
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tonic::{Request, Response, Status, Streaming};
 use ttm_proto::v1 as pb;
 use ttm_proto::v1::ttm_server::Ttm;
@@ -31,55 +35,151 @@ use status::to_status;
 /// Longest request id accepted.
 const REQUEST_ID_MAX: usize = 128;
 
+/// What every request handler shares: the store, the live config, and the
+/// daemon's own bookkeeping.
+#[derive(Debug)]
+pub struct Shared {
+    /// The tree.
+    pub store: Store,
+    /// The settings in force; a reload swaps them.
+    config: RwLock<Arc<Config>>,
+    /// When serving began, for uptime.
+    started: Instant,
+    /// Open Events and Watch streams.
+    open_streams: Arc<AtomicU64>,
+    /// Signalled by the Shutdown RPC.
+    stop_requested: Notify,
+    /// Flips to true when the daemon begins shutting down; open streams end.
+    shutdown: watch::Receiver<bool>,
+    /// The socket served, for status.
+    socket: PathBuf,
+}
+
+impl Shared {
+    /// Bookkeeping for a daemon serving `store` on `socket`.
+    pub fn new(
+        store: Store,
+        config: Config,
+        socket: PathBuf,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            store,
+            config: RwLock::new(Arc::new(config)),
+            started: Instant::now(),
+            open_streams: Arc::new(AtomicU64::new(0)),
+            stop_requested: Notify::new(),
+            shutdown,
+            socket,
+        })
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Completes when a client asked the daemon to stop.
+    pub async fn stop_requested(&self) {
+        self.stop_requested.notified().await;
+    }
+
+    /// Re-reads the config file, the topology and every loaded module's
+    /// FSM; a bad file is reported and what was in use kept. One line per
+    /// thing looked at, for the log and the caller.
+    pub fn reload(&self) -> Vec<String> {
+        let mut report = Vec::new();
+        let current = self.config();
+        match current.reloaded() {
+            Ok(_) if current.config_file.is_none() => {
+                report.push("no config file; settings unchanged".to_string());
+            }
+            Ok((next, notes)) => {
+                *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+                report.push("config reloaded".to_string());
+                report.extend(notes);
+            }
+            Err(e) => report.push(format!(
+                "config not reloaded: {e}; keeping the settings in use"
+            )),
+        }
+        match self.store.reload_topology() {
+            Ok(line) | Err(line) => report.push(line),
+        }
+        for module in self.store.modules() {
+            report.push(match module.reload_fsm() {
+                Ok(line) => line,
+                Err(e) => format!("module {}: {e}; keeping the FSM in use", module.name),
+            });
+        }
+        report
+    }
+
+    /// One line for `systemctl status` and the log.
+    pub fn summary(&self) -> String {
+        let modules = self.store.modules();
+        let txns: usize = modules.iter().map(|m| m.count()).sum();
+        format!(
+            "serving {txns} transaction(s) in {} module(s) on {}",
+            modules.len(),
+            self.socket.display()
+        )
+    }
+}
+
 /// The service behind the socket.
 #[derive(Debug, Clone)]
 pub struct TtmService {
-    store: Arc<Store>,
-    config: Arc<Config>,
-    /// Flips to true when the daemon begins shutting down; open streams end.
-    shutdown: watch::Receiver<bool>,
-    /// The daemon's own uid: only peers with it may call.
+    shared: Arc<Shared>,
+    /// The daemon's own uid.
     uid: u32,
 }
 
 impl TtmService {
-    /// A service over an opened store.
-    pub fn new(store: Arc<Store>, config: Arc<Config>, shutdown: watch::Receiver<bool>) -> Self {
+    /// A service over the daemon's shared state.
+    pub fn new(shared: Arc<Shared>) -> Self {
         TtmService {
-            store,
-            config,
-            shutdown,
+            shared,
             uid: rustix::process::getuid().as_raw(),
         }
     }
 
-    /// Checks the caller's credentials and describes it for the log.
+    /// Checks the caller's API generation and credentials, and describes it
+    /// for the log.
     fn caller<T>(&self, req: &Request<T>) -> Result<Client, Status> {
+        check_api_version(req)?;
         let cred = req
             .extensions()
             .get::<tonic::transport::server::UdsConnectInfo>()
             .and_then(|info| info.peer_cred);
-        match cred {
-            Some(c) if c.uid() == self.uid => Ok(Some(json!({
-                "pid": c.pid(),
-                "uid": c.uid(),
-            }))),
-            Some(c) => {
-                tracing::warn!(uid = c.uid(), pid = ?c.pid(), "refused a peer with another uid");
-                Err(Status::permission_denied(format!(
-                    "uid {} may not use this ttmd (it serves uid {}); run ttmctl as that user or \
-                     start your own ttmd",
-                    c.uid(),
-                    self.uid
-                )))
-            }
+        let Some(c) = cred else {
             // In-process callers over other transports (tests) carry none.
-            None => Ok(None),
+            return Ok(None);
+        };
+        let pid = c.pid();
+        if access::allowed(
+            self.uid,
+            &self.shared.config().access,
+            c.uid(),
+            c.gid(),
+            pid,
+        ) {
+            return Ok(Some(json!({ "pid": pid, "uid": c.uid() })));
         }
+        tracing::warn!(uid = c.uid(), pid = ?pid, "refused a peer that is not allowed");
+        Err(Status::permission_denied(format!(
+            "uid {} may not use this ttmd (it serves uid {} and the uids/groups in its config); \
+             run ttmctl as that user, add the uid to [access] in ttmd.toml, or start your own ttmd",
+            c.uid(),
+            self.uid
+        )))
     }
 
     fn module(&self, name: &str, create: bool) -> Result<Arc<Module>> {
-        self.store.module(name, create)
+        self.shared.store.module(name, create)
     }
 
     fn txn(&self, r: Option<pb::TxnRef>) -> Result<(Arc<Module>, Arc<Txn>)> {
@@ -99,11 +199,11 @@ impl TtmService {
     }
 
     fn check_payload(&self, text: &str, what: &str) -> Result<()> {
-        if text.len() > self.config.limits.payload {
+        let limit = self.shared.config().limits.payload;
+        if text.len() > limit {
             return Err(Error::LimitExceeded(format!(
-                "{what} is {} bytes; the limit is {}",
-                text.len(),
-                self.config.limits.payload
+                "{what} is {} bytes; the limit is {limit} (limits.payload in ttmd.toml)",
+                text.len()
             )));
         }
         Ok(())
@@ -129,13 +229,35 @@ impl TtmService {
         blocking(move || {
             let g = checked_guards(pre)?;
             let (module, txn) = this.txn(r)?;
-            let outcome = txn.mutate(&g, &client, |s, now| make(&module.fsm, s, now))?;
+            let outcome = txn.mutate(&g, &client, |s, now| make(&module.fsm(), s, now))?;
             module.announce(&outcome);
             let state = reply_state.then(|| this.state_msg(&module, &txn, &outcome.state));
             Ok((state, outcome))
         })
         .await
     }
+}
+
+/// Refuses a client that speaks another API generation, in words that say
+/// what to do.
+fn check_api_version<T>(req: &Request<T>) -> Result<(), Status> {
+    let meta = req.metadata();
+    let Some(api) = meta.get("ttm-api-version").and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    if api.trim() == ttm_proto::API_VERSION.to_string() {
+        return Ok(());
+    }
+    let client = meta
+        .get("ttm-client-version")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("?");
+    Err(Status::failed_precondition(format!(
+        "this client ({client}) speaks API ttm.v{api} but ttmd {} speaks ttm.v{}; restart ttmd \
+         with the matching version (`ttmctl daemon stop`; the next call starts the installed one)",
+        ttm_proto::VERSION,
+        ttm_proto::API_VERSION
+    )))
 }
 
 /// Runs blocking store work off the async threads and maps its error.
@@ -186,7 +308,7 @@ impl Ttm for TtmService {
             daemon_version: ttm_proto::VERSION.to_string(),
             api_version: ttm_proto::API_VERSION,
             pid: std::process::id(),
-            root: self.store.root.to_string_lossy().into_owned(),
+            root: self.shared.store.root.to_string_lossy().into_owned(),
         }))
     }
 
@@ -208,7 +330,7 @@ impl Ttm for TtmService {
             if let Some(rid) = &new.request_id {
                 validate_request_id(rid)?;
             }
-            crate::store::module::validate_new(&new, this.config.limits.description)?;
+            crate::store::module::validate_new(&new, this.shared.config().limits.description)?;
             let module = this.module(&r.module, true)?;
             let txn = module.create(&new, &client)?;
             Ok(this.state_msg(&module, &txn, &txn.state()))
@@ -489,11 +611,12 @@ impl Ttm for TtmService {
         })
         .await?;
         let temp = txn.temp_path();
+        let config = self.shared.config();
         let received = receive_file(
             &temp,
             &mut stream,
-            self.config.limits.ctx_file,
-            self.config.durability,
+            config.limits.ctx_file,
+            config.durability,
         )
         .await;
         let (bytes, sha256) = match received {
@@ -580,11 +703,11 @@ impl Ttm for TtmService {
     ) -> Result<Response<pb::ResolveResponse>, Status> {
         let client = self.caller(&req)?;
         let r = req.into_inner();
-        let store = self.store.clone();
+        let shared = self.shared.clone();
         let (state, outcome) = self
             .mutate(r.txn, r.pre, client, true, move |_, s, _| {
                 txn::refuse_if_terminal(s)?;
-                let resolved = store.topology()?.resolve(&s.target)?;
+                let resolved = shared.store.topology()?.resolve(&s.target)?;
                 Ok(Body::TesResolved {
                     target: s.target.clone(),
                     plan: resolved.plan,
@@ -607,8 +730,8 @@ impl Ttm for TtmService {
     ) -> Result<Response<pb::GetConnectorResponse>, Status> {
         self.caller(&req)?;
         let target = req.into_inner().target;
-        let store = self.store.clone();
-        let connector = blocking(move || store.topology()?.connector(&target)).await?;
+        let shared = self.shared.clone();
+        let connector = blocking(move || shared.store.topology()?.connector(&target)).await?;
         Ok(Response::new(pb::GetConnectorResponse {
             connector_json: serde_json::to_string_pretty(&connector).unwrap_or_default(),
         }))
@@ -641,8 +764,9 @@ impl Ttm for TtmService {
         Ok(Response::new(streams::events(
             txn,
             r,
-            self.config.heartbeat,
-            self.shutdown.clone(),
+            self.shared.config().heartbeat,
+            self.shared.shutdown.clone(),
+            streams::Counted::new(&self.shared.open_streams),
         )))
     }
 
@@ -658,9 +782,56 @@ impl Ttm for TtmService {
         let module = blocking(move || this.module(&name, false)).await?;
         Ok(Response::new(streams::watch(
             module,
-            self.config.heartbeat,
-            self.shutdown.clone(),
+            self.shared.config().heartbeat,
+            self.shared.shutdown.clone(),
+            streams::Counted::new(&self.shared.open_streams),
         )))
+    }
+
+    async fn daemon_status(
+        &self,
+        req: Request<pb::DaemonStatusRequest>,
+    ) -> Result<Response<pb::DaemonStatusResponse>, Status> {
+        self.caller(&req)?;
+        let s = &self.shared;
+        let modules = s.store.modules();
+        Ok(Response::new(pb::DaemonStatusResponse {
+            pid: std::process::id(),
+            version: ttm_proto::VERSION.to_string(),
+            api_version: ttm_proto::API_VERSION,
+            uptime_secs: s.started.elapsed().as_secs(),
+            root: s.store.root.to_string_lossy().into_owned(),
+            socket: s.socket.to_string_lossy().into_owned(),
+            transactions: modules.iter().map(|m| m.count() as u64).sum(),
+            modules: modules.len() as u32,
+            open_streams: s.open_streams.load(Ordering::Relaxed),
+            durability: format!("{:?}", s.config().durability).to_lowercase(),
+        }))
+    }
+
+    async fn reload(
+        &self,
+        req: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::ReloadResponse>, Status> {
+        self.caller(&req)?;
+        let shared = self.shared.clone();
+        let report = tokio::task::spawn_blocking(move || shared.reload())
+            .await
+            .map_err(|e| Status::internal(format!("reload failed: {e}")))?;
+        for line in &report {
+            tracing::info!("reload: {line}");
+        }
+        Ok(Response::new(pb::ReloadResponse { report }))
+    }
+
+    async fn shutdown(
+        &self,
+        req: Request<pb::ShutdownRequest>,
+    ) -> Result<Response<pb::ShutdownResponse>, Status> {
+        self.caller(&req)?;
+        tracing::info!("shutdown requested by a client");
+        self.shared.stop_requested.notify_one();
+        Ok(Response::new(pb::ShutdownResponse {}))
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -31,6 +32,24 @@ fn shutting_down() -> Status {
     Status::unavailable("ttmd is shutting down; reconnect when it is back")
 }
 
+/// Counts an open stream for as long as it lives.
+#[derive(Debug)]
+pub struct Counted(Arc<AtomicU64>);
+
+impl Counted {
+    /// Counts one more open stream in `counter`.
+    pub fn new(counter: &Arc<AtomicU64>) -> Counted {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Counted(counter.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Streams the events of `txn` from `req.from_seq`, then (with follow) new
 /// ones as they become durable, with one caught-up marker and heartbeats.
 pub fn events(
@@ -38,11 +57,13 @@ pub fn events(
     req: pb::EventsRequest,
     heartbeat: Duration,
     mut shutdown: watch::Receiver<bool>,
+    counted: Counted,
 ) -> Stream<pb::EventsResponse> {
     use pb::events_response::Kind;
     let (tx, rx) = mpsc::channel(BUFFER);
     let from = req.from_seq.max(1);
     tokio::spawn(async move {
+        let _counted = counted;
         let mut committed = txn.subscribe();
         let mut offset = 0u64;
         let mut next_seq = 1u64;
@@ -156,10 +177,12 @@ pub fn watch(
     module: Arc<Module>,
     heartbeat: Duration,
     mut shutdown: watch::Receiver<bool>,
+    counted: Counted,
 ) -> Stream<pb::WatchResponse> {
     let (tx, rx) = mpsc::channel(BUFFER);
     let mut changes = module.watch();
     tokio::spawn(async move {
+        let _counted = counted;
         loop {
             let msg = tokio::select! {
                 change = changes.recv() => match change {

@@ -29,32 +29,59 @@ pub struct Store {
     /// The tree's root.
     pub root: PathBuf,
     durability: Durability,
+    /// Modules kept outside the root: name → directory.
+    module_dirs: BTreeMap<String, PathBuf>,
     /// Loaded modules by name; entries are added, never replaced.
     modules: RwLock<BTreeMap<String, Arc<Module>>>,
+    /// The topology as last loaded (at start and on reload), or why the
+    /// file could not be used.
+    topology: RwLock<Result<Arc<Topology>, String>>,
 }
 
 impl Store {
     /// Opens a tree, creating the root if needed, and loads (recovers) every
     /// module in it. A module that cannot be loaded is reported and retried
     /// on its next request.
-    pub fn open(root: &Path, durability: Durability) -> Result<Store> {
+    pub fn open(
+        root: &Path,
+        durability: Durability,
+        module_dirs: BTreeMap<String, PathBuf>,
+    ) -> Result<Store> {
         fsio::ensure_dir(root)?;
+        let topology = load_topology(root);
+        if let Err(e) = &topology {
+            tracing::error!("{e}");
+        }
         let store = Store {
             root: root.to_path_buf(),
             durability,
+            module_dirs,
             modules: RwLock::new(BTreeMap::new()),
+            topology: RwLock::new(topology),
         };
         let list = fs::read_dir(root).map_err(|e| Error::io("listing", root, e))?;
-        for entry in list.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if id::validate_module(&name).is_err() || !entry.path().join("txns").is_dir() {
-                continue;
-            }
+        let mut names: Vec<String> = list
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| id::validate_module(n).is_ok() && root.join(n).join("txns").is_dir())
+            .collect();
+        names.extend(store.module_dirs.keys().cloned());
+        for name in names {
             if let Err(e) = store.module(&name, false) {
                 tracing::error!(module = %name, error = %e, "module not served");
             }
         }
         Ok(store)
+    }
+
+    /// The loaded modules.
+    pub fn modules(&self) -> Vec<Arc<Module>> {
+        self.modules
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// The module `name` (empty: `ttm`), loading it on first use; with
@@ -78,28 +105,57 @@ impl Store {
         if let Some(m) = map.get(name) {
             return Ok(m.clone());
         }
-        let module = Arc::new(Module::open(&self.root, name, self.durability, create)?);
+        let dir = self
+            .module_dirs
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| self.root.join(name));
+        let module = Arc::new(Module::open(&dir, name, self.durability, create)?);
         map.insert(name.to_string(), module.clone());
         Ok(module)
     }
 
-    /// The current topology: the file if present (read on every call, so an
-    /// edit takes effect at once), else the built-in one.
-    pub fn topology(&self) -> Result<Topology> {
-        let path = self.root.join(TOPOLOGY_FILE);
-        match fsio::read_file(&path) {
-            Ok(bytes) => {
-                Topology::from_json(&String::from_utf8_lossy(&bytes), &path.to_string_lossy())
-                    .map_err(|message| Error::Corrupt {
-                        path: path.clone(),
-                        message: format!(
-                            "{message}; fix the file or remove it for the built-in topology"
-                        ),
-                    })
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Topology::builtin()),
-            Err(e) => Err(Error::io("reading", path, e)),
+    /// The topology loaded at start or by the last reload. Without a good
+    /// one (a malformed file at start), the error names the file.
+    pub fn topology(&self) -> Result<Arc<Topology>> {
+        match &*self.topology.read().unwrap_or_else(|p| p.into_inner()) {
+            Ok(t) => Ok(t.clone()),
+            Err(message) => Err(Error::FailedPrecondition(message.clone())),
         }
+    }
+
+    /// Re-reads the topology file. A malformed file is refused and the
+    /// topology in use kept; says what happened.
+    pub fn reload_topology(&self) -> Result<String, String> {
+        let fresh = load_topology(&self.root);
+        let mut current = self.topology.write().unwrap_or_else(|p| p.into_inner());
+        match fresh {
+            Ok(t) => {
+                *current = Ok(t);
+                Ok("topology reloaded".into())
+            }
+            Err(e) if current.is_ok() => Err(format!("{e}; keeping the topology in use")),
+            Err(e) => {
+                *current = Err(e.clone());
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Reads `<root>/ttm/topology.json`, or the built-in topology without one.
+fn load_topology(root: &Path) -> Result<Arc<Topology>, String> {
+    let path = root.join(TOPOLOGY_FILE);
+    match fsio::read_file(&path) {
+        Ok(bytes) => Topology::from_json(&String::from_utf8_lossy(&bytes), &path.to_string_lossy())
+            .map(Arc::new)
+            .map_err(|m| {
+                format!(
+                    "{m}; fix the file (then reload ttmd) or remove it for the built-in topology"
+                )
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Arc::new(Topology::builtin())),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }
 

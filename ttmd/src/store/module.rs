@@ -68,8 +68,10 @@ pub struct Module {
     pub name: String,
     /// `<root>/<module>/txns`.
     pub txns_dir: PathBuf,
-    /// The module's stages and edges.
-    pub fsm: Fsm,
+    /// The module's stages and edges; replaced by a reload.
+    fsm: RwLock<Arc<Fsm>>,
+    /// `<module dir>`, where `fsm.json` is read from.
+    dir: PathBuf,
     durability: Durability,
     /// Loaded transactions by id. Entries are added, never replaced.
     txns: RwLock<BTreeMap<String, Arc<Txn>>>,
@@ -83,16 +85,16 @@ pub struct Module {
 }
 
 impl Module {
-    /// Opens (and with `create`, makes) a module and loads its transactions.
-    /// A malformed `fsm.json` refuses the whole module with a message naming
-    /// the file.
-    pub fn open(root: &Path, name: &str, durability: Durability, create: bool) -> Result<Module> {
+    /// Opens (and with `create`, makes) the module `name` kept in `dir`
+    /// (usually `<root>/<name>`) and loads its transactions. A malformed
+    /// `fsm.json` refuses the whole module with a message naming the file.
+    pub fn open(dir: &Path, name: &str, durability: Durability, create: bool) -> Result<Module> {
         id::validate_module(name)?;
-        let dir = root.join(name);
+        let dir = dir.to_path_buf();
         let txns_dir = dir.join("txns");
         // The FSM first: a module refused for a bad fsm.json gets nothing
         // created in it.
-        let fsm = load_fsm(&dir)?;
+        let fsm = load_fsm(&dir, name)?;
         if create {
             fsio::ensure_dir(&txns_dir)?;
         } else {
@@ -115,7 +117,8 @@ impl Module {
         let module = Module {
             name: name.to_string(),
             txns_dir,
-            fsm,
+            fsm: RwLock::new(Arc::new(fsm)),
+            dir,
             durability,
             txns: RwLock::new(BTreeMap::new()),
             module_lock: Mutex::new(()),
@@ -166,6 +169,28 @@ impl Module {
         let txn = Arc::new(txn);
         let mut map = write(&self.txns);
         Ok(map.entry(id.to_string()).or_insert(txn).clone())
+    }
+
+    /// The module's current FSM.
+    pub fn fsm(&self) -> Arc<Fsm> {
+        read(&self.fsm).clone()
+    }
+
+    /// Re-reads `fsm.json`: a valid file (or its removal) replaces the FSM;
+    /// a malformed one is refused and the old FSM kept. Says what happened.
+    pub fn reload_fsm(&self) -> Result<String> {
+        let fresh = load_fsm(&self.dir, &self.name)?;
+        let mut current = write(&self.fsm);
+        if **current == fresh {
+            return Ok(format!("module {}: FSM unchanged", self.name));
+        }
+        *current = Arc::new(fresh);
+        Ok(format!("module {}: FSM reloaded", self.name))
+    }
+
+    /// How many transactions are loaded.
+    pub fn count(&self) -> usize {
+        read(&self.txns).len()
     }
 
     /// The transaction `id`, or the active one when `id` is empty.
@@ -347,7 +372,7 @@ impl Module {
                 target: new.target.clone(),
                 agent: new.agent.clone(),
                 module: self.name.clone(),
-                stage: self.fsm.initial().to_string(),
+                stage: self.fsm().initial().to_string(),
                 ctx_digest: ctx::digest(&entries),
             };
             let mut meta = Meta {
@@ -413,9 +438,9 @@ impl Module {
     }
 }
 
-/// Reads and validates `<module>/fsm.json`; without one, the FSM the product
-/// ships for that module (e.g. `rag`), else the default.
-pub fn load_fsm(module_dir: &Path) -> Result<Fsm> {
+/// Reads and validates `<module dir>/fsm.json`; without one, the FSM the
+/// product ships for the module `name` (e.g. `rag`), else the default.
+pub fn load_fsm(module_dir: &Path, name: &str) -> Result<Fsm> {
     let path = module_dir.join(FSM_FILE);
     match fsio::read_file(&path) {
         Ok(bytes) => {
@@ -429,11 +454,7 @@ pub fn load_fsm(module_dir: &Path) -> Result<Fsm> {
             })
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let name = module_dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            Ok(crate::core::fsm::builtin(&name).unwrap_or_default())
+            Ok(crate::core::fsm::builtin(name).unwrap_or_default())
         }
         Err(e) => Err(Error::io("reading", path, e)),
     }

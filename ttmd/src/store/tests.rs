@@ -21,7 +21,7 @@ fn new_txn(desc: &str) -> NewTxn {
 }
 
 fn open(root: &Path) -> Store {
-    Store::open(root, Durability::None).unwrap()
+    Store::open(root, Durability::None, Default::default()).unwrap()
 }
 
 fn user_event(txn: &Txn, kind: &str) -> u64 {

@@ -1,0 +1,112 @@
+//! `ttmctl daemon …`: the daemon itself. These never start a daemon: asking
+//! a daemon that is not running for its status should say so.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use ttm_proto::v1::{DaemonStatusRequest, ReloadRequest, ShutdownRequest};
+
+use super::Ctx;
+use crate::connect::{self, Daemon};
+use crate::exit::Failure;
+
+async fn existing(ctx: &Ctx) -> Result<Daemon, Failure> {
+    connect::connect_with(&ctx.socket, false).await
+}
+
+/// `name  value` lines, or one JSON object.
+pub async fn status(ctx: &mut Ctx) -> Result<(), Failure> {
+    let mut daemon = existing(ctx).await?;
+    let s = daemon
+        .call(async move |c| c.daemon_status(DaemonStatusRequest {}).await)
+        .await?;
+    if ctx.json {
+        return ctx.out.json(&json!({
+            "pid": s.pid,
+            "version": s.version,
+            "api_version": s.api_version,
+            "uptime_secs": s.uptime_secs,
+            "root": s.root,
+            "socket": s.socket,
+            "transactions": s.transactions,
+            "modules": s.modules,
+            "open_streams": s.open_streams,
+            "durability": s.durability,
+        }));
+    }
+    let rows = [
+        ("pid", s.pid.to_string()),
+        ("version", format!("{} (API v{})", s.version, s.api_version)),
+        ("uptime", uptime(s.uptime_secs)),
+        ("tree", s.root),
+        ("socket", s.socket),
+        (
+            "transactions",
+            format!("{} in {} module(s)", s.transactions, s.modules),
+        ),
+        ("open streams", s.open_streams.to_string()),
+        ("durability", s.durability),
+    ];
+    for (k, v) in rows {
+        ctx.out.line(&format!("{k:<13} {v}"))?;
+    }
+    Ok(())
+}
+
+/// Asks for a graceful shutdown, then waits (up to 30 s) until the
+/// daemon's process is gone, so a script can start another at once.
+pub async fn stop(ctx: &mut Ctx) -> Result<(), Failure> {
+    let mut daemon = existing(ctx).await?;
+    let pid = daemon
+        .call(async move |c| c.daemon_status(DaemonStatusRequest {}).await)
+        .await?
+        .pid;
+    daemon
+        .call(async move |c| c.shutdown(ShutdownRequest {}).await)
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running(pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if ctx.json {
+        ctx.out.json(&json!({ "stopped": pid }))
+    } else {
+        ctx.out.line(&format!("ttmd (pid {pid}) stopped"))
+    }
+}
+
+/// Prints what the reload re-read or refused, one line each.
+pub async fn reload(ctx: &mut Ctx) -> Result<(), Failure> {
+    let mut daemon = existing(ctx).await?;
+    let reply = daemon
+        .call(async move |c| c.reload(ReloadRequest {}).await)
+        .await?;
+    if ctx.json {
+        return ctx.out.json(&json!({ "report": reply.report }));
+    }
+    for line in reply.report {
+        ctx.out.line(&line)?;
+    }
+    Ok(())
+}
+
+/// Whether process `pid` still runs: it exists and is not a zombie waiting
+/// for its parent to reap it (its work is over either way).
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state letter follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+fn uptime(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
+        _ => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
+    }
+}
