@@ -40,6 +40,10 @@ struct Args {
     /// Directory for the temporary trees (its disk is the one measured).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Only measure ttmd's time to READY=1 on an empty tree and on a tree
+    /// of this many transactions (built first, by the daemon itself).
+    #[arg(long, value_name = "TXNS")]
+    ready: Option<usize>,
 }
 
 fn main() -> Result<(), Error> {
@@ -55,6 +59,9 @@ async fn bench(args: Args) -> Result<(), Error> {
         Some(d) => tempfile::tempdir_in(d)?,
         None => tempfile::tempdir()?,
     };
+    if let Some(txns) = args.ready {
+        return time_to_ready(base.path(), txns, args.runs).await;
+    }
     println!("# ttm-bench — {} runs each, median reported", args.runs);
     let (p50, p99) = fdatasync_latency(base.path(), 2000)?;
     println!("fdatasync of a small append: p50 {p50:.1} µs, p99 {p99:.1} µs");
@@ -88,6 +95,95 @@ async fn bench(args: Args) -> Result<(), Error> {
         daemon.stop().await;
     }
     Ok(())
+}
+
+/// Time from spawning the `ttmd` binary (next to this one) to its READY=1,
+/// on an empty tree and on a tree of `txns` transactions.
+async fn time_to_ready(base: &Path, txns: usize, runs: usize) -> Result<(), Error> {
+    let ttmd = std::env::current_exe()?
+        .parent()
+        .map(|d| d.join("ttmd"))
+        .ok_or("cannot locate ttmd next to ttm-bench")?;
+    let empty = tempfile::tempdir_in(base)?;
+    let full = tempfile::tempdir_in(base)?;
+    {
+        // Build the big tree with the daemon itself (durability none: this
+        // part is set-up, not measured).
+        let mut config = ttmd::Config::new(full.path().join("tree"), full.path().join("b.sock"));
+        config.durability = Durability::None;
+        let listener = ttmd::bind(&config.root, &config.socket)?;
+        let socket = config.socket.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(ttmd::run(config, listener, async {
+            let _ = stopped.await;
+        }));
+        let daemon = Daemon {
+            socket,
+            stop,
+            task,
+        };
+        let per = txns.div_ceil(16);
+        let mut tasks = Vec::new();
+        for w in 0..16 {
+            let mut c = daemon.client().await?;
+            tasks.push(tokio::spawn(async move {
+                for i in 0..per {
+                    c.create(pb::CreateRequest {
+                        description: format!("txn {w} {i}"),
+                        no_activate: true,
+                        ..Default::default()
+                    })
+                    .await?;
+                }
+                Ok::<_, Error>(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        daemon.stop().await;
+    }
+    println!("| tree | time to READY=1 (median of {runs}) |");
+    println!("|---|---:|");
+    for (name, dir) in [("empty".to_string(), &empty), (format!("{txns} transactions"), &full)] {
+        let mut times = Vec::new();
+        for _ in 0..runs.max(1) {
+            times.push(spawn_until_ready(&ttmd, dir.path())?);
+        }
+        println!("| {name} | {:.1} ms |", median(times));
+    }
+    Ok(())
+}
+
+/// Spawns ttmd on `dir/tree` with a notify socket and returns the ms until
+/// READY=1 arrives; then stops it.
+fn spawn_until_ready(ttmd: &Path, dir: &Path) -> Result<f64, Error> {
+    let notify_path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&notify_path);
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path)?;
+    notify.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let start = Instant::now();
+    let mut child = std::process::Command::new(ttmd)
+        .arg("--root")
+        .arg(dir.join("tree"))
+        .arg("--socket")
+        .arg(dir.join("r.sock"))
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("TTM_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .spawn()?;
+    let mut buf = [0u8; 4096];
+    let elapsed = loop {
+        let n = notify.recv(&mut buf)?;
+        if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1") {
+            break start.elapsed();
+        }
+    };
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    child.wait()?;
+    Ok(elapsed.as_secs_f64() * 1000.0)
 }
 
 /// One in-process daemon on its own tree and socket.
