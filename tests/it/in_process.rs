@@ -1,43 +1,16 @@
 //! The library entry (`ttmd::bind` + `ttmd::run`) in this process, driven by
 //! the generated gRPC client: no ttmctl involved.
 
-use std::path::PathBuf;
-
-use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint};
 use ttm_proto::v1::events_response::Kind;
-use ttm_proto::v1::ttm_client::TtmClient;
 use ttm_proto::v1::{CreateRequest, EventsRequest, GetStateRequest, TransitionRequest, TxnRef};
-
-async fn client(path: PathBuf) -> TtmClient<Channel> {
-    let channel = Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?))
-            }
-        }))
-        .await
-        .expect("connect to the in-process ttmd");
-    TtmClient::new(channel)
-}
+use ttm_tests::{InProcess, grpc};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn library_entry_serves_grpc() {
-    let tmp = tempfile::Builder::new().prefix("ttm-").tempdir().unwrap();
-    let root = tmp.path().join("tree");
-    let socket = tmp.path().join("s.sock");
-    let listener = ttmd::bind(&root, &socket).expect("bind");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(ttmd::run(
-        ttmd::Config::new(root.clone(), socket.clone()),
-        listener,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let server = InProcess::start(|_| {});
+    let root = server.root.clone();
 
-    let mut c = client(socket.clone()).await;
+    let mut c = grpc(&server.socket).await;
     let created = c
         .create(CreateRequest {
             module: "ttm".into(),
@@ -111,9 +84,7 @@ async fn library_entry_serves_grpc() {
         .expect_err("an id with NUL was accepted");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
-    let _ = stop.send(());
-    server.await.expect("join").expect("ttmd::run");
-    assert!(!socket.exists(), "run left the socket behind");
+    let _tree = server.stop().await;
     let log = std::fs::read_to_string(
         root.join("ttm/txns")
             .join(&created.txn_id)

@@ -11,14 +11,21 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use tonic::Streaming;
+use tonic::transport::{Channel, Endpoint};
+use ttm_proto::v1::events_response::Kind;
+use ttm_proto::v1::ttm_client::TtmClient;
+use ttm_proto::v1::{Event, EventsRequest, EventsResponse, TxnRef};
 
 /// How long a daemon may take to listen.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,6 +33,9 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CTL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a daemon may take to exit after SIGTERM.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Hang guard of a stream or follower waiting for its next item: far
+/// beyond any expected delay, so hitting it means "stuck".
+pub const HANG: Duration = Duration::from_secs(60);
 
 /// Environment variables of the user's shell that would point the binaries
 /// elsewhere than the test's own tree.
@@ -264,6 +274,178 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+// ------------------------------------------------------------ followers --
+
+/// A long-running process (`events --follow`, `status --follow`, `watch`)
+/// whose stdout is read line by line while it runs. Killed when dropped.
+#[derive(Debug)]
+pub struct Spawned {
+    /// The command line, for messages.
+    pub what: String,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stdout: Option<JoinHandle<()>>,
+    stderr: Option<JoinHandle<()>>,
+    /// What it wrote to stderr so far.
+    errors: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Spawned {
+    /// Starts `cmd` with stdin closed and stdout and stderr piped.
+    pub fn spawn(mut cmd: Command) -> Spawned {
+        let what = format!("{cmd:?}");
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+        let out = child.stdout.take().expect("stdout pipe");
+        let mut err = child.stderr.take().expect("stderr pipe");
+        let (tx, lines) = mpsc::channel();
+        let stdout = thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        let stderr = thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Spawned {
+            what,
+            child,
+            lines,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+            errors,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next line of stdout; `None` when stdout ended (the process
+    /// closed it or exited). Panics after `timeout` without one.
+    #[track_caller]
+    pub fn next_line(&self, timeout: Duration) -> Option<String> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(line) => Some(line),
+            Err(RecvTimeoutError::Disconnected) => None,
+            Err(RecvTimeoutError::Timeout) => panic!(
+                "{} printed no line for {timeout:?}; stderr: {}",
+                self.what,
+                self.stderr_so_far()
+            ),
+        }
+    }
+
+    /// The next line of stdout; panics if stdout ended or after `timeout`.
+    #[track_caller]
+    pub fn line(&self, timeout: Duration) -> String {
+        self.next_line(timeout).unwrap_or_else(|| {
+            thread::sleep(Duration::from_millis(50));
+            panic!(
+                "{} closed its stdout (it exited); stderr: {}",
+                self.what,
+                self.stderr_so_far()
+            )
+        })
+    }
+
+    /// The next line of stdout parsed as JSON.
+    #[track_caller]
+    pub fn json_line(&self, timeout: Duration) -> Value {
+        let line = self.line(timeout);
+        serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("{}: a line is not JSON ({e}): {line}", self.what))
+    }
+
+    /// A line if one arrives within `wait`, else `None`: for "nothing more
+    /// comes". Panics if stdout ended (the process exited): a follower is
+    /// expected to keep running.
+    #[track_caller]
+    pub fn try_line(&self, wait: Duration) -> Option<String> {
+        match self.lines.recv_timeout(wait) {
+            Ok(line) => Some(line),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => {
+                // Let the stderr reader catch up with the exit.
+                thread::sleep(Duration::from_millis(50));
+                panic!(
+                    "{} ended unexpectedly; stderr: {}",
+                    self.what,
+                    self.stderr_so_far()
+                )
+            }
+        }
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        String::from_utf8_lossy(&self.errors.lock().unwrap()).into_owned()
+    }
+
+    /// Waits for the process to exit (panics after `timeout`, killing it);
+    /// returns its status, the stdout lines not read yet and its stderr.
+    #[track_caller]
+    pub fn wait(mut self, timeout: Duration) -> Out {
+        let status = wait_timeout(&mut self.child, timeout).unwrap_or_else(|| {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let stderr = self.join_stderr();
+            panic!(
+                "{} did not exit within {timeout:?}; stderr: {stderr}",
+                self.what
+            );
+        });
+        if let Some(stdout) = self.stdout.take() {
+            let _ = stdout.join();
+        }
+        let rest: Vec<String> = self.lines.try_iter().collect();
+        Out {
+            what: self.what.clone(),
+            status,
+            stdout: rest.join("\n"),
+            stderr: self.join_stderr(),
+        }
+    }
+
+    /// Kills the process (SIGKILL) and reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn join_stderr(&mut self) -> String {
+        if let Some(reader) = self.stderr.take() {
+            let _ = reader.join();
+        }
+        self.stderr_so_far()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 // --------------------------------------------------------------- daemon --
 
 /// A temporary tree served by a real `ttmd`.
@@ -276,6 +458,9 @@ pub struct Daemon {
     pub socket: PathBuf,
     /// Where the daemon's stderr goes (appended to across restarts).
     pub log: PathBuf,
+    /// Extra `ttmd` arguments (e.g. `--durability none`), kept across
+    /// restarts.
+    args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -283,6 +468,15 @@ impl Daemon {
     /// A fresh tree and a daemon serving it.
     pub fn start_new() -> Daemon {
         Daemon::with_tree(|_| {})
+    }
+
+    /// A fresh tree and a daemon run with the extra arguments `args`
+    /// (also on every restart).
+    pub fn start_with_args(args: &[&str]) -> Daemon {
+        let mut daemon = Daemon::stopped();
+        daemon.args = args.iter().map(|a| (*a).to_owned()).collect();
+        daemon.start();
+        daemon
     }
 
     /// A fresh tree prepared by `setup(root)` before the daemon starts.
@@ -312,6 +506,7 @@ impl Daemon {
             root,
             socket,
             log,
+            args: Vec::new(),
             child: None,
             tmp,
         }
@@ -333,7 +528,8 @@ impl Daemon {
         cmd.arg("--root")
             .arg(&self.root)
             .arg("--socket")
-            .arg(&self.socket);
+            .arg(&self.socket)
+            .args(&self.args);
         cmd
     }
 
@@ -454,6 +650,12 @@ impl Daemon {
         run(self.ctl_command(args), None, CTL_TIMEOUT)
     }
 
+    /// Starts `ttmctl args…` in the background (a follower, a watcher);
+    /// its stdout is read line by line.
+    pub fn spawn_ctl(&self, args: &[&str]) -> Spawned {
+        Spawned::spawn(self.ctl_command(args))
+    }
+
     /// Runs `ttmctl args…` with `input` on stdin.
     pub fn ctl_stdin(&self, args: &[&str], input: &[u8]) -> Out {
         run(self.ctl_command(args), Some(input), CTL_TIMEOUT)
@@ -503,6 +705,70 @@ impl Drop for Daemon {
                 let _ = child.wait();
             }
         }
+    }
+}
+
+// ------------------------------------------------------------ in process --
+
+/// `ttmd::run` in this process on a temporary tree, for settings the binary
+/// has no flag for (the heartbeat period). Create it inside a Tokio runtime.
+#[derive(Debug)]
+pub struct InProcess {
+    tmp: tempfile::TempDir,
+    /// `tmp/tree`.
+    pub root: PathBuf,
+    /// `tmp/s.sock`.
+    pub socket: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<Result<(), Box<dyn std::error::Error + Send + Sync>>>>,
+}
+
+impl InProcess {
+    /// Binds the socket and serves a fresh tree with the config that
+    /// `configure` adjusts.
+    pub fn start(configure: impl FnOnce(&mut ttmd::Config)) -> InProcess {
+        let tmp = tempfile::Builder::new()
+            .prefix("ttm-")
+            .tempdir()
+            .expect("temp dir");
+        let root = tmp.path().join("tree");
+        let socket = tmp.path().join("s.sock");
+        let listener = ttmd::bind(&root, &socket).expect("ttmd::bind");
+        let mut config = ttmd::Config::new(root.clone(), socket.clone());
+        configure(&mut config);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(ttmd::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        InProcess {
+            tmp,
+            root,
+            socket,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    /// The temporary directory holding tree and socket.
+    pub fn tmp(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Shuts the server down; asserts that `run` returned Ok within
+    /// [`STOP_TIMEOUT`] and removed the socket. Returns the temporary
+    /// directory, to inspect the tree after the stop.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let server = self.server.take().expect("server running");
+        tokio::time::timeout(STOP_TIMEOUT, server)
+            .await
+            .unwrap_or_else(|_| panic!("ttmd::run did not return within {STOP_TIMEOUT:?}"))
+            .expect("join ttmd::run")
+            .expect("ttmd::run failed");
+        assert!(!self.socket.exists(), "run left the socket behind");
+        self.tmp
     }
 }
 
@@ -669,4 +935,135 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// The directory of the checked-in golden files.
 pub fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("golden")
+}
+
+// ------------------------------------------------------------------ gRPC --
+
+/// A gRPC client on its own connection to the daemon at `socket`.
+pub async fn grpc(socket: &Path) -> TtmClient<Channel> {
+    let path = socket.to_path_buf();
+    let channel = Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let p = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?))
+            }
+        }))
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to ttmd at {}: {e}", socket.display()));
+    TtmClient::new(channel)
+}
+
+/// `module/id` as a request's `TxnRef`.
+pub fn txn_ref(module: &str, id: &str) -> Option<TxnRef> {
+    Some(TxnRef {
+        module: module.to_owned(),
+        txn_id: id.to_owned(),
+    })
+}
+
+/// One message of an `Events` stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Msg {
+    Event(Event),
+    CaughtUp(u64),
+    Heartbeat(u64),
+}
+
+impl Msg {
+    /// The event's seq; panics on a marker.
+    #[track_caller]
+    pub fn seq(&self) -> u64 {
+        match self {
+            Msg::Event(e) => e.seq,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+}
+
+/// An `Events` stream read one message at a time, each with a hang guard.
+#[derive(Debug)]
+pub struct Follow {
+    stream: Streaming<EventsResponse>,
+}
+
+impl Follow {
+    /// Opens `Events(request)` on `client`.
+    pub async fn open(client: &mut TtmClient<Channel>, request: EventsRequest) -> Follow {
+        let what = format!("{request:?}");
+        let stream = client
+            .events(request)
+            .await
+            .unwrap_or_else(|e| panic!("Events {what} refused: {e}"))
+            .into_inner();
+        Follow { stream }
+    }
+
+    /// Opens a followed stream of `module/id` from `from_seq` (all types).
+    pub async fn from(client: &mut TtmClient<Channel>, id: &str, from_seq: u64) -> Follow {
+        Follow::open(
+            client,
+            EventsRequest {
+                txn: txn_ref("ttm", id),
+                from_seq,
+                event: String::new(),
+                follow: true,
+            },
+        )
+        .await
+    }
+
+    /// The next message; `None` when the daemon ended the stream cleanly.
+    /// Panics on an error status or after `timeout` of silence.
+    pub async fn next(&mut self, timeout: Duration) -> Option<Msg> {
+        self.next_result(timeout)
+            .await
+            .unwrap_or_else(|e| panic!("the events stream failed: {e}"))
+    }
+
+    /// The next message, the stream's end (`Ok(None)`) or its error status.
+    /// Panics after `timeout` of silence.
+    pub async fn next_result(&mut self, timeout: Duration) -> Result<Option<Msg>, tonic::Status> {
+        loop {
+            let message = tokio::time::timeout(timeout, self.stream.message())
+                .await
+                .unwrap_or_else(|_| panic!("the events stream was silent for {timeout:?}"))?;
+            let Some(message) = message else {
+                return Ok(None);
+            };
+            match message.kind {
+                Some(Kind::Event(e)) => return Ok(Some(Msg::Event(e))),
+                Some(Kind::CaughtUp(c)) => return Ok(Some(Msg::CaughtUp(c.seq))),
+                Some(Kind::Heartbeat(h)) => return Ok(Some(Msg::Heartbeat(h.seq))),
+                None => {}
+            }
+        }
+    }
+
+    /// The next message that is not a heartbeat; panics if the stream ends.
+    pub async fn next_significant(&mut self, timeout: Duration) -> Msg {
+        loop {
+            match self.next_result(timeout).await {
+                Ok(Some(Msg::Heartbeat(_))) => {}
+                Ok(Some(msg)) => return msg,
+                Ok(None) => panic!("the events stream ended"),
+                Err(e) => panic!("the events stream failed: {e}"),
+            }
+        }
+    }
+
+    /// Asserts that nothing but heartbeats arrives within `wait`.
+    pub async fn assert_quiet(&mut self, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.stream.message()).await;
+            match next {
+                Err(_) => return,
+                Ok(Ok(Some(EventsResponse {
+                    kind: Some(Kind::Heartbeat(_)) | None,
+                }))) => {}
+                Ok(other) => panic!("expected nothing more on the stream, got {other:?}"),
+            }
+        }
+    }
 }

@@ -778,10 +778,15 @@ impl Ttm for TtmService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         self.caller(&req)?;
         let name = req.into_inner().module;
-        let this = self.clone();
-        let module = blocking(move || this.module(&name, false)).await?;
+        let changes = self.shared.store.watch(&name).map_err(to_status)?;
+        let name = if name.is_empty() {
+            "ttm".to_string()
+        } else {
+            name
+        };
         Ok(Response::new(streams::watch(
-            module,
+            name,
+            changes,
             self.shared.config().heartbeat,
             self.shared.shutdown.clone(),
             streams::Counted::new(&self.shared.open_streams),

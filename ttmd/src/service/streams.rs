@@ -15,7 +15,7 @@ use tonic::Status;
 use ttm_proto::v1 as pb;
 
 use crate::store::log::Line;
-use crate::store::module::{ChangeKind, Module};
+use crate::store::module::{Change, ChangeKind};
 use crate::store::txn::Txn;
 
 use super::status::to_status;
@@ -174,13 +174,13 @@ fn event_message(line: Line, filter: &str) -> Option<pb::EventsResponse> {
 
 /// Streams the changes of a module's transactions as they happen.
 pub fn watch(
-    module: Arc<Module>,
+    module: String,
+    mut changes: broadcast::Receiver<Change>,
     heartbeat: Duration,
     mut shutdown: watch::Receiver<bool>,
     counted: Counted,
 ) -> Stream<pb::WatchResponse> {
     let (tx, rx) = mpsc::channel(BUFFER);
-    let mut changes = module.watch();
     tokio::spawn(async move {
         let _counted = counted;
         loop {
@@ -188,7 +188,7 @@ pub fn watch(
                 change = changes.recv() => match change {
                     Ok(c) => pb::WatchResponse {
                         kind: kind(c.kind) as i32,
-                        module: module.name.clone(),
+                        module: module.clone(),
                         txn_id: c.txn_id,
                         from: c.from,
                         to: c.to,
@@ -205,7 +205,7 @@ pub fn watch(
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = tokio::time::sleep(heartbeat) => pb::WatchResponse {
-                    module: module.name.clone(),
+                    module: module.clone(),
                     heartbeat: Some(pb::Heartbeat { seq: 0 }),
                     ..Default::default()
                 },

@@ -13,6 +13,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use tokio::sync::broadcast;
+
 use crate::core::topology::Topology;
 use crate::core::{Error, Result, id};
 
@@ -36,6 +38,9 @@ pub struct Store {
     /// The topology as last loaded (at start and on reload), or why the
     /// file could not be used.
     topology: RwLock<Result<Arc<Topology>, String>>,
+    /// Change feeds by module name, made on first use by a watcher or the
+    /// module, so watching a module that does not exist yet works.
+    changes: std::sync::Mutex<BTreeMap<String, broadcast::Sender<module::Change>>>,
 }
 
 impl Store {
@@ -58,6 +63,7 @@ impl Store {
             module_dirs,
             modules: RwLock::new(BTreeMap::new()),
             topology: RwLock::new(topology),
+            changes: std::sync::Mutex::new(BTreeMap::new()),
         };
         let list = fs::read_dir(root).map_err(|e| Error::io("listing", root, e))?;
         let mut names: Vec<String> = list
@@ -72,6 +78,27 @@ impl Store {
             }
         }
         Ok(store)
+    }
+
+    /// Subscribes to the changes of module `name` (empty: `ttm`), whether
+    /// or not it exists yet.
+    pub fn watch(&self, name: &str) -> Result<broadcast::Receiver<module::Change>> {
+        let name = if name.is_empty() {
+            id::DEFAULT_MODULE
+        } else {
+            name
+        };
+        id::validate_module(name)?;
+        Ok(self.changes_of(name).subscribe())
+    }
+
+    fn changes_of(&self, name: &str) -> broadcast::Sender<module::Change> {
+        self.changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_insert_with(|| broadcast::channel(1024).0)
+            .clone()
     }
 
     /// The loaded modules.
@@ -110,7 +137,13 @@ impl Store {
             .get(name)
             .cloned()
             .unwrap_or_else(|| self.root.join(name));
-        let module = Arc::new(Module::open(&dir, name, self.durability, create)?);
+        let module = Arc::new(Module::open(
+            &dir,
+            name,
+            self.durability,
+            create,
+            self.changes_of(name),
+        )?);
         map.insert(name.to_string(), module.clone());
         Ok(module)
     }

@@ -88,7 +88,15 @@ impl Module {
     /// Opens (and with `create`, makes) the module `name` kept in `dir`
     /// (usually `<root>/<name>`) and loads its transactions. A malformed
     /// `fsm.json` refuses the whole module with a message naming the file.
-    pub fn open(dir: &Path, name: &str, durability: Durability, create: bool) -> Result<Module> {
+    /// Watchers' changes go to `changes`, which the store keeps per module
+    /// name so a watch can begin before the module exists.
+    pub fn open(
+        dir: &Path,
+        name: &str,
+        durability: Durability,
+        create: bool,
+        changes: broadcast::Sender<Change>,
+    ) -> Result<Module> {
         id::validate_module(name)?;
         let dir = dir.to_path_buf();
         let txns_dir = dir.join("txns");
@@ -123,7 +131,7 @@ impl Module {
             txns: RwLock::new(BTreeMap::new()),
             module_lock: Mutex::new(()),
             create_requests: Mutex::new(HashMap::new()),
-            changes: broadcast::channel(1024).0,
+            changes,
         };
         module.load_all()?;
         Ok(module)
@@ -252,11 +260,6 @@ impl Module {
             (s.created.clone(), s.txn_id.clone())
         });
         txns
-    }
-
-    /// Subscribes to this module's changes.
-    pub fn watch(&self) -> broadcast::Receiver<Change> {
-        self.changes.subscribe()
     }
 
     /// Tells watchers what a mutation changed.

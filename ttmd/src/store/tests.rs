@@ -171,9 +171,14 @@ fn request_ids_answer_once_even_after_reopen() {
             .create(&new_txn("t"), &None)
             .unwrap();
         let first = t.mutate(&g, &None, |_, _| Ok(Body::Activated)).unwrap();
+        user_event(&t, "later");
         let again = t.mutate(&g, &None, |_, _| Ok(Body::Activated)).unwrap();
         assert!(again.replayed && !first.replayed);
         assert_eq!(first.event, again.event);
+        assert_eq!(
+            first.state, again.state,
+            "the first answer, not the current state"
+        );
         t.id.clone()
     };
     let store = open(tmp.path());

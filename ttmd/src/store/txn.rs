@@ -392,12 +392,24 @@ impl Txn {
         Ok(inner.ctx.clone().unwrap_or_default())
     }
 
-    /// Answers a repeated request id with its first outcome.
+    /// Answers a repeated request id with its first outcome: the event it
+    /// wrote and the state right after it (refolded from the log, so later
+    /// events do not leak into the answer; retries are rare).
     fn replay(&self, inner: &Inner, guards: &Guards) -> Option<Outcome> {
         let id = guards.request_id.as_ref()?;
-        inner.requests.get(id).map(|event| Outcome {
-            state: Arc::new(inner.state.clone()),
-            event: event.clone(),
+        let event = inner.requests.get(id)?.clone();
+        let at = event.get("seq").and_then(Value::as_u64).unwrap_or(0);
+        let state = self
+            .read_lines(0, inner.len, 1)
+            .ok()
+            .and_then(|(lines, _)| {
+                let upto: Vec<Line> = lines.into_iter().filter(|l| l.seq <= at).collect();
+                fold_lines(&upto, &inner.state.module).ok()
+            })
+            .unwrap_or_else(|| inner.state.clone());
+        Some(Outcome {
+            state: Arc::new(state),
+            event,
             replayed: true,
         })
     }
