@@ -117,11 +117,7 @@ async fn time_to_ready(base: &Path, txns: usize, runs: usize) -> Result<(), Erro
         let task = tokio::spawn(ttmd::run(config, listener, async {
             let _ = stopped.await;
         }));
-        let daemon = Daemon {
-            socket,
-            stop,
-            task,
-        };
+        let daemon = Daemon { socket, stop, task };
         let per = txns.div_ceil(16);
         let mut tasks = Vec::new();
         for w in 0..16 {
@@ -145,7 +141,10 @@ async fn time_to_ready(base: &Path, txns: usize, runs: usize) -> Result<(), Erro
     }
     println!("| tree | time to READY=1 (median of {runs}) |");
     println!("|---|---:|");
-    for (name, dir) in [("empty".to_string(), &empty), (format!("{txns} transactions"), &full)] {
+    for (name, dir) in [
+        ("empty".to_string(), &empty),
+        (format!("{txns} transactions"), &full),
+    ] {
         let mut times = Vec::new();
         for _ in 0..runs.max(1) {
             times.push(spawn_until_ready(&ttmd, dir.path())?);
@@ -175,7 +174,10 @@ fn spawn_until_ready(ttmd: &Path, dir: &Path) -> Result<f64, Error> {
     let mut buf = [0u8; 4096];
     let elapsed = loop {
         let n = notify.recv(&mut buf)?;
-        if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1") {
+        if String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .any(|l| l == "READY=1")
+        {
             break start.elapsed();
         }
     };
