@@ -13,4 +13,5 @@ mod lifecycle;
 mod races;
 mod restart;
 mod service;
+mod shims;
 mod streams;

@@ -1,0 +1,484 @@
+# shellcheck shell=bash
+# ttm.sh — the bash TTM API as thin calls of ttmctl.
+#
+#   source /path/to/ttm.sh          (bash 4.2 or newer)
+#
+# Every function of the original bash TTM keeps its name, argument order and
+# output, but does its work by calling `ttmctl` (`$TTMCTL`, else `ttmctl` on
+# PATH), so every change goes through ttmd: validated, serialised, durable.
+# The functions never touch the tree themselves and need no jq.
+#
+# Unlike the original, each function returns non-zero when its call failed
+# (ttmctl's exit code: 2 usage, 3 not found, 4 refused, 5 conflict, 7 no
+# daemon, … — see `ttmctl --help`), with ttmctl's message on stderr, so
+# `set -e` scripts stop where they should.
+#
+# Environment: TETRA_DIR, TTM_SOCKET, TTM_MODULE, TTM_NO_AUTOSTART are
+# ttmctl's. TTM_DIR / TTM_TXNS_DIR from an old set-up are honoured when they
+# follow the layout (TTM_DIR=<root>/ttm, TTM_TXNS_DIR=<root>/ttm/txns means
+# TETRA_DIR=<root>); any other value is refused with a message, since ttmd
+# serves only <TETRA_DIR>/<module>/txns.
+#
+# Sourcing defines functions only (txn_*, ttm*, init_evidence_vars,
+# generate_txn_id and helpers named _ttm_*) and exports them, as the original
+# did, for child bash processes; it sets no variables and no shell options.
+# init_evidence_vars sets e1…eN and exports e_count, as the original did;
+# bash's own BASH_REMATCH is overwritten, as by any [[ =~ ]].
+
+if [ -z "${BASH_VERSION:-}" ]; then
+    echo "ttm.sh: source this file from bash" >&2
+    # shellcheck disable=SC2317 # exit only when executed rather than sourced
+    return 1 2>/dev/null || exit 1
+fi
+
+# ---------------------------------------------------------------- helpers --
+# Helpers that set a variable by name (printf -v) give their locals their
+# own prefix, so no local can shadow the variable the caller named.
+
+# _ttm_root VAR: sets VAR to the tree ttmctl must use when TTM_DIR or
+# TTM_TXNS_DIR say where it is (empty: leave TETRA_DIR as it is). Returns 2
+# with a message when they point outside the layout ttmd serves.
+_ttm_root() {
+    local _ttm_rt_d=${TTM_DIR:-} _ttm_rt_t=${TTM_TXNS_DIR:-} _ttm_rt_r1='' _ttm_rt_r2='' _ttm_rt_e=${TETRA_DIR:-}
+    while [[ $_ttm_rt_d == */ && $_ttm_rt_d != / ]]; do _ttm_rt_d=${_ttm_rt_d%/}; done
+    while [[ $_ttm_rt_t == */ && $_ttm_rt_t != / ]]; do _ttm_rt_t=${_ttm_rt_t%/}; done
+    while [[ $_ttm_rt_e == */ && $_ttm_rt_e != / ]]; do _ttm_rt_e=${_ttm_rt_e%/}; done
+    if [[ -n $_ttm_rt_d ]]; then
+        case $_ttm_rt_d in
+            ttm) _ttm_rt_r1=. ;;
+            /ttm) _ttm_rt_r1=/ ;;
+            */ttm) _ttm_rt_r1=${_ttm_rt_d%/ttm} ;;
+            *)
+                printf 'ttm.sh: TTM_DIR=%s does not follow the layout <TETRA_DIR>/ttm; ttmd serves <TETRA_DIR>/<module>/txns only: set TETRA_DIR to the root of the tree and unset TTM_DIR and TTM_TXNS_DIR\n' "$TTM_DIR" >&2
+                return 2
+                ;;
+        esac
+    fi
+    if [[ -n $_ttm_rt_t ]]; then
+        case $_ttm_rt_t in
+            ttm/txns) _ttm_rt_r2=. ;;
+            /ttm/txns) _ttm_rt_r2=/ ;;
+            */ttm/txns) _ttm_rt_r2=${_ttm_rt_t%/ttm/txns} ;;
+            *)
+                printf 'ttm.sh: TTM_TXNS_DIR=%s does not follow the layout <TETRA_DIR>/ttm/txns; ttmd serves <TETRA_DIR>/<module>/txns only: set TETRA_DIR to the root of the tree and unset TTM_DIR and TTM_TXNS_DIR\n' "$TTM_TXNS_DIR" >&2
+                return 2
+                ;;
+        esac
+    fi
+    if [[ -n $_ttm_rt_r1 && -n $_ttm_rt_r2 && $_ttm_rt_r1 != "$_ttm_rt_r2" ]]; then
+        printf 'ttm.sh: TTM_DIR=%s and TTM_TXNS_DIR=%s name different trees; unset TTM_TXNS_DIR (or both, and set TETRA_DIR)\n' "$TTM_DIR" "$TTM_TXNS_DIR" >&2
+        return 2
+    fi
+    _ttm_rt_r1=${_ttm_rt_r1:-$_ttm_rt_r2}
+    if [[ -n $_ttm_rt_r1 && -n $_ttm_rt_e && $_ttm_rt_e != "$_ttm_rt_r1" ]]; then
+        printf 'ttm.sh: TTM_DIR/TTM_TXNS_DIR name the tree %s but TETRA_DIR=%s; unset TTM_DIR and TTM_TXNS_DIR (ttmd serves the tree named by TETRA_DIR)\n' "$_ttm_rt_r1" "$TETRA_DIR" >&2
+        return 2
+    fi
+    printf -v "$1" '%s' "$_ttm_rt_r1"
+}
+
+# _ttm_ctl MODULE ARGS…: runs ttmctl (in MODULE unless empty) with ARGS.
+_ttm_ctl() {
+    local _ttm_module=$1 _ttm_tree=
+    shift
+    _ttm_root _ttm_tree || return
+    if [[ -n $_ttm_module ]]; then
+        set -- --module="$_ttm_module" "$@"
+    fi
+    local _ttm_rc=0
+    if [[ -n $_ttm_tree ]]; then
+        TETRA_DIR=$_ttm_tree "${TTMCTL:-ttmctl}" "$@" || _ttm_rc=$?
+    else
+        "${TTMCTL:-ttmctl}" "$@" || _ttm_rc=$?
+    fi
+    if ((_ttm_rc == 127)) && ! command -v -- "${TTMCTL:-ttmctl}" >/dev/null; then
+        printf 'ttm.sh: cannot run %s: put ttmctl on PATH or set TTMCTL to its path\n' "${TTMCTL:-ttmctl}" >&2
+    fi
+    return "$_ttm_rc"
+}
+
+# _ttm_usage FUNCTION MESSAGE: a usage error (exit code 2, like ttmctl).
+_ttm_usage() {
+    printf '%s: %s\n' "$1" "$2" >&2
+    return 2
+}
+
+# _ttm_json_unescape VAR RAW: sets VAR to the JSON string body RAW decoded.
+_ttm_json_unescape() {
+    local _ttm_ju_raw=$2 _ttm_ju_out='' _ttm_ju_c _ttm_ju_cp _ttm_ju_lo _ttm_ju_u
+    while [[ $_ttm_ju_raw == *\\* ]]; do
+        _ttm_ju_out+=${_ttm_ju_raw%%\\*}
+        _ttm_ju_raw=${_ttm_ju_raw#*\\}
+        _ttm_ju_c=${_ttm_ju_raw:0:1}
+        _ttm_ju_raw=${_ttm_ju_raw:1}
+        case $_ttm_ju_c in
+            n) _ttm_ju_out+=$'\n' ;;
+            t) _ttm_ju_out+=$'\t' ;;
+            r) _ttm_ju_out+=$'\r' ;;
+            b) _ttm_ju_out+=$'\b' ;;
+            f) _ttm_ju_out+=$'\f' ;;
+            u)
+                if [[ $_ttm_ju_raw =~ ^[0-9a-fA-F]{4} ]]; then
+                    _ttm_ju_cp=$((16#${_ttm_ju_raw:0:4}))
+                    _ttm_ju_raw=${_ttm_ju_raw:4}
+                    if ((_ttm_ju_cp >= 0xD800 && _ttm_ju_cp <= 0xDBFF)) &&
+                        [[ $_ttm_ju_raw =~ ^\\u[dD][c-fC-F][0-9a-fA-F]{2} ]]; then
+                        _ttm_ju_lo=$((16#${_ttm_ju_raw:2:4}))
+                        _ttm_ju_raw=${_ttm_ju_raw:6}
+                        _ttm_ju_cp=$((0x10000 + ((_ttm_ju_cp - 0xD800) << 10) + (_ttm_ju_lo - 0xDC00)))
+                    fi
+                    printf -v _ttm_ju_u '\\U%08x' "$_ttm_ju_cp"
+                    printf -v _ttm_ju_c '%b' "$_ttm_ju_u"
+                    _ttm_ju_out+=$_ttm_ju_c
+                fi
+                ;;
+            *) _ttm_ju_out+=$_ttm_ju_c ;;
+        esac
+    done
+    printf -v "$1" '%s' "$_ttm_ju_out$_ttm_ju_raw"
+}
+
+# _ttm_json_quote VAR TEXT: sets VAR to TEXT as a JSON string literal.
+_ttm_json_quote() {
+    local _ttm_jq_s=$2 _ttm_jq_i _ttm_jq_h _ttm_jq_c _ttm_jq_e _ttm_jq_bs=\\ _ttm_jq_q='"'
+    _ttm_jq_s=${_ttm_jq_s//"$_ttm_jq_bs"/"$_ttm_jq_bs$_ttm_jq_bs"}
+    _ttm_jq_s=${_ttm_jq_s//"$_ttm_jq_q"/"$_ttm_jq_bs$_ttm_jq_q"}
+    for ((_ttm_jq_i = 1; _ttm_jq_i < 32; _ttm_jq_i++)); do
+        printf -v _ttm_jq_h '%02x' "$_ttm_jq_i"
+        printf -v _ttm_jq_c %b "\\x$_ttm_jq_h"
+        if [[ $_ttm_jq_s == *"$_ttm_jq_c"* ]]; then
+            case $_ttm_jq_i in
+                8) _ttm_jq_e='\b' ;;
+                9) _ttm_jq_e='\t' ;;
+                10) _ttm_jq_e='\n' ;;
+                12) _ttm_jq_e='\f' ;;
+                13) _ttm_jq_e='\r' ;;
+                *) printf -v _ttm_jq_e '\\u%04x' "$_ttm_jq_i" ;;
+            esac
+            _ttm_jq_s=${_ttm_jq_s//"$_ttm_jq_c"/"$_ttm_jq_e"}
+        fi
+    done
+    printf -v "$1" '"%s"' "$_ttm_jq_s"
+}
+
+# _ttm_json_str VAR JSON INDENT KEY: sets VAR to the string value of KEY in
+# ttmctl's pretty-printed JSON, among the keys indented by INDENT spaces
+# (2: top level). Returns 1 when there is no such string.
+_ttm_json_str() {
+    local _ttm_js_pad _ttm_js_re
+    printf -v _ttm_js_pad '%*s' "$3" ''
+    _ttm_js_re=$'\n'$_ttm_js_pad'"'$4'": "(([^"\\]|\\.)*)"'
+    [[ $2 =~ $_ttm_js_re ]] || return 1
+    _ttm_json_unescape "$1" "${BASH_REMATCH[1]}"
+}
+
+# _ttm_json_num VAR JSON INDENT KEY: the same for a number.
+_ttm_json_num() {
+    local _ttm_jn_pad _ttm_jn_re
+    printf -v _ttm_jn_pad '%*s' "$3" ''
+    _ttm_jn_re=$'\n'$_ttm_jn_pad'"'$4'": (-?[0-9][0-9.eE+-]*)'
+    [[ $2 =~ $_ttm_jn_re ]] || return 1
+    printf -v "$1" '%s' "${BASH_REMATCH[1]}"
+}
+
+# _ttm_moved MODULE JSON INDENT: prints the original's line for a stage
+# change, "Transaction transitioned: FROM → TO", from the state a mutation
+# returned (its top-level keys indented by INDENT). FROM is read from the
+# event the mutation wrote (its seq is the state's), so it is exact even
+# when other scripts change the transaction at the same time.
+_ttm_moved() {
+    local _ttm_id='' _ttm_seq='' _ttm_to='?' _ttm_from='?' _ttm_ev _ttm_re
+    _ttm_json_str _ttm_id "$2" "$3" txn_id || true
+    _ttm_json_num _ttm_seq "$2" "$3" seq || true
+    _ttm_json_str _ttm_to "$2" "$3" stage || true
+    if [[ -n $_ttm_id && -n $_ttm_seq ]] &&
+        _ttm_ev=$(_ttm_ctl "$1" --json events --txn="$_ttm_id" --from="$_ttm_seq" 2>/dev/null); then
+        _ttm_re='^\{"ts":"[^"]*","event":"[a-z_]+","seq":'$_ttm_seq',"from":"([^"\\]+)"'
+        if [[ $_ttm_ev =~ $_ttm_re ]]; then
+            _ttm_from=${BASH_REMATCH[1]}
+        fi
+    fi
+    printf 'Transaction transitioned: %s → %s\n' "$_ttm_from" "$_ttm_to"
+}
+
+# ------------------------------------------------- module-generic workers --
+# Each takes the module first ('' = ttmctl's default: $TTM_MODULE or ttm);
+# the public txn_* and flow_* functions are thin wrappers.
+
+_ttm_create() { # MODULE FUNC DESCRIPTION [TARGET] [AGENT]
+    if [[ $# -lt 3 || -z $3 ]]; then
+        _ttm_usage "$2" "description required (usage: $2 DESCRIPTION [TARGET] [AGENT])"
+        return
+    fi
+    _ttm_ctl "$1" create --target="${4:-}" --agent="${5:-}" -- "$3"
+}
+
+_ttm_transition() { # MODULE FUNC STAGE [ID]
+    local _ttm_out
+    if [[ $# -lt 3 || -z $3 ]]; then
+        _ttm_usage "$2" "stage required (usage: $2 STAGE [ID])"
+        return
+    fi
+    _ttm_out=$(_ttm_ctl "$1" --json transition --txn="${4:-}" -- "$3") || return
+    _ttm_moved "$1" "$_ttm_out" 2
+}
+
+_ttm_commit() { # MODULE [ID]
+    local _ttm_out _ttm_id='?'
+    _ttm_out=$(_ttm_ctl "$1" --json commit --txn="${2:-}") || return
+    _ttm_moved "$1" "$_ttm_out" 4
+    _ttm_json_str _ttm_id "$_ttm_out" 4 txn_id || true
+    printf 'Transaction committed: %s\n' "$_ttm_id"
+}
+
+_ttm_fail() { # MODULE [ID] [ERROR]
+    local _ttm_out _ttm_id='?' _ttm_msg=${3:-Unknown error}
+    _ttm_out=$(_ttm_ctl "$1" --json fail --txn="${2:-}" -- "$_ttm_msg") || return
+    _ttm_moved "$1" "$_ttm_out" 2
+    _ttm_json_str _ttm_id "$_ttm_out" 2 txn_id || true
+    printf 'Transaction failed: %s - %s\n' "$_ttm_id" "$_ttm_msg" >&2
+}
+
+_ttm_update() { # MODULE FUNC ID JSON
+    if [[ $# -lt 4 || -z $4 ]]; then
+        _ttm_usage "$2" "usage: $2 ID JSON"
+        return
+    fi
+    _ttm_ctl "$1" update --txn="$3" -- "$4"
+}
+
+_ttm_add_ctx() { # MODULE FUNC FILE [DESCRIPTION] [ID]
+    local _ttm_name
+    if [[ $# -lt 3 || -z $3 ]]; then
+        _ttm_usage "$2" "file required (usage: $2 FILE DESCRIPTION [ID])"
+        return
+    fi
+    if [[ -n ${4:-} ]]; then
+        _ttm_name=$(_ttm_ctl "$1" ctx add --txn="${5:-}" -- "$3" "$4") || return
+    else
+        _ttm_name=$(_ttm_ctl "$1" ctx add --txn="${5:-}" -- "$3") || return
+    fi
+    printf 'Added context: %s\n' "$_ttm_name"
+}
+
+_ttm_list_ctx() { # MODULE [ID]
+    local _ttm_out _ttm_re _ttm_name
+    _ttm_out=$(_ttm_ctl "$1" --json ctx list --txn="${2:-}") || return
+    printf 'Context files:\n'
+    _ttm_re=$'\n''    "name": "(([^"\\]|\\.)*)"'
+    while [[ $_ttm_out =~ $_ttm_re ]]; do
+        _ttm_out=${_ttm_out#*"${BASH_REMATCH[0]}"}
+        _ttm_json_unescape _ttm_name "${BASH_REMATCH[1]}"
+        printf '%s\n' "$_ttm_name"
+    done
+}
+
+# Reads `ttmctl ctx env` (single-quoted shell words) without eval: each
+# value is taken apart at its quotes and assigned with printf -v, so no
+# character of a path is ever interpreted.
+_ttm_evidence_vars() { # MODULE FUNC [ID]
+    local _ttm_out _ttm_rest _ttm_val _ttm_closed _ttm_count='' _ttm_i _ttm_old
+    local -a _ttm_names=() _ttm_vals=()
+    _ttm_out=$(_ttm_ctl "$1" ctx env --txn="${3:-}") || return
+    _ttm_rest=$_ttm_out
+    while :; do
+        if [[ $_ttm_rest =~ ^e_count=([0-9]+)$ ]]; then
+            _ttm_count=${BASH_REMATCH[1]}
+            break
+        fi
+        [[ $_ttm_rest =~ ^(e[1-9][0-9]*)=\' ]] || break
+        _ttm_names+=("${BASH_REMATCH[1]}")
+        _ttm_rest=${_ttm_rest:${#BASH_REMATCH[0]}}
+        # The value runs to the next quote, where '\'' stands for one quote.
+        _ttm_val=
+        _ttm_closed=
+        while [[ $_ttm_rest == *"'"* ]]; do
+            _ttm_val+=${_ttm_rest%%"'"*}
+            _ttm_rest=${_ttm_rest#*"'"}
+            if [[ $_ttm_rest == "\\''"* ]]; then
+                _ttm_val+="'"
+                _ttm_rest=${_ttm_rest:3}
+            else
+                _ttm_closed=1
+                break
+            fi
+        done
+        [[ -n $_ttm_closed && $_ttm_rest == $'\n'* ]] || break
+        _ttm_vals+=("$_ttm_val")
+        _ttm_rest=${_ttm_rest:1}
+    done
+    if [[ -z $_ttm_count || $_ttm_count -ne ${#_ttm_vals[@]} || ${#_ttm_names[@]} -ne ${#_ttm_vals[@]} ]]; then
+        printf '%s: cannot read the output of ttmctl ctx env\n' "$2" >&2
+        return 1
+    fi
+    # Forget the previous transaction's files, as the original did.
+    _ttm_old=${e_count:-0}
+    [[ $_ttm_old =~ ^[0-9]+$ ]] || _ttm_old=0
+    if ((_ttm_old < 9)); then _ttm_old=9; fi
+    for ((_ttm_i = 1; _ttm_i <= _ttm_old; _ttm_i++)); do
+        unset "e$_ttm_i"
+    done
+    for ((_ttm_i = 0; _ttm_i < ${#_ttm_vals[@]}; _ttm_i++)); do
+        printf -v "${_ttm_names[_ttm_i]}" '%s' "${_ttm_vals[_ttm_i]}"
+    done
+    printf -v e_count '%s' "$_ttm_count"
+    export e_count
+    if ((_ttm_count > 0)); then
+        printf 'Evidence variables initialized: %s file(s)\n' "$_ttm_count"
+        for ((_ttm_i = 0; _ttm_i < ${#_ttm_vals[@]}; _ttm_i++)); do
+            printf "  \$%s = %s\n" "${_ttm_names[_ttm_i]}" "${_ttm_vals[_ttm_i]}"
+        done
+    else
+        printf 'No evidence files found\n'
+    fi
+    return 0
+}
+
+_ttm_resolve() { # MODULE [ID]
+    local _ttm_out _ttm_target='?' _ttm_plan='?'
+    _ttm_out=$(_ttm_ctl "$1" --json resolve --txn="${2:-}") || return
+    _ttm_json_str _ttm_target "$_ttm_out" 2 target || true
+    _ttm_json_str _ttm_plan "$_ttm_out" 2 plan || true
+    printf 'TES resolved: %s → %s\n' "$_ttm_target" "$_ttm_plan"
+}
+
+# ------------------------------------------------------------- public API --
+
+# ttm_init: checks that ttmd answers (ttmctl starts it unless
+# TTM_NO_AUTOSTART=1) and that TTM_DIR/TTM_TXNS_DIR make sense. Writes
+# nothing; safe to call any number of times.
+ttm_init() {
+    local _ttm_err _ttm_rc=0
+    _ttm_err=$(_ttm_ctl "" --json list 2>&1 >/dev/null) || _ttm_rc=$?
+    # 3: the module has no transactions yet; the daemon answered.
+    if [[ $_ttm_rc -eq 0 || $_ttm_rc -eq 3 ]]; then
+        return 0
+    fi
+    printf '%s\n' "$_ttm_err" >&2
+    return "$_ttm_rc"
+}
+
+# generate_txn_id DESCRIPTION: prints an id of the form ttmd gives
+# (<slug>-<YYYYMMDDTHHMMSS>, UTC). Only a preview: ttmd allocates the real
+# id at txn_create (adding -2, -3, … when the slug is taken that second).
+generate_txn_id() {
+    (
+        LC_ALL=C
+        s=${1:-}
+        s=${s//[!abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789]/-}
+        s=$(printf '%s' "$s" | tr 'ABCDEFGHIJKLMNOPQRSTUVWXYZ' 'abcdefghijklmnopqrstuvwxyz')
+        while [[ $s == *--* ]]; do s=${s//--/-}; done
+        s=${s#-}
+        s=${s:0:30}
+        s=${s%-}
+        printf '%s-%s\n' "${s:-txn}" "$(date -u +%Y%m%dT%H%M%S)"
+    )
+}
+
+txn_active() { _ttm_ctl "" active; }
+txn_dir() { _ttm_ctl "" dir --txn="${1:-}"; }
+txn_state() { _ttm_ctl "" state --txn="${1:-}"; }
+txn_create() { _ttm_create "" txn_create "$@"; }
+txn_update() { _ttm_update "" txn_update "$@"; }
+txn_transition() { _ttm_transition "" txn_transition "$@"; }
+txn_commit() { _ttm_commit "" "$@"; }
+txn_fail() { _ttm_fail "" "$@"; }
+txn_add_ctx() { _ttm_add_ctx "" txn_add_ctx "$@"; }
+txn_list_ctx() { _ttm_list_ctx "" "$@"; }
+init_evidence_vars() { _ttm_evidence_vars "" init_evidence_vars "$@"; }
+txn_ctx_digest() { _ttm_ctl "" ctx digest --txn="${1:-}"; }
+txn_list() { _ttm_ctl "" list --stage="${1:-}"; }
+txn_status() { _ttm_ctl "" status --txn="${1:-}"; }
+txn_resolve_tes() { _ttm_resolve "" "$@"; }
+
+# txn_events [ID] [TYPE]: the raw lines of events.ndjson (optionally one type).
+txn_events() { _ttm_ctl "" --json events --txn="${1:-}" --type="${2:-}"; }
+
+# txn_get_connector TARGET: the connector JSON of @TARGET (or a host).
+txn_get_connector() {
+    if [[ $# -lt 1 || -z $1 ]]; then
+        _ttm_usage txn_get_connector "target required (usage: txn_get_connector TARGET)"
+        return
+    fi
+    _ttm_ctl "" connector -- "$1"
+}
+
+# ttm VERB ARGS…: the original dispatcher.
+ttm() {
+    if [[ $# -eq 0 ]]; then
+        ttm help
+        return
+    fi
+    local _ttm_verb=$1
+    shift
+    case $_ttm_verb in
+        create) txn_create "$@" ;;
+        commit) txn_commit "$@" ;;
+        fail) txn_fail "$@" ;;
+        transition) txn_transition "$@" ;;
+        add) txn_add_ctx "$@" ;;
+        list-ctx) txn_list_ctx "$@" ;;
+        init-vars) init_evidence_vars "$@" ;;
+        active) txn_active ;;
+        status) txn_status "$@" ;;
+        list) txn_list "$@" ;;
+        state) txn_state "$@" ;;
+        events) txn_events "$@" ;;
+        resolve) txn_resolve_tes "$@" ;;
+        dir) txn_dir "$@" ;;
+        update) txn_update "$@" ;;
+        digest) txn_ctx_digest "$@" ;;
+        connector) txn_get_connector "$@" ;;
+        init) ttm_init ;;
+        help | h | -h | --help)
+            cat <<'EOF'
+Usage: ttm <command> [args]      (the bash TTM API on ttmd, via ttmctl)
+
+Transaction lifecycle:
+  create "<desc>" [@target] [agent]   create a transaction (prints its id)
+  commit [txn_id]                     move to DONE
+  fail [txn_id] ["<error>"]           move to FAIL, recording the error
+  transition <stage> [txn_id]         move to another stage (forward only)
+
+Context:
+  add <file> <desc> [txn_id]          store an evidence file (100_<desc>.<ext>, …)
+  list-ctx [txn_id]                   list the ctx files
+  init-vars [txn_id]                  set $e1, $e2, … and $e_count
+  digest [txn_id]                     the ctx digest
+
+Queries:
+  active                              the active transaction's id
+  status [txn_id]                     summary
+  list [stage]                        all transactions (optionally one stage)
+  state [txn_id]                      state.json
+  events [txn_id] [event_type]        the event log (NDJSON)
+  dir [txn_id]                        the transaction's directory
+  update <txn_id> '<json>'            merge fields into the state
+
+Targets:
+  resolve [txn_id]                    resolve the target (@staging → staging.local)
+  connector <@target>                 the target's connector JSON
+
+Examples:
+  ttm create "deploy api v2.1" @staging human
+  ttm add build/api.tar.gz artifact
+  ttm transition EXECUTE
+  ttm resolve
+  ttm commit
+EOF
+            ;;
+        *)
+            printf "ttm: unknown command: %s (see 'ttm help')\n" "$_ttm_verb" >&2
+            return 2
+            ;;
+    esac
+}
+
+# Exported, as the original did, so child bash processes (bash -c, xargs,
+# find -exec) can call them too.
+export -f _ttm_root _ttm_ctl _ttm_usage _ttm_json_unescape _ttm_json_quote \
+    _ttm_json_str _ttm_json_num _ttm_moved _ttm_create _ttm_transition _ttm_commit \
+    _ttm_fail _ttm_update _ttm_add_ctx _ttm_list_ctx _ttm_evidence_vars _ttm_resolve \
+    ttm_init generate_txn_id txn_active txn_dir txn_state txn_create txn_update \
+    txn_transition txn_commit txn_fail txn_add_ctx txn_list_ctx init_evidence_vars \
+    txn_ctx_digest txn_list txn_status txn_resolve_tes txn_events txn_get_connector ttm
