@@ -42,8 +42,11 @@ pub async fn run(
         config.durability,
         config.module_dirs.clone(),
     );
-    let store =
-        tokio::task::spawn_blocking(move || store::Store::open(&root, durability, dirs)).await??;
+    let store = Arc::new(
+        tokio::task::spawn_blocking(move || store::Store::open(&root, durability, dirs)).await??,
+    );
+    // Hand edits are picked up from here on; stops when dropped below.
+    let reconciler = store::reconcile::start(store.clone());
     let Listener {
         listener,
         path,
@@ -92,6 +95,7 @@ pub async fn run(
     for task in background {
         task.abort();
     }
+    drop(reconciler);
     if owned {
         let _ = std::fs::remove_file(&path);
     }

@@ -129,10 +129,22 @@ pub async fn list(ctx: &mut Ctx, stage: String) -> Result<(), Failure> {
             .iter()
             .map(state_value)
             .collect::<Result<Vec<_>, _>>()?;
-        ctx.out.json(&json!({ "active": active, "txns": txns }))
+        let quarantined: Vec<Value> = reply
+            .quarantined
+            .iter()
+            .map(|q| json!({ "txn_id": q.txn_id, "reason": q.reason }))
+            .collect();
+        ctx.out
+            .json(&json!({ "active": active, "txns": txns, "quarantined": quarantined }))
     } else {
         for line in render::list_table(&reply.txns) {
             ctx.out.line(&line)?;
+        }
+        // Never silently skipped: a transaction that cannot be loaded is
+        // listed with the reason.
+        for q in &reply.quarantined {
+            ctx.out
+                .line(&format!("! {}  QUARANTINED  {}", q.txn_id, q.reason))?;
         }
         Ok(())
     }

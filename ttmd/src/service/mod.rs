@@ -40,7 +40,7 @@ const REQUEST_ID_MAX: usize = 128;
 #[derive(Debug)]
 pub struct Shared {
     /// The tree.
-    pub store: Store,
+    pub store: Arc<Store>,
     /// The settings in force; a reload swaps them.
     config: RwLock<Arc<Config>>,
     /// When serving began, for uptime.
@@ -58,7 +58,7 @@ pub struct Shared {
 impl Shared {
     /// Bookkeeping for a daemon serving `store` on `socket`.
     pub fn new(
-        store: Store,
+        store: Arc<Store>,
         config: Config,
         socket: PathBuf,
         shutdown: watch::Receiver<bool>,
@@ -403,21 +403,27 @@ impl Ttm for TtmService {
         self.caller(&req)?;
         let r = req.into_inner();
         let this = self.clone();
-        let txns = blocking(move || {
+        let reply = blocking(move || {
             if !r.stage.is_empty() {
                 fsm::validate_stage_name(&r.stage)?;
             }
             let module = this.module(&r.module, false)?;
             let active = module.active_id()?;
             let stage = Some(r.stage.as_str()).filter(|s| !s.is_empty());
-            Ok(module
+            let txns = module
                 .list(stage)
                 .iter()
                 .map(|t| txn_state(&t.state(), &t.dir, active.as_deref() == Some(&t.id)))
-                .collect())
+                .collect();
+            let quarantined = module
+                .quarantined()
+                .into_iter()
+                .map(|(txn_id, reason)| pb::Quarantined { txn_id, reason })
+                .collect();
+            Ok(pb::ListResponse { txns, quarantined })
         })
         .await?;
-        Ok(Response::new(pb::ListResponse { txns }))
+        Ok(Response::new(reply))
     }
 
     async fn transition(

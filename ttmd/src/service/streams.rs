@@ -121,6 +121,15 @@ pub fn events(
                     return;
                 }
             }
+            if txn.is_removed() {
+                let _ = tx
+                    .send(Err(Status::not_found(format!(
+                        "transaction {} was removed from the tree; nothing more will come",
+                        txn.id
+                    ))))
+                    .await;
+                return;
+            }
             tokio::select! {
                 changed = committed.changed() => {
                     if changed.is_err() {
@@ -235,5 +244,6 @@ fn kind(k: ChangeKind) -> pb::ChangeKind {
         ChangeKind::Activated => pb::ChangeKind::Activated,
         ChangeKind::Committed => pb::ChangeKind::Committed,
         ChangeKind::Failed => pb::ChangeKind::Failed,
+        ChangeKind::Removed => pb::ChangeKind::Removed,
     }
 }

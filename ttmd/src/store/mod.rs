@@ -5,6 +5,7 @@ pub mod fsio;
 pub mod lock;
 pub mod log;
 pub mod module;
+pub mod reconcile;
 pub mod txn;
 
 use std::collections::BTreeMap;

@@ -49,6 +49,8 @@ pub enum ChangeKind {
     Activated,
     Committed,
     Failed,
+    /// The directory was removed from the tree behind the daemon's back.
+    Removed,
 }
 
 /// What a new transaction is made of.
@@ -75,9 +77,13 @@ pub struct Module {
     durability: Durability,
     /// Loaded transactions by id. Entries are added, never replaced.
     txns: RwLock<BTreeMap<String, Arc<Txn>>>,
-    /// Serialises creation and activation, which touch the shared `txns/`
-    /// directory and `active` symlink.
+    /// Serialises creation, activation and reconciling of `txns/`, which
+    /// touch the shared directory and `active` symlink.
     module_lock: Mutex<()>,
+    /// Serialises loading, so a directory is opened (and recovered) once.
+    load_lock: Mutex<()>,
+    /// Transactions that cannot be loaded: id → why. Listed, not served.
+    quarantined: Mutex<BTreeMap<String, String>>,
     /// Create request ids → the transaction they created.
     create_requests: Mutex<HashMap<String, String>>,
     /// Feed of changes for `Watch`.
@@ -130,6 +136,8 @@ impl Module {
             durability,
             txns: RwLock::new(BTreeMap::new()),
             module_lock: Mutex::new(()),
+            load_lock: Mutex::new(()),
+            quarantined: Mutex::new(BTreeMap::new()),
             create_requests: Mutex::new(HashMap::new()),
             changes,
         };
@@ -147,16 +155,40 @@ impl Module {
             if name == ACTIVE_LINK || id::validate_txn_id(&name).is_err() {
                 continue;
             }
-            if let Err(e) = self.load(&name) {
-                tracing::error!(module = %self.name, txn = %name, error = %e,
-                    "cannot load transaction; it is left as it is and not served");
-            }
+            let _ = self.load(&name);
         }
         Ok(())
     }
 
+    /// Loads (recovering) the transaction directory `id` once; a directory
+    /// that cannot be loaded is quarantined: reported, listed, not served,
+    /// left as it is for a person to look at.
     fn load(&self, id: &str) -> Result<Arc<Txn>> {
-        let (txn, repairs) = Txn::open(&self.txns_dir.join(id), &self.name, self.durability)?;
+        self.load_new(id).map(|(t, _)| t)
+    }
+
+    /// Like [`Module::load`]; also says whether this call loaded it.
+    fn load_new(&self, id: &str) -> Result<(Arc<Txn>, bool)> {
+        let _loading = lock(&self.load_lock);
+        if let Some(t) = read(&self.txns).get(id) {
+            return Ok((t.clone(), false));
+        }
+        let opened = Txn::open(&self.txns_dir.join(id), &self.name, self.durability);
+        let (txn, repairs) = match opened {
+            Ok(v) => {
+                lock(&self.quarantined).remove(id);
+                v
+            }
+            Err(e) => {
+                tracing::error!(module = %self.name, txn = %id, error = %e,
+                    "quarantined: cannot load this transaction; it is listed as quarantined, \
+                     not served, and left as it is");
+                lock(&self.quarantined).insert(id.to_string(), e.to_string());
+                return Err(Error::FailedPrecondition(format!(
+                    "transaction {id} is quarantined: {e}"
+                )));
+            }
+        };
         for r in repairs {
             tracing::warn!(module = %self.name, txn = %id, "recovery: {r}");
         }
@@ -175,8 +207,78 @@ impl Module {
         }
         drop(requests);
         let txn = Arc::new(txn);
-        let mut map = write(&self.txns);
-        Ok(map.entry(id.to_string()).or_insert(txn).clone())
+        write(&self.txns).insert(id.to_string(), txn.clone());
+        Ok((txn, true))
+    }
+
+    /// Transactions that could not be loaded, with the reason.
+    pub fn quarantined(&self) -> BTreeMap<String, String> {
+        lock(&self.quarantined).clone()
+    }
+
+    /// Brings the loaded set in line with `txns/<id>` on disk after a
+    /// change made behind the daemon's back: a directory copied or moved in
+    /// is loaded (watchers hear `created`), one removed is forgotten (its
+    /// followers end, watchers hear `removed`).
+    pub fn reconcile_dir(&self, id: &str) {
+        if id == ACTIVE_LINK || id::validate_txn_id(id).is_err() {
+            return;
+        }
+        let _guard = lock(&self.module_lock);
+        let dir = self.txns_dir.join(id);
+        let present = fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir());
+        let loaded = read(&self.txns).get(id).cloned();
+        match (present, loaded) {
+            (true, None) => {
+                if let Ok((txn, true)) = self.load_new(id) {
+                    tracing::info!(module = %self.name, txn = %id, "a transaction appeared in the tree; serving it");
+                    let s = txn.state();
+                    let _ = self.changes.send(Change {
+                        kind: ChangeKind::Created,
+                        txn_id: id.to_string(),
+                        from: String::new(),
+                        to: s.stage.clone(),
+                        seq: s.seq,
+                        ts: s.last_checkpoint.clone(),
+                    });
+                }
+            }
+            (false, Some(txn)) => {
+                write(&self.txns).remove(id);
+                txn.mark_removed();
+                tracing::warn!(module = %self.name, txn = %id, "a transaction was removed from the tree; no longer serving it");
+                let s = txn.state();
+                let _ = self.changes.send(Change {
+                    kind: ChangeKind::Removed,
+                    txn_id: id.to_string(),
+                    from: s.stage.clone(),
+                    to: String::new(),
+                    seq: s.seq,
+                    ts: state::timestamp(Utc::now()),
+                });
+            }
+            (false, None) => {
+                lock(&self.quarantined).remove(id);
+            }
+            (true, Some(_)) => {}
+        }
+    }
+
+    /// The ids of the transaction directories on disk now.
+    pub fn ids_on_disk(&self) -> Vec<String> {
+        fs::read_dir(&self.txns_dir)
+            .map(|list| {
+                list.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n != ACTIVE_LINK && id::validate_txn_id(n).is_ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The loaded transactions' ids.
+    pub fn loaded_ids(&self) -> Vec<String> {
+        read(&self.txns).keys().cloned().collect()
     }
 
     /// The module's current FSM.
@@ -212,10 +314,20 @@ impl Module {
             })?
         } else {
             id::validate_txn_id(id)?;
+            if id == ACTIVE_LINK {
+                return Err(Error::invalid(
+                    "`active` names the symlink, not a transaction; pass the id it points to",
+                ));
+            }
             id.to_string()
         };
         if let Some(t) = read(&self.txns).get(&id) {
             return Ok(t.clone());
+        }
+        if let Some(why) = lock(&self.quarantined).get(&id) {
+            return Err(Error::FailedPrecondition(format!(
+                "transaction {id} is quarantined: {why}; fix or move the directory away"
+            )));
         }
         // Not loaded: perhaps copied in by hand since.
         let dir = self.txns_dir.join(&id);

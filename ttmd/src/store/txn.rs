@@ -80,6 +80,11 @@ pub struct Txn {
     /// one runs wait on `synced` and are covered by the next sync together.
     syncing: Mutex<bool>,
     synced: Condvar,
+    /// Held while `state.json` and the snapshot are brought into line, so a
+    /// reconcile never compares a new file with an old snapshot.
+    view: Mutex<()>,
+    /// Set when the directory was removed from the tree behind our back.
+    removed: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -242,6 +247,8 @@ impl Txn {
             committed: watch::Sender::new(committed),
             syncing: Mutex::new(false),
             synced: Condvar::new(),
+            view: Mutex::new(()),
+            removed: std::sync::atomic::AtomicBool::new(false),
         };
         Ok((txn, repairs))
     }
@@ -288,9 +295,10 @@ impl Txn {
         client: &Client,
         make: impl FnOnce(&State, DateTime<Utc>) -> Result<Body>,
     ) -> Result<Outcome> {
+        self.refuse_if_removed()?;
         let (outcome, end) = {
             let mut inner = lock(&self.inner);
-            self.catch_up(&mut inner)?;
+            self.catch_up(&mut inner, true)?;
             if let Some(done) = self.replay(&inner, guards) {
                 (done, inner.len)
             } else {
@@ -317,8 +325,9 @@ impl Txn {
         guards: &Guards,
         client: &Client,
     ) -> Result<Outcome> {
+        self.refuse_if_removed()?;
         let mut inner = lock(&self.inner);
-        self.catch_up(&mut inner)?;
+        self.catch_up(&mut inner, true)?;
         if let Some(done) = self.replay(&inner, guards) {
             let end = inner.len;
             drop(inner);
@@ -377,6 +386,70 @@ impl Txn {
         }
     }
 
+    /// Whether the directory was removed from the tree while loaded.
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Marks the transaction gone (its directory was deleted or moved away)
+    /// and wakes its followers so they can end.
+    pub fn mark_removed(&self) {
+        self.removed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.committed.send_modify(|_| {});
+    }
+
+    fn refuse_if_removed(&self) -> Result<()> {
+        if self.is_removed() {
+            return Err(Error::NotFound(format!(
+                "transaction {} was removed from the tree",
+                self.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Picks up lines another program appended to the log (complete lines
+    /// only; a fragment waits for its writer), folds them and publishes them
+    /// to followers. Our own appends are already counted and change nothing.
+    pub fn reconcile_log(&self) -> Result<()> {
+        if self.is_removed() {
+            return Ok(());
+        }
+        let end = {
+            let mut inner = lock(&self.inner);
+            self.catch_up(&mut inner, false)?;
+            inner.len
+        };
+        self.make_durable(end)
+    }
+
+    /// Brings a hand-edited `state.json` back in line with the log: if the
+    /// file differs from the state folded from the log, it is rewritten,
+    /// with a warning. Returns whether it had to.
+    pub fn reconcile_state(&self) -> Result<bool> {
+        if self.is_removed() {
+            return Ok(false);
+        }
+        let _view = lock(&self.view);
+        if !self.dir.is_dir() {
+            return Ok(false); // being removed; the directory watch handles it
+        }
+        let want = self.state().to_pretty_json();
+        let path = self.dir.join(STATE_FILE);
+        // A missing file is left to the next write or start-up: recreating
+        // it at once would fight an `rm -r` of the whole directory.
+        let Ok(have) = fsio::read_file(&path) else {
+            return Ok(false);
+        };
+        if have == want.as_bytes() {
+            return Ok(false);
+        }
+        tracing::warn!(txn = %self.id, "state.json was changed behind ttmd's back and no longer matches the log; rebuilt it from the log");
+        fsio::atomic_write(&self.dir, STATE_FILE, want.as_bytes(), self.durability)?;
+        Ok(true)
+    }
+
     /// A fresh temporary path inside ctx/ for an incoming evidence file, so
     /// storing it is a rename within one directory.
     pub fn temp_path(&self) -> PathBuf {
@@ -416,7 +489,10 @@ impl Txn {
 
     /// Folds lines other programs appended since our last write, so the
     /// next seq is the next line number.
-    fn catch_up(&self, inner: &mut Inner) -> Result<()> {
+    /// With `end_fragment`, a final foreign fragment without its newline is
+    /// ended (a mutation is about to append); without, it is left for its
+    /// writer to finish.
+    fn catch_up(&self, inner: &mut Inner, end_fragment: bool) -> Result<()> {
         let path = self.dir.join(EVENTS_FILE);
         let size = inner
             .log
@@ -428,11 +504,15 @@ impl Txn {
         }
         let (lines, end) = self.read_lines(inner.len, size, inner.state.seq + 1)?;
         for l in &lines {
+            if l.object.is_none() {
+                tracing::warn!(txn = %self.id, seq = l.seq,
+                    "line {} of {EVENTS_FILE} is not a JSON object; it keeps its seq and is skipped by the fold", l.seq);
+            }
             inner
                 .state
                 .apply(l.seq, l.object.as_ref().unwrap_or(empty()));
         }
-        if end < size {
+        if end < size && end_fragment {
             // A foreign line without its newline: end it, or our line would
             // be glued onto it.
             log::append(&mut inner.log, size, "\n", self.durability, &path)?;
@@ -440,6 +520,9 @@ impl Txn {
             inner.len = size + 1;
         } else {
             inner.len = end;
+        }
+        if lines.is_empty() && !end_fragment {
+            return Ok(());
         }
         tracing::info!(txn = %self.id, lines = lines.len(), "folded lines appended by another program");
         Ok(())
@@ -526,6 +609,7 @@ impl Txn {
         // cannot be replaced now, the next round rewrites it and start-up
         // rebuilds it, so the answer stays "done" rather than inviting a
         // duplicate retry.
+        let _view = lock(&self.view);
         if let Err(e) = fsio::atomic_write(
             &self.dir,
             STATE_FILE,

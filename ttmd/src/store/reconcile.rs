@@ -1,0 +1,290 @@
+//! Changes made to the tree behind the daemon's back (SPEC §8): a
+//! transaction directory copied, moved or deleted by hand, lines another
+//! program appended to a log, a hand-edited `state.json`.
+//!
+//! File-system notifications (inotify, through `notify`) are only hints:
+//! each one names a path, and the daemon looks at that path and reconciles
+//! its own view with what is on disk. The daemon's own writes come back as
+//! notifications too and find nothing to do (the log is already counted,
+//! `state.json` already matches). When inotify watches run out, the daemon
+//! says so and falls back to rescanning the whole tree periodically.
+//!
+//! Watches are per directory, not recursive: the root, each module
+//! directory, each `txns/`, and each transaction directory — never `ctx/`,
+//! `build/` or `artifacts/`, which scripts may fill with anything.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use notify::event::{EventKind, ModifyKind};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+
+use super::Store;
+use super::fsio::TEMP_PREFIX;
+use super::module::ACTIVE_LINK;
+use super::txn::{EVENTS_FILE, STATE_FILE};
+use crate::core::id;
+
+/// How often the whole tree is rescanned when inotify cannot be used.
+pub const RESCAN_EVERY: Duration = Duration::from_secs(2);
+
+/// The running reconciler; stops when dropped.
+#[derive(Debug)]
+pub struct Reconciler {
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for Reconciler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts watching `store`'s tree on a thread of its own.
+pub fn start(store: Arc<Store>) -> Reconciler {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = thread::Builder::new()
+        .name("ttmd-reconcile".into())
+        .spawn(move || run(&store, &flag))
+        .map_err(|e| tracing::error!(error = %e, "cannot start the file watcher; hand edits are picked up at restart only"))
+        .ok();
+    Reconciler { stop, thread }
+}
+
+struct Watches {
+    watcher: Option<RecommendedWatcher>,
+    watched: HashSet<PathBuf>,
+    /// inotify is unusable (no watches left, or none at all): rescan.
+    rescanning: bool,
+}
+
+impl Watches {
+    fn add(&mut self, path: &Path) {
+        if self.rescanning || self.watched.contains(path) {
+            return;
+        }
+        let Some(w) = self.watcher.as_mut() else {
+            return;
+        };
+        match w.watch(path, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                self.watched.insert(path.to_path_buf());
+            }
+            Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
+                tracing::warn!(
+                    "inotify watches are exhausted (see fs.inotify.max_user_watches); falling back \
+                     to rescanning the tree every {}s",
+                    RESCAN_EVERY.as_secs()
+                );
+                self.rescanning = true;
+            }
+            // Gone already, or not a directory: nothing to watch.
+            Err(_) => {}
+        }
+    }
+
+    fn forget(&mut self, path: &Path) {
+        if self.watched.remove(path)
+            && let Some(w) = self.watcher.as_mut()
+        {
+            let _ = w.unwatch(path);
+        }
+    }
+}
+
+fn run(store: &Store, stop: &AtomicBool) {
+    let (tx, rx) = mpsc::channel();
+    let config = notify::Config::default().with_follow_symlinks(false);
+    let watcher = match RecommendedWatcher::new(tx, config) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot use inotify; rescanning the tree every {}s instead", RESCAN_EVERY.as_secs());
+            None
+        }
+    };
+    let mut w = Watches {
+        rescanning: watcher.is_none(),
+        watcher,
+        watched: HashSet::new(),
+    };
+    watch_all(store, &mut w);
+    while !stop.load(Ordering::Acquire) {
+        let wait = if w.rescanning {
+            RESCAN_EVERY
+        } else {
+            Duration::from_millis(500)
+        };
+        match rx.recv_timeout(wait) {
+            Ok(Ok(event)) => {
+                if matches!(
+                    event.kind,
+                    EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_))
+                ) {
+                    continue;
+                }
+                for path in &event.paths {
+                    tracing::debug!(kind = ?event.kind, path = %path.display(), "file event");
+                    handle(store, &mut w, path);
+                }
+            }
+            Ok(Err(e)) => {
+                // The queue overflowed or similar: events were lost, so
+                // look at everything once.
+                tracing::warn!(error = %e, "file watcher error; rescanning the tree");
+                rescan(store, &mut w);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if w.rescanning {
+                    rescan(store, &mut w);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+}
+
+/// Adds watches for the whole tree as it is loaded now.
+fn watch_all(store: &Store, w: &mut Watches) {
+    w.add(&store.root);
+    for m in store.modules() {
+        if let Some(dir) = m.txns_dir.parent() {
+            w.add(dir);
+        }
+        w.add(&m.txns_dir);
+        for id in m.loaded_ids() {
+            w.add(&m.txns_dir.join(id));
+        }
+    }
+}
+
+/// Looks at everything: new and removed transactions, foreign log lines,
+/// edited state files. Used when inotify is unusable or lost events.
+fn rescan(store: &Store, w: &mut Watches) {
+    pick_up_modules(store);
+    for m in store.modules() {
+        let on_disk: HashSet<String> = m.ids_on_disk().into_iter().collect();
+        let loaded: HashSet<String> = m.loaded_ids().into_iter().collect();
+        for id in on_disk.symmetric_difference(&loaded) {
+            m.reconcile_dir(id);
+        }
+        for id in m.loaded_ids() {
+            if let Ok(t) = m.txn(&id) {
+                reconcile_files(&t);
+            }
+        }
+    }
+    watch_all(store, w);
+}
+
+/// Loads modules that appeared in the root.
+fn pick_up_modules(store: &Store) {
+    let Ok(list) = std::fs::read_dir(&store.root) else {
+        return;
+    };
+    for entry in list.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if id::validate_module(&name).is_ok() && entry.path().join("txns").is_dir() {
+            let _ = store.module(&name, false);
+        }
+    }
+}
+
+fn reconcile_files(t: &super::Txn) {
+    if let Err(e) = t.reconcile_log() {
+        tracing::warn!(txn = %t.id, error = %e, "cannot pick up lines appended to the log");
+    }
+    if let Err(e) = t.reconcile_state() {
+        tracing::warn!(txn = %t.id, error = %e, "cannot rebuild state.json");
+    }
+}
+
+/// Reconciles what one notification names.
+fn handle(store: &Store, w: &mut Watches, path: &Path) {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return;
+    };
+    if name.starts_with(TEMP_PREFIX) {
+        return;
+    }
+    let Some(parent) = path.parent() else {
+        return;
+    };
+    // <root>/<module>, or <root>/<module>/txns: a module may have appeared.
+    if parent == store.root || (name == "txns" && parent.parent() == Some(&store.root)) {
+        let module = if parent == store.root {
+            name.clone()
+        } else {
+            parent
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        if id::validate_module(&module).is_ok() && store.root.join(&module).join("txns").is_dir() {
+            if let Ok(m) = store.module(&module, false) {
+                if let Some(dir) = m.txns_dir.parent() {
+                    w.add(dir);
+                }
+                w.add(&m.txns_dir);
+                for id in m.ids_on_disk() {
+                    m.reconcile_dir(&id);
+                    w.add(&m.txns_dir.join(id));
+                }
+            }
+        } else if parent == store.root && id::validate_module(&module).is_ok() {
+            // A new module directory without txns/ yet: watch for it.
+            w.add(path);
+        }
+        return;
+    }
+    for m in store.modules() {
+        // <txns>/<id>: a transaction directory came or went.
+        if parent == m.txns_dir {
+            if name == ACTIVE_LINK {
+                // Never watched through: inotify would fold it into the
+                // watch of the directory it points at.
+                return;
+            }
+            m.reconcile_dir(&name);
+            let dir = m.txns_dir.join(&name);
+            if std::fs::symlink_metadata(&dir).is_ok_and(|md| md.is_dir()) {
+                w.add(&dir);
+            } else {
+                w.forget(&dir);
+            }
+            return;
+        }
+        // <txns>/<id>/<file>: a log or state file changed.
+        if parent.parent() == Some(m.txns_dir.as_path()) {
+            let Some(id) = parent.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+                return;
+            };
+            let Ok(t) = m.txn(&id) else {
+                return;
+            };
+            match name.as_str() {
+                EVENTS_FILE => {
+                    if let Err(e) = t.reconcile_log() {
+                        tracing::warn!(txn = %t.id, error = %e, "cannot pick up lines appended to the log");
+                    }
+                }
+                STATE_FILE => {
+                    if let Err(e) = t.reconcile_state() {
+                        tracing::warn!(txn = %t.id, error = %e, "cannot rebuild state.json");
+                    }
+                }
+                _ => {}
+            }
+            return;
+        }
+    }
+}
