@@ -30,7 +30,7 @@ pub fn disabled() -> bool {
 
 /// Starts ttmd for `socket` and returns the first connection to it.
 pub async fn start(socket: &Path) -> Result<UnixStream, Failure> {
-    let root = absolute(&ttm_proto::paths::tetra_dir());
+    let root = absolute(&crate::connect::tree().root);
     let socket = absolute(socket);
     let log_file = socket
         .parent()

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
@@ -13,6 +13,7 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Response, Status};
+use ttm_proto::paths::ClientTree;
 use ttm_proto::v1::HelloRequest;
 use ttm_proto::v1::ttm_client::TtmClient;
 
@@ -29,9 +30,25 @@ pub type Client = TtmClient<InterceptedService<Channel, VersionHeaders>>;
 
 /// Adds `ttm-api-version` and `ttm-client-version` to every request, so a
 /// daemon of another API generation refuses with a message naming both
-/// (the handshake costs no extra round trip).
-#[derive(Debug, Clone, Copy)]
-pub struct VersionHeaders;
+/// (the handshake costs no extra round trip), and `ttm-root-bin` when the
+/// user named a tree, so a daemon serving another tree refuses instead of
+/// writing there.
+#[derive(Debug, Clone)]
+pub struct VersionHeaders {
+    root: Option<MetadataValue<tonic::metadata::Binary>>,
+}
+
+impl VersionHeaders {
+    fn new() -> Self {
+        let tree = tree();
+        let root = tree.explicit.then(|| {
+            use std::os::unix::ffi::OsStrExt;
+            let abs = std::path::absolute(&tree.root).unwrap_or(tree.root);
+            MetadataValue::from_bytes(abs.as_os_str().as_bytes())
+        });
+        VersionHeaders { root }
+    }
+}
 
 impl Interceptor for VersionHeaders {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
@@ -44,6 +61,9 @@ impl Interceptor for VersionHeaders {
             "ttm-client-version",
             MetadataValue::from_static(ttm_proto::VERSION),
         );
+        if let Some(root) = &self.root {
+            meta.insert_bin("ttm-root-bin", root.clone());
+        }
         Ok(req)
     }
 }
@@ -57,11 +77,30 @@ pub struct Daemon {
     socket: PathBuf,
 }
 
+/// The tree this invocation means, decided once at start-up.
+static TREE: OnceLock<ClientTree> = OnceLock::new();
+
+/// Works out which tree is meant (`TETRA_DIR`, or the bash `TTM_DIR` /
+/// `TTM_TXNS_DIR`); a contradiction is a usage error.
+pub fn init_tree() -> Result<(), Failure> {
+    let tree = ttm_proto::paths::client_tree().map_err(|m| Failure::new(Exit::Usage, m))?;
+    let _ = TREE.set(tree);
+    Ok(())
+}
+
+/// The tree this invocation means.
+pub fn tree() -> ClientTree {
+    TREE.get().cloned().unwrap_or_else(|| ClientTree {
+        root: ttm_proto::paths::tetra_dir(),
+        explicit: false,
+    })
+}
+
 /// `--socket` / `$TTM_SOCKET`, else the path the daemon computes itself.
 pub fn socket_path(global: &Global) -> PathBuf {
     match &global.socket {
         Some(path) if !path.as_os_str().is_empty() => path.clone(),
-        _ => ttm_proto::paths::default_socket(&ttm_proto::paths::tetra_dir()),
+        _ => ttm_proto::paths::default_socket(&tree().root),
     }
 }
 
@@ -96,7 +135,7 @@ pub async fn connect_with(socket: &Path, autostart: bool) -> Result<Daemon, Fail
     };
     let channel = channel(socket, stream).await?;
     Ok(Daemon {
-        client: TtmClient::with_interceptor(channel, VersionHeaders)
+        client: TtmClient::with_interceptor(channel, VersionHeaders::new())
             .max_decoding_message_size(MAX_RESPONSE_BYTES),
         socket: socket.to_path_buf(),
     })

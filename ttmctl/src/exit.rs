@@ -135,6 +135,14 @@ pub fn from_status(status: &Status) -> Failure {
             format!("lost the connection to ttmd: {}", error_chain(status)),
         );
     }
+    // A daemon serving another tree is, for this call, no daemon at all.
+    if status
+        .metadata()
+        .get("ttm-error")
+        .is_some_and(|v| v == "wrong-tree")
+    {
+        return Failure::new(Exit::Unreachable, status_message(status));
+    }
     let mut failure = Failure::new(exit_for(status.code()), status_message(status));
     failure.unimplemented = status.code() == Code::Unimplemented;
     failure

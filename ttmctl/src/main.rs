@@ -45,6 +45,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|err| Failure::other(format!("cannot start the async runtime: {err}")))?;
+    connect::init_tree()?;
     let mut ctx = Ctx {
         module: cli.global.module.clone(),
         json: cli.global.json,

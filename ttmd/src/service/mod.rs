@@ -53,6 +53,9 @@ pub struct Shared {
     shutdown: watch::Receiver<bool>,
     /// The socket served, for status.
     socket: PathBuf,
+    /// The root with symlinks resolved, to compare with the tree a client
+    /// names.
+    canonical_root: PathBuf,
 }
 
 impl Shared {
@@ -64,11 +67,13 @@ impl Shared {
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Shared> {
         Arc::new(Shared {
-            store,
             config: RwLock::new(Arc::new(config)),
             started: Instant::now(),
             open_streams: Arc::new(AtomicU64::new(0)),
             stop_requested: Notify::new(),
+            canonical_root: std::fs::canonicalize(&store.root)
+                .unwrap_or_else(|_| store.root.clone()),
+            store,
             shutdown,
             socket,
         })
@@ -151,6 +156,7 @@ impl TtmService {
     /// for the log.
     fn caller<T>(&self, req: &Request<T>) -> Result<Client, Status> {
         check_api_version(req)?;
+        self.check_tree(req)?;
         let cred = req
             .extensions()
             .get::<tonic::transport::server::UdsConnectInfo>()
@@ -176,6 +182,37 @@ impl TtmService {
             c.uid(),
             self.uid
         )))
+    }
+
+    /// Refuses a request meant for another tree (the client names it when
+    /// the user set `TETRA_DIR`), so a shared default socket never lets a
+    /// script write into the wrong tree.
+    fn check_tree<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        use std::os::unix::ffi::OsStrExt;
+        let Some(bytes) = req
+            .metadata()
+            .get_bin("ttm-root-bin")
+            .and_then(|v| v.to_bytes().ok())
+        else {
+            return Ok(());
+        };
+        let wanted = PathBuf::from(std::ffi::OsStr::from_bytes(&bytes));
+        let wanted = std::fs::canonicalize(&wanted).unwrap_or(wanted);
+        if wanted == self.shared.canonical_root {
+            return Ok(());
+        }
+        let mut status = Status::failed_precondition(format!(
+            "the ttmd on this socket serves {}, not {}; give that tree its own daemon with \
+             TTM_SOCKET={}/run/ttmd.sock (ttmctl starts one there), or unset TETRA_DIR",
+            self.shared.canonical_root.display(),
+            wanted.display(),
+            wanted.display()
+        ));
+        status.metadata_mut().insert(
+            "ttm-error",
+            tonic::metadata::MetadataValue::from_static("wrong-tree"),
+        );
+        Err(status)
     }
 
     fn module(&self, name: &str, create: bool) -> Result<Arc<Module>> {

@@ -528,10 +528,28 @@ impl Module {
     pub fn activate(&self, id: &str, guards: &Guards, client: &Client) -> Result<Outcome> {
         let txn = self.txn(id)?;
         let _guard = lock(&self.module_lock);
-        let outcome = txn.mutate(guards, client, |s, _| {
-            txn::refuse_if_terminal(s)?;
-            Ok(Body::Activated)
-        })?;
+        let state = txn.state();
+        if state.is_terminal() {
+            txn::check_guards(&state, guards)?;
+            // A finished transaction may be made active to look at it (a
+            // RAG flow_resume of a finished flow); its log is final, so
+            // only the pointer moves.
+            self.point_active(&txn.id)?;
+            let _ = self.changes.send(Change {
+                kind: ChangeKind::Activated,
+                txn_id: txn.id.clone(),
+                from: String::new(),
+                to: state.stage.clone(),
+                seq: state.seq,
+                ts: state::timestamp(Utc::now()),
+            });
+            return Ok(Outcome {
+                event: Arc::new(serde_json::Map::new()),
+                state,
+                replayed: false,
+            });
+        }
+        let outcome = txn.mutate(guards, client, |_, _| Ok(Body::Activated))?;
         if !outcome.replayed {
             self.point_active(&txn.id)?;
             self.announce(&outcome);

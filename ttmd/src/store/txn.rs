@@ -642,7 +642,7 @@ pub fn refuse_if_terminal(state: &State) -> Result<()> {
     Ok(())
 }
 
-fn check_guards(state: &State, guards: &Guards) -> Result<()> {
+pub(crate) fn check_guards(state: &State, guards: &Guards) -> Result<()> {
     if let Some(want) = &guards.expect_stage
         && *want != state.stage
     {
