@@ -13,6 +13,7 @@ mod in_process;
 mod lifecycle;
 mod races;
 mod restart;
+mod retention;
 mod service;
 mod shims;
 mod streams;

@@ -215,6 +215,31 @@ pub enum Command {
     Watch,
     /// Print ttmctl's version.
     Version,
+    /// Move finished, inactive transactions into <module>/archive/ (a dry run
+    /// unless --yes).
+    Archive {
+        /// Only those whose last change is at least this old: 90s, 30m, 12h, 7d.
+        #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+        older_than: Option<u64>,
+        /// Only DONE or only FAIL transactions.
+        #[arg(long, value_name = "DONE|FAIL", default_value = "")]
+        stage: String,
+        /// Really move them (without it, only count and list them).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Delete archived transactions past a limit (a dry run unless --yes).
+    Gc {
+        /// Archived ones whose last change is at least this old: 30m, 12h, 7d.
+        #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+        older_than: Option<u64>,
+        /// Always keep the newest N archived transactions.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep: u32,
+        /// Really delete them (without it, only count and list them).
+        #[arg(long)]
+        yes: bool,
+    },
     /// The daemon itself: status, stop, reload (never starts one).
     #[command(subcommand)]
     Daemon(DaemonCommand),
@@ -383,5 +408,46 @@ mod tests {
             Ok(Cli { command: Command::Create { ref description, ref target, .. }, .. })
                 if description == "-v2 rollout" && target == "@prod"
         ));
+    }
+}
+
+/// `90`, `90s`, `30m`, `12h`, `7d` → seconds.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 30m, 12h or 7d"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {text:?}: use s, m, h, d or w"
+            ));
+        }
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(90));
+        assert_eq!(parse_duration("30m"), Ok(1800));
+        assert_eq!(parse_duration("7d"), Ok(604_800));
+        assert!(parse_duration("7y").is_err());
+        assert!(parse_duration("d").is_err());
+        assert!(parse_duration("").is_err());
     }
 }

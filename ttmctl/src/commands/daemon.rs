@@ -1,10 +1,13 @@
 //! `ttmctl daemon …`: the daemon itself. These never start a daemon: asking
-//! a daemon that is not running for its status should say so.
+//! a daemon that is not running for its status should say so. Also the
+//! retention commands, `archive` and `gc`.
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use ttm_proto::v1::{DaemonStatusRequest, ReloadRequest, ShutdownRequest};
+use ttm_proto::v1::{
+    ArchiveRequest, DaemonStatusRequest, GcRequest, ReloadRequest, ShutdownRequest,
+};
 
 use super::Ctx;
 use crate::connect::{self, Daemon};
@@ -109,4 +112,60 @@ fn uptime(secs: u64) -> String {
         60..3600 => format!("{}m {}s", secs / 60, secs % 60),
         _ => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
     }
+}
+
+/// Moves finished transactions into the archive; a dry run without `yes`.
+pub async fn archive(
+    ctx: &mut Ctx,
+    older_than: u64,
+    stage: String,
+    yes: bool,
+) -> Result<(), Failure> {
+    let request = ArchiveRequest {
+        module: ctx.module.clone(),
+        older_than_secs: older_than,
+        stage,
+        apply: yes,
+    };
+    let mut daemon = ctx.daemon().await?;
+    let reply = daemon.call(async move |c| c.archive(request).await).await?;
+    report(ctx, "archive", "archived", reply.txn_ids, reply.applied)
+}
+
+/// Deletes archived transactions; a dry run without `yes`.
+pub async fn gc(ctx: &mut Ctx, older_than: u64, keep: u32, yes: bool) -> Result<(), Failure> {
+    let request = GcRequest {
+        module: ctx.module.clone(),
+        older_than_secs: older_than,
+        keep,
+        apply: yes,
+    };
+    let mut daemon = ctx.daemon().await?;
+    let reply = daemon.call(async move |c| c.gc(request).await).await?;
+    report(ctx, "delete", "deleted", reply.txn_ids, reply.applied)
+}
+
+fn report(
+    ctx: &mut Ctx,
+    verb: &str,
+    done: &str,
+    ids: Vec<String>,
+    applied: bool,
+) -> Result<(), Failure> {
+    if ctx.json {
+        return ctx.out.json(&json!({ "applied": applied, "txn_ids": ids }));
+    }
+    if applied {
+        ctx.out
+            .line(&format!("{done} {} transaction(s)", ids.len()))?;
+    } else {
+        ctx.out.line(&format!(
+            "would {verb} {} transaction(s) (dry run; add --yes to do it)",
+            ids.len()
+        ))?;
+    }
+    for id in ids {
+        ctx.out.line(&format!("  {id}"))?;
+    }
+    Ok(())
 }

@@ -51,6 +51,16 @@ impl Ctx {
 pub async fn run(cli: Cli, ctx: &mut Ctx) -> Result<(), Failure> {
     match cli.command {
         Command::Version => version(ctx),
+        Command::Archive {
+            older_than,
+            stage,
+            yes,
+        } => daemon::archive(ctx, older_than.unwrap_or(0), stage, yes).await,
+        Command::Gc {
+            older_than,
+            keep,
+            yes,
+        } => daemon::gc(ctx, older_than.unwrap_or(0), keep, yes).await,
         Command::Daemon(DaemonCommand::Status) => daemon::status(ctx).await,
         Command::Daemon(DaemonCommand::Stop) => daemon::stop(ctx).await,
         Command::Daemon(DaemonCommand::Reload) => daemon::reload(ctx).await,

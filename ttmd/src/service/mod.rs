@@ -836,6 +836,48 @@ impl Ttm for TtmService {
         )))
     }
 
+    async fn archive(
+        &self,
+        req: Request<pb::ArchiveRequest>,
+    ) -> Result<Response<pb::ArchiveResponse>, Status> {
+        self.caller(&req)?;
+        let r = req.into_inner();
+        let this = self.clone();
+        let txn_ids = blocking(move || {
+            let stage = Some(r.stage.as_str()).filter(|s| !s.is_empty());
+            if let Some(s) = stage
+                && !fsm::is_terminal(s)
+            {
+                return Err(Error::invalid(format!(
+                    "only finished transactions are archived: --stage is DONE or FAIL, not {}",
+                    quote(s)
+                )));
+            }
+            this.module(&r.module, false)?
+                .archive(r.older_than_secs, stage, r.apply)
+        })
+        .await?;
+        Ok(Response::new(pb::ArchiveResponse {
+            txn_ids,
+            applied: r.apply,
+        }))
+    }
+
+    async fn gc(&self, req: Request<pb::GcRequest>) -> Result<Response<pb::GcResponse>, Status> {
+        self.caller(&req)?;
+        let r = req.into_inner();
+        let this = self.clone();
+        let txn_ids = blocking(move || {
+            this.module(&r.module, false)?
+                .gc(r.older_than_secs, r.keep as usize, r.apply)
+        })
+        .await?;
+        Ok(Response::new(pb::GcResponse {
+            txn_ids,
+            applied: r.apply,
+        }))
+    }
+
     async fn daemon_status(
         &self,
         req: Request<pb::DaemonStatusRequest>,

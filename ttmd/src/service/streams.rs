@@ -245,5 +245,6 @@ fn kind(k: ChangeKind) -> pb::ChangeKind {
         ChangeKind::Committed => pb::ChangeKind::Committed,
         ChangeKind::Failed => pb::ChangeKind::Failed,
         ChangeKind::Removed => pb::ChangeKind::Removed,
+        ChangeKind::Archived => pb::ChangeKind::Archived,
     }
 }
