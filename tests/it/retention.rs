@@ -45,7 +45,7 @@ fn archive_moves_only_finished_inactive_transactions() {
     // A stage filter, an age filter.
     assert_eq!(
         ids(&d.ctl(&["--json", "archive", "--stage", "FAIL"]).json()),
-        [failed.clone()]
+        vec![failed.clone()]
     );
     assert!(ids(&d.ctl(&["--json", "archive", "--older-than", "1d"]).json()).is_empty());
     d.ctl(&["archive", "--stage", "NEW"]).expect_code(2);
