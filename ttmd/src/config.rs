@@ -54,6 +54,14 @@ pub struct Limits {
     pub payload: usize,
     /// Bytes of one ctx file.
     pub ctx_file: u64,
+    /// ctx files in one transaction.
+    pub ctx_files: usize,
+    /// Open Events/Watch streams, all clients together.
+    pub streams_total: usize,
+    /// Open Events/Watch streams of one client process.
+    pub streams_per_client: usize,
+    /// Bytes of one request message (a chunk of a ctx file is one message).
+    pub request_bytes: usize,
 }
 
 impl Default for Limits {
@@ -62,6 +70,10 @@ impl Default for Limits {
             description: 64 * 1024,
             payload: 1024 * 1024,
             ctx_file: 16 * 1024 * 1024 * 1024,
+            ctx_files: 10_000,
+            streams_total: 1024,
+            streams_per_client: 64,
+            request_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -192,6 +204,10 @@ impl Config {
             "limits.description" => self.limits.description = num(value)?,
             "limits.payload" => self.limits.payload = num(value)?,
             "limits.ctx_file" => self.limits.ctx_file = num(value)?,
+            "limits.ctx_files" => self.limits.ctx_files = num(value)?,
+            "limits.streams_total" => self.limits.streams_total = num(value)?,
+            "limits.streams_per_client" => self.limits.streams_per_client = num(value)?,
+            "limits.request_bytes" => self.limits.request_bytes = num(value)?,
             "access.uids" => self.access.uids = list(value)?,
             "access.gids" => self.access.gids.extend(list(value)?),
             "access.groups" => {
@@ -363,6 +379,14 @@ impl Config {
             self.limits.ctx_file.to_string(),
             either("limits.ctx_file", "limits"),
         );
+        for (key, value) in [
+            ("limits.ctx_files", self.limits.ctx_files),
+            ("limits.streams_total", self.limits.streams_total),
+            ("limits.streams_per_client", self.limits.streams_per_client),
+            ("limits.request_bytes", self.limits.request_bytes),
+        ] {
+            line(key, value.to_string(), either(key, "limits"));
+        }
         line(
             "access.uids",
             format!("{:?}", self.access.uids),

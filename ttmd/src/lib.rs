@@ -18,6 +18,8 @@ use std::sync::Arc;
 use sd_notify::NotifyState;
 use tokio::sync::{oneshot, watch};
 use tokio_stream::wrappers::UnixListenerStream;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 use ttm_proto::v1::ttm_server::TtmServer;
 
 pub use config::Config;
@@ -54,6 +56,7 @@ pub async fn run(
         lock,
     } = listener;
     let grace = config.shutdown_grace;
+    let request_bytes = config.limits.request_bytes;
     let sighup = config.reload_on_sighup;
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Shared::new(store, config, path.clone(), stop_rx);
@@ -65,10 +68,28 @@ pub async fn run(
         background.push(tokio::spawn(systemd::watchdog(path.clone(), every)));
     }
 
+    // Beside ttm.v1: the standard health service (SERVING from here, after
+    // recovery; NOT_SERVING once shutdown begins) and server reflection.
+    let (mut health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<TtmServer<TtmService>>().await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ttm_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let (reflection_v1, reflection_v1alpha) =
+        (reflection().build_v1()?, reflection().build_v1alpha()?);
+
     let (began_tx, began_rx) = oneshot::channel::<()>();
     let stopper = shared.clone();
     let server = tonic::transport::Server::builder()
-        .add_service(TtmServer::new(TtmService::new(shared.clone())))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            TtmServer::new(TtmService::new(shared.clone()))
+                .max_decoding_message_size(request_bytes),
+        )
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
             tokio::select! {
                 _ = shutdown => {}
@@ -76,6 +97,7 @@ pub async fn run(
             }
             tracing::info!("shutting down: finishing in-flight requests");
             systemd::notify(&[NotifyState::Stopping]);
+            not_serving(&mut health).await;
             let _ = stop_tx.send(true);
             let _ = began_tx.send(());
         });
@@ -103,6 +125,18 @@ pub async fn run(
     served?;
     tracing::info!("ttmd stopped");
     Ok(())
+}
+
+/// Health says NOT_SERVING for the server (`""`) and `ttm.v1.Ttm`; then the
+/// statuses are dropped, which ends open `Health/Watch` streams (after that
+/// last message) so they do not hold up the graceful shutdown.
+async fn not_serving(health: &mut HealthReporter) {
+    for name in ["", ttm_proto::v1::ttm_server::SERVICE_NAME] {
+        health
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+        health.clear_service_status(name).await;
+    }
 }
 
 /// Completes `grace` after shutdown began; never if it does not begin.

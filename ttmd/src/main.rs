@@ -60,6 +60,18 @@ struct Args {
     /// Largest ctx file in bytes [default: 16 GiB]
     #[arg(long, value_name = "BYTES", env = "TTM_LIMIT_CTX_FILE")]
     limit_ctx_file: Option<String>,
+    /// Most ctx files in one transaction [default: 10000]
+    #[arg(long, value_name = "N", env = "TTM_LIMIT_CTX_FILES")]
+    limit_ctx_files: Option<String>,
+    /// Most open Events/Watch streams in total [default: 1024]
+    #[arg(long, value_name = "N", env = "TTM_LIMIT_STREAMS_TOTAL")]
+    limit_streams_total: Option<String>,
+    /// Most open Events/Watch streams per client process [default: 64]
+    #[arg(long, value_name = "N", env = "TTM_LIMIT_STREAMS_PER_CLIENT")]
+    limit_streams_per_client: Option<String>,
+    /// Largest request message in bytes [default: 4 MiB]
+    #[arg(long, value_name = "BYTES", env = "TTM_LIMIT_REQUEST_BYTES")]
+    limit_request_bytes: Option<String>,
     /// Modules kept outside the root: NAME=DIR,NAME=DIR
     #[arg(long, value_name = "NAME=DIR,...", env = "TTM_MODULE_DIRS")]
     module_dirs: Option<String>,
@@ -92,6 +104,22 @@ const SETTINGS: &[(&str, &str, &str)] = &[
     ),
     ("limit_payload", "limits.payload", "TTM_LIMIT_PAYLOAD"),
     ("limit_ctx_file", "limits.ctx_file", "TTM_LIMIT_CTX_FILE"),
+    ("limit_ctx_files", "limits.ctx_files", "TTM_LIMIT_CTX_FILES"),
+    (
+        "limit_streams_total",
+        "limits.streams_total",
+        "TTM_LIMIT_STREAMS_TOTAL",
+    ),
+    (
+        "limit_streams_per_client",
+        "limits.streams_per_client",
+        "TTM_LIMIT_STREAMS_PER_CLIENT",
+    ),
+    (
+        "limit_request_bytes",
+        "limits.request_bytes",
+        "TTM_LIMIT_REQUEST_BYTES",
+    ),
     ("module_dirs", "modules", "TTM_MODULE_DIRS"),
 ];
 

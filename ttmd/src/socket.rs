@@ -23,6 +23,32 @@ pub struct Listener {
     pub lock: TreeLock,
 }
 
+/// Binds `socket` with mode 0600 from its first moment: it is created in a
+/// fresh 0700 directory beside it, narrowed there, then renamed into place,
+/// so there is no window in which a wider socket is reachable, whatever the
+/// umask or the mode of the target directory.
+fn bind_private(socket: &Path) -> Result<std::os::unix::net::UnixListener> {
+    let parent = socket
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let staging = crate::store::fsio::temp_path(parent, "bind");
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staging)
+        .map_err(|e| Error::io("creating socket directory", &staging, e))?;
+    let inner = staging.join("s");
+    let bound = (|| {
+        let listener = std::os::unix::net::UnixListener::bind(&inner)?;
+        fs::set_permissions(&inner, fs::Permissions::from_mode(0o600))?;
+        fs::rename(&inner, socket)?;
+        Ok::<_, io::Error>(listener)
+    })();
+    let _ = fs::remove_file(&inner);
+    let _ = fs::remove_dir(&staging);
+    bound.map_err(|e| Error::io("binding socket", socket, e))
+}
+
 /// The socket to serve: the one systemd passed (`LISTEN_FDS`), else a
 /// fresh one bound at `socket`. Takes the tree's lock either way. Must run
 /// inside a tokio runtime.
@@ -92,10 +118,7 @@ pub fn bind(root: &Path, socket: &Path) -> Result<Listener> {
             tracing::info!(socket = %socket.display(), "removed the stale socket of a dead ttmd");
         }
     }
-    let std_listener = std::os::unix::net::UnixListener::bind(socket)
-        .map_err(|e| Error::io("binding socket", socket, e))?;
-    fs::set_permissions(socket, fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::io("restricting socket", socket, e))?;
+    let std_listener = bind_private(socket)?;
     std_listener
         .set_nonblocking(true)
         .map_err(|e| Error::io("configuring socket", socket, e))?;

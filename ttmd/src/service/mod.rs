@@ -8,7 +8,6 @@ pub mod status;
 mod streams;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -46,7 +45,7 @@ pub struct Shared {
     /// When serving began, for uptime.
     started: Instant,
     /// Open Events and Watch streams.
-    open_streams: Arc<AtomicU64>,
+    streams: Arc<streams::Slots>,
     /// Signalled by the Shutdown RPC.
     stop_requested: Notify,
     /// Flips to true when the daemon begins shutting down; open streams end.
@@ -69,7 +68,7 @@ impl Shared {
         Arc::new(Shared {
             config: RwLock::new(Arc::new(config)),
             started: Instant::now(),
-            open_streams: Arc::new(AtomicU64::new(0)),
+            streams: Arc::default(),
             stop_requested: Notify::new(),
             canonical_root: std::fs::canonicalize(&store.root)
                 .unwrap_or_else(|_| store.root.clone()),
@@ -273,6 +272,15 @@ impl TtmService {
         })
         .await
     }
+}
+
+/// The calling process's pid, from its `client` record.
+fn pid_of(client: &Client) -> Option<i32> {
+    client
+        .as_ref()
+        .and_then(|c| c.get("pid"))
+        .and_then(Value::as_i64)
+        .and_then(|p| i32::try_from(p).ok())
 }
 
 /// Refuses a client that speaks another API generation, in words that say
@@ -653,10 +661,12 @@ impl Ttm for TtmService {
             Ok((header, txn))
         })
         .await?;
-        let temp = txn.temp_path();
+        let t = txn.clone();
+        let (temp, file) = blocking(move || t.create_temp_evidence()).await?;
         let config = self.shared.config();
         let received = receive_file(
             &temp,
+            file,
             &mut stream,
             config.limits.ctx_file,
             config.durability,
@@ -676,6 +686,7 @@ impl Ttm for TtmService {
             let r = h.txn.unwrap_or_default();
             let module = this.module(&r.module, false)?;
             let outcome = txn.add_evidence(
+                this.shared.config().limits.ctx_files,
                 &temp2,
                 bytes,
                 &sha256,
@@ -786,7 +797,7 @@ impl Ttm for TtmService {
         &self,
         req: Request<pb::EventsRequest>,
     ) -> Result<Response<Self::EventsStream>, Status> {
-        self.caller(&req)?;
+        let client = self.caller(&req)?;
         let r = req.into_inner();
         if !r.event.is_empty() {
             let e = &r.event;
@@ -804,12 +815,14 @@ impl Ttm for TtmService {
         let this = self.clone();
         let tref = r.txn.clone();
         let (_, txn) = blocking(move || this.txn(tref)).await?;
+        let config = self.shared.config();
+        let slot = self.shared.streams.admit(pid_of(&client), &config.limits)?;
         Ok(Response::new(streams::events(
             txn,
             r,
-            self.shared.config().heartbeat,
+            config.heartbeat,
             self.shared.shutdown.clone(),
-            streams::Counted::new(&self.shared.open_streams),
+            slot,
         )))
     }
 
@@ -819,9 +832,11 @@ impl Ttm for TtmService {
         &self,
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        self.caller(&req)?;
+        let client = self.caller(&req)?;
         let name = req.into_inner().module;
         let changes = self.shared.store.watch(&name).map_err(to_status)?;
+        let config = self.shared.config();
+        let slot = self.shared.streams.admit(pid_of(&client), &config.limits)?;
         let name = if name.is_empty() {
             "ttm".to_string()
         } else {
@@ -830,9 +845,9 @@ impl Ttm for TtmService {
         Ok(Response::new(streams::watch(
             name,
             changes,
-            self.shared.config().heartbeat,
+            config.heartbeat,
             self.shared.shutdown.clone(),
-            streams::Counted::new(&self.shared.open_streams),
+            slot,
         )))
     }
 
@@ -894,7 +909,7 @@ impl Ttm for TtmService {
             socket: s.socket.to_string_lossy().into_owned(),
             transactions: modules.iter().map(|m| m.count() as u64).sum(),
             modules: modules.len() as u32,
-            open_streams: s.open_streams.load(Ordering::Relaxed),
+            open_streams: s.streams.open(),
             durability: format!("{:?}", s.config().durability).to_lowercase(),
         }))
     }
@@ -929,19 +944,13 @@ impl Ttm for TtmService {
 /// memory bounded by one chunk. Returns the size and sha256.
 async fn receive_file(
     temp: &std::path::Path,
+    file: std::fs::File,
     stream: &mut Streaming<pb::AddContextRequest>,
     limit: u64,
     durability: Durability,
 ) -> Result<(u64, String), Status> {
     use pb::add_context_request::Part;
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(temp)
-        .await
-        .map_err(|e| to_status(Error::io("creating", temp, e)))?;
+    let mut file = tokio::fs::File::from_std(file);
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;
     while let Some(msg) = stream.message().await? {

@@ -3,9 +3,10 @@
 //! is only a wake-up. So a slow follower is never dropped and never skips:
 //! it simply reads more lines on its next turn, in file (= seq) order.
 
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -14,6 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use ttm_proto::v1 as pb;
 
+use crate::config::Limits;
 use crate::store::log::Line;
 use crate::store::module::{Change, ChangeKind};
 use crate::store::txn::Txn;
@@ -24,7 +26,7 @@ use super::status::to_status;
 pub type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
 /// Messages buffered per stream before the sender waits for the client.
-const BUFFER: usize = 256;
+const BUFFER: usize = 64;
 /// Bytes of log read per step by a follower.
 const READ_CHUNK: u64 = 1 << 20;
 
@@ -32,21 +34,73 @@ fn shutting_down() -> Status {
     Status::unavailable("ttmd is shutting down; reconnect when it is back")
 }
 
-/// Counts an open stream for as long as it lives.
-#[derive(Debug)]
-pub struct Counted(Arc<AtomicU64>);
+/// Open streams, in total and per client process, so a client that opens
+/// streams and never reads them cannot exhaust the daemon: each stream
+/// buffers at most [`BUFFER`] messages, and their number is limited.
+#[derive(Debug, Default)]
+pub struct Slots {
+    total: AtomicU64,
+    per_client: Mutex<HashMap<i32, usize>>,
+}
 
-impl Counted {
-    /// Counts one more open stream in `counter`.
-    pub fn new(counter: &Arc<AtomicU64>) -> Counted {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Counted(counter.clone())
+impl Slots {
+    /// Open streams now.
+    pub fn open(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
     }
+
+    /// Admits one more stream for client process `pid`, or refuses naming
+    /// the limit.
+    pub fn admit(self: &Arc<Self>, pid: Option<i32>, limits: &Limits) -> Result<Counted, Status> {
+        let mut per = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
+        if self.open() as usize >= limits.streams_total {
+            return Err(Status::resource_exhausted(format!(
+                "ttmd already serves {} open streams, its limit (limits.streams_total); close some \
+                 followers or raise the limit",
+                limits.streams_total
+            )));
+        }
+        if let Some(pid) = pid {
+            let mine = per.entry(pid).or_insert(0);
+            if *mine >= limits.streams_per_client {
+                return Err(Status::resource_exhausted(format!(
+                    "process {pid} already has {mine} open streams, the limit per client \
+                     (limits.streams_per_client)"
+                )));
+            }
+            *mine += 1;
+        }
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Ok(Counted {
+            slots: self.clone(),
+            pid,
+        })
+    }
+}
+
+/// One admitted stream; its slot is freed when the stream ends.
+#[derive(Debug)]
+pub struct Counted {
+    slots: Arc<Slots>,
+    pid: Option<i32>,
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.slots.total.fetch_sub(1, Ordering::Relaxed);
+        if let Some(pid) = self.pid {
+            let mut per = self
+                .slots
+                .per_client
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = per.get_mut(&pid) {
+                *n -= 1;
+                if *n == 0 {
+                    per.remove(&pid);
+                }
+            }
+        }
     }
 }
 

@@ -63,11 +63,16 @@ pub fn open_append(path: &Path, create: bool) -> io::Result<File> {
         .open(path)
 }
 
-/// A fresh, unique temporary path in `dir`.
-pub fn temp_path(dir: &Path, hint: &str) -> PathBuf {
+/// A fresh, unique temporary file name.
+pub fn temp_name(hint: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    dir.join(format!("{TEMP_PREFIX}{}-{n}-{hint}", std::process::id()))
+    format!("{TEMP_PREFIX}{}-{n}-{hint}", std::process::id())
+}
+
+/// A fresh, unique temporary path in `dir`.
+pub fn temp_path(dir: &Path, hint: &str) -> PathBuf {
+    dir.join(temp_name(hint))
 }
 
 /// fsyncs a directory, making renames and creations in it durable.
@@ -80,30 +85,77 @@ pub fn sync_dir(dir: &Path, durability: Durability) -> Result<()> {
         .map_err(|e| Error::io("syncing directory", dir, e))
 }
 
+/// Opens `dir` itself (not through a symlink standing at `dir`), so files
+/// are then created and renamed relative to this very directory.
+fn open_dir(dir: &Path) -> io::Result<std::os::fd::OwnedFd> {
+    rustix::fs::open(
+        dir,
+        OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(io::Error::from)
+}
+
+/// Explains an error from opening a path without following symlinks.
+fn nofollow_error(action: &'static str, path: &Path, e: io::Error) -> Error {
+    let symlink = e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+        || e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error());
+    if symlink {
+        Error::Corrupt {
+            path: path.to_path_buf(),
+            message: "is a symlink (or not a directory); ttmd never follows symlinks inside the \
+                      tree: move it away"
+                .into(),
+        }
+    } else {
+        Error::io(action, path, e)
+    }
+}
+
+/// Creates a new file `name` inside `dir` (refusing a symlink at `dir` or
+/// at `name`), for content streamed in by the caller.
+pub fn create_in(dir: &Path, name: &str) -> Result<File> {
+    let dfd = open_dir(dir).map_err(|e| nofollow_error("opening", dir, e))?;
+    rustix::fs::openat(
+        &dfd,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        rustix::fs::Mode::from_raw_mode(0o644),
+    )
+    .map(File::from)
+    .map_err(|e| nofollow_error("creating", &dir.join(name), io::Error::from(e)))
+}
+
 /// Replaces `dir/name` with `content` atomically: a crash leaves the old or
-/// the new content, never a mix. A symlink at `dir/name` is replaced, not
-/// followed.
+/// the new content, never a mix. Everything happens relative to `dir`
+/// opened once without following a symlink, so neither a symlink planted
+/// as `dir` nor one at `dir/name` is followed (one at `name` is replaced).
 pub fn atomic_write(dir: &Path, name: &str, content: &[u8], durability: Durability) -> Result<()> {
-    let tmp = temp_path(dir, name);
+    let dfd = open_dir(dir).map_err(|e| nofollow_error("opening", dir, e))?;
+    let tmp = temp_name(name);
     let target = dir.join(name);
     let written = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(NOFOLLOW)
-            .open(&tmp)?;
+        let mut f = File::from(rustix::fs::openat(
+            &dfd,
+            tmp.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            rustix::fs::Mode::from_raw_mode(0o644),
+        )?);
         f.write_all(content)?;
         if durability.syncs() {
             f.sync_all()?;
         }
-        fs::rename(&tmp, &target)
+        rustix::fs::renameat(&dfd, tmp.as_str(), &dfd, name)?;
+        if durability.syncs() {
+            rustix::fs::fsync(&dfd)?;
+        }
+        Ok::<(), io::Error>(())
     })();
     if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
+        let _ = rustix::fs::unlinkat(&dfd, tmp.as_str(), rustix::fs::AtFlags::empty());
         return Err(Error::io("writing", target, e));
     }
-    sync_dir(dir, durability)
+    Ok(())
 }
 
 /// Creates `path` as a directory (mode 0755) if it is missing; refuses a

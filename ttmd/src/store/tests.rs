@@ -200,11 +200,12 @@ fn evidence_is_numbered_and_digested() {
         .unwrap();
     let mut names = Vec::new();
     for (desc, file, body) in [("artifact", "app.tar.gz", "A"), ("", "config.yaml", "BB")] {
-        let temp = t.temp_path();
-        fs::write(&temp, body).unwrap();
+        let (temp, mut f) = t.create_temp_evidence().unwrap();
+        f.write_all(body.as_bytes()).unwrap();
         let sha = crate::core::ctx::sha256_hex(body.as_bytes());
         let out = t
             .add_evidence(
+                100,
                 &temp,
                 body.len() as u64,
                 &sha,
@@ -236,4 +237,301 @@ fn a_malformed_fsm_refuses_the_module() {
         err.contains("fsm.json") && err.contains("invalid FSM"),
         "{err}"
     );
+}
+
+// ------------------------------------------------ recovery: damaged trees --
+
+/// Every file under `dir` (not following symlinks) with its content, for
+/// "left exactly as it was".
+fn listing(dir: &Path) -> Vec<(std::path::PathBuf, Option<Vec<u8>>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(list) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in list.flatten() {
+            let p = e.path();
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                out.push((p.clone(), None));
+                stack.push(p);
+            } else if t.is_symlink() {
+                out.push((
+                    p.clone(),
+                    Some(
+                        fs::read_link(&p)
+                            .unwrap()
+                            .into_os_string()
+                            .into_encoded_bytes(),
+                    ),
+                ));
+            } else {
+                out.push((p.clone(), Some(fs::read(&p).unwrap())));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn update(txn: &Txn, patch: serde_json::Value) -> u64 {
+    let serde_json::Value::Object(patch) = patch else {
+        panic!("not an object");
+    };
+    txn.mutate(&Guards::default(), &None, |_, _| {
+        Ok(Body::Updated { patch })
+    })
+    .unwrap()
+    .state
+    .seq
+}
+
+#[test]
+fn a_stale_state_json_is_rebuilt_from_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (id, stale) = {
+        let store = open(tmp.path());
+        let t = store
+            .module("ttm", true)
+            .unwrap()
+            .create(&new_txn("t"), &None)
+            .unwrap();
+        let stale = fs::read(t.dir.join(STATE_FILE)).unwrap();
+        user_event(&t, "one");
+        update(&t, serde_json::json!({"owner": "ops"}));
+        (t.id.clone(), stale)
+    };
+    let dir = tmp.path().join("ttm/txns").join(&id);
+    let log = fs::read(dir.join(EVENTS_FILE)).unwrap();
+    fs::write(dir.join(STATE_FILE), &stale).unwrap();
+    let stale: State = serde_json::from_slice(&stale).unwrap();
+
+    let store = open(tmp.path());
+    let t = store.module("ttm", false).unwrap().txn(&id).unwrap();
+    let lines = log.iter().filter(|&&b| b == b'\n').count() as u64;
+    assert!(stale.seq < lines);
+    assert_eq!(t.state().seq, lines);
+    let rebuilt = disk_state(&t);
+    assert_eq!(rebuilt, *t.state());
+    assert_eq!(rebuilt.extra.get("owner"), Some(&serde_json::json!("ops")));
+    assert_eq!(
+        fs::read(dir.join(EVENTS_FILE)).unwrap(),
+        log,
+        "recovery must not touch a whole log"
+    );
+}
+
+#[test]
+fn an_unparsable_state_json_is_rebuilt_from_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (id, good) = {
+        let store = open(tmp.path());
+        let t = store
+            .module("ttm", true)
+            .unwrap()
+            .create(&new_txn("t"), &None)
+            .unwrap();
+        user_event(&t, "one");
+        (t.id.clone(), fs::read(t.dir.join(STATE_FILE)).unwrap())
+    };
+    let path = tmp.path().join("ttm/txns").join(&id).join(STATE_FILE);
+    for garbage in [
+        &b""[..],
+        b"{\"txn_id\": \"x\", \"sta",
+        b"\xff\xfe not json\n",
+        b"[]\n",
+    ] {
+        fs::write(&path, garbage).unwrap();
+        let store = open(tmp.path());
+        store.module("ttm", false).unwrap().txn(&id).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), good, "after {garbage:?}");
+    }
+}
+
+#[test]
+fn leftover_temp_files_of_a_crash_are_removed_on_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let id = {
+        let store = open(tmp.path());
+        let t = store
+            .module("ttm", true)
+            .unwrap()
+            .create(&new_txn("t"), &None)
+            .unwrap();
+        user_event(&t, "one");
+        t.id.clone()
+    };
+    let txns = tmp.path().join("ttm/txns");
+    let dir = txns.join(&id);
+    let state = fs::read(dir.join(STATE_FILE)).unwrap();
+    let log = fs::read(dir.join(EVENTS_FILE)).unwrap();
+    let temp = |d: &Path, hint: &str| fsio::temp_path(d, hint);
+    // An interrupted creation: a whole directory under a temporary name.
+    let half = temp(&txns, "create");
+    fs::create_dir_all(half.join(txn::CTX_DIR)).unwrap();
+    fs::write(half.join(txn::CTX_DIR).join("000_policy.md"), "# Policy\n").unwrap();
+    fs::write(half.join(EVENTS_FILE), "{\"ts\":").unwrap();
+    // An interrupted `active` swap, state.json replacement, evidence upload.
+    std::os::unix::fs::symlink(&id, temp(&txns, module::ACTIVE_LINK)).unwrap();
+    fs::write(temp(&dir, STATE_FILE), "{\"half\":").unwrap();
+    fs::write(temp(&dir.join(txn::CTX_DIR), "evidence"), vec![1u8; 10_000]).unwrap();
+
+    let store = open(tmp.path());
+    let m = store.module("ttm", false).unwrap();
+    for d in [&txns, &dir, &dir.join(txn::CTX_DIR)] {
+        let left: Vec<String> = fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(fsio::TEMP_PREFIX))
+            .collect();
+        assert!(left.is_empty(), "{}: {left:?}", d.display());
+    }
+    assert_eq!(
+        m.list(None)
+            .iter()
+            .map(|t| t.id.clone())
+            .collect::<Vec<_>>(),
+        [id.as_str()]
+    );
+    assert_eq!(m.active_id().unwrap().as_deref(), Some(id.as_str()));
+    assert_eq!(fs::read(dir.join(STATE_FILE)).unwrap(), state);
+    assert_eq!(fs::read(dir.join(EVENTS_FILE)).unwrap(), log);
+    let t = m.txn(&id).unwrap();
+    assert_eq!(t.ctx_entries().unwrap().len(), 2, "000 and 010 only");
+}
+
+#[test]
+fn a_garbage_line_in_the_middle_is_kept_counted_and_skipped_by_the_fold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let id = {
+        let store = open(tmp.path());
+        let t = store
+            .module("ttm", true)
+            .unwrap()
+            .create(&new_txn("t"), &None)
+            .unwrap();
+        update(&t, serde_json::json!({"lost": 1})); // line 3: garbled below
+        update(&t, serde_json::json!({"kept": 2})); // line 4
+        user_event(&t, "tail"); // line 5
+        t.id.clone()
+    };
+    let dir = tmp.path().join("ttm/txns").join(&id);
+    let text = fs::read_to_string(dir.join(EVENTS_FILE)).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 5);
+    assert!(lines[2].contains("\"lost\""));
+    lines[2] = "#%! not json, not even close {".into();
+    let damaged = lines.join("\n") + "\n";
+    fs::write(dir.join(EVENTS_FILE), &damaged).unwrap();
+
+    let store = open(tmp.path());
+    let t = store.module("ttm", false).unwrap().txn(&id).unwrap();
+    let s = t.state();
+    assert_eq!(s.seq, 5, "the garbage line keeps its number");
+    assert_eq!(s.extra.get("lost"), None, "the fold skips the garbage line");
+    assert_eq!(s.extra.get("kept"), Some(&serde_json::json!(2)));
+    assert_eq!(disk_state(&t), *s, "state.json is the fold");
+    assert_eq!(
+        fs::read_to_string(dir.join(EVENTS_FILE)).unwrap(),
+        damaged,
+        "the garbage line is kept, the log untouched"
+    );
+    assert_eq!(user_event(&t, "next"), 6, "the next append gets seq 6");
+    let after = fs::read_to_string(dir.join(EVENTS_FILE)).unwrap();
+    assert!(after.starts_with(&damaged));
+    let last: serde_json::Value = serde_json::from_str(after.lines().last().unwrap()).unwrap();
+    assert_eq!(last["seq"], 6);
+    assert_eq!(after.lines().count(), 6);
+    // And a reopen agrees.
+    drop(t);
+    drop(store);
+    let store = open(tmp.path());
+    let t = store.module("ttm", false).unwrap().txn(&id).unwrap();
+    assert_eq!(t.state().seq, 6);
+    assert_eq!(disk_state(&t).seq, 6);
+}
+
+/// A log that is empty, starts with something other than `txn_start`, is a
+/// directory, or is a symlink (dangling, or to a good log outside the tree):
+/// that transaction is not served and left as it is; the module still opens
+/// and serves its other transactions.
+#[test]
+fn an_unusable_log_takes_out_its_transaction_only() {
+    let cases = [
+        "empty",
+        "no-start",
+        "directory",
+        "dangling-symlink",
+        "symlink-to-a-good-log",
+    ];
+    for how in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let (good, bad) = {
+            let store = open(tmp.path());
+            let m = store.module("ttm", true).unwrap();
+            let bad = m.create(&new_txn("bad"), &None).unwrap();
+            user_event(&bad, "one");
+            let good = m.create(&new_txn("good"), &None).unwrap();
+            user_event(&good, "one");
+            (good.id.clone(), bad.id.clone())
+        };
+        let dir = tmp.path().join("ttm/txns").join(&bad);
+        let log = dir.join(EVENTS_FILE);
+        let outside = tmp.path().join("outside.ndjson");
+        match how {
+            "empty" => fs::write(&log, "").unwrap(),
+            "no-start" => {
+                let text = fs::read_to_string(&log).unwrap();
+                let rest: String = text.lines().skip(1).map(|l| format!("{l}\n")).collect();
+                fs::write(
+                    &log,
+                    format!("{{\"ts\":\"2025-01-01T00:00:00.000Z\",\"event\":\"note\",\"seq\":1}}\n{rest}"),
+                )
+                .unwrap();
+            }
+            "directory" => {
+                fs::remove_file(&log).unwrap();
+                fs::create_dir(&log).unwrap();
+            }
+            "dangling-symlink" => {
+                fs::remove_file(&log).unwrap();
+                std::os::unix::fs::symlink(tmp.path().join("nowhere"), &log).unwrap();
+            }
+            "symlink-to-a-good-log" => {
+                fs::rename(&log, &outside).unwrap();
+                std::os::unix::fs::symlink(&outside, &log).unwrap();
+            }
+            _ => unreachable!(),
+        }
+        let before = listing(&dir);
+
+        let store = Store::open(tmp.path(), Durability::None, Default::default())
+            .unwrap_or_else(|e| panic!("{how}: the store does not open: {e}"));
+        let m = store
+            .module("ttm", false)
+            .unwrap_or_else(|e| panic!("{how}: the module does not open: {e}"));
+        assert!(
+            m.txn(&bad).is_err(),
+            "{how}: the broken transaction is served"
+        );
+        assert!(m.txn(&bad).is_err(), "{how}: served on the second try");
+        let listed: Vec<String> = m.list(None).iter().map(|t| t.id.clone()).collect();
+        assert_eq!(listed, [good.as_str()], "{how}");
+        let t = m.txn(&good).unwrap();
+        let seq = t.state().seq;
+        assert_eq!(user_event(&t, "still.served"), seq + 1, "{how}");
+        assert_eq!(disk_state(&t).seq, seq + 1, "{how}");
+        let fresh = m.create(&new_txn("fresh"), &None).unwrap();
+        assert_eq!(m.active_id().unwrap().as_deref(), Some(fresh.id.as_str()));
+        assert_eq!(
+            listing(&dir),
+            before,
+            "{how}: the broken directory was changed"
+        );
+        if how == "symlink-to-a-good-log" {
+            assert!(outside.is_file(), "the file outside the tree is untouched");
+        }
+    }
 }

@@ -317,6 +317,7 @@ impl Txn {
     #[allow(clippy::too_many_arguments)]
     pub fn add_evidence(
         &self,
+        max_files: usize,
         temp: &Path,
         bytes: u64,
         sha256: &str,
@@ -342,6 +343,15 @@ impl Txn {
             Some(e) => e,
             None => scan_ctx(&ctx_dir)?,
         };
+        if entries.len() >= max_files {
+            inner.ctx = Some(entries);
+            let _ = fs::remove_file(temp);
+            return Err(Error::LimitExceeded(format!(
+                "transaction {} already has {max_files} ctx files, the limit \
+                 (limits.ctx_files); archive them into one file instead",
+                self.id
+            )));
+        }
         let number = ctx::next_number(entries.iter().map(|e| e.name.as_str()));
         let name = ctx::evidence_name(number, description, file_name);
         let name = match name {
@@ -450,10 +460,14 @@ impl Txn {
         Ok(true)
     }
 
-    /// A fresh temporary path inside ctx/ for an incoming evidence file, so
-    /// storing it is a rename within one directory.
-    pub fn temp_path(&self) -> PathBuf {
-        fsio::temp_path(&self.dir.join(CTX_DIR), "evidence")
+    /// Creates the temporary file an incoming evidence file is streamed
+    /// into: inside ctx/ (so storing it is a rename within one directory),
+    /// refusing a symlink planted as ctx/.
+    pub fn create_temp_evidence(&self) -> Result<(PathBuf, File)> {
+        let ctx_dir = self.dir.join(CTX_DIR);
+        let name = fsio::temp_name("evidence");
+        let file = fsio::create_in(&ctx_dir, &name)?;
+        Ok((ctx_dir.join(name), file))
     }
 
     /// The ctx/ files with their hashes, in name order.
