@@ -5,11 +5,14 @@
 mod bad_input;
 mod clients;
 mod concurrency;
+mod crash;
 mod daemon;
+mod faults;
 mod fsm;
 mod golden;
 mod idempotency;
 mod in_process;
+mod languages;
 mod lifecycle;
 mod races;
 mod restart;

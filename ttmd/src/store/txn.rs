@@ -26,6 +26,9 @@ pub const CTX_DIR: &str = "ctx";
 pub const BUILD_DIR: &str = "build";
 pub const ARTIFACTS_DIR: &str = "artifacts";
 
+/// Prefix of an evidence file stored but not yet named by the log.
+pub const PENDING_PREFIX: &str = ".ttmd-pending-";
+
 /// Compare-and-set guards and the idempotency key of one mutation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Guards {
@@ -150,6 +153,8 @@ impl Txn {
                 bytes.len() - used
             ));
         }
+        let finished = finish_pending_evidence(&dir.join(CTX_DIR), &lines);
+        repairs.extend(finished);
         let malformed = lines.iter().filter(|l| l.object.is_none()).count();
         if malformed > 0 {
             repairs.push(format!(
@@ -361,12 +366,21 @@ impl Txn {
                 return Err(e);
             }
         };
+        // The file becomes `.ttmd-pending-<name>` (durably) before its event
+        // is appended, and `<name>` after: a crash in between leaves a
+        // pending file that recovery finishes if the log names it and
+        // deletes if not, so ctx/ never holds evidence the log lacks.
+        let pending = ctx_dir.join(format!("{PENDING_PREFIX}{name}"));
         let target = ctx_dir.join(&name);
-        if let Err(e) = rename_noreplace(temp, &target) {
+        let staged = rename_noreplace(temp, &pending)
+            .map_err(|e| Error::io("storing", &pending, e))
+            .and_then(|()| fsio::sync_dir(&ctx_dir, self.durability));
+        if let Err(e) = staged {
             inner.ctx = Some(entries);
-            return Err(Error::io("storing", target, e));
+            let _ = fs::remove_file(temp);
+            let _ = fs::remove_file(&pending);
+            return Err(e);
         }
-        fsio::sync_dir(&ctx_dir, self.durability)?;
         entries.push(Entry {
             name: name.clone(),
             bytes,
@@ -383,14 +397,19 @@ impl Txn {
         };
         match self.append(&mut inner, body, Utc::now(), guards, client) {
             Ok((outcome, end)) => {
+                // Logged: the file takes its name whatever happens next
+                // (recovery would finish this rename).
+                let placed = rename_noreplace(&pending, &target);
                 drop(inner);
+                placed.map_err(|e| Error::io("storing", &target, e))?;
                 self.make_durable(end)?;
+                fsio::sync_dir(&ctx_dir, self.durability)?;
                 Ok(outcome)
             }
             Err(e) => {
                 // The event is not logged, so the file must not stay either.
                 inner.ctx = None;
-                let _ = fs::remove_file(&target);
+                let _ = fs::remove_file(&pending);
                 Err(e)
             }
         }
@@ -676,6 +695,41 @@ pub(crate) fn check_guards(state: &State, guards: &Guards) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Evidence files a crash left between storing and naming
+/// (`.ttmd-pending-<name>`): renamed to `<name>` if the log has its
+/// `evidence_added`, deleted if not. Returns what it did.
+fn finish_pending_evidence(ctx_dir: &Path, lines: &[Line]) -> Vec<String> {
+    let Ok(list) = fs::read_dir(ctx_dir) else {
+        return Vec::new();
+    };
+    let logged: std::collections::HashSet<&str> = lines
+        .iter()
+        .filter_map(|l| l.object.as_ref())
+        .filter(|o| o.get("event").and_then(Value::as_str) == Some("evidence_added"))
+        .filter_map(|o| o.get("file").and_then(Value::as_str))
+        .collect();
+    let mut done = Vec::new();
+    for entry in list.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(name) = file.strip_prefix(PENDING_PREFIX) else {
+            continue;
+        };
+        let path = entry.path();
+        let target = ctx_dir.join(name);
+        if logged.contains(name)
+            && ctx::is_ctx_name(name)
+            && rename_noreplace(&path, &target).is_ok()
+        {
+            done.push(format!(
+                "finished storing evidence {name}, which the log names"
+            ));
+        } else if fs::remove_file(&path).is_ok() {
+            done.push(format!("removed evidence {name}, stored but never logged"));
+        }
+    }
+    done
 }
 
 /// Lists ctx/ and hashes each regular file; symlinks and other oddities are
