@@ -449,7 +449,7 @@ fn parse_file(text: &str, path: &Path) -> Result<File> {
     })
 }
 
-/// `fsync` or `none`.
+/// `fsync`, `strict` or `none`.
 pub fn parse_durability(text: &str) -> Result<Durability, String> {
     match text {
         "fsync" => Ok(Durability::Fsync),

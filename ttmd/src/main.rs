@@ -28,10 +28,12 @@ struct Args {
     /// else <root>/run/ttmd.sock]. Ignored under socket activation.
     #[arg(long, value_name = "PATH", env = "TTM_SOCKET")]
     socket: Option<String>,
-    /// `fsync` (default): a change is acknowledged only once it is on disk.
+    /// `fsync` (default): a change is acknowledged only once its log line
+    /// is on disk (state.json, a view of the log, is synced within a
+    /// second). `strict`: state.json is synced before the answer too.
     /// `none`: faster, but a crash or power cut may lose acknowledged
     /// changes.
-    #[arg(long, value_name = "fsync|none", env = "TTM_DURABILITY")]
+    #[arg(long, value_name = "fsync|strict|none", env = "TTM_DURABILITY")]
     durability: Option<String>,
     /// Seconds between heartbeats on idle streams [default: 10]
     #[arg(long, value_name = "SECS", env = "TTM_HEARTBEAT_SECS")]

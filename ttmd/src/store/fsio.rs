@@ -15,10 +15,17 @@ use crate::core::{Error, Result};
 /// Whether writes are synced before they are acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Durability {
-    /// fdatasync every log append and fsync every replaced file and its
-    /// directory before answering: an acknowledged change survives a crash.
+    /// The log is synced (fdatasync, shared by concurrent writers) before a
+    /// change is acknowledged: an acknowledged change survives a crash.
+    /// `state.json`, a view of the log, is replaced atomically at once and
+    /// synced in the background within a second; after a crash the daemon
+    /// rebuilds any view the log is ahead of.
     #[default]
     Fsync,
+    /// Like `fsync`, and every `state.json` replacement is also synced
+    /// (file and directory) before the answer: slower, for those who read
+    /// state.json after a power cut before ttmd has restarted.
+    Strict,
     /// Skip all syncs: faster, but a power cut may lose acknowledged changes
     /// (never tear a file: replacements are still atomic renames).
     None,
@@ -26,7 +33,15 @@ pub enum Durability {
 
 impl Durability {
     fn syncs(self) -> bool {
-        self == Durability::Fsync
+        self != Durability::None
+    }
+
+    /// How a `state.json` replacement is written under this setting.
+    pub fn for_view(self) -> Durability {
+        match self {
+            Durability::Strict => Durability::Fsync,
+            _ => Durability::None,
+        }
     }
 }
 
@@ -124,6 +139,19 @@ pub fn create_in(dir: &Path, name: &str) -> Result<File> {
     )
     .map(File::from)
     .map_err(|e| nofollow_error("creating", &dir.join(name), io::Error::from(e)))
+}
+
+/// fsyncs each of `paths` (files or directories), when durability asks.
+pub fn sync_all(paths: &[PathBuf], durability: Durability) -> Result<()> {
+    if !durability.syncs() {
+        return Ok(());
+    }
+    for p in paths {
+        File::open(p)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io("syncing", p, e))?;
+    }
+    Ok(())
 }
 
 /// Replaces `dir/name` with `content` atomically: a crash leaves the old or

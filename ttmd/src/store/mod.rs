@@ -102,6 +102,20 @@ impl Store {
             .clone()
     }
 
+    /// Syncs every view a write left unsynced (the background half of
+    /// [`Durability::Fsync`]).
+    pub fn checkpoint(&self) {
+        for m in self.modules() {
+            for id in m.loaded_ids() {
+                if let Ok(t) = m.txn(&id)
+                    && let Err(e) = t.sync_view()
+                {
+                    tracing::warn!(txn = %id, error = %e, "cannot sync state.json; will retry");
+                }
+            }
+        }
+    }
+
     /// The loaded modules.
     pub fn modules(&self) -> Vec<Arc<Module>> {
         self.modules

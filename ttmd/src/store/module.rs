@@ -472,7 +472,7 @@ impl Module {
         );
         let mut entries = Vec::new();
         for (name, text) in [(ctx::POLICY_FILE, policy), (ctx::REQUEST_FILE, request)] {
-            fsio::atomic_write(&ctx_dir, name, text.as_bytes(), d)?;
+            fsio::atomic_write(&ctx_dir, name, text.as_bytes(), Durability::None)?;
             entries.push(Entry {
                 name: name.to_string(),
                 bytes: text.len() as u64,
@@ -509,8 +509,23 @@ impl Module {
                 lines.push_str(&act.to_line(&meta));
                 folded.apply(2, &act.to_object(&meta));
             }
-            fsio::atomic_write(build, EVENTS_FILE, lines.as_bytes(), d)?;
-            fsio::atomic_write(build, STATE_FILE, folded.to_pretty_json().as_bytes(), d)?;
+            // Written unsynced in the private build directory, then synced
+            // all at once before the rename publishes them: one sync per
+            // file and directory instead of one round per file.
+            fsio::atomic_write(build, EVENTS_FILE, lines.as_bytes(), Durability::None)?;
+            let view = folded.to_pretty_json();
+            fsio::atomic_write(build, STATE_FILE, view.as_bytes(), Durability::None)?;
+            fsio::sync_all(
+                &[
+                    build.join(EVENTS_FILE),
+                    build.join(STATE_FILE),
+                    ctx_dir.join(ctx::POLICY_FILE),
+                    ctx_dir.join(ctx::REQUEST_FILE),
+                    ctx_dir.clone(),
+                    build.to_path_buf(),
+                ],
+                d,
+            )?;
             let target = self.txns_dir.join(&id);
             match txn::rename_noreplace(build, &target) {
                 Ok(()) => return Ok(id),

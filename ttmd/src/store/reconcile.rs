@@ -12,6 +12,9 @@
 //! Watches are per directory, not recursive: the root, each module
 //! directory, each `txns/`, and each transaction directory — never `ctx/`,
 //! `build/` or `artifacts/`, which scripts may fill with anything.
+//!
+//! The same thread runs the checkpoint that syncs `state.json` files
+//! replaced without a sync (see `Durability::Fsync`).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -29,6 +32,9 @@ use super::fsio::TEMP_PREFIX;
 use super::module::ACTIVE_LINK;
 use super::txn::{EVENTS_FILE, STATE_FILE};
 use crate::core::id;
+
+/// How often views replaced without a sync are synced.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// How often the whole tree is rescanned when inotify cannot be used.
 pub const RESCAN_EVERY: Duration = Duration::from_secs(2);
@@ -55,7 +61,11 @@ pub fn start(store: Arc<Store>) -> Reconciler {
     let flag = stop.clone();
     let thread = thread::Builder::new()
         .name("ttmd-reconcile".into())
-        .spawn(move || run(&store, &flag))
+        .spawn(move || {
+            run(&store, &flag);
+            // A last checkpoint, so a clean stop leaves every view synced.
+            store.checkpoint();
+        })
         .map_err(|e| tracing::error!(error = %e, "cannot start the file watcher; hand edits are picked up at restart only"))
         .ok();
     Reconciler { stop, thread }
@@ -118,11 +128,16 @@ fn run(store: &Store, stop: &AtomicBool) {
         watched: HashSet::new(),
     };
     watch_all(store, &mut w);
+    let mut last_checkpoint = std::time::Instant::now();
     while !stop.load(Ordering::Acquire) {
+        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            store.checkpoint();
+            last_checkpoint = std::time::Instant::now();
+        }
         let wait = if w.rescanning {
             RESCAN_EVERY
         } else {
-            Duration::from_millis(500)
+            CHECKPOINT_EVERY / 2
         };
         match rx.recv_timeout(wait) {
             Ok(Ok(event)) => {

@@ -88,6 +88,8 @@ pub struct Txn {
     view: Mutex<()>,
     /// Set when the directory was removed from the tree behind our back.
     removed: std::sync::atomic::AtomicBool,
+    /// `state.json` was replaced without a sync; the checkpoint syncs it.
+    view_dirty: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -254,6 +256,7 @@ impl Txn {
             synced: Condvar::new(),
             view: Mutex::new(()),
             removed: std::sync::atomic::AtomicBool::new(false),
+            view_dirty: std::sync::atomic::AtomicBool::new(false),
         };
         Ok((txn, repairs))
     }
@@ -413,6 +416,27 @@ impl Txn {
                 Err(e)
             }
         }
+    }
+
+    /// Syncs `state.json` and its directory if a replacement was left
+    /// unsynced (see [`Durability::Fsync`]). Called by the checkpoint.
+    pub fn sync_view(&self) -> Result<()> {
+        if !self
+            .view_dirty
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+            || self.is_removed()
+        {
+            return Ok(());
+        }
+        let _view = lock(&self.view);
+        let path = self.dir.join(STATE_FILE);
+        let synced = fsio::open_read(&path).and_then(|f| f.sync_all());
+        if let Err(e) = synced {
+            self.view_dirty
+                .store(true, std::sync::atomic::Ordering::Release);
+            return Err(Error::io("syncing", path, e));
+        }
+        fsio::sync_dir(&self.dir, self.durability)
     }
 
     /// Whether the directory was removed from the tree while loaded.
@@ -643,11 +667,16 @@ impl Txn {
         // rebuilds it, so the answer stays "done" rather than inviting a
         // duplicate retry.
         let _view = lock(&self.view);
+        let view = self.durability.for_view();
+        if view != self.durability {
+            self.view_dirty
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         if let Err(e) = fsio::atomic_write(
             &self.dir,
             STATE_FILE,
             state.to_pretty_json().as_bytes(),
-            self.durability,
+            view,
         ) {
             tracing::warn!(txn = %self.id, error = %e, "state.json is behind the log until the next write");
         }
