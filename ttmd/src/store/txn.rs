@@ -95,13 +95,27 @@ pub struct Txn {
 #[derive(Debug)]
 struct Inner {
     state: State,
-    log: File,
+    /// The log opened for appending, while the transaction is live: opened
+    /// on the first write, closed when it ends, so a tree of many finished
+    /// transactions does not hold a descriptor for each.
+    log: Option<File>,
     /// Bytes of complete lines in the log.
     len: u64,
     /// ctx/ entries with their hashes, computed on first need.
     ctx: Option<Vec<Entry>>,
     /// request id → the event it produced.
     requests: HashMap<String, Arc<Map<String, Value>>>,
+}
+
+impl Inner {
+    /// The log opened for appending, opening it if needed.
+    fn log_file(&mut self, path: &Path) -> Result<&mut File> {
+        let file = match self.log.take() {
+            Some(f) => f,
+            None => fsio::open_append(path, false).map_err(|e| Error::io("opening", path, e))?,
+        };
+        Ok(self.log.insert(file))
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -245,7 +259,7 @@ impl Txn {
             durability,
             inner: Mutex::new(Inner {
                 state: folded,
-                log: log_file,
+                log: None,
                 len,
                 ctx: None,
                 requests,
@@ -551,11 +565,12 @@ impl Txn {
     /// writer to finish.
     fn catch_up(&self, inner: &mut Inner, end_fragment: bool) -> Result<()> {
         let path = self.dir.join(EVENTS_FILE);
-        let size = inner
-            .log
-            .metadata()
-            .map_err(|e| Error::io("inspecting", &path, e))?
-            .len();
+        let size = match &inner.log {
+            Some(f) => f.metadata(),
+            None => fs::symlink_metadata(&path),
+        }
+        .map_err(|e| Error::io("inspecting", &path, e))?
+        .len();
         if size <= inner.len {
             return Ok(());
         }
@@ -572,7 +587,8 @@ impl Txn {
         if end < size && end_fragment {
             // A foreign line without its newline: end it, or our line would
             // be glued onto it.
-            log::append(&mut inner.log, size, "\n", self.durability, &path)?;
+            let log = inner.log_file(&path)?;
+            log::append(log, size, "\n", self.durability, &path)?;
             inner.state.apply(inner.state.seq + 1, empty());
             inner.len = size + 1;
         } else {
@@ -606,7 +622,9 @@ impl Txn {
         let mut line = Value::Object(object.clone()).to_string();
         line.push('\n');
         let path = self.dir.join(EVENTS_FILE);
-        log::append(&mut inner.log, inner.len, &line, Durability::None, &path)?;
+        let len = inner.len;
+        let log = inner.log_file(&path)?;
+        log::append(log, len, &line, Durability::None, &path)?;
         inner.len += line.len() as u64;
         inner.state.apply(meta.seq, &object);
         let event = Arc::new(object);
@@ -650,15 +668,22 @@ impl Txn {
 
     /// One group-commit round, run by one thread at a time.
     fn sync_and_publish(&self) -> Result<()> {
+        let path = self.dir.join(EVENTS_FILE);
         let (file, len, state) = {
-            let inner = lock(&self.inner);
-            let file = inner
-                .log
-                .try_clone()
-                .map_err(|e| Error::io("syncing", self.dir.join(EVENTS_FILE), e))?;
+            let mut inner = lock(&self.inner);
+            let file = match &inner.log {
+                Some(f) => f.try_clone(),
+                // Syncing any descriptor of the file flushes its data.
+                None => fsio::open_read(&path),
+            }
+            .map_err(|e| Error::io("syncing", &path, e))?;
+            if inner.state.is_terminal() {
+                // Finished: nothing more will be appended (retry reopens).
+                inner.log = None;
+            }
             (file, inner.len, inner.state.clone())
         };
-        if self.durability == Durability::Fsync {
+        if self.durability != Durability::None {
             file.sync_data()
                 .map_err(|e| Error::io("syncing", self.dir.join(EVENTS_FILE), e))?;
         }
