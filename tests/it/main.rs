@@ -15,6 +15,7 @@ mod in_process;
 mod languages;
 mod lifecycle;
 mod races;
+mod reconcile;
 mod restart;
 mod retention;
 mod service;

@@ -1040,10 +1040,14 @@ impl Follow {
         }
     }
 
-    /// The next message that is not a heartbeat; panics if the stream ends.
+    /// The next message that is not a heartbeat; panics if the stream ends
+    /// or `timeout` passes (heartbeats do not extend it).
     pub async fn next_significant(&mut self, timeout: Duration) -> Msg {
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            match self.next_result(timeout).await {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            assert!(!left.is_zero(), "nothing but heartbeats within {timeout:?}");
+            match self.next_result(left).await {
                 Ok(Some(Msg::Heartbeat(_))) => {}
                 Ok(Some(msg)) => return msg,
                 Ok(None) => panic!("the events stream ended"),

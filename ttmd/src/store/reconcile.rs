@@ -128,13 +128,17 @@ fn run(store: &Store, stop: &AtomicBool) {
         watched: HashSet::new(),
     };
     watch_all(store, &mut w);
+    let mut settling = Settling::new();
     let mut last_checkpoint = std::time::Instant::now();
     while !stop.load(Ordering::Acquire) {
+        load_settled(store, &mut settling);
         if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
             store.checkpoint();
             last_checkpoint = std::time::Instant::now();
         }
-        let wait = if w.rescanning {
+        let wait = if !settling.is_empty() {
+            SETTLE / 3
+        } else if w.rescanning {
             RESCAN_EVERY
         } else {
             CHECKPOINT_EVERY / 2
@@ -149,7 +153,7 @@ fn run(store: &Store, stop: &AtomicBool) {
                 }
                 for path in &event.paths {
                     tracing::debug!(kind = ?event.kind, path = %path.display(), "file event");
-                    handle(store, &mut w, path);
+                    handle(store, &mut w, &mut settling, path);
                 }
             }
             Ok(Err(e)) => {
@@ -223,8 +227,58 @@ fn reconcile_files(t: &super::Txn) {
     }
 }
 
+/// How long a directory that appeared must stay quiet before it is loaded:
+/// `cp -r` creates the directory before its files, and loading a half-copied
+/// transaction would quarantine it (or cut a log that is still growing).
+pub const SETTLE: Duration = Duration::from_millis(300);
+
+/// Transaction directories that appeared and wait to settle:
+/// (module, id) → when something last changed in them.
+type Settling = std::collections::HashMap<(String, String), std::time::Instant>;
+
+/// Loads the directories that have been quiet for [`SETTLE`].
+fn load_settled(store: &Store, settling: &mut Settling) {
+    let now = std::time::Instant::now();
+    let ready: Vec<(String, String)> = settling
+        .iter()
+        .filter(|(_, last)| now.duration_since(**last) >= SETTLE)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in ready {
+        settling.remove(&key);
+        if let Ok(m) = store.module(&key.0, false) {
+            m.reconcile_dir(&key.1);
+        }
+    }
+}
+
+/// Watches a module directory and, once it has `txns/`, loads the module
+/// and watches everything in it. Listing after each watch is added closes
+/// the race with a `txns/` or a transaction created meanwhile.
+fn adopt_module(store: &Store, w: &mut Watches, settling: &mut Settling, module: &str) {
+    if id::validate_module(module).is_err() {
+        return;
+    }
+    let dir = store.root.join(module);
+    w.add(&dir);
+    if !dir.join("txns").is_dir() {
+        return;
+    }
+    let Ok(m) = store.module(module, false) else {
+        return;
+    };
+    w.add(&m.txns_dir);
+    let loaded: HashSet<String> = m.loaded_ids().into_iter().collect();
+    for id in m.ids_on_disk() {
+        w.add(&m.txns_dir.join(&id));
+        if !loaded.contains(&id) {
+            settling.insert((module.to_string(), id), std::time::Instant::now());
+        }
+    }
+}
+
 /// Reconciles what one notification names.
-fn handle(store: &Store, w: &mut Watches, path: &Path) {
+fn handle(store: &Store, w: &mut Watches, settling: &mut Settling, path: &Path) {
     let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
         return;
     };
@@ -235,29 +289,13 @@ fn handle(store: &Store, w: &mut Watches, path: &Path) {
         return;
     };
     // <root>/<module>, or <root>/<module>/txns: a module may have appeared.
-    if parent == store.root || (name == "txns" && parent.parent() == Some(&store.root)) {
-        let module = if parent == store.root {
-            name.clone()
-        } else {
-            parent
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        };
-        if id::validate_module(&module).is_ok() && store.root.join(&module).join("txns").is_dir() {
-            if let Ok(m) = store.module(&module, false) {
-                if let Some(dir) = m.txns_dir.parent() {
-                    w.add(dir);
-                }
-                w.add(&m.txns_dir);
-                for id in m.ids_on_disk() {
-                    m.reconcile_dir(&id);
-                    w.add(&m.txns_dir.join(id));
-                }
-            }
-        } else if parent == store.root && id::validate_module(&module).is_ok() {
-            // A new module directory without txns/ yet: watch for it.
-            w.add(path);
+    if parent == store.root {
+        adopt_module(store, w, settling, &name);
+        return;
+    }
+    if name == "txns" && parent.parent() == Some(&store.root) {
+        if let Some(module) = parent.file_name().map(|n| n.to_string_lossy().into_owned()) {
+            adopt_module(store, w, settling, &module);
         }
         return;
     }
@@ -269,12 +307,18 @@ fn handle(store: &Store, w: &mut Watches, path: &Path) {
                 // watch of the directory it points at.
                 return;
             }
-            m.reconcile_dir(&name);
             let dir = m.txns_dir.join(&name);
-            if std::fs::symlink_metadata(&dir).is_ok_and(|md| md.is_dir()) {
+            let present = std::fs::symlink_metadata(&dir).is_ok_and(|md| md.is_dir());
+            if present {
                 w.add(&dir);
+                if !m.loaded_ids().contains(&name) {
+                    // New (or quarantined): load it once it has settled.
+                    settling.insert((m.name.clone(), name), std::time::Instant::now());
+                }
             } else {
                 w.forget(&dir);
+                settling.remove(&(m.name.clone(), name.clone()));
+                m.reconcile_dir(&name);
             }
             return;
         }
@@ -283,6 +327,12 @@ fn handle(store: &Store, w: &mut Watches, path: &Path) {
             let Some(id) = parent.file_name().map(|n| n.to_string_lossy().into_owned()) else {
                 return;
             };
+            if !m.loaded_ids().contains(&id) {
+                // Still arriving (or quarantined and being fixed): wait for
+                // it to settle, then try to load it again.
+                settling.insert((m.name.clone(), id), std::time::Instant::now());
+                return;
+            }
             let Ok(t) = m.txn(&id) else {
                 return;
             };
