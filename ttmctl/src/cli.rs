@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::exit::EXIT_CODES_HELP;
+use crate::term::ColorWhen;
 
 /// Command-line client of ttmd, the TTM transaction daemon.
 ///
@@ -38,9 +39,21 @@ pub struct Global {
     #[arg(long, env = "TTM_SOCKET", value_name = "PATH", global = true)]
     pub socket: Option<PathBuf>,
 
-    /// Machine output: one JSON document, or one JSON object per line for streams.
+    /// Machine output: one JSON document, or one JSON object per line for
+    /// streams (schemas: docs/json.md). Nothing else is ever printed on stdout.
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// Colour in human output: auto (only on a terminal, and not when
+    /// NO_COLOR is set), always, never.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "WHEN",
+        default_value_t = ColorWhen::Auto,
+        global = true
+    )]
+    pub color: ColorWhen,
 }
 
 /// Which transaction a command acts on.
@@ -243,6 +256,35 @@ pub enum Command {
     /// The daemon itself: status, stop, reload (never starts one).
     #[command(subcommand)]
     Daemon(DaemonCommand),
+    /// A live monitor of a module's transactions and the selected one's events.
+    ///
+    /// Keys: ↑/↓ or j/k select, s/S cycle the stage filter, a all stages,
+    /// m type a module name, Tab the next module seen, q quit. Runs on
+    /// ttmd's Watch and Events streams; needs a terminal.
+    Top,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    ///
+    /// bash: `source <(ttmctl completions bash)`, or save it as
+    /// ~/.local/share/bash-completion/completions/ttmctl. zsh: save it as
+    /// `_ttmctl` in a directory of $fpath. fish: save it as
+    /// ~/.config/fish/completions/ttmctl.fish. scripts/install.sh does this.
+    /// In bash, zsh and fish, `-t` completes the module's transaction ids.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page ttmctl(1), or write every page into --dir.
+    Man {
+        /// Write ttmctl.1 and one page per command (ttmctl-create.1, ...)
+        /// into this directory instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// The transaction ids of the module, one per line, for shell
+    /// completion; never starts ttmd, prints nothing when none answers.
+    #[command(name = "__txn-ids", hide = true)]
+    TxnIds,
 }
 
 #[derive(Debug, Subcommand)]

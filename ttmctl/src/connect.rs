@@ -68,8 +68,9 @@ impl Interceptor for VersionHeaders {
     }
 }
 
-/// A connected daemon.
-#[derive(Debug)]
+/// A connected daemon. Clones share the connection (for the tasks of
+/// `top`).
+#[derive(Debug, Clone)]
 pub struct Daemon {
     /// The generated client over the socket's channel.
     client: Client,
@@ -118,8 +119,9 @@ pub async fn connect_with(socket: &Path, autostart: bool) -> Result<Daemon, Fail
                 return Err(Failure::new(
                     Exit::Unreachable,
                     format!(
-                        "ttmd is not running at {}; start it with `ttmd` \
-                         (or unset TTM_NO_AUTOSTART to let ttmctl start it)",
+                        "ttmd is not running at {}; start it with `ttmd` or \
+                         `systemctl --user start ttmd.socket`, or unset \
+                         TTM_NO_AUTOSTART to let ttmctl start it",
                         socket.display()
                     ),
                 ));
@@ -129,7 +131,11 @@ pub async fn connect_with(socket: &Path, autostart: bool) -> Result<Daemon, Fail
         Err(err) => {
             return Err(Failure::new(
                 Exit::Unreachable,
-                format!("cannot connect to ttmd at {}: {err}", socket.display()),
+                format!(
+                    "cannot connect to ttmd at {}: {err}; check that path and its \
+                     permissions, or name another socket with --socket or TTM_SOCKET",
+                    socket.display()
+                ),
             ));
         }
     };

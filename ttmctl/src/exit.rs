@@ -103,6 +103,59 @@ impl fmt::Display for Failure {
     }
 }
 
+/// A clap error as one line — what is wrong, then the usage to follow —
+/// or `None` for `--help` / `--version` (and the like), which clap prints
+/// itself with exit 0.
+pub fn usage_error(err: &clap::Error) -> Option<String> {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        return None;
+    }
+    // The plain rendering: "error: …", indented details, "tip: …",
+    // "Usage: …", "For more information, try '--help'."
+    let text = err.render().to_string();
+    let mut what: Vec<String> = Vec::new();
+    let mut usage = None;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("Usage:") {
+            usage = Some(rest.trim().to_owned());
+        } else if line.starts_with("For more information") {
+        } else {
+            what.push(
+                line.strip_prefix("error:")
+                    .unwrap_or(line)
+                    .trim()
+                    .to_owned(),
+            );
+        }
+    }
+    let mut message = what.join("; ").replace(":;", ":");
+    match usage {
+        Some(usage) => message.push_str(&format!(" (usage: {usage}; see --help)")),
+        None => message.push_str(" (see ttmctl --help)"),
+    }
+    Some(message)
+}
+
+/// `text` on one line: line breaks become `; `, other control characters
+/// (escape codes) `?`.
+pub fn one_line(text: &str) -> String {
+    text.trim_end()
+        .lines()
+        .map(str::trim_end)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// The exit code for a gRPC status code (the daemon's codes are listed in
 /// ttm.proto; the rest can only come from the transport or a bug).
 pub fn exit_for(code: Code) -> Exit {
@@ -232,6 +285,42 @@ mod tests {
         assert!(failure.message.is_empty());
         let failure = Failure::stdout(io::Error::from(io::ErrorKind::StorageFull));
         assert_eq!(failure.exit, Exit::Other);
+    }
+
+    #[test]
+    fn usage_errors_become_one_line_with_the_usage() {
+        use clap::{CommandFactory, Parser};
+        let parse = |args: &[&str]| {
+            crate::cli::Cli::try_parse_from(std::iter::once("ttmctl").chain(args.iter().copied()))
+        };
+        let Err(err) = parse(&["transition"]) else {
+            panic!("parsed");
+        };
+        let Some(line) = usage_error(&err) else {
+            panic!("no message");
+        };
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.contains("<STAGE>"), "{line}");
+        assert!(line.contains("usage: ttmctl transition"), "{line}");
+        let Err(err) = parse(&["frobnicate"]) else {
+            panic!("parsed");
+        };
+        let line = usage_error(&err).unwrap_or_default();
+        assert!(
+            line.contains("frobnicate") && !line.contains('\n'),
+            "{line}"
+        );
+        let Err(err) = parse(&["--help"]) else {
+            panic!("parsed");
+        };
+        assert!(usage_error(&err).is_none());
+        let _ = crate::cli::Cli::command();
+    }
+
+    #[test]
+    fn messages_are_printed_on_one_line_without_escapes() {
+        assert_eq!(one_line("a\nb\n"), "a; b");
+        assert_eq!(one_line("red \u{1b}[31mx"), "red ?[31mx");
     }
 
     #[test]

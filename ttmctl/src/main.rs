@@ -11,6 +11,7 @@ mod exit;
 mod output;
 mod render;
 mod shell;
+mod term;
 
 use std::io::Write;
 
@@ -22,20 +23,39 @@ use crate::exit::{Exit, Failure};
 use crate::output::Out;
 
 fn main() {
-    // Exits 2 on usage errors and 0 for --help / --version, by itself.
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print and exit 0; a usage error becomes one
+        // line with the usage to follow, exit 2.
+        Err(err) => match exit::usage_error(&err) {
+            Some(message) => {
+                let code = fail(&Failure::new(Exit::Usage, message));
+                std::process::exit(code.code())
+            }
+            None => err.exit(),
+        },
+    };
     let code = match run(cli) {
         Ok(()) => Exit::Success,
-        Err(failure) => {
-            if !failure.message.is_empty() {
-                // Nothing sensible remains to be done if stderr is gone.
-                let _ = writeln!(std::io::stderr(), "ttmctl: {}", failure.message);
-            }
-            failure.exit
-        }
+        Err(failure) => fail(&failure),
     };
     // `exit` skips destructors: nothing left may hold the process open.
     std::process::exit(code.code());
+}
+
+/// Prints `failure` as one line on stderr (no control characters, so no
+/// colour codes or stray line breaks from a daemon's message) and returns
+/// its exit code.
+fn fail(failure: &Failure) -> Exit {
+    if !failure.message.is_empty() {
+        // Nothing sensible remains to be done if stderr is gone.
+        let _ = writeln!(
+            std::io::stderr(),
+            "ttmctl: {}",
+            exit::one_line(&failure.message)
+        );
+    }
+    failure.exit
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
@@ -49,6 +69,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let mut ctx = Ctx {
         module: cli.global.module.clone(),
         json: cli.global.json,
+        color: cli.global.color,
+        palette: None,
         socket: connect::socket_path(&cli.global),
         out: Out::new(),
     };

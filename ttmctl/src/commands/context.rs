@@ -1,8 +1,10 @@
 //! Context / evidence files (SPEC §6).
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, IsTerminal, Read};
 use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
@@ -17,6 +19,7 @@ use crate::cli::Guards;
 use crate::exit::Failure;
 use crate::render;
 use crate::shell;
+use crate::term::{self, ColorWhen};
 
 /// Bytes per message: small enough for bounded memory, large enough that
 /// per-message overhead does not matter.
@@ -32,6 +35,8 @@ struct Source {
     file_name: String,
     /// How messages name it.
     shown: String,
+    /// Its size, when known before reading (a regular file).
+    len: Option<u64>,
     reader: Box<dyn Read + Send>,
 }
 
@@ -42,6 +47,7 @@ impl Source {
             return Ok(Source {
                 file_name: String::new(),
                 shown: "standard input".to_owned(),
+                len: None,
                 reader: Box::new(io::stdin()),
             });
         }
@@ -59,6 +65,7 @@ impl Source {
         Ok(Source {
             file_name,
             shown,
+            len: metadata.is_file().then_some(metadata.len()),
             reader: Box::new(file),
         })
     }
@@ -103,7 +110,9 @@ pub async fn add(
         .send(header)
         .await
         .map_err(|_| Failure::other("the upload queue closed before it started"))?;
-    let mut reader = tokio::task::spawn_blocking(move || pump(source.reader, sender));
+    let progress = progress_bar(source.len, ctx.color);
+    let bar = progress.clone();
+    let mut reader = tokio::task::spawn_blocking(move || pump(source.reader, sender, bar));
     let mut call =
         Box::pin(daemon.call(async move |c| c.add_context(ReceiverStream::new(receiver)).await));
 
@@ -112,8 +121,13 @@ pub async fn add(
         read = &mut reader => Finished::Reader(read),
     };
     let reply = match finished {
-        Finished::Call(reply) => reply?,
-        Finished::Reader(Ok(Ok(()))) => call.await?,
+        Finished::Call(reply) => reply,
+        Finished::Reader(Ok(Ok(()))) => {
+            if let Some(bar) = &progress {
+                bar.set_message("waiting for ttmd to store it");
+            }
+            call.await
+        }
         Finished::Reader(Ok(Err(ReadFailed { error, sender }))) => {
             // The request stream must never end cleanly after a failed
             // read, or the daemon would store a truncated file. Cancel the
@@ -121,20 +135,51 @@ pub async fn add(
             // until the process exits and the connection drops mid-stream.
             drop(call);
             std::mem::forget(sender);
-            return Err(Failure::other(format!(
+            Err(Failure::other(format!(
                 "cannot read {}: {error}",
                 source.shown
-            )));
+            )))
         }
         Finished::Reader(Err(join)) => {
             drop(call);
-            return Err(Failure::other(format!(
+            Err(Failure::other(format!(
                 "reading {} stopped: {join}",
                 source.shown
-            )));
+            )))
         }
     };
-    print_added(ctx, &reply)
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    print_added(ctx, &reply?)
+}
+
+/// Files at least this large get a progress bar (on a terminal).
+const PROGRESS_MIN_BYTES: u64 = 4 * 1024 * 1024;
+
+/// A progress bar on stderr with bytes, rate and time left, for a file of
+/// `len` bytes: only when it is large and stderr is a terminal (never in a
+/// pipe or a log). Coloured under the same rules as stdout.
+fn progress_bar(len: Option<u64>, color: ColorWhen) -> Option<ProgressBar> {
+    let len = len.filter(|&len| len >= PROGRESS_MIN_BYTES)?;
+    if !io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = if term::color_from_env(color, true) {
+        "{bar:30.cyan/blue}"
+    } else {
+        "{bar:30}"
+    };
+    let template = format!(
+        "{{spinner}} {bar} {{bytes}}/{{total_bytes}}  {{binary_bytes_per_sec}}  {{eta}} left  {{msg}}"
+    );
+    let style = ProgressStyle::with_template(&template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let progress =
+        ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr()).with_style(style);
+    progress.tick();
+    Some(progress)
 }
 
 enum Finished {
@@ -153,6 +198,7 @@ struct ReadFailed {
 fn pump(
     mut reader: Box<dyn Read + Send>,
     sender: mpsc::Sender<AddContextRequest>,
+    progress: Option<ProgressBar>,
 ) -> Result<(), ReadFailed> {
     loop {
         let mut chunk = vec![0u8; CHUNK];
@@ -164,6 +210,9 @@ fn pump(
             return Ok(());
         }
         chunk.truncate(filled);
+        if let Some(bar) = &progress {
+            bar.inc(filled as u64);
+        }
         let message = AddContextRequest {
             part: Some(Part::Chunk(chunk)),
         };
@@ -226,7 +275,13 @@ pub async fn list(ctx: &mut Ctx, id: &str) -> Result<(), Failure> {
         let files: Vec<Value> = files.iter().map(render::ctx_file_json).collect();
         ctx.out.json(&Value::Array(files))
     } else {
-        for line in render::ctx_table(&files) {
+        let human = ctx.human();
+        let lines = if human.tty {
+            render::ctx_rich(&files, &human)
+        } else {
+            render::ctx_table(&files)
+        };
+        for line in lines {
             ctx.out.line(&line)?;
         }
         Ok(())

@@ -4,13 +4,15 @@
 
 mod context;
 mod daemon;
+mod help;
 mod mutate;
 mod status;
 mod streams;
 mod targets;
+mod top;
 mod txns;
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
@@ -20,6 +22,7 @@ use crate::cli::{Cli, Command, CtxCommand, DaemonCommand, Guards};
 use crate::connect::{self, Daemon};
 use crate::exit::Failure;
 use crate::output::{Out, parse_json};
+use crate::term::{self, ColorWhen, Human, Palette};
 
 /// What every command needs besides its own arguments.
 #[derive(Debug)]
@@ -28,6 +31,10 @@ pub struct Ctx {
     pub module: String,
     /// `--json`: machine output.
     pub json: bool,
+    /// `--color`.
+    pub color: ColorWhen,
+    /// Colours decided by `palette()`.
+    pub palette: Option<Palette>,
     /// Where the daemon is (or will be started).
     pub socket: PathBuf,
     /// Standard output.
@@ -37,6 +44,22 @@ pub struct Ctx {
 impl Ctx {
     pub async fn daemon(&self) -> Result<Daemon, Failure> {
         connect::connect(&self.socket).await
+    }
+
+    /// How human output should look (looked up only by the commands that
+    /// print for people).
+    pub fn human(&self) -> Human {
+        Human::detect(self.color)
+    }
+
+    /// The colours of stdout, decided once (streams print many lines).
+    pub fn palette(&mut self) -> Palette {
+        *self.palette.get_or_insert_with(|| {
+            Palette::new(term::color_from_env(
+                self.color,
+                std::io::stdout().is_terminal(),
+            ))
+        })
     }
 
     /// `id` in this module; empty means the module's active transaction.
@@ -114,6 +137,10 @@ pub async fn run(cli: Cli, ctx: &mut Ctx) -> Result<(), Failure> {
         Command::Ctx(CtxCommand::Digest { txn }) => context::digest(ctx, &txn.txn).await,
         Command::Resolve { txn, guards } => targets::resolve(ctx, &txn.txn, &guards).await,
         Command::Connector { target } => targets::connector(ctx, target).await,
+        Command::Top => top::top(ctx).await,
+        Command::Completions { shell } => help::completions(ctx, shell),
+        Command::Man { dir } => help::man(ctx, dir.as_deref()),
+        Command::TxnIds => help::txn_ids(ctx).await,
     }
 }
 

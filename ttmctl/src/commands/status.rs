@@ -154,12 +154,22 @@ fn print_summary(
             ctx.out.json(&document)?;
         }
     } else {
-        for line in render::status_summary(state, files, digest) {
-            ctx.out.line(&line)?;
-        }
-        ctx.out.line("events")?;
-        for event in recent {
-            ctx.out.line(&render::event_line(event))?;
+        let human = ctx.human();
+        if human.tty {
+            let recent: Vec<Event> = recent.iter().cloned().collect();
+            let now = chrono::Utc::now();
+            for line in render::status_rich(state, files, digest, &recent, now, &human) {
+                ctx.out.line(&line)?;
+            }
+        } else {
+            for line in render::status_summary(state, files, digest) {
+                ctx.out.line(&line)?;
+            }
+            ctx.out.line("events")?;
+            for event in recent {
+                ctx.out
+                    .line(&render::event_line_styled(event, human.palette))?;
+            }
         }
     }
     ctx.out.flush()

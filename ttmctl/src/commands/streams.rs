@@ -51,12 +51,14 @@ pub async fn events(
     }
 }
 
-/// One event as `events` prints it, in either mode.
+/// One event as `events` prints it, in either mode (the type coloured
+/// when colour is on).
 pub fn print_event(ctx: &mut Ctx, event: &Event) -> Result<(), Failure> {
     if ctx.json {
         ctx.out.line(&event.json)
     } else {
-        ctx.out.line(&render::event_line(event))
+        let palette = ctx.palette();
+        ctx.out.line(&render::event_line_styled(event, palette))
     }
 }
 
@@ -101,7 +103,8 @@ pub async fn watch(ctx: &mut Ctx) -> Result<(), Failure> {
                 "ts": change.ts,
             }))?;
         } else {
-            ctx.out.line(&render::watch_line(&change))?;
+            let palette = ctx.palette();
+            ctx.out.line(&render::watch_line_styled(&change, palette))?;
         }
         ctx.out.flush()?;
     }

@@ -9,6 +9,7 @@ use super::{Ctx, preconditions, print_state_if_json, required, state_value};
 use crate::cli::Guards;
 use crate::exit::{Exit, Failure};
 use crate::render;
+use crate::term;
 
 pub async fn create(
     ctx: &mut Ctx,
@@ -96,6 +97,7 @@ pub async fn dir(ctx: &mut Ctx, id: &str) -> Result<(), Failure> {
 
 pub async fn list(ctx: &mut Ctx, stage: String) -> Result<(), Failure> {
     let filtered = !stage.is_empty();
+    let stage_shown = stage.clone();
     let request = ListRequest {
         module: ctx.module.clone(),
         stage,
@@ -137,14 +139,38 @@ pub async fn list(ctx: &mut Ctx, stage: String) -> Result<(), Failure> {
         ctx.out
             .json(&json!({ "active": active, "txns": txns, "quarantined": quarantined }))
     } else {
-        for line in render::list_table(&reply.txns) {
+        let human = ctx.human();
+        let lines = if human.tty {
+            render::list_rich(&reply.txns, chrono::Utc::now(), &human)
+        } else {
+            render::list_table_styled(&reply.txns, human.palette)
+        };
+        for line in lines {
             ctx.out.line(&line)?;
         }
         // Never silently skipped: a transaction that cannot be loaded is
         // listed with the reason.
         for q in &reply.quarantined {
-            ctx.out
-                .line(&format!("! {}  QUARANTINED  {}", q.txn_id, q.reason))?;
+            let line = format!("! {}  QUARANTINED  {}", q.txn_id, q.reason);
+            ctx.out.line(&if human.tty {
+                human.palette.red(&term::one_line(&line))
+            } else {
+                line
+            })?;
+        }
+        if human.tty && reply.txns.is_empty() && reply.quarantined.is_empty() {
+            let note = if filtered {
+                format!(
+                    "no transactions in stage {stage_shown} of module {}",
+                    ctx.module
+                )
+            } else {
+                format!(
+                    "no transactions in module {} yet; start one with `ttmctl create DESCRIPTION`",
+                    ctx.module
+                )
+            };
+            ctx.out.line(&human.palette.dim(&note))?;
         }
         Ok(())
     }
