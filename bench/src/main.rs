@@ -44,10 +44,20 @@ struct Args {
     /// of this many transactions (built first, by the daemon itself).
     #[arg(long, value_name = "TXNS")]
     ready: Option<usize>,
+    /// A few iterations of everything, to keep the benchmarks compiling and
+    /// working (CI runs this; the figures mean nothing).
+    #[arg(long)]
+    smoke: bool,
 }
 
 fn main() -> Result<(), Error> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if args.smoke {
+        args.clients = vec![1, 4];
+        args.calls = 40;
+        args.runs = 1;
+        args.follow_events = 10;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -61,6 +71,9 @@ async fn bench(args: Args) -> Result<(), Error> {
     };
     if let Some(txns) = args.ready {
         return time_to_ready(base.path(), txns, args.runs).await;
+    }
+    if args.smoke {
+        time_to_ready(base.path(), 20, 1).await?;
     }
     println!("# ttm-bench — {} runs each, median reported", args.runs);
     let (p50, p99) = fdatasync_latency(base.path(), 2000)?;
