@@ -19,6 +19,7 @@ mod races;
 mod reconcile;
 mod restart;
 mod retention;
+mod security;
 mod service;
 mod shims;
 mod streams;

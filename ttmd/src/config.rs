@@ -33,8 +33,11 @@ pub struct Config {
     pub access: Access,
     /// Modules kept outside the root: name → directory holding its `txns/`.
     pub module_dirs: BTreeMap<String, PathBuf>,
-    /// The config file read (for reloads), if any.
+    /// The config file read at start, if any.
     pub config_file: Option<PathBuf>,
+    /// Where a reload looks for the config file (the `--config` file, else
+    /// `<root>/ttmd.toml`, which may appear after start).
+    pub config_path: Option<PathBuf>,
     /// Re-read config, topology and FSMs on SIGHUP (the binary sets this;
     /// in-process daemons in tests leave signals alone).
     pub reload_on_sighup: bool,
@@ -150,6 +153,7 @@ impl Config {
             access: Access::default(),
             module_dirs: BTreeMap::new(),
             config_file: None,
+            config_path: None,
             reload_on_sighup: false,
             shutdown_grace: Duration::from_secs(10),
             sources: BTreeMap::new(),
@@ -169,6 +173,7 @@ impl Config {
         };
         let socket = ttm_proto::paths::default_socket(&root);
         let mut c = Config::new(root, socket);
+        c.config_path = Some(path.clone());
         let src = Source::File(path.clone());
         if let Some(f) = file {
             c.config_file = Some(path.clone());
@@ -292,15 +297,21 @@ impl Config {
     /// heartbeat, shutdown grace) taken from the file, and a line for each
     /// setting that changed but needs a restart.
     pub fn reloaded(&self) -> Result<(Config, Vec<String>)> {
-        let Some(path) = &self.config_file else {
+        let Some(path) = self.config_path.as_ref().or(self.config_file.as_ref()) else {
             return Ok((self.clone(), Vec::new()));
         };
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Error::io("reading config file", path, e))?;
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.config_file.is_none() => {
+                return Ok((self.clone(), Vec::new()));
+            }
+            Err(e) => return Err(Error::io("reading config file", path, e)),
+        };
         let file = parse_file(&text, path)?;
         let mut fresh = Config::new(self.root.clone(), self.socket.clone());
         fresh.apply_file(file, &Source::File(path.clone()))?;
         let mut next = self.clone();
+        next.config_file = Some(path.clone());
         next.limits = fresh.limits;
         next.access = fresh.access;
         next.heartbeat = fresh.heartbeat;

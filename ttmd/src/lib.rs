@@ -56,6 +56,8 @@ pub async fn run(
         lock,
     } = listener;
     let grace = config.shutdown_grace;
+    // tonic's own cap is a backstop at twice the limit; below it, requests
+    // over limits.request_bytes get RESOURCE_EXHAUSTED naming the key.
     let request_bytes = config.limits.request_bytes;
     let sighup = config.reload_on_sighup;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -88,7 +90,7 @@ pub async fn run(
         .add_service(reflection_v1alpha)
         .add_service(
             TtmServer::new(TtmService::new(shared.clone()))
-                .max_decoding_message_size(request_bytes),
+                .max_decoding_message_size(request_bytes.saturating_mul(2)),
         )
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
             tokio::select! {

@@ -155,8 +155,11 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        // Handlers first: a SIGTERM during start-up (recovery of a big tree)
+        // is kept and honoured as soon as serving begins, with exit 0.
+        let stop = signals()?;
         let listener = ttmd::socket::listen(&config.root, &config.socket)?;
-        ttmd::run(config, listener, signal()).await
+        ttmd::run(config, listener, stop).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -204,20 +207,18 @@ fn config(args: &Args, matches: &ArgMatches) -> Result<Config, ttmd::core::Error
     Ok(config)
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn signal() {
+/// Installs the SIGTERM and SIGINT handlers now; the future completes on
+/// the first of them.
+fn signals() -> Result<impl std::future::Future<Output = ()> + Send + 'static, ttmd::BoxError> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop ttmd with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 /// Logs to stderr (or a file), level from `TTM_LOG`, else `RUST_LOG`, else

@@ -80,11 +80,12 @@ pub fn number_of(name: &str) -> Option<u64> {
 /// The number for the next evidence file: the next multiple of 10 above the
 /// highest number in use, and at least 100. Taking the number above the
 /// highest (not the lowest gap) keeps `$eN` in the order files were added.
-pub fn next_number<'a>(names: impl IntoIterator<Item = &'a str>) -> u64 {
+/// `None` when a (planted) file's number leaves no number above it.
+pub fn next_number<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<u64> {
     let highest = names.into_iter().filter_map(number_of).max();
     match highest {
-        Some(n) if n >= FIRST_EVIDENCE => (n / 10 + 1) * 10,
-        _ => FIRST_EVIDENCE,
+        Some(n) if n >= FIRST_EVIDENCE => (n / 10).checked_add(1)?.checked_mul(10),
+        _ => Some(FIRST_EVIDENCE),
     }
 }
 
@@ -206,12 +207,13 @@ mod tests {
 
     #[test]
     fn numbering() {
-        assert_eq!(next_number([POLICY_FILE, REQUEST_FILE]), 100);
-        assert_eq!(next_number(["000_p.md", "100_a", "110_b"]), 120);
-        assert_eq!(next_number(["100_a", "115_hand-made"]), 120);
-        assert_eq!(next_number(["990_a"]), 1000);
-        assert_eq!(next_number(["1000_a", "990_b"]), 1010);
-        assert_eq!(next_number(["junk", "_x", "abc_d"]), 100);
+        assert_eq!(next_number([POLICY_FILE, REQUEST_FILE]), Some(100));
+        assert_eq!(next_number(["000_p.md", "100_a", "110_b"]), Some(120));
+        assert_eq!(next_number(["100_a", "115_hand-made"]), Some(120));
+        assert_eq!(next_number(["990_a"]), Some(1000));
+        assert_eq!(next_number(["1000_a", "990_b"]), Some(1010));
+        assert_eq!(next_number(["junk", "_x", "abc_d"]), Some(100));
+        assert_eq!(next_number(["18446744073709551615_x"]), None);
         assert_eq!(format_number(0), "000");
         assert_eq!(format_number(10), "010");
         assert_eq!(format_number(1010), "1010");

@@ -237,7 +237,14 @@ impl Fsm {
         if !self.knows(to) {
             return Err(refuse("unknown stage"));
         }
-        if from == to {
+        // A move to the same stage is refused unless fsm.json lists it as
+        // an edge (an iterate self-loop, say).
+        let listed_loop = self
+            .edges
+            .as_ref()
+            .and_then(|e| e.get(from))
+            .is_some_and(|list| list.iter().any(|e| e.to == to));
+        if from == to && !listed_loop {
             return Err(refuse("the transaction is already there"));
         }
         if to == FAIL {
@@ -345,6 +352,17 @@ mod tests {
                 ("SUBMIT", "DONE", None),
             ],
         );
+    }
+
+    #[test]
+    fn listed_self_loops_are_edges() {
+        let fsm = Fsm::from_json(
+            r#"{"stages":["A","B"],"transitions":{"A":[{"to":"A","iterate":true},"B"]}}"#,
+        )
+        .unwrap();
+        assert!(fsm.next_stages("A").contains(&"A".to_string()));
+        assert!(fsm.transition("A", "A").unwrap().iterate);
+        assert!(fsm.transition("B", "B").is_err());
     }
 
     #[test]

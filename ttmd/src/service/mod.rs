@@ -98,7 +98,7 @@ impl Shared {
         let mut report = Vec::new();
         let current = self.config();
         match current.reloaded() {
-            Ok(_) if current.config_file.is_none() => {
+            Ok((next, _)) if next.config_file.is_none() => {
                 report.push("no config file; settings unchanged".to_string());
             }
             Ok((next, notes)) => {
@@ -151,9 +151,22 @@ impl TtmService {
         }
     }
 
-    /// Checks the caller's API generation and credentials, and describes it
-    /// for the log.
-    fn caller<T>(&self, req: &Request<T>) -> Result<Client, Status> {
+    /// Checks a unary request's size against `limits.request_bytes`, then
+    /// the caller (see [`TtmService::peer`]).
+    fn caller<T: prost::Message>(&self, req: &Request<T>) -> Result<Client, Status> {
+        let limit = self.shared.config().limits.request_bytes;
+        let size = req.get_ref().encoded_len();
+        if size > limit {
+            return Err(Status::resource_exhausted(format!(
+                "the request is {size} bytes; the limit is {limit} (limits.request_bytes)"
+            )));
+        }
+        self.peer(req)
+    }
+
+    /// Checks the caller's API generation, tree and credentials, and
+    /// describes it for the log.
+    fn peer<T>(&self, req: &Request<T>) -> Result<Client, Status> {
         check_api_version(req)?;
         self.check_tree(req)?;
         let cred = req
@@ -637,7 +650,7 @@ impl Ttm for TtmService {
         req: Request<Streaming<pb::AddContextRequest>>,
     ) -> Result<Response<pb::AddContextResponse>, Status> {
         use pb::add_context_request::Part;
-        let client = self.caller(&req)?;
+        let client = self.peer(&req)?;
         let mut stream = req.into_inner();
         let header = match stream.message().await? {
             Some(pb::AddContextRequest {
@@ -962,7 +975,7 @@ async fn receive_file(
         bytes += chunk.len() as u64;
         if bytes > limit {
             return Err(to_status(Error::LimitExceeded(format!(
-                "ctx file is larger than the limit of {limit} bytes"
+                "ctx file is larger than the limit of {limit} bytes (limits.ctx_file)"
             ))));
         }
         hasher.update(&chunk);

@@ -26,9 +26,10 @@ use super::status::to_status;
 pub type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
 /// Messages buffered per stream before the sender waits for the client.
-const BUFFER: usize = 64;
-/// Bytes of log read per step by a follower.
-const READ_CHUNK: u64 = 1 << 20;
+const BUFFER: usize = 16;
+/// Bytes of log read per step by a follower. With [`BUFFER`], this bounds
+/// what a stream whose client never reads can hold.
+const READ_CHUNK: u64 = 16 << 10;
 
 fn shutting_down() -> Status {
     Status::unavailable("ttmd is shutting down; reconnect when it is back")
@@ -153,14 +154,19 @@ pub fn events(
                 }
                 chunk = READ_CHUNK;
                 offset = new_offset;
+                // Parsed lines are turned into messages (text only) before
+                // any wait for the client, so a stalled stream holds no
+                // parsed JSON.
+                let mut batch = Vec::with_capacity(lines.len());
                 for line in lines {
                     next_seq = line.seq + 1;
-                    if line.seq < from {
-                        continue;
+                    if line.seq >= from
+                        && let Some(msg) = event_message(line, &req.event)
+                    {
+                        batch.push(msg);
                     }
-                    let Some(msg) = event_message(line, &req.event) else {
-                        continue;
-                    };
+                }
+                for msg in batch {
                     if tx.send(Ok(msg)).await.is_err() {
                         return; // the client left
                     }

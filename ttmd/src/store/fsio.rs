@@ -112,7 +112,7 @@ fn open_dir(dir: &Path) -> io::Result<std::os::fd::OwnedFd> {
 }
 
 /// Explains an error from opening a path without following symlinks.
-fn nofollow_error(action: &'static str, path: &Path, e: io::Error) -> Error {
+pub fn nofollow_error(action: &'static str, path: &Path, e: io::Error) -> Error {
     let symlink = e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
         || e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error());
     if symlink {

@@ -266,6 +266,18 @@ impl Module {
         }
     }
 
+    /// Stops serving a loaded transaction whose log was replaced under it
+    /// (its followers end); the watcher loads it again from disk, or
+    /// quarantines it, once the directory has settled.
+    pub fn forget(&self, id: &str) {
+        let _guard = lock(&self.module_lock);
+        if let Some(txn) = write(&self.txns).remove(id) {
+            txn.mark_removed();
+            tracing::warn!(module = %self.name, txn = %id,
+                "its log was removed or replaced behind ttmd's back; reloading it from disk");
+        }
+    }
+
     /// The ids of the transaction directories on disk now.
     pub fn ids_on_disk(&self) -> Vec<String> {
         fs::read_dir(&self.txns_dir)
@@ -731,7 +743,7 @@ pub fn load_fsm(module_dir: &Path, name: &str) -> Result<Fsm> {
 pub fn validate_new(new: &NewTxn, max_description: usize) -> Result<()> {
     if new.description.len() > max_description {
         return Err(Error::LimitExceeded(format!(
-            "description is {} bytes; the limit is {max_description}",
+            "description is {} bytes; the limit is {max_description} (limits.description)",
             new.description.len()
         )));
     }

@@ -337,6 +337,10 @@ fn handle(store: &Store, w: &mut Watches, settling: &mut Settling, path: &Path) 
                 return;
             };
             match name.as_str() {
+                EVENTS_FILE if t.log_replaced() => {
+                    m.forget(&id);
+                    settling.insert((m.name.clone(), id), std::time::Instant::now());
+                }
                 EVENTS_FILE => {
                     if let Err(e) = t.reconcile_log() {
                         tracing::warn!(txn = %t.id, error = %e, "cannot pick up lines appended to the log");

@@ -99,6 +99,9 @@ struct Inner {
     /// on the first write, closed when it ends, so a tree of many finished
     /// transactions does not hold a descriptor for each.
     log: Option<File>,
+    /// (device, inode) of the log when loaded: a log removed or replaced
+    /// behind the daemon's back is never appended to.
+    log_id: Option<(u64, u64)>,
     /// Bytes of complete lines in the log.
     len: u64,
     /// ctx/ entries with their hashes, computed on first need.
@@ -108,14 +111,34 @@ struct Inner {
 }
 
 impl Inner {
-    /// The log opened for appending, opening it if needed.
+    /// The log opened for appending, opening it if needed; refused if the
+    /// file at `path` is no longer the log this transaction was loaded
+    /// from (deleted, replaced, or a symlink planted in its place).
     fn log_file(&mut self, path: &Path) -> Result<&mut File> {
+        if file_id(path) != self.log_id || self.log_id.is_none() {
+            self.log = None;
+            return Err(Error::Corrupt {
+                path: path.to_path_buf(),
+                message: "was removed or replaced behind ttmd's back; nothing was written, \
+                          and ttmd reloads the transaction from what is on disk"
+                    .into(),
+            });
+        }
         let file = match self.log.take() {
             Some(f) => f,
             None => fsio::open_append(path, false).map_err(|e| Error::io("opening", path, e))?,
         };
         Ok(self.log.insert(file))
     }
+}
+
+/// (device, inode) of a regular file at `path`, not following a symlink.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| (m.dev(), m.ino()))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -155,7 +178,8 @@ impl Txn {
             repairs.push(format!("removed {cleaned} leftover temporary file(s)"));
         }
         let log_path = dir.join(EVENTS_FILE);
-        let bytes = fsio::read_file(&log_path).map_err(|e| Error::io("reading", &log_path, e))?;
+        let bytes = fsio::read_file(&log_path)
+            .map_err(|e| fsio::nofollow_error("reading", &log_path, e))?;
         let mut log_file =
             fsio::open_append(&log_path, false).map_err(|e| Error::io("opening", &log_path, e))?;
         let (mut lines, used) = log::parse_lines(&bytes, 1);
@@ -260,6 +284,7 @@ impl Txn {
             inner: Mutex::new(Inner {
                 state: folded,
                 log: None,
+                log_id: file_id(&log_path),
                 len,
                 ctx: None,
                 requests,
@@ -375,7 +400,15 @@ impl Txn {
             )));
         }
         let number = ctx::next_number(entries.iter().map(|e| e.name.as_str()));
-        let name = ctx::evidence_name(number, description, file_name);
+        let name = number
+            .ok_or_else(|| {
+                Error::LimitExceeded(format!(
+                    "ctx/ of {} holds a file numbered so high that no number is left above it; \
+                     move that file away",
+                    self.id
+                ))
+            })
+            .and_then(|n| ctx::evidence_name(n, description, file_name));
         let name = match name {
             Ok(n) => n,
             Err(e) => {
@@ -474,6 +507,13 @@ impl Txn {
             )));
         }
         Ok(())
+    }
+
+    /// Whether the log at its path is no longer the one loaded (removed,
+    /// replaced, or a symlink now).
+    pub fn log_replaced(&self) -> bool {
+        let path = self.dir.join(EVENTS_FILE);
+        file_id(&path) != lock(&self.inner).log_id
     }
 
     /// Picks up lines another program appended to the log (complete lines
