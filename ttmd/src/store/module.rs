@@ -274,7 +274,17 @@ impl Module {
         if let Some(txn) = write(&self.txns).remove(id) {
             txn.mark_removed();
             tracing::warn!(module = %self.name, txn = %id,
-                "its log was removed or replaced behind ttmd's back; reloading it from disk");
+                "its log was removed or replaced behind ttmd's back; no longer serving it \
+                 (it is loaded again if a valid one is there)");
+            let s = txn.state();
+            let _ = self.changes.send(Change {
+                kind: ChangeKind::Removed,
+                txn_id: id.to_string(),
+                from: s.stage.clone(),
+                to: String::new(),
+                seq: s.seq,
+                ts: state::timestamp(Utc::now()),
+            });
         }
     }
 

@@ -273,6 +273,9 @@ fn adopt_module(store: &Store, w: &mut Watches, settling: &mut Settling, module:
         w.add(&m.txns_dir.join(&id));
         if !loaded.contains(&id) {
             settling.insert((module.to_string(), id), std::time::Instant::now());
+        } else if let Ok(t) = m.txn(&id) {
+            // Changes made before the watch existed.
+            reconcile_files(&t);
         }
     }
 }
@@ -314,6 +317,10 @@ fn handle(store: &Store, w: &mut Watches, settling: &mut Settling, path: &Path) 
                 if !m.loaded_ids().contains(&name) {
                     // New (or quarantined): load it once it has settled.
                     settling.insert((m.name.clone(), name), std::time::Instant::now());
+                } else if let Ok(t) = m.txn(&name) {
+                    // Loaded before its watch existed (created by ttmd
+                    // itself): look once for what changed in between.
+                    reconcile_files(&t);
                 }
             } else {
                 w.forget(&dir);
