@@ -120,8 +120,8 @@ pub fn events(
     tokio::spawn(async move {
         let _counted = counted;
         let mut committed = txn.subscribe();
-        let mut offset = 0u64;
-        let mut next_seq = 1u64;
+        // Start at the indexed line nearest `from`, not at the top.
+        let (mut offset, mut next_seq) = txn.seek(from);
         let mut caught_up = false;
         loop {
             let end = committed.borrow_and_update().len;

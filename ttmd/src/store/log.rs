@@ -22,6 +22,8 @@ pub struct Line {
     pub object: Option<Map<String, Value>>,
     /// The raw text, without the newline.
     pub text: String,
+    /// Bytes the line takes in the file, newline included.
+    pub bytes: u64,
 }
 
 /// The complete lines in `bytes` (a log, or a tail of one starting at a line
@@ -38,7 +40,12 @@ pub fn parse_lines(bytes: &[u8], first_seq: u64) -> (Vec<Line>, usize) {
             Ok(Value::Object(m)) => Some(m),
             _ => None,
         };
-        lines.push(Line { seq, object, text });
+        lines.push(Line {
+            seq,
+            object,
+            text,
+            bytes: nl as u64 + 1,
+        });
         seq += 1;
         start += nl + 1;
     }

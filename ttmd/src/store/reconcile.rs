@@ -144,16 +144,41 @@ fn run(store: &Store, stop: &AtomicBool) {
             CHECKPOINT_EVERY / 2
         };
         match rx.recv_timeout(wait) {
-            Ok(Ok(event)) => {
-                if matches!(
-                    event.kind,
-                    EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_))
-                ) {
-                    continue;
+            Ok(Ok(first)) => {
+                // Under load every append is a notification; take all that
+                // are queued and look at each path once.
+                let mut paths: Vec<PathBuf> = Vec::new();
+                let mut seen: HashSet<PathBuf> = HashSet::new();
+                let mut lost = false;
+                let mut next = Some(Ok(first));
+                while let Some(item) = next {
+                    match item {
+                        Ok(event) => {
+                            let ignored = matches!(
+                                event.kind,
+                                EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_))
+                            );
+                            for path in event.paths {
+                                if !ignored && seen.insert(path.clone()) {
+                                    paths.push(path);
+                                }
+                            }
+                        }
+                        Err(_) => lost = true,
+                    }
+                    next = if paths.len() < 4096 {
+                        rx.try_recv().ok()
+                    } else {
+                        None
+                    };
                 }
-                for path in &event.paths {
-                    tracing::debug!(kind = ?event.kind, path = %path.display(), "file event");
+                for path in &paths {
+                    tracing::debug!(path = %path.display(), "file event");
                     handle(store, &mut w, &mut settling, path);
+                }
+                if lost {
+                    tracing::warn!("file watcher lost events; rescanning the tree");
+                    rescan(store, &mut w);
                 }
             }
             Ok(Err(e)) => {

@@ -535,3 +535,35 @@ fn an_unusable_log_takes_out_its_transaction_only() {
         }
     }
 }
+
+#[test]
+fn followers_seek_near_their_start_instead_of_scanning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let id = {
+        let store = open(tmp.path());
+        let t = store
+            .module("ttm", true)
+            .unwrap()
+            .create(&new_txn("long"), &None)
+            .unwrap();
+        for _ in 0..600 {
+            user_event(&t, "tick");
+        }
+        let (offset, seq) = t.seek(520);
+        assert_eq!(seq, 513);
+        let (lines, _) = t.read_lines(offset, t.committed().len, seq).unwrap();
+        assert_eq!(lines[0].seq, 513);
+        assert_eq!(lines[0].object.as_ref().unwrap()["seq"], 513);
+        t.id.clone()
+    };
+    // The index is rebuilt at load, from the file.
+    let store = open(tmp.path());
+    let t = store.module("ttm", false).unwrap().txn(&id).unwrap();
+    let (offset, seq) = t.seek(600);
+    let (lines, _) = t.read_lines(offset, t.committed().len, seq).unwrap();
+    assert_eq!(
+        (seq, lines[0].object.as_ref().unwrap()["seq"].as_u64()),
+        (513, Some(513))
+    );
+    assert_eq!(t.seek(3), (0, 1));
+}

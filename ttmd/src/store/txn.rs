@@ -26,6 +26,9 @@ pub const CTX_DIR: &str = "ctx";
 pub const BUILD_DIR: &str = "build";
 pub const ARTIFACTS_DIR: &str = "artifacts";
 
+/// Lines between two entries of the seq → offset index.
+pub const MARK_EVERY: u64 = 256;
+
 /// Prefix of an evidence file stored but not yet named by the log.
 pub const PENDING_PREFIX: &str = ".ttmd-pending-";
 
@@ -90,6 +93,9 @@ pub struct Txn {
     removed: std::sync::atomic::AtomicBool,
     /// `state.json` was replaced without a sync; the checkpoint syncs it.
     view_dirty: std::sync::atomic::AtomicBool,
+    /// (seq, byte offset) of every [`MARK_EVERY`]-th line, so a follower
+    /// starting near the end of a long log seeks instead of scanning it.
+    marks: Mutex<Vec<(u64, u64)>>,
 }
 
 #[derive(Debug)]
@@ -238,6 +244,7 @@ impl Txn {
                     seq: meta.seq,
                     object: Some(body.to_object(&meta)),
                     text: line.trim_end().to_string(),
+                    bytes: line.len() as u64,
                 });
                 repairs.push("adopted a state.json written by the bash version".into());
             }
@@ -272,6 +279,14 @@ impl Txn {
                 Some((id, Arc::new(o.clone())))
             })
             .collect();
+        let mut marks = Vec::with_capacity(lines.len() / MARK_EVERY as usize + 1);
+        let mut offset = 0u64;
+        for l in &lines {
+            if l.seq % MARK_EVERY == 1 {
+                marks.push((l.seq, offset));
+            }
+            offset += l.bytes;
+        }
         let committed = Committed {
             seq: folded.seq,
             len,
@@ -296,6 +311,7 @@ impl Txn {
             view: Mutex::new(()),
             removed: std::sync::atomic::AtomicBool::new(false),
             view_dirty: std::sync::atomic::AtomicBool::new(false),
+            marks: Mutex::new(marks),
         };
         Ok((txn, repairs))
     }
@@ -486,6 +502,29 @@ impl Txn {
         fsio::sync_dir(&self.dir, self.durability)
     }
 
+    fn mark(&self, seq: u64, offset: u64) {
+        if seq % MARK_EVERY == 1 {
+            let mut marks = lock(&self.marks);
+            if marks.last().is_none_or(|&(s, _)| s < seq) {
+                marks.push((seq, offset));
+            }
+        }
+    }
+
+    /// Where to start reading to reach line `seq`: the byte offset and seq
+    /// of the nearest indexed line at or before it.
+    pub fn seek(&self, seq: u64) -> (u64, u64) {
+        let marks = lock(&self.marks);
+        let i = marks.partition_point(|&(s, _)| s <= seq);
+        match i {
+            0 => (0, 1),
+            _ => {
+                let (s, o) = marks[i - 1];
+                (o, s)
+            }
+        }
+    }
+
     /// Whether the directory was removed from the tree while loaded.
     pub fn is_removed(&self) -> bool {
         self.removed.load(std::sync::atomic::Ordering::Acquire)
@@ -615,6 +654,11 @@ impl Txn {
             return Ok(());
         }
         let (lines, end) = self.read_lines(inner.len, size, inner.state.seq + 1)?;
+        let mut offset = inner.len;
+        for l in &lines {
+            self.mark(l.seq, offset);
+            offset += l.bytes;
+        }
         for l in &lines {
             if l.object.is_none() {
                 tracing::warn!(txn = %self.id, seq = l.seq,
@@ -629,6 +673,7 @@ impl Txn {
             // be glued onto it.
             let log = inner.log_file(&path)?;
             log::append(log, size, "\n", self.durability, &path)?;
+            self.mark(inner.state.seq + 1, end);
             inner.state.apply(inner.state.seq + 1, empty());
             inner.len = size + 1;
         } else {
@@ -665,6 +710,7 @@ impl Txn {
         let len = inner.len;
         let log = inner.log_file(&path)?;
         log::append(log, len, &line, Durability::None, &path)?;
+        self.mark(meta.seq, len);
         inner.len += line.len() as u64;
         inner.state.apply(meta.seq, &object);
         let event = Arc::new(object);
