@@ -8,7 +8,7 @@ use serde_json::Value;
 use tonic::transport::Channel;
 use ttm_proto::v1::ttm_client::TtmClient;
 use ttm_proto::v1::{AppendEventRequest, ChangeKind, CreateRequest, EventsRequest, WatchRequest};
-use ttm_tests::{Daemon, Follow, HANG, InProcess, Msg, Spawned, grpc, txn_ref};
+use ttm_tests::{Daemon, Follow, HANG, InProcess, Msg, grpc, txn_ref};
 
 /// Appends a user event `kind` with data `{"i": i}`; returns its seq.
 async fn append(c: &mut TtmClient<Channel>, id: &str, kind: &str, i: usize) -> u64 {
@@ -328,24 +328,6 @@ fn status_follow_ends_with_the_transaction() {
         .stderr_has(&["disk on fire"]);
 }
 
-/// Creates throw-away transactions until `watch` (a `ttmctl watch --json`)
-/// prints one, then one more marker and reads up to it: from then on the
-/// watcher sees every change and has nothing pending.
-fn sync_watch(d: &Daemon, watch: &Spawned) {
-    let mut seen = false;
-    for i in 0..50 {
-        d.ctl(&["create", &format!("probe {i}"), "--no-activate"])
-            .ok();
-        if watch.try_line(Duration::from_millis(200)).is_some() {
-            seen = true;
-            break;
-        }
-    }
-    assert!(seen, "{} printed nothing for 50 creations", watch.what);
-    let marker = d.ctl(&["create", "marker", "--no-activate"]).ok();
-    while watch.json_line(HANG)["txn_id"] != marker.as_str() {}
-}
-
 /// A monitor started on a fresh tree, before the module has any
 /// transaction, waits for the first one instead of failing. (gRPC, so the
 /// watch is surely open before the creation.)
@@ -391,7 +373,7 @@ fn watch_reports_each_change_once() {
     // The module exists (see the test above for a module without any).
     d.create("seed");
     let watch = d.spawn_ctl(&["watch", "--json"]);
-    sync_watch(&d, &watch);
+    ttm_tests::sync_watch(&d, &watch);
 
     let a = d.create("watched a");
     d.ctl(&["transition", "SELECT", "-t", &a]).ok();
@@ -455,7 +437,7 @@ fn sigterm_ends_followers_with_a_message() {
     let status = d.spawn_ctl(&["status", "--follow", "--json", "-t", &id]);
     status.json_line(HANG);
     let watch = d.spawn_ctl(&["watch", "--json"]);
-    sync_watch(&d, &watch);
+    ttm_tests::sync_watch(&d, &watch);
 
     d.stop(); // exit 0 within STOP_TIMEOUT, socket removed
     for follower in [events, status, watch] {

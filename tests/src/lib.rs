@@ -1071,3 +1071,21 @@ impl Follow {
         }
     }
 }
+
+/// Creates throw-away transactions until `watch` (a `ttmctl watch --json`)
+/// prints one, then one more marker and reads up to it: from then on the
+/// watcher sees every change and has nothing pending.
+pub fn sync_watch(d: &Daemon, watch: &Spawned) {
+    let mut seen = false;
+    for i in 0..50 {
+        d.ctl(&["create", &format!("probe {i}"), "--no-activate"])
+            .ok();
+        if watch.try_line(Duration::from_millis(200)).is_some() {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "{} printed nothing for 50 creations", watch.what);
+    let marker = d.ctl(&["create", "marker", "--no-activate"]).ok();
+    while watch.json_line(HANG)["txn_id"] != marker.as_str() {}
+}
