@@ -6,6 +6,7 @@ pub mod lock;
 pub mod log;
 pub mod module;
 pub mod reconcile;
+pub mod retention;
 pub mod txn;
 
 use std::collections::BTreeMap;

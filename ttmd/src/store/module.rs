@@ -305,6 +305,34 @@ impl Module {
         read(&self.txns).keys().cloned().collect()
     }
 
+    /// Holds the module lock (creation, activation, reconciling, retention).
+    pub(super) fn exclusive(&self) -> std::sync::MutexGuard<'_, ()> {
+        lock(&self.module_lock)
+    }
+
+    /// Stops serving `id` (moved or deleted by the caller) and ends its
+    /// followers; returns it if it was loaded.
+    pub(super) fn unload(&self, id: &str) -> Option<Arc<Txn>> {
+        let txn = write(&self.txns).remove(id)?;
+        txn.mark_removed();
+        Some(txn)
+    }
+
+    /// Tells watchers about `change`.
+    pub(super) fn tell(&self, change: Change) {
+        let _ = self.changes.send(change);
+    }
+
+    /// The module's directory (holding `txns/`, `fsm.json`, `archive/`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The module's durability setting.
+    pub(super) fn durability(&self) -> Durability {
+        self.durability
+    }
+
     /// The module's current FSM.
     pub fn fsm(&self) -> Arc<Fsm> {
         read(&self.fsm).clone()
@@ -607,123 +635,6 @@ impl Module {
                 Error::io("replacing", &link, e)
             })?;
         fsio::sync_dir(&self.txns_dir, self.durability)
-    }
-}
-
-/// The directory, beside `txns/`, holding archived transactions.
-pub const ARCHIVE_DIR: &str = "archive";
-
-/// Seconds between an RFC 3339 time and `now`; `None` if unreadable.
-fn age_secs(ts: &str, now: chrono::DateTime<Utc>) -> Option<u64> {
-    chrono::DateTime::parse_from_rfc3339(ts)
-        .ok()
-        .map(|t| (now - t.with_timezone(&Utc)).num_seconds().max(0) as u64)
-}
-
-impl Module {
-    /// `<module dir>/archive`.
-    pub fn archive_dir(&self) -> PathBuf {
-        self.dir.join(ARCHIVE_DIR)
-    }
-
-    /// Finished, inactive transactions at least `older_than` seconds past
-    /// their last change, optionally of one terminal `stage`; with `apply`,
-    /// moves each into the archive (renamed whole: nothing inside changes)
-    /// and stops serving it. Active and live transactions are never
-    /// touched. Returns the ids.
-    pub fn archive(
-        &self,
-        older_than: u64,
-        stage: Option<&str>,
-        apply: bool,
-    ) -> Result<Vec<String>> {
-        let _guard = lock(&self.module_lock);
-        let now = Utc::now();
-        let active = self.active_id()?;
-        let chosen: Vec<Arc<Txn>> = self
-            .list(stage)
-            .into_iter()
-            .filter(|t| {
-                let s = t.state();
-                s.is_terminal()
-                    && active.as_deref() != Some(t.id.as_str())
-                    && age_secs(&s.last_checkpoint, now).is_some_and(|a| a >= older_than)
-            })
-            .collect();
-        if !apply {
-            return Ok(chosen.iter().map(|t| t.id.clone()).collect());
-        }
-        let archive = self.archive_dir();
-        fsio::ensure_dir(&archive)?;
-        let mut moved = Vec::new();
-        for t in chosen {
-            let to = archive.join(&t.id);
-            txn::rename_noreplace(&t.dir, &to).map_err(|e| Error::io("archiving", &t.dir, e))?;
-            write(&self.txns).remove(&t.id);
-            t.mark_removed();
-            tracing::info!(module = %self.name, txn = %t.id, to = %to.display(), "archived");
-            let s = t.state();
-            let _ = self.changes.send(Change {
-                kind: ChangeKind::Archived,
-                txn_id: t.id.clone(),
-                from: s.stage.clone(),
-                to: String::new(),
-                seq: s.seq,
-                ts: state::timestamp(now),
-            });
-            moved.push(t.id.clone());
-        }
-        fsio::sync_dir(&self.txns_dir, self.durability)?;
-        fsio::sync_dir(&archive, self.durability)?;
-        Ok(moved)
-    }
-
-    /// Archived transactions to delete: those at least `older_than` seconds
-    /// past their last change, except the newest `keep`; with `older_than`
-    /// 0, all but the newest `keep`. With `apply`, deletes them. Returns
-    /// the ids.
-    pub fn gc(&self, older_than: u64, keep: usize, apply: bool) -> Result<Vec<String>> {
-        let _guard = lock(&self.module_lock);
-        let now = Utc::now();
-        let archive = self.archive_dir();
-        let mut entries: Vec<(String, String)> = match fs::read_dir(&archive) {
-            Ok(list) => list
-                .flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| id::validate_txn_id(n).is_ok())
-                .map(|n| {
-                    let last = fsio::read_file(&archive.join(&n).join(STATE_FILE))
-                        .ok()
-                        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                        .and_then(|v| v.get("last_checkpoint")?.as_str().map(String::from))
-                        .unwrap_or_default();
-                    (n, last)
-                })
-                .collect(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(Error::io("listing", archive, e)),
-        };
-        // Newest first; the first `keep` stay.
-        entries.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
-        let doomed: Vec<String> = entries
-            .into_iter()
-            .skip(keep)
-            .filter(|(_, last)| {
-                older_than == 0 || age_secs(last, now).is_some_and(|a| a >= older_than)
-            })
-            .map(|(id, _)| id)
-            .collect();
-        if apply {
-            for id in &doomed {
-                let dir = archive.join(id);
-                // remove_dir_all does not follow symlinks inside.
-                fs::remove_dir_all(&dir).map_err(|e| Error::io("deleting", &dir, e))?;
-                tracing::info!(module = %self.name, txn = %id, "deleted from the archive");
-            }
-            fsio::sync_dir(&archive, self.durability)?;
-        }
-        Ok(doomed)
     }
 }
 

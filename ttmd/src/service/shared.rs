@@ -1,0 +1,112 @@
+//! The daemon's state shared by every request: the store, the live config
+//! (swapped by a reload), the stream slots, and the shutdown signals.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use tokio::sync::{Notify, watch};
+
+use super::streams;
+use crate::config::Config;
+use crate::store::Store;
+
+/// What every request handler shares: the store, the live config, and the
+/// daemon's own bookkeeping.
+#[derive(Debug)]
+pub struct Shared {
+    /// The tree.
+    pub store: Arc<Store>,
+    /// The settings in force; a reload swaps them.
+    config: RwLock<Arc<Config>>,
+    /// When serving began, for uptime.
+    pub(super) started: Instant,
+    /// Open Events and Watch streams.
+    pub(super) streams: Arc<streams::Slots>,
+    /// Signalled by the Shutdown RPC.
+    pub(super) stop_requested: Notify,
+    /// Flips to true when the daemon begins shutting down; open streams end.
+    pub(super) shutdown: watch::Receiver<bool>,
+    /// The socket served, for status.
+    pub(super) socket: PathBuf,
+    /// The root with symlinks resolved, to compare with the tree a client
+    /// names.
+    pub(super) canonical_root: PathBuf,
+}
+
+impl Shared {
+    /// Bookkeeping for a daemon serving `store` on `socket`.
+    pub fn new(
+        store: Arc<Store>,
+        config: Config,
+        socket: PathBuf,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            config: RwLock::new(Arc::new(config)),
+            started: Instant::now(),
+            streams: Arc::default(),
+            stop_requested: Notify::new(),
+            canonical_root: std::fs::canonicalize(&store.root)
+                .unwrap_or_else(|_| store.root.clone()),
+            store,
+            shutdown,
+            socket,
+        })
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Completes when a client asked the daemon to stop.
+    pub async fn stop_requested(&self) {
+        self.stop_requested.notified().await;
+    }
+
+    /// Re-reads the config file, the topology and every loaded module's
+    /// FSM; a bad file is reported and what was in use kept. One line per
+    /// thing looked at, for the log and the caller.
+    pub fn reload(&self) -> Vec<String> {
+        let mut report = Vec::new();
+        let current = self.config();
+        match current.reloaded() {
+            Ok((next, _)) if next.config_file.is_none() => {
+                report.push("no config file; settings unchanged".to_string());
+            }
+            Ok((next, notes)) => {
+                *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+                report.push("config reloaded".to_string());
+                report.extend(notes);
+            }
+            Err(e) => report.push(format!(
+                "config not reloaded: {e}; keeping the settings in use"
+            )),
+        }
+        match self.store.reload_topology() {
+            Ok(line) | Err(line) => report.push(line),
+        }
+        for module in self.store.modules() {
+            report.push(match module.reload_fsm() {
+                Ok(line) => line,
+                Err(e) => format!("module {}: {e}; keeping the FSM in use", module.name),
+            });
+        }
+        report
+    }
+
+    /// One line for `systemctl status` and the log.
+    pub fn summary(&self) -> String {
+        let modules = self.store.modules();
+        let txns: usize = modules.iter().map(|m| m.count()).sum();
+        format!(
+            "serving {txns} transaction(s) in {} module(s) on {}",
+            modules.len(),
+            self.socket.display()
+        )
+    }
+}
