@@ -100,7 +100,9 @@ pub struct Txn {
 
 #[derive(Debug)]
 struct Inner {
-    state: State,
+    /// Shared with the snapshot until the next change (copy on write), so
+    /// an idle transaction holds one copy of its state, not two.
+    state: Arc<State>,
     /// The log opened for appending, while the transaction is live: opened
     /// on the first write, closed when it ends, so a tree of many finished
     /// transactions does not hold a descriptor for each.
@@ -291,7 +293,8 @@ impl Txn {
             seq: folded.seq,
             len,
         };
-        let snapshot = Arc::new(folded.clone());
+        let folded = Arc::new(folded);
+        let snapshot = folded.clone();
         let txn = Txn {
             id,
             dir: dir.to_path_buf(),
@@ -629,7 +632,7 @@ impl Txn {
                 let upto: Vec<Line> = lines.into_iter().filter(|l| l.seq <= at).collect();
                 fold_lines(&upto, &inner.state.module).ok()
             })
-            .unwrap_or_else(|| inner.state.clone());
+            .unwrap_or_else(|| (*inner.state).clone());
         Some(Outcome {
             state: Arc::new(state),
             event,
@@ -664,9 +667,7 @@ impl Txn {
                 tracing::warn!(txn = %self.id, seq = l.seq,
                     "line {} of {EVENTS_FILE} is not a JSON object; it keeps its seq and is skipped by the fold", l.seq);
             }
-            inner
-                .state
-                .apply(l.seq, l.object.as_ref().unwrap_or(empty()));
+            Arc::make_mut(&mut inner.state).apply(l.seq, l.object.as_ref().unwrap_or(empty()));
         }
         if end < size && end_fragment {
             // A foreign line without its newline: end it, or our line would
@@ -674,7 +675,8 @@ impl Txn {
             let log = inner.log_file(&path)?;
             log::append(log, size, "\n", self.durability, &path)?;
             self.mark(inner.state.seq + 1, end);
-            inner.state.apply(inner.state.seq + 1, empty());
+            let next = inner.state.seq + 1;
+            Arc::make_mut(&mut inner.state).apply(next, empty());
             inner.len = size + 1;
         } else {
             inner.len = end;
@@ -712,13 +714,13 @@ impl Txn {
         log::append(log, len, &line, Durability::None, &path)?;
         self.mark(meta.seq, len);
         inner.len += line.len() as u64;
-        inner.state.apply(meta.seq, &object);
+        Arc::make_mut(&mut inner.state).apply(meta.seq, &object);
         let event = Arc::new(object);
         if let Some(id) = &guards.request_id {
             inner.requests.insert(id.clone(), event.clone());
         }
         let outcome = Outcome {
-            state: Arc::new(inner.state.clone()),
+            state: inner.state.clone(),
             event,
             replayed: false,
         };
@@ -792,7 +794,7 @@ impl Txn {
             tracing::warn!(txn = %self.id, error = %e, "state.json is behind the log until the next write");
         }
         let seq = state.seq;
-        *lock(&self.snapshot) = Arc::new(state);
+        *lock(&self.snapshot) = state;
         self.committed.send_replace(Committed { seq, len });
         Ok(())
     }
