@@ -245,19 +245,11 @@ impl Module {
                     });
                 }
             }
-            (false, Some(txn)) => {
-                write(&self.txns).remove(id);
-                txn.mark_removed();
-                tracing::warn!(module = %self.name, txn = %id, "a transaction was removed from the tree; no longer serving it");
-                let s = txn.state();
-                let _ = self.changes.send(Change {
-                    kind: ChangeKind::Removed,
-                    txn_id: id.to_string(),
-                    from: s.stage.clone(),
-                    to: String::new(),
-                    seq: s.seq,
-                    ts: state::timestamp(Utc::now()),
-                });
+            (false, Some(_)) => {
+                self.stop_serving(
+                    id,
+                    "a transaction was removed from the tree; no longer serving it",
+                );
             }
             (false, None) => {
                 lock(&self.quarantined).remove(id);
@@ -271,21 +263,29 @@ impl Module {
     /// quarantines it, once the directory has settled.
     pub fn forget(&self, id: &str) {
         let _guard = lock(&self.module_lock);
-        if let Some(txn) = write(&self.txns).remove(id) {
-            txn.mark_removed();
-            tracing::warn!(module = %self.name, txn = %id,
-                "its log was removed or replaced behind ttmd's back; no longer serving it \
-                 (it is loaded again if a valid one is there)");
-            let s = txn.state();
-            let _ = self.changes.send(Change {
-                kind: ChangeKind::Removed,
-                txn_id: id.to_string(),
-                from: s.stage.clone(),
-                to: String::new(),
-                seq: s.seq,
-                ts: state::timestamp(Utc::now()),
-            });
-        }
+        self.stop_serving(
+            id,
+            "its log was removed or replaced behind ttmd's back; no longer serving it \
+             (it is loaded again if a valid one is there)",
+        );
+    }
+
+    /// Unloads `id` (its followers end), says `why` in the log and tells
+    /// watchers it was removed. The caller holds the module lock.
+    fn stop_serving(&self, id: &str, why: &str) {
+        let Some(txn) = self.unload(id) else {
+            return;
+        };
+        tracing::warn!(module = %self.name, txn = %id, "{why}");
+        let s = txn.state();
+        let _ = self.changes.send(Change {
+            kind: ChangeKind::Removed,
+            txn_id: id.to_string(),
+            from: s.stage.clone(),
+            to: String::new(),
+            seq: s.seq,
+            ts: state::timestamp(Utc::now()),
+        });
     }
 
     /// The ids of the transaction directories on disk now.
