@@ -508,7 +508,7 @@ proptest! {
             .iter()
             .filter(|l| l["event"] == "state_adopted")
             .filter_map(|l| l["state"]["created"].as_str())
-            .last();
+            .next_back();
         let created = adopted_created.unwrap_or_else(|| lines[0]["ts"].as_str().unwrap());
         prop_assert_eq!(folded.created.as_str(), created);
         let last_ts = lines.last().unwrap()["ts"].as_str().unwrap();
