@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use tokio::sync::Mutex;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use ttm_proto::v1 as pb;
 use ttm_proto::v1::ttm_client::TtmClient;
 use ttmd::store::Durability;
@@ -227,17 +227,7 @@ impl Daemon {
     }
 
     async fn client(&self) -> Result<TtmClient<Channel>, Error> {
-        let path = self.socket.clone();
-        let channel = Endpoint::from_static("http://localhost")
-            .connect_with_connector(tower::service_fn(move |_| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }))
-            .await?;
+        let channel = ttm_proto::channel::connect(&self.socket).await?;
         Ok(TtmClient::new(channel))
     }
 

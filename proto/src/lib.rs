@@ -2,6 +2,7 @@
 //! and the conventions client and daemon must agree on beyond the messages:
 //! where the socket lives and which API generation is spoken.
 
+pub mod channel;
 pub mod paths;
 
 /// Generated messages, client and server for `package ttm.v1`.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use prost::Message;
 use tokio_stream::StreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
@@ -142,16 +142,7 @@ fn python_without_the_localhost_authority_fails_as_documented() {
 
 /// A plain channel to the daemon's socket (authority `localhost`).
 async fn channel(socket: &Path) -> Channel {
-    let path = socket.to_path_buf();
-    Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(p).await?,
-                ))
-            }
-        }))
+    ttm_proto::channel::connect(socket)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to ttmd at {}: {e}", socket.display()))
 }
@@ -376,17 +367,9 @@ async fn health_is_serving_after_start_and_not_serving_when_stopping() {
     );
 
     // Stopped: a new probe cannot reach it at all.
-    let socket = daemon.socket.clone();
-    let probe = Endpoint::from_static("http://localhost")
+    let probe = ttm_proto::channel::endpoint()
         .connect_timeout(Duration::from_secs(2))
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(p).await?,
-                ))
-            }
-        }))
+        .connect_with_connector(ttm_proto::channel::connector(&daemon.socket))
         .await;
     assert!(probe.is_err(), "something still answers on the socket");
 }

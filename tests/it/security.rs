@@ -10,12 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
 use prost::bytes::{Buf, BufMut};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{BinaryMetadataValue, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use ttm_proto::v1::add_context_request::Part;
 use ttm_proto::v1::ttm_client::TtmClient;
@@ -940,16 +939,7 @@ impl Decoder for RawCodec {
 }
 
 async fn channel(socket: &Path) -> Channel {
-    let path = socket.to_path_buf();
-    Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?))
-            }
-        }))
-        .await
-        .unwrap()
+    ttm_proto::channel::connect(socket).await.unwrap()
 }
 
 fn request<T>(message: T, meta: &Option<(&'static str, Vec<u8>)>) -> Request<T> {

@@ -19,10 +19,9 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tonic::Streaming;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use ttm_proto::v1::events_response::Kind;
 use ttm_proto::v1::ttm_client::TtmClient;
 use ttm_proto::v1::{Event, EventsRequest, EventsResponse, TxnRef};
@@ -941,14 +940,7 @@ pub fn golden_dir() -> PathBuf {
 
 /// A gRPC client on its own connection to the daemon at `socket`.
 pub async fn grpc(socket: &Path) -> TtmClient<Channel> {
-    let path = socket.to_path_buf();
-    let channel = Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?))
-            }
-        }))
+    let channel = ttm_proto::channel::connect(socket)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to ttmd at {}: {e}", socket.display()));
     TtmClient::new(channel)

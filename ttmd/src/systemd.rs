@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sd_notify::NotifyState;
-use tonic::transport::Endpoint;
 use ttm_proto::v1::HelloRequest;
 use ttm_proto::v1::ttm_client::TtmClient;
 
@@ -40,17 +39,7 @@ pub async fn watchdog(socket: PathBuf, every: Duration) {
 }
 
 async fn probe(socket: &Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let path = socket.to_path_buf();
-    let channel = Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
-        .await?;
+    let channel = ttm_proto::channel::connect(socket).await?;
     TtmClient::new(channel)
         .hello(HelloRequest::default())
         .await?;
