@@ -194,20 +194,9 @@ impl Module {
         for r in repairs {
             tracing::warn!(module = %self.name, txn = %id, "recovery: {r}");
         }
-        let mut requests = lock(&self.create_requests);
-        if let Some(first) = txn
-            .read_lines(0, txn.committed().len.min(64 * 1024), 1)
-            .ok()
-            .and_then(|(lines, _)| lines.into_iter().next())
-            && let Some(rid) = first
-                .object
-                .as_ref()
-                .and_then(|o| o.get("request_id"))
-                .and_then(Value::as_str)
-        {
-            requests.insert(rid.to_string(), id.to_string());
+        if let Some(rid) = &txn.create_request {
+            lock(&self.create_requests).insert(rid.clone(), id.to_string());
         }
-        drop(requests);
         let txn = Arc::new(txn);
         write(&self.txns).insert(id.to_string(), txn.clone());
         Ok((txn, true))

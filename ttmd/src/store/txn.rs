@@ -74,6 +74,9 @@ pub struct Txn {
     pub id: String,
     /// `<module>/txns/<id>`.
     pub dir: PathBuf,
+    /// The request id its creation carried (in `txn_start`), so a retried
+    /// create finds it.
+    pub create_request: Option<String>,
     durability: Durability,
     /// The writer side. A std mutex: it is held across file I/O on blocking
     /// threads only, never across an `.await`.
@@ -273,6 +276,12 @@ impl Txn {
             )?;
         }
 
+        let create_request = lines
+            .first()
+            .and_then(|l| l.object.as_ref())
+            .and_then(|o| o.get("request_id"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
         let requests = lines
             .iter()
             .filter_map(|l| l.object.as_ref())
@@ -298,6 +307,7 @@ impl Txn {
         let txn = Txn {
             id,
             dir: dir.to_path_buf(),
+            create_request,
             durability,
             inner: Mutex::new(Inner {
                 state: folded,
