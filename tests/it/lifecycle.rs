@@ -174,6 +174,48 @@ fn state_and_list_agree_with_the_files() {
     assert!(row.contains("NEW") && row.contains("check views"), "{row}");
 }
 
+/// A brief list (what tables ask for) carries every field a row shows and
+/// leaves out the rest, which makes a big tree's reply heavy.
+#[test]
+fn a_brief_list_has_what_a_table_shows() {
+    let d = Daemon::start_new();
+    let id = d.create("brief rows");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (full, brief) = rt.block_on(async {
+        let mut c = ttm_tests::grpc(&d.socket).await;
+        let mut list = async |brief| {
+            let request = ttm_proto::v1::ListRequest {
+                brief,
+                ..Default::default()
+            };
+            c.list(request).await.unwrap().into_inner().txns
+        };
+        (list(false).await, list(true).await)
+    });
+    assert_eq!((full.len(), brief.len()), (1, 1));
+    let (full, brief) = (&full[0], &brief[0]);
+    assert_eq!(full.dir, d.txn_dir("ttm", &id).to_str().unwrap());
+    assert_eq!(read_json(&d.txn_dir("ttm", &id).join("state.json")), {
+        serde_json::from_str::<Value>(&full.json).unwrap()
+    });
+    assert!(
+        !full.agent.is_empty() && !full.ctx_digest.is_empty(),
+        "{full:?}"
+    );
+    let stripped = ttm_proto::v1::TxnState {
+        json: String::new(),
+        dir: String::new(),
+        agent: String::new(),
+        ctx_digest: String::new(),
+        last_error: String::new(),
+        ..full.clone()
+    };
+    assert_eq!(*brief, stripped);
+}
+
 #[test]
 fn ids_are_distinct_within_one_second() {
     let d = Daemon::start_new();

@@ -144,3 +144,72 @@ fn many_transactions_and_modules_survive() {
         .collect();
     assert_eq!(ids, [c.as_str()]);
 }
+
+/// After a restart, finished transactions are kept as summaries and loaded
+/// on first use: every view of them is what it was, a retried creation still
+/// finds its transaction, a failure can still be retried, and one deleted by
+/// hand leaves the list.
+#[test]
+fn finished_transactions_are_served_the_same_after_a_restart() {
+    let mut d = Daemon::start_new();
+    let done = d
+        .ctl(&["create", "done one", "--request-id", "make-done"])
+        .ok();
+    d.ctl(&["event", "progress", r#"{"pct":100}"#]).ok();
+    d.ctl(&["commit"]).ok();
+    let failed = d.ctl(&["create", "failed one"]).ok();
+    d.ctl(&["fail", "boom"]).ok();
+    let live = d.ctl(&["create", "still going"]).ok();
+    let views = |d: &Daemon| {
+        (
+            d.ctl(&["list", "--json"]).json(),
+            d.ctl(&["list"]).ok(),
+            d.ctl(&["list", "--stage", "DONE"]).ok(),
+            d.ctl(&["state", "-t", &done]).ok(),
+            d.ctl(&["events", "-t", &done, "--json"]).ok(),
+        )
+    };
+    let before = views(&d);
+    d.restart();
+    assert_eq!(views(&d), before);
+    let again = d
+        .ctl(&["create", "done one", "--request-id", "make-done"])
+        .ok();
+    assert_eq!(again, done, "a retried create made a second transaction");
+    assert_eq!(d.ctl(&["active"]).ok(), live);
+
+    d.restart();
+    d.ctl(&["retry", "-t", &failed]).ok();
+    assert_eq!(
+        read_json(&d.txn_dir("ttm", &failed).join("state.json"))["iteration"],
+        2
+    );
+    check_log(&d.txn_dir("ttm", &failed));
+
+    // A line appended to a finished log while ttmd was down is folded in
+    // at start-up, before anyone asks.
+    d.stop();
+    let dir = d.txn_dir("ttm", &done);
+    let lines = fs::read_to_string(dir.join("events.ndjson"))
+        .unwrap()
+        .lines()
+        .count();
+    let mut log = fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("events.ndjson"))
+        .unwrap();
+    log.write_all(b"{\"ts\":\"2026-11-26T00:00:00.000Z\",\"event\":\"bash.note\"}\n")
+        .unwrap();
+    drop(log);
+    d.start();
+    assert_eq!(read_json(&dir.join("state.json"))["seq"], lines + 1);
+
+    fs::remove_dir_all(d.txn_dir("ttm", &done)).unwrap();
+    assert!(
+        ttm_tests::wait_until(std::time::Duration::from_secs(10), || {
+            !d.ctl(&["list"]).ok().contains(&done)
+        }),
+        "a deleted finished transaction is still listed"
+    );
+    d.ctl(&["state", "-t", &done]).expect_code(3);
+}

@@ -518,6 +518,7 @@ fn hostile_rows(id: &str) -> Vec<Row> {
             List(ListRequest {
                 module: "/".into(),
                 stage: String::new(),
+                ..Default::default()
             }),
         ),
         row(
@@ -526,6 +527,7 @@ fn hostile_rows(id: &str) -> Vec<Row> {
             List(ListRequest {
                 module: String::new(),
                 stage: "../X".into(),
+                ..Default::default()
             }),
         ),
         row(
@@ -534,6 +536,7 @@ fn hostile_rows(id: &str) -> Vec<Row> {
             List(ListRequest {
                 module: String::new(),
                 stage: mib.clone(),
+                ..Default::default()
             }),
         ),
         // Stages and guards.

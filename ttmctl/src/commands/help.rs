@@ -256,6 +256,7 @@ pub async fn txn_ids(ctx: &mut Ctx) -> Result<(), Failure> {
     let request = ListRequest {
         module: ctx.module.clone(),
         stage: String::new(),
+        brief: true,
     };
     let socket = ctx.socket.clone();
     let list = tokio::time::timeout(Duration::from_secs(2), async move {

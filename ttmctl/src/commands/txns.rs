@@ -101,6 +101,7 @@ pub async fn list(ctx: &mut Ctx, stage: String) -> Result<(), Failure> {
     let request = ListRequest {
         module: ctx.module.clone(),
         stage,
+        brief: !ctx.json,
     };
     let mut daemon = ctx.daemon().await?;
     let reply = daemon.call(async move |c| c.list(request).await).await?;

@@ -9,6 +9,7 @@ pub mod event;
 pub mod fsm;
 pub mod id;
 pub mod state;
+pub mod summary;
 pub mod topology;
 
 pub use error::{Error, Result};

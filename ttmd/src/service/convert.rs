@@ -3,6 +3,7 @@
 use ttm_proto::v1 as pb;
 
 use crate::core::state::State;
+use crate::core::summary::Summary;
 use crate::store::txn::Guards;
 
 /// The API form of a state.
@@ -23,6 +24,23 @@ pub fn txn_state(state: &State, dir: &std::path::Path, active: bool) -> pb::TxnS
         json: state.to_pretty_json(),
         active,
         dir: dir.to_string_lossy().into_owned(),
+    }
+}
+
+/// A brief `list` row: what a table shows (see `ListRequest.brief`).
+pub fn txn_row(summary: &Summary, module: &str, active: bool) -> pb::TxnState {
+    pb::TxnState {
+        txn_id: summary.txn_id().to_owned(),
+        module: module.to_owned(),
+        description: summary.description().to_owned(),
+        stage: summary.stage().to_owned(),
+        target: summary.target().to_owned(),
+        iteration: summary.iteration,
+        last_checkpoint: summary.last_checkpoint().to_owned(),
+        created: summary.created().to_owned(),
+        seq: summary.seq,
+        active,
+        ..Default::default()
     }
 }
 

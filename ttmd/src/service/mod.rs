@@ -28,7 +28,7 @@ use crate::core::{Error, Result, ctx};
 use crate::store::Durability;
 use crate::store::module::{Module, NewTxn};
 use crate::store::txn::{self, Client, Guards, Outcome, Txn};
-use convert::{guards, txn_state};
+use convert::{guards, txn_row, txn_state};
 use status::to_status;
 
 /// Longest request id accepted.
@@ -371,8 +371,15 @@ impl Ttm for TtmService {
             let txns = module
                 .list(stage)
                 .iter()
-                .map(|t| txn_state(&t.state(), &t.dir, active.as_deref() == Some(&t.id)))
-                .collect();
+                .map(|listed| {
+                    let active = active.as_deref() == Some(listed.id.as_str());
+                    if r.brief {
+                        return Ok(txn_row(&listed.summary, &module.name, active));
+                    }
+                    let state = module.listed_state(listed)?;
+                    Ok(txn_state(&state, &module.txns_dir.join(&listed.id), active))
+                })
+                .collect::<Result<_>>()?;
             let quarantined = module
                 .quarantined()
                 .into_iter()

@@ -104,16 +104,11 @@ impl Store {
     }
 
     /// Syncs every view a write left unsynced (the background half of
-    /// [`Durability::Fsync`]).
+    /// [`Durability::Fsync`]) and lets go of finished transactions nobody
+    /// uses (see [`Module::checkpoint`]).
     pub fn checkpoint(&self) {
         for m in self.modules() {
-            for id in m.loaded_ids() {
-                if let Ok(t) = m.txn(&id)
-                    && let Err(e) = t.sync_view()
-                {
-                    tracing::warn!(txn = %id, error = %e, "cannot sync state.json; will retry");
-                }
-            }
+            m.checkpoint();
         }
     }
 

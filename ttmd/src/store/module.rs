@@ -16,6 +16,7 @@ use crate::core::event::{Body, Meta};
 use crate::core::fsm::Fsm;
 use crate::core::id::{self, quote};
 use crate::core::state;
+use crate::core::summary::Summary;
 use crate::core::{Error, Result};
 use crate::store::fsio::{self, Durability};
 use crate::store::txn::{
@@ -65,6 +66,17 @@ pub struct NewTxn {
     pub request_id: Option<String>,
 }
 
+/// One transaction of [`Module::list`]: what a listing shows of it, and the
+/// transaction itself when it is loaded.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// Its directory's name (the id requests use).
+    pub id: String,
+    pub summary: Summary,
+    /// `None` for a finished transaction kept as its summary only.
+    pub txn: Option<Arc<Txn>>,
+}
+
 /// A loaded module.
 #[derive(Debug)]
 pub struct Module {
@@ -79,6 +91,10 @@ pub struct Module {
     durability: Durability,
     /// Loaded transactions by id. Entries are added, never replaced.
     txns: RwLock<BTreeMap<String, Arc<Txn>>>,
+    /// Finished transactions that are not loaded, kept as their summaries
+    /// (see [`txn::probe_finished`]); loaded on first use. An id is in
+    /// `txns` or here, never both. Lock order: `txns`, then this.
+    finished: RwLock<BTreeMap<Box<str>, Summary>>,
     /// Serialises creation, activation and reconciling of `txns/`, which
     /// touch the shared directory and `active` symlink.
     module_lock: Mutex<()>,
@@ -137,6 +153,7 @@ impl Module {
             dir,
             durability,
             txns: RwLock::new(BTreeMap::new()),
+            finished: RwLock::new(BTreeMap::new()),
             module_lock: Mutex::new(()),
             load_lock: Mutex::new(()),
             quarantined: Mutex::new(BTreeMap::new()),
@@ -147,8 +164,10 @@ impl Module {
         Ok(module)
     }
 
-    /// Loads every transaction directory; one that cannot be loaded is
-    /// reported and skipped, never fatal to the rest.
+    /// Loads every transaction directory, except finished ones whose files
+    /// agree: those are kept as summaries and loaded on first use, so
+    /// start-up and memory do not grow with the history. One that cannot be
+    /// loaded is reported and skipped, never fatal to the rest.
     fn load_all(&self) -> Result<()> {
         let list =
             fs::read_dir(&self.txns_dir).map_err(|e| Error::io("listing", &self.txns_dir, e))?;
@@ -157,7 +176,23 @@ impl Module {
             if name == ACTIVE_LINK || id::validate_txn_id(&name).is_err() {
                 continue;
             }
-            let _ = self.load(&name);
+            // A symlink or file goes the long way, to be quarantined.
+            let probed = entry
+                .file_type()
+                .is_ok_and(|t| t.is_dir())
+                .then(|| txn::probe_finished(&entry.path()))
+                .flatten();
+            match probed {
+                Some((summary, create_request)) => {
+                    if let Some(rid) = create_request {
+                        lock(&self.create_requests).insert(rid, name.clone());
+                    }
+                    write(&self.finished).insert(name.into_boxed_str(), summary);
+                }
+                None => {
+                    let _ = self.load(&name);
+                }
+            }
         }
         Ok(())
     }
@@ -198,7 +233,9 @@ impl Module {
             lock(&self.create_requests).insert(rid.clone(), id.to_string());
         }
         let txn = Arc::new(txn);
-        write(&self.txns).insert(id.to_string(), txn.clone());
+        let mut txns = write(&self.txns);
+        txns.insert(id.to_string(), txn.clone());
+        write(&self.finished).remove(id);
         Ok((txn, true))
     }
 
@@ -218,6 +255,27 @@ impl Module {
         let _guard = lock(&self.module_lock);
         let dir = self.txns_dir.join(id);
         let present = fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir());
+        let gone = if present {
+            None
+        } else {
+            write(&self.finished).remove(id)
+        };
+        if let Some(gone) = gone {
+            tracing::warn!(module = %self.name, txn = %id,
+                "a finished transaction was removed from the tree");
+            let _ = self.changes.send(Change {
+                kind: ChangeKind::Removed,
+                txn_id: id.to_string(),
+                from: gone.stage().to_string(),
+                to: String::new(),
+                seq: gone.seq,
+                ts: state::timestamp(Utc::now()),
+            });
+            return;
+        }
+        if present && read(&self.finished).contains_key(id) {
+            return;
+        }
         let loaded = read(&self.txns).get(id).cloned();
         match (present, loaded) {
             (true, None) => {
@@ -294,6 +352,53 @@ impl Module {
         read(&self.txns).keys().cloned().collect()
     }
 
+    /// The ids served: loaded, or finished and kept as summaries.
+    pub fn served_ids(&self) -> Vec<String> {
+        let txns = read(&self.txns);
+        let finished = read(&self.finished);
+        txns.keys()
+            .cloned()
+            .chain(finished.keys().map(|k| k.to_string()))
+            .collect()
+    }
+
+    /// Whether `id` is loaded.
+    pub fn is_loaded(&self, id: &str) -> bool {
+        read(&self.txns).contains_key(id)
+    }
+
+    /// Whether `id` is served: loaded, or finished and kept as a summary.
+    pub fn knows(&self, id: &str) -> bool {
+        self.is_loaded(id) || read(&self.finished).contains_key(id)
+    }
+
+    /// Syncs the views writes left unsynced, then lets go of finished
+    /// transactions nobody uses, keeping their summaries. Run by the
+    /// checkpoint.
+    pub fn checkpoint(&self) {
+        let loaded: Vec<Arc<Txn>> = read(&self.txns).values().cloned().collect();
+        for t in &loaded {
+            if let Err(e) = t.sync_view() {
+                tracing::warn!(txn = %t.id, error = %e, "cannot sync state.json; will retry");
+            }
+        }
+        drop(loaded);
+        let _loading = lock(&self.load_lock);
+        let mut txns = write(&self.txns);
+        // Holding the map's write lock, a count of one means no request,
+        // follower or watcher has this transaction, and none can get it.
+        let settled: Vec<(String, Summary)> = txns
+            .iter()
+            .filter(|(_, t)| Arc::strong_count(t) == 1)
+            .filter_map(|(id, t)| Some((id.clone(), t.settled_summary()?)))
+            .collect();
+        let mut finished = write(&self.finished);
+        for (id, summary) in settled {
+            txns.remove(&id);
+            finished.insert(id.into_boxed_str(), summary);
+        }
+    }
+
     /// Holds the module lock (creation, activation, reconciling, retention).
     pub(super) fn exclusive(&self) -> std::sync::MutexGuard<'_, ()> {
         lock(&self.module_lock)
@@ -302,7 +407,9 @@ impl Module {
     /// Stops serving `id` (moved or deleted by the caller) and ends its
     /// followers; returns it if it was loaded.
     pub(super) fn unload(&self, id: &str) -> Option<Arc<Txn>> {
-        let txn = write(&self.txns).remove(id)?;
+        let mut txns = write(&self.txns);
+        write(&self.finished).remove(id);
+        let txn = txns.remove(id)?;
         txn.mark_removed();
         Some(txn)
     }
@@ -339,9 +446,10 @@ impl Module {
         Ok(format!("module {}: FSM reloaded", self.name))
     }
 
-    /// How many transactions are loaded.
+    /// How many transactions are served (loaded or kept as summaries).
     pub fn count(&self) -> usize {
-        read(&self.txns).len()
+        let txns = read(&self.txns);
+        txns.len() + read(&self.finished).len()
     }
 
     /// The transaction `id`, or the active one when `id` is empty.
@@ -401,18 +509,47 @@ impl Module {
         }
     }
 
-    /// All loaded transactions, oldest first, optionally of one stage.
-    pub fn list(&self, stage: Option<&str>) -> Vec<Arc<Txn>> {
-        let mut txns: Vec<Arc<Txn>> = read(&self.txns)
+    /// All served transactions, oldest first, optionally of one stage.
+    pub fn list(&self, stage: Option<&str>) -> Vec<Listed> {
+        let txns = read(&self.txns);
+        let finished = read(&self.finished);
+        let mut listed: Vec<Listed> = txns
             .values()
-            .filter(|t| stage.is_none_or(|s| t.state().stage == s))
-            .cloned()
+            .map(|t| Listed {
+                id: t.id.clone(),
+                summary: Summary::of(&t.state()),
+                txn: Some(t.clone()),
+            })
+            .chain(finished.iter().map(|(id, summary)| Listed {
+                id: id.to_string(),
+                summary: summary.clone(),
+                txn: None,
+            }))
+            .filter(|l| stage.is_none_or(|s| l.summary.stage() == s))
             .collect();
-        txns.sort_by_cached_key(|t| {
-            let s = t.state();
-            (s.created.clone(), s.txn_id.clone())
-        });
-        txns
+        drop((txns, finished));
+        listed.sort_by(|a, b| (a.summary.created(), &a.id).cmp(&(b.summary.created(), &b.id)));
+        listed
+    }
+
+    /// The whole state of a listed transaction. A finished one kept as a
+    /// summary is read from its `state.json` when that still matches the
+    /// summary, so listing a big history does not load it; otherwise it is
+    /// loaded (and so recovered).
+    pub fn listed_state(&self, listed: &Listed) -> Result<Arc<state::State>> {
+        if let Some(t) = &listed.txn {
+            return Ok(t.state());
+        }
+        let id = &listed.id;
+        let path = self.txns_dir.join(id).join(STATE_FILE);
+        let on_disk = fsio::read_file(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<state::State>(&b).ok())
+            .filter(|s| Summary::of(s) == listed.summary);
+        match on_disk {
+            Some(s) => Ok(Arc::new(s)),
+            None => Ok(self.txn(id)?.state()),
+        }
     }
 
     /// Tells watchers what a mutation changed.
@@ -445,9 +582,13 @@ impl Module {
     /// two creations never share an id.
     pub fn create(&self, new: &NewTxn, client: &Client) -> Result<Arc<Txn>> {
         let _guard = lock(&self.module_lock);
-        if let Some(rid) = &new.request_id
-            && let Some(id) = lock(&self.create_requests).get(rid).cloned()
-        {
+        let created = new
+            .request_id
+            .as_ref()
+            .and_then(|rid| lock(&self.create_requests).get(rid).cloned());
+        if let Some(id) = created {
+            // Loading it (if it is kept as a summary) records its request
+            // id again, so the map's lock must be free here.
             return self.txn(&id);
         }
         let now = Utc::now();

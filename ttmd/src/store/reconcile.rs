@@ -217,8 +217,10 @@ fn rescan(store: &Store, w: &mut Watches) {
     pick_up_modules(store);
     for m in store.modules() {
         let on_disk: HashSet<String> = m.ids_on_disk().into_iter().collect();
-        let loaded: HashSet<String> = m.loaded_ids().into_iter().collect();
-        for id in on_disk.symmetric_difference(&loaded) {
+        for id in on_disk.iter().filter(|id| !m.knows(id)) {
+            m.reconcile_dir(id);
+        }
+        for id in m.served_ids().iter().filter(|id| !on_disk.contains(*id)) {
             m.reconcile_dir(id);
         }
         for id in m.loaded_ids() {
@@ -293,14 +295,16 @@ fn adopt_module(store: &Store, w: &mut Watches, settling: &mut Settling, module:
         return;
     };
     w.add(&m.txns_dir);
-    let loaded: HashSet<String> = m.loaded_ids().into_iter().collect();
     for id in m.ids_on_disk() {
-        w.add(&m.txns_dir.join(&id));
-        if !loaded.contains(&id) {
+        if m.is_loaded(&id) {
+            w.add(&m.txns_dir.join(&id));
+            if let Ok(t) = m.txn(&id) {
+                // Changes made before the watch existed.
+                reconcile_files(&t);
+            }
+        } else if !m.knows(&id) {
+            w.add(&m.txns_dir.join(&id));
             settling.insert((module.to_string(), id), std::time::Instant::now());
-        } else if let Ok(t) = m.txn(&id) {
-            // Changes made before the watch existed.
-            reconcile_files(&t);
         }
     }
 }
@@ -338,8 +342,12 @@ fn handle(store: &Store, w: &mut Watches, settling: &mut Settling, path: &Path) 
             let dir = m.txns_dir.join(&name);
             let present = std::fs::symlink_metadata(&dir).is_ok_and(|md| md.is_dir());
             if present {
+                if m.knows(&name) && !m.is_loaded(&name) {
+                    // Finished and kept as a summary: nothing to look at.
+                    return;
+                }
                 w.add(&dir);
-                if !m.loaded_ids().contains(&name) {
+                if !m.knows(&name) {
                     // New (or quarantined): load it once it has settled.
                     settling.insert((m.name.clone(), name), std::time::Instant::now());
                 } else if let Ok(t) = m.txn(&name) {
@@ -359,7 +367,7 @@ fn handle(store: &Store, w: &mut Watches, settling: &mut Settling, path: &Path) 
             let Some(id) = parent.file_name().map(|n| n.to_string_lossy().into_owned()) else {
                 return;
             };
-            if !m.loaded_ids().contains(&id) {
+            if !m.knows(&id) {
                 // Still arriving (or quarantined and being fixed): wait for
                 // it to settle, then try to load it again.
                 settling.insert((m.name.clone(), id), std::time::Instant::now());

@@ -6,15 +6,14 @@
 use std::fs;
 use std::io;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use chrono::Utc;
 use serde_json::Value;
 
 use super::fsio;
-use super::module::{Change, ChangeKind, Module};
-use super::txn::{self, STATE_FILE, Txn};
-use crate::core::{Error, Result, id, state};
+use super::module::{Change, ChangeKind, Listed, Module};
+use super::txn::{self, STATE_FILE};
+use crate::core::{Error, Result, fsm, id, state};
 
 /// The directory, beside `txns/`, holding archived transactions.
 pub const ARCHIVE_DIR: &str = "archive";
@@ -46,37 +45,36 @@ impl Module {
         let _guard = self.exclusive();
         let now = Utc::now();
         let active = self.active_id()?;
-        let chosen: Vec<Arc<Txn>> = self
+        let chosen: Vec<Listed> = self
             .list(stage)
             .into_iter()
-            .filter(|t| {
-                let s = t.state();
-                s.is_terminal()
-                    && active.as_deref() != Some(t.id.as_str())
-                    && age_secs(&s.last_checkpoint, now).is_some_and(|a| a >= older_than)
+            .filter(|l| {
+                fsm::is_terminal(l.summary.stage())
+                    && active.as_deref() != Some(l.id.as_str())
+                    && age_secs(l.summary.last_checkpoint(), now).is_some_and(|a| a >= older_than)
             })
             .collect();
         if !apply {
-            return Ok(chosen.iter().map(|t| t.id.clone()).collect());
+            return Ok(chosen.into_iter().map(|l| l.id).collect());
         }
         let archive = self.archive_dir();
         fsio::ensure_dir(&archive)?;
         let mut moved = Vec::new();
-        for t in chosen {
-            let to = archive.join(&t.id);
-            txn::rename_noreplace(&t.dir, &to).map_err(|e| Error::io("archiving", &t.dir, e))?;
-            self.unload(&t.id);
-            tracing::info!(module = %self.name, txn = %t.id, to = %to.display(), "archived");
-            let s = t.state();
+        for l in chosen {
+            let from = self.txns_dir.join(&l.id);
+            let to = archive.join(&l.id);
+            txn::rename_noreplace(&from, &to).map_err(|e| Error::io("archiving", &from, e))?;
+            self.unload(&l.id);
+            tracing::info!(module = %self.name, txn = %l.id, to = %to.display(), "archived");
             self.tell(Change {
                 kind: ChangeKind::Archived,
-                txn_id: t.id.clone(),
-                from: s.stage.clone(),
+                txn_id: l.id.clone(),
+                from: l.summary.stage().to_string(),
                 to: String::new(),
-                seq: s.seq,
+                seq: l.summary.seq,
                 ts: state::timestamp(now),
             });
-            moved.push(t.id.clone());
+            moved.push(l.id);
         }
         fsio::sync_dir(&self.txns_dir, self.durability())?;
         fsio::sync_dir(&archive, self.durability())?;

@@ -567,3 +567,119 @@ fn followers_seek_near_their_start_instead_of_scanning() {
     );
     assert_eq!(t.seek(3), (0, 1));
 }
+
+/// A committed transaction made through the store, its directory, and the
+/// request id its creation carried.
+fn finished_txn(root: &Path, rid: Option<&str>) -> (String, std::path::PathBuf) {
+    let store = open(root);
+    let m = store.module("ttm", true).unwrap();
+    let mut new = new_txn("finished");
+    new.request_id = rid.map(str::to_string);
+    let t = m.create(&new, &None).unwrap();
+    user_event(&t, "progress");
+    t.mutate(&Guards::default(), &None, |_, _| {
+        Ok(Body::Commit {
+            from: "NEW".into(),
+            duration_ms: 5,
+        })
+    })
+    .unwrap();
+    (t.id.clone(), t.dir.clone())
+}
+
+#[test]
+fn only_a_finished_transaction_whose_files_agree_is_probed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (id, dir) = finished_txn(tmp.path(), Some("make-it-once"));
+    let (summary, rid) = txn::probe_finished(&dir).expect("a clean finished transaction");
+    assert_eq!((summary.txn_id(), summary.stage()), (id.as_str(), "DONE"));
+    assert_eq!(summary.seq, 4);
+    assert_eq!(rid.as_deref(), Some("make-it-once"));
+
+    let log = fs::read(dir.join(EVENTS_FILE)).unwrap();
+    let state = fs::read(dir.join(STATE_FILE)).unwrap();
+    let text = String::from_utf8(state.clone()).unwrap();
+    let damaged: [(&str, Vec<u8>, Vec<u8>); 6] = [
+        (
+            "live per state.json",
+            log.clone(),
+            text.replace("\"DONE\"", "\"EXECUTE\"").into(),
+        ),
+        (
+            "state.json behind",
+            log.clone(),
+            text.replace("\"seq\": 4", "\"seq\": 3").into(),
+        ),
+        ("torn tail", [&log[..], b"{\"ts\""].concat(), state.clone()),
+        (
+            "foreign line last",
+            [&log[..], b"{\"event\":\"bash.note\"}\n"].concat(),
+            text.replace("\"seq\": 4", "\"seq\": 5").into(),
+        ),
+        ("no state.json", log.clone(), Vec::new()),
+        (
+            "stage edited to FAIL",
+            log.clone(),
+            text.replace("\"DONE\"", "\"FAIL\"").into(),
+        ),
+    ];
+    for (how, log_bytes, state_bytes) in damaged {
+        fs::write(dir.join(EVENTS_FILE), &log_bytes).unwrap();
+        fs::write(dir.join(STATE_FILE), &state_bytes).unwrap();
+        assert!(txn::probe_finished(&dir).is_none(), "{how}: trusted");
+    }
+}
+
+#[test]
+fn finished_transactions_are_summaries_until_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (id, dir) = finished_txn(tmp.path(), Some("rid-1"));
+    let store = open(tmp.path());
+    let m = store.module("ttm", false).unwrap();
+    assert!(m.knows(&id) && !m.is_loaded(&id), "loaded at start");
+    assert_eq!(m.count(), 1);
+    let listed = m.list(None);
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].txn.is_none());
+    assert_eq!(
+        *m.listed_state(&listed[0]).unwrap(),
+        serde_json::from_slice::<State>(&fs::read(dir.join(STATE_FILE)).unwrap()).unwrap()
+    );
+    // A retried creation finds it without loading anything else.
+    let again = m.create(
+        &NewTxn {
+            request_id: Some("rid-1".into()),
+            ..new_txn("finished")
+        },
+        &None,
+    );
+    assert_eq!(again.unwrap().id, id);
+    assert!(m.is_loaded(&id));
+    // Loaded while used; let go by the checkpoint once nobody holds it.
+    let held = m.txn(&id).unwrap();
+    m.checkpoint();
+    assert!(m.is_loaded(&id), "evicted while held");
+    drop(held);
+    m.checkpoint();
+    assert!(!m.is_loaded(&id) && m.knows(&id));
+    assert_eq!(m.list(Some("DONE")).len(), 1);
+    // Removed by hand: forgotten and announced.
+    let mut changes = store.watch("ttm").unwrap();
+    fs::remove_dir_all(&dir).unwrap();
+    m.reconcile_dir(&id);
+    assert!(!m.knows(&id));
+    let change = changes.try_recv().unwrap();
+    assert_eq!(change.kind, module::ChangeKind::Removed);
+    assert_eq!(change.from, "DONE");
+    assert!(m.list(None).is_empty());
+}
+
+#[test]
+fn a_live_transaction_is_never_let_go() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let m = store.module("ttm", true).unwrap();
+    let id = m.create(&new_txn("live"), &None).unwrap().id.clone();
+    m.checkpoint();
+    assert!(m.is_loaded(&id));
+}

@@ -14,7 +14,9 @@ use tokio::sync::watch;
 
 use crate::core::ctx::{self, Entry};
 use crate::core::event::{Body, Meta};
+use crate::core::fsm::{DONE, FAIL};
 use crate::core::state::{self, State};
+use crate::core::summary::Summary;
 use crate::core::{Error, Result};
 use crate::store::fsio::{self, Durability};
 use crate::store::log::{self, Line};
@@ -171,6 +173,49 @@ fn fold_lines(lines: &[Line], module: &str) -> Result<State, state::FoldError> {
             .map(|l| (l.seq, l.object.as_ref().unwrap_or(empty()))),
         module,
     )
+}
+
+/// A finished transaction read without loading it: its summary and the
+/// request id its creation carried. Only a transaction whose files agree is
+/// trusted this way: `state.json` parses and is DONE or FAIL, the log ends in
+/// a newline, has exactly `seq` lines, and its last line is the commit or
+/// failure that made that stage. Anything else (live, torn, stale, edited,
+/// foreign lines last) gives `None`, and the caller loads it fully, which
+/// recovers it.
+pub fn probe_finished(dir: &Path) -> Option<(Summary, Option<String>)> {
+    let state: State =
+        serde_json::from_slice(&fsio::read_file(&dir.join(STATE_FILE)).ok()?).ok()?;
+    let made_by = match state.stage.as_str() {
+        DONE => "txn_commit",
+        FAIL => "txn_fail",
+        _ => return None,
+    };
+    let log = fsio::read_file(&dir.join(EVENTS_FILE)).ok()?;
+    let body = log.strip_suffix(b"\n")?;
+    let lines = log.iter().filter(|&&b| b == b'\n').count() as u64;
+    if lines != state.seq {
+        return None;
+    }
+    let last_start = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let last: Map<String, Value> = serde_json::from_slice(&body[last_start..]).ok()?;
+    if last.get("event").and_then(Value::as_str) != Some(made_by)
+        || last.get("seq").and_then(Value::as_u64) != Some(state.seq)
+    {
+        return None;
+    }
+    let first = &body[..body.iter().position(|&b| b == b'\n').unwrap_or(body.len())];
+    // Most creations carry no request id: parse the first line only if it
+    // can hold one.
+    let create_request = if first.windows(12).any(|w| w == b"\"request_id\"") {
+        serde_json::from_slice::<Map<String, Value>>(first)
+            .ok()?
+            .get("request_id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    } else {
+        None
+    };
+    Some((Summary::of(&state), create_request))
 }
 
 impl Txn {
@@ -536,6 +581,22 @@ impl Txn {
                 (o, s)
             }
         }
+    }
+
+    /// The summary to keep instead of this transaction, if it is finished
+    /// and settled: DONE or FAIL, its log closed, its view synced, no sync
+    /// running. The caller makes sure nobody else holds it.
+    pub fn settled_summary(&self) -> Option<Summary> {
+        use std::sync::atomic::Ordering;
+        if self.is_removed() || self.view_dirty.load(Ordering::Acquire) {
+            return None;
+        }
+        let inner = self.inner.try_lock().ok()?;
+        let syncing = self.syncing.try_lock().ok().is_none_or(|s| *s);
+        if syncing || inner.log.is_some() || !inner.state.is_terminal() {
+            return None;
+        }
+        Some(Summary::of(&inner.state))
     }
 
     /// Whether the directory was removed from the tree while loaded.

@@ -88,6 +88,7 @@ async fn module_once(
     let request = ListRequest {
         module: module.to_owned(),
         stage: String::new(),
+        brief: true,
     };
     let list = daemon.call(async move |c| c.list(request).await).await?;
     let latest: Vec<(String, u64)> = list

@@ -45,6 +45,7 @@ pub async fn top(ctx: &mut Ctx) -> Result<(), Failure> {
     let request = ListRequest {
         module: ctx.module.clone(),
         stage: String::new(),
+        brief: true,
     };
     daemon.call(async move |c| c.list(request).await).await?;
 
