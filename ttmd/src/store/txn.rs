@@ -313,13 +313,18 @@ impl Txn {
             )),
         }
         if write_state {
+            // Like any view a write replaces (unsynced unless strict): the
+            // checkpoint syncs it, a crash before then rebuilds it. A first start
+            // on a tree without views (a bash tree, a generated one) then
+            // costs no fsync per transaction.
             fsio::atomic_write(
                 dir,
                 STATE_FILE,
                 folded.to_pretty_json().as_bytes(),
-                durability,
+                durability.for_view(),
             )?;
         }
+        let view_dirty = write_state && durability == Durability::Fsync;
 
         let create_request = lines
             .first()
@@ -368,7 +373,7 @@ impl Txn {
             synced: Condvar::new(),
             view: Mutex::new(()),
             removed: std::sync::atomic::AtomicBool::new(false),
-            view_dirty: std::sync::atomic::AtomicBool::new(false),
+            view_dirty: std::sync::atomic::AtomicBool::new(view_dirty),
             marks: Mutex::new(marks),
         };
         Ok((txn, repairs))
