@@ -34,10 +34,10 @@ bl_transition() { # dir stage
 }
 
 bl_add_ctx() { # dir file desc
-  local dir=$1 file=$2 desc=$3 n last name digest
+  local dir=$1 file=$2 desc=$3 n last name digest base=${2##*/}
   last=$(ls "$dir/ctx" | grep -E '^[0-9]+_' | sed 's/_.*//' | sort -n | tail -1)
   n=$(( last < 100 ? 100 : last + 10 ))
-  name="${n}_${desc}.${file#*.}"
+  name="${n}_${desc}.${base#*.}"
   cp "$file" "$dir/ctx/$name"
   digest=$(cat "$dir"/ctx/* | sha256sum | cut -d' ' -f1)
   jq --arg d "$digest" '.ctx_digest=$d' "$dir/state.json" > "$dir/state.json.tmp" &&
