@@ -221,6 +221,8 @@ impl Module {
                     "quarantined: cannot load this transaction; it is listed as quarantined, \
                      not served, and left as it is");
                 lock(&self.quarantined).insert(id.to_string(), e.to_string());
+                // Not served any more, not even as a summary.
+                write(&self.finished).remove(id);
                 return Err(Error::FailedPrecondition(format!(
                     "transaction {id} is quarantined: {e}"
                 )));
@@ -261,6 +263,7 @@ impl Module {
             write(&self.finished).remove(id)
         };
         if let Some(gone) = gone {
+            lock(&self.quarantined).remove(id);
             tracing::warn!(module = %self.name, txn = %id,
                 "a finished transaction was removed from the tree");
             let _ = self.changes.send(Change {

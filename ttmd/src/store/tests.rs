@@ -683,3 +683,16 @@ fn a_live_transaction_is_never_let_go() {
     m.checkpoint();
     assert!(m.is_loaded(&id));
 }
+
+#[test]
+fn a_summary_whose_files_broke_since_start_is_quarantined_not_listed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (id, dir) = finished_txn(tmp.path(), None);
+    let store = open(tmp.path());
+    let m = store.module("ttm", false).unwrap();
+    assert!(m.knows(&id) && !m.is_loaded(&id));
+    fs::write(dir.join(EVENTS_FILE), b"{\"event\":\"progress\"}\n").unwrap();
+    assert!(m.txn(&id).is_err());
+    assert!(m.list(None).is_empty(), "still listed as finished");
+    assert!(m.quarantined().contains_key(&id));
+}
