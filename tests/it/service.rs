@@ -398,3 +398,26 @@ fn ttmctl_daemon_status_and_stop() {
     assert!(!d.socket.exists());
     d.ctl(&["daemon", "status"]).expect_code(7);
 }
+
+/// Every durability setting ttmd documents (`--help`, README) starts and
+/// serves a whole lifecycle, and what it wrote survives a restart.
+#[test]
+fn every_documented_durability_serves_a_lifecycle() {
+    for durability in ["fsync", "strict", "none"] {
+        let mut d = Daemon::start_with_args(&["--durability", durability]);
+        let s = d.ctl(&["--json", "daemon", "status"]).json();
+        assert_eq!(s["durability"], durability);
+        let id = d.create(durability);
+        d.ctl_stdin(&["ctx", "add", "-", "log"], b"evidence\n").ok();
+        d.ctl(&["transition", "EXECUTE"]).ok();
+        d.ctl(&["commit"]).ok();
+        d.restart();
+        assert_eq!(
+            d.ctl(&["--json", "state", "-t", &id]).json()["stage"],
+            "DONE"
+        );
+        let dir = d.txn_dir("ttm", &id);
+        assert_eq!(ttm_tests::check_log(&dir).len(), 5, "{durability}");
+        d.assert_state_is_fold("ttm", &id);
+    }
+}

@@ -464,9 +464,10 @@ fn parse_file(text: &str, path: &Path) -> Result<File> {
 pub fn parse_durability(text: &str) -> Result<Durability, String> {
     match text {
         "fsync" => Ok(Durability::Fsync),
+        "strict" => Ok(Durability::Strict),
         "none" => Ok(Durability::None),
         other => Err(format!(
-            "durability must be \"fsync\" or \"none\", not {other:?}"
+            "durability must be \"fsync\", \"strict\" or \"none\", not {other:?}"
         )),
     }
 }
@@ -516,6 +517,9 @@ mod tests {
         c.set("access.uids", "1,2, 3").unwrap();
         c.set("modules", "rag=/srv/rag,deploy=/d").unwrap();
         c.set("limits.payload", "10").unwrap();
+        c.set("durability", "strict").unwrap();
+        assert_eq!(c.durability, Durability::Strict);
+        assert!(c.set("durability", "sometimes").is_err());
         assert_eq!(c.access.uids, [1, 2, 3]);
         assert_eq!(c.module_dirs.len(), 2);
         assert_eq!(c.limits.payload, 10);

@@ -893,7 +893,7 @@ async fn receive_file(
     file.flush()
         .await
         .map_err(|e| to_status(Error::io("writing", temp, e)))?;
-    if durability == Durability::Fsync {
+    if durability.syncs() {
         file.sync_all()
             .await
             .map_err(|e| to_status(Error::io("syncing", temp, e)))?;

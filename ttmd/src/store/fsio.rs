@@ -32,8 +32,15 @@ pub enum Durability {
 }
 
 impl Durability {
-    fn syncs(self) -> bool {
+    /// Whether the log and evidence are synced before an answer.
+    pub fn syncs(self) -> bool {
         self != Durability::None
+    }
+
+    /// Whether a replaced `state.json` is left for the checkpoint to sync
+    /// (`fsync`), rather than synced at once (`strict`) or never (`none`).
+    pub fn defers_view_sync(self) -> bool {
+        self == Durability::Fsync
     }
 
     /// How a `state.json` replacement is written under this setting.

@@ -63,7 +63,7 @@ pub fn append(
     path: &Path,
 ) -> Result<()> {
     let result = file.write_all(line.as_bytes()).and_then(|()| {
-        if durability == Durability::Fsync {
+        if durability.syncs() {
             file.sync_data()
         } else {
             Ok(())

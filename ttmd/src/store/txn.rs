@@ -324,7 +324,7 @@ impl Txn {
                 durability.for_view(),
             )?;
         }
-        let view_dirty = write_state && durability == Durability::Fsync;
+        let view_dirty = write_state && durability.defers_view_sync();
 
         let create_request = lines
             .first()
@@ -857,7 +857,7 @@ impl Txn {
         // duplicate retry.
         let _view = lock(&self.view);
         let view = self.durability.for_view();
-        if view != self.durability {
+        if self.durability.defers_view_sync() {
             self.view_dirty
                 .store(true, std::sync::atomic::Ordering::Release);
         }
