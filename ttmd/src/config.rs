@@ -45,6 +45,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Where each setting came from, for `--print-config`.
     pub sources: BTreeMap<&'static str, Source>,
+    /// The flags and environment given at start, which a reload applies
+    /// over the re-read file again.
+    pub overrides: Overrides,
 }
 
 /// Size limits; each refusal names the limit it hit.
@@ -157,6 +160,7 @@ impl Config {
             reload_on_sighup: false,
             shutdown_grace: Duration::from_secs(10),
             sources: BTreeMap::new(),
+            overrides: Overrides::default(),
         }
     }
 
@@ -171,13 +175,23 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => None,
             Err(e) => return Err(Error::io("reading config file", &path, e)),
         };
+        Config::assemble(root, path, file, overrides)
+    }
+
+    /// Defaults, then `file` (read from `path`), then `overrides`.
+    fn assemble(
+        root: PathBuf,
+        path: PathBuf,
+        file: Option<File>,
+        overrides: &Overrides,
+    ) -> Result<Config> {
         let socket = ttm_proto::paths::default_socket(&root);
         let mut c = Config::new(root, socket);
         c.config_path = Some(path.clone());
-        let src = Source::File(path.clone());
+        c.overrides = overrides.clone();
         if let Some(f) = file {
             c.config_file = Some(path.clone());
-            c.apply_file(f, &src)?;
+            c.apply_file(f, &Source::File(path))?;
         }
         for (key, value, source) in &overrides.settings {
             c.set(key, value)
@@ -294,10 +308,11 @@ impl Config {
 
     /// Re-reads the config file for a reload: returns the new config with
     /// the settings that can change while running (limits, access,
-    /// heartbeat, shutdown grace) taken from the file, and a line for each
-    /// setting that changed but needs a restart.
+    /// heartbeat, shutdown grace) taken from the file and then, as at
+    /// start, from the flags and environment; and a line for each setting
+    /// that changed but needs a restart.
     pub fn reloaded(&self) -> Result<(Config, Vec<String>)> {
-        let Some(path) = self.config_path.as_ref().or(self.config_file.as_ref()) else {
+        let Some(path) = self.config_path.as_ref() else {
             return Ok((self.clone(), Vec::new()));
         };
         let text = match std::fs::read_to_string(path) {
@@ -308,8 +323,7 @@ impl Config {
             Err(e) => return Err(Error::io("reading config file", path, e)),
         };
         let file = parse_file(&text, path)?;
-        let mut fresh = Config::new(self.root.clone(), self.socket.clone());
-        fresh.apply_file(file, &Source::File(path.clone()))?;
+        let fresh = Config::assemble(self.root.clone(), path.clone(), Some(file), &self.overrides)?;
         let mut next = self.clone();
         next.config_file = Some(path.clone());
         next.limits = fresh.limits;
@@ -509,6 +523,36 @@ mod tests {
         assert_eq!(c.durability, Durability::Fsync);
         assert_eq!(c.sources["durability"], Source::Flag);
         assert!(c.describe().contains("durability") && c.describe().contains("(flag)"));
+    }
+
+    #[test]
+    fn a_reload_keeps_flags_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        std::fs::write(root.join(CONFIG_FILE), "[limits]\npayload = 100\n").unwrap();
+        let flags = Overrides {
+            settings: vec![
+                ("limits.payload", "10".into(), Source::Flag),
+                ("access.uids", "4242".into(), Source::Env("TTM_ALLOW_UIDS")),
+            ],
+            ..Default::default()
+        };
+        let c = Config::load(root.clone(), &flags).unwrap();
+        assert_eq!(
+            (c.limits.payload, c.access.uids.as_slice()),
+            (10, &[4242][..])
+        );
+        std::fs::write(
+            root.join(CONFIG_FILE),
+            "heartbeat_secs = 4\n[limits]\npayload = 200\ndescription = 7\n",
+        )
+        .unwrap();
+        let (next, notes) = c.reloaded().unwrap();
+        assert_eq!(next.limits.payload, 10, "the flag lost to the file");
+        assert_eq!(next.access.uids, [4242], "the environment lost to the file");
+        assert_eq!(next.limits.description, 7);
+        assert_eq!(next.heartbeat, Duration::from_secs(4));
+        assert!(notes.is_empty(), "{notes:?}");
     }
 
     #[test]
