@@ -696,3 +696,42 @@ fn a_summary_whose_files_broke_since_start_is_quarantined_not_listed() {
     assert!(m.list(None).is_empty(), "still listed as finished");
     assert!(m.quarantined().contains_key(&id));
 }
+
+#[test]
+fn a_foreign_fragment_ended_by_a_write_is_folded_like_any_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let m = store.module("ttm", true).unwrap();
+    let t = m.create(&new_txn("t"), &None).unwrap();
+    let mut log = fs::OpenOptions::new()
+        .append(true)
+        .open(t.dir.join(EVENTS_FILE))
+        .unwrap();
+    // A bash `printf` without its newline, then a write of ours.
+    log.write_all(
+        br#"{"ts":"2026-11-26T00:00:00.000Z","event":"state_updated","patch":{"owner":"bash"}}"#,
+    )
+    .unwrap();
+    drop(log);
+    let seq = user_event(&t, "after");
+    let text = fs::read_to_string(t.dir.join(EVENTS_FILE)).unwrap();
+    assert_eq!(text.lines().count() as u64, seq);
+    assert!(text.contains("{\"owner\":\"bash\"}}\n"), "{text}");
+    assert_eq!(
+        t.state().extra.get("owner"),
+        Some(&serde_json::json!("bash"))
+    );
+    assert_eq!(disk_state(&t), *t.state());
+    // The fold of the file agrees: a fresh load changes nothing.
+    let id = t.id.clone();
+    drop((t, m, store));
+    let again = open(tmp.path())
+        .module("ttm", false)
+        .unwrap()
+        .txn(&id)
+        .unwrap();
+    assert_eq!(
+        again.state().extra.get("owner"),
+        Some(&serde_json::json!("bash"))
+    );
+}

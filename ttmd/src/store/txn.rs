@@ -748,11 +748,15 @@ impl Txn {
         if end < size && end_fragment {
             // A foreign line without its newline: end it, or our line would
             // be glued onto it.
+            // Ending it makes it a line like any other, folded as such (the
+            // sync comes with the mutation's own).
             let log = inner.log_file(&path)?;
-            log::append(log, size, "\n", self.durability, &path)?;
-            self.mark(inner.state.seq + 1, end);
+            log::append(log, size, "\n", Durability::None, &path)?;
             let next = inner.state.seq + 1;
-            Arc::make_mut(&mut inner.state).apply(next, empty());
+            let (ended, _) = self.read_lines(end, size + 1, next)?;
+            self.mark(next, end);
+            let object = ended.first().and_then(|l| l.object.as_ref());
+            Arc::make_mut(&mut inner.state).apply(next, object.unwrap_or(empty()));
             inner.len = size + 1;
         } else {
             inner.len = end;
