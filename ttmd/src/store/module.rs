@@ -728,9 +728,17 @@ impl Module {
     pub fn activate(&self, id: &str, guards: &Guards, client: &Client) -> Result<Outcome> {
         let txn = self.txn(id)?;
         let _guard = lock(&self.module_lock);
-        let state = txn.state();
-        if state.is_terminal() {
-            txn::check_guards(&state, guards)?;
+        // Whether it is finished is decided under the transaction's lock,
+        // where a commit still waiting for its sync is already seen.
+        let mut finished = None;
+        let made = txn.mutate(guards, client, |s, _| {
+            if s.is_terminal() {
+                finished = Some(Arc::new(s.clone()));
+                return Err(Error::FailedPrecondition("finished".into()));
+            }
+            Ok(Body::Activated)
+        });
+        if let Some(state) = finished {
             // A finished transaction may be made active to look at it (a
             // RAG flow_resume of a finished flow); its log is final, so
             // only the pointer moves.
@@ -749,7 +757,7 @@ impl Module {
                 replayed: false,
             });
         }
-        let outcome = txn.mutate(guards, client, |_, _| Ok(Body::Activated))?;
+        let outcome = made?;
         if !outcome.replayed {
             self.point_active(&txn.id)?;
             self.announce(&outcome);

@@ -735,3 +735,36 @@ fn a_foreign_fragment_ended_by_a_write_is_folded_like_any_line() {
         Some(&serde_json::json!("bash"))
     );
 }
+
+/// An activation racing a commit never logs `activated` after the commit:
+/// whether the transaction is finished is decided under its lock, not from
+/// the snapshot readers see (which waits for the commit's sync).
+#[test]
+fn an_activation_racing_a_commit_never_writes_after_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), Durability::Fsync, Default::default()).unwrap();
+    let m = store.module("ttm", true).unwrap();
+    for round in 0..40 {
+        let mut new = new_txn("race");
+        new.activate = false;
+        let t = m.create(&new, &None).unwrap();
+        let barrier = std::sync::Barrier::new(2);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                barrier.wait();
+                t.mutate(&Guards::default(), &None, |_, _| {
+                    Ok(Body::Commit {
+                        from: "NEW".into(),
+                        duration_ms: 1,
+                    })
+                })
+                .unwrap();
+            });
+            barrier.wait();
+            m.activate(&t.id, &Guards::default(), &None).unwrap();
+        });
+        let log = fs::read_to_string(t.dir.join(EVENTS_FILE)).unwrap();
+        let last = log.lines().last().unwrap();
+        assert!(last.contains("\"txn_commit\""), "round {round}: {log}");
+    }
+}
