@@ -63,7 +63,20 @@ impl Module {
         for l in chosen {
             let from = self.txns_dir.join(&l.id);
             let to = archive.join(&l.id);
-            txn::rename_noreplace(&from, &to).map_err(|e| Error::io("archiving", &from, e))?;
+            let rename =
+                || txn::rename_noreplace(&from, &to).map_err(|e| Error::io("archiving", &from, e));
+            match &l.txn {
+                // A retry may have brought it back since it was chosen: move
+                // it only while its lock shows it still finished (a retry
+                // waiting on that lock then finds its log gone and refuses).
+                Some(t) => match t.while_final(rename) {
+                    Some(done) => done?,
+                    None => continue,
+                },
+                // Not loaded: a retry has to load it first, and then finds
+                // its directory gone.
+                None => rename()?,
+            }
             self.unload(&l.id);
             tracing::info!(module = %self.name, txn = %l.id, to = %to.display(), "archived");
             self.tell(Change {

@@ -768,3 +768,59 @@ fn an_activation_racing_a_commit_never_writes_after_it() {
         assert!(last.contains("\"txn_commit\""), "round {round}: {log}");
     }
 }
+
+/// Archiving racing a retry never moves a transaction that came back to
+/// life: either the retry wins and it stays, or the archive wins and the
+/// retry is refused.
+#[test]
+fn archiving_racing_a_retry_never_archives_a_live_transaction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), Durability::Fsync, Default::default()).unwrap();
+    let m = store.module("ttm", true).unwrap();
+    let (mut archived, mut retried) = (0, 0);
+    for round in 0..40 {
+        let mut new = new_txn(&format!("race {round}"));
+        new.activate = false;
+        let t = m.create(&new, &None).unwrap();
+        t.mutate(&Guards::default(), &None, |_, _| {
+            Ok(Body::Fail {
+                from: "NEW".into(),
+                error: "boom".into(),
+            })
+        })
+        .unwrap();
+        let barrier = std::sync::Barrier::new(2);
+        let retry = std::thread::scope(|scope| {
+            let retry = scope.spawn(|| {
+                barrier.wait();
+                t.mutate(&Guards::default(), &None, |_, _| {
+                    Ok(Body::Retry {
+                        to: "NEW".into(),
+                        iteration: 2,
+                    })
+                })
+            });
+            barrier.wait();
+            m.archive(0, None, true).unwrap();
+            retry.join().unwrap()
+        });
+        let moved = m.archive_dir().join(&t.id);
+        if moved.is_dir() {
+            archived += 1;
+            let log = fs::read_to_string(moved.join(EVENTS_FILE)).unwrap();
+            assert!(
+                log.lines().last().unwrap().contains("\"txn_fail\""),
+                "round {round}: a live transaction was archived: {log}"
+            );
+            assert!(
+                retry.is_err(),
+                "round {round}: a retry was acknowledged into the archive"
+            );
+        } else {
+            retried += 1;
+            assert!(retry.is_ok(), "round {round}: neither archived nor retried");
+            assert!(m.is_loaded(&t.id));
+        }
+    }
+    assert_eq!(archived + retried, 40);
+}

@@ -604,6 +604,13 @@ impl Txn {
         Some(Summary::of(&inner.state))
     }
 
+    /// Runs `f` while holding the transaction's lock, if it is DONE or FAIL
+    /// under that lock; `None` (and `f` not run) if it is live.
+    pub fn while_final<T>(&self, f: impl FnOnce() -> T) -> Option<T> {
+        let inner = lock(&self.inner);
+        inner.state.is_terminal().then(f)
+    }
+
     /// Whether the directory was removed from the tree while loaded.
     pub fn is_removed(&self) -> bool {
         self.removed.load(std::sync::atomic::Ordering::Acquire)
