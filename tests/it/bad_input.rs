@@ -190,6 +190,43 @@ fn compare_and_set_mismatch_is_aborted() {
     .ok();
 }
 
+/// Bad input is INVALID_ARGUMENT whatever the guards say: a malformed
+/// stage with a stale guard is not an ABORTED race. A bad guard in a ctx
+/// add is refused too (before the file is taken).
+#[test]
+fn malformed_input_beats_a_failing_guard() {
+    let (d, id) = fixture();
+    check(
+        &d,
+        &["transition", "bad stage!", "--expect-seq", "9", "-t", &id],
+        2,
+        &["bad stage!"],
+    );
+    let long_id = "r".repeat(10_000);
+    check(
+        &d,
+        &[
+            "ctx",
+            "add",
+            "-",
+            "log",
+            "--request-id",
+            &long_id,
+            "-t",
+            &id,
+        ],
+        2,
+        &["request id"],
+    );
+    d.ctl(&["fail", "x", "-t", &id]).ok();
+    check(
+        &d,
+        &["retry", "--to", "no/pe", "--expect-seq", "1", "-t", &id],
+        2,
+        &["no/pe"],
+    );
+}
+
 #[test]
 fn ctx_add_of_a_directory_is_refused_with_a_hint() {
     let (d, id) = fixture();

@@ -197,10 +197,16 @@ impl Body {
 
     /// The line as written to the log, newline included.
     pub fn to_line(&self, meta: &Meta) -> String {
-        let mut line = Value::Object(self.to_object(meta)).to_string();
-        line.push('\n');
-        line
+        line(&self.to_object(meta))
     }
+}
+
+/// `object` as one log line: compact JSON and its newline.
+pub fn line(object: &Map<String, Value>) -> String {
+    // Serialising a map cannot fail (its keys are strings).
+    let mut line = serde_json::to_string(object).unwrap_or_default();
+    line.push('\n');
+    line
 }
 
 /// Checks a user event type: `[a-z][a-z0-9_.]{0,63}` and not built in.

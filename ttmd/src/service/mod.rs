@@ -109,6 +109,11 @@ impl TtmService {
             return Ok(());
         };
         let wanted = PathBuf::from(std::ffi::OsStr::from_bytes(&bytes));
+        // Scripts name the tree the way ttmd was started with it: answer
+        // those without touching the file system on every request.
+        if wanted == self.shared.canonical_root || wanted == self.shared.store.root {
+            return Ok(());
+        }
         let wanted = std::fs::canonicalize(&wanted).unwrap_or(wanted);
         if wanted == self.shared.canonical_root {
             return Ok(());
@@ -398,6 +403,8 @@ impl Ttm for TtmService {
         let client = self.caller(&req)?;
         let r = req.into_inner();
         let to = r.stage;
+        // A malformed name is bad input whatever the guards say.
+        fsm::validate_stage_name(&to).map_err(to_status)?;
         let (state, _) = self
             .mutate(r.txn, r.pre, client, true, move |fsm, s, now| {
                 let step = fsm.transition(&s.stage, &to)?;
@@ -478,6 +485,9 @@ impl Ttm for TtmService {
         let client = self.caller(&req)?;
         let r = req.into_inner();
         let to = Some(r.to).filter(|t| !t.is_empty());
+        if let Some(to) = &to {
+            fsm::validate_stage_name(to).map_err(to_status)?;
+        }
         let (state, _) = self
             .mutate(r.txn, r.pre, client, true, move |fsm, s, _| {
                 let to = fsm.retry_target(&s.stage, to.as_deref())?;
@@ -569,20 +579,20 @@ impl Ttm for TtmService {
                 ));
             }
         };
-        // Refuse bad names and unknown or final transactions before taking
-        // any bytes.
+        // Refuse bad names, bad guards and unknown or final transactions
+        // before taking any bytes.
         let this = self.clone();
-        let (h, txn) = blocking(move || {
+        let (h, g, module, txn, temp, file) = blocking(move || {
             ctx::validate_source_name(&header.file_name)?;
             ctx::evidence_name(ctx::FIRST_EVIDENCE, &header.description, &header.file_name)?;
             this.check_payload(&header.description, "the description")?;
-            let (_, txn) = this.txn(header.txn.clone())?;
+            let g = checked_guards(header.pre.clone())?;
+            let (module, txn) = this.txn(header.txn.clone())?;
             txn::refuse_if_terminal(&txn.state())?;
-            Ok((header, txn))
+            let (temp, file) = txn.create_temp_evidence()?;
+            Ok((header, g, module, txn, temp, file))
         })
         .await?;
-        let t = txn.clone();
-        let (temp, file) = blocking(move || t.create_temp_evidence()).await?;
         let config = self.shared.config();
         let received = receive_file(
             &temp,
@@ -602,9 +612,6 @@ impl Ttm for TtmService {
         let this = self.clone();
         let temp2 = temp.clone();
         let result = blocking(move || {
-            let g = checked_guards(h.pre)?;
-            let r = h.txn.unwrap_or_default();
-            let module = this.module(&r.module, false)?;
             let outcome = txn.add_evidence(
                 this.shared.config().limits.ctx_files,
                 &temp2,

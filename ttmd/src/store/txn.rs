@@ -793,8 +793,7 @@ impl Txn {
             client: client.clone(),
         };
         let object = body.to_object(&meta);
-        let mut line = Value::Object(object.clone()).to_string();
-        line.push('\n');
+        let line = crate::core::event::line(&object);
         let path = self.dir.join(EVENTS_FILE);
         let len = inner.len;
         let log = inner.log_file(&path)?;
