@@ -218,13 +218,6 @@ fn malformed_input_beats_a_failing_guard() {
         2,
         &["request id"],
     );
-    d.ctl(&["fail", "x", "-t", &id]).ok();
-    check(
-        &d,
-        &["retry", "--to", "no/pe", "--expect-seq", "1", "-t", &id],
-        2,
-        &["no/pe"],
-    );
 }
 
 #[test]

@@ -485,9 +485,6 @@ impl Ttm for TtmService {
         let client = self.caller(&req)?;
         let r = req.into_inner();
         let to = Some(r.to).filter(|t| !t.is_empty());
-        if let Some(to) = &to {
-            fsm::validate_stage_name(to).map_err(to_status)?;
-        }
         let (state, _) = self
             .mutate(r.txn, r.pre, client, true, move |fsm, s, _| {
                 let to = fsm.retry_target(&s.stage, to.as_deref())?;
