@@ -11,7 +11,7 @@ use tokio::net::UnixStream;
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Channel, Uri};
 use tonic::{Response, Status};
 use ttm_proto::paths::ClientTree;
 use ttm_proto::v1::HelloRequest;
@@ -171,8 +171,7 @@ async fn channel(socket: &Path, first: UnixStream) -> Result<Channel, Failure> {
             Ok::<_, io::Error>(TokioIo::new(stream))
         }
     });
-    // The authority must be `localhost`; the URI is otherwise unused.
-    Endpoint::from_static("http://localhost")
+    ttm_proto::channel::endpoint()
         .connect_with_connector(connector)
         .await
         .map_err(|err| {

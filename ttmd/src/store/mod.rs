@@ -67,12 +67,7 @@ impl Store {
             topology: RwLock::new(topology),
             changes: std::sync::Mutex::new(BTreeMap::new()),
         };
-        let list = fs::read_dir(root).map_err(|e| Error::io("listing", root, e))?;
-        let mut names: Vec<String> = list
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| id::validate_module(n).is_ok() && root.join(n).join("txns").is_dir())
-            .collect();
+        let mut names = store.module_names_on_disk()?;
         names.extend(store.module_dirs.keys().cloned());
         for name in names {
             if let Err(e) = store.module(&name, false) {
@@ -80,6 +75,16 @@ impl Store {
             }
         }
         Ok(store)
+    }
+
+    /// The modules in the root now: valid names with a `txns/` directory.
+    pub fn module_names_on_disk(&self) -> Result<Vec<String>> {
+        let list = fs::read_dir(&self.root).map_err(|e| Error::io("listing", &self.root, e))?;
+        Ok(list
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| id::validate_module(n).is_ok() && self.root.join(n).join("txns").is_dir())
+            .collect())
     }
 
     /// Subscribes to the changes of module `name` (empty: `ttm`), whether

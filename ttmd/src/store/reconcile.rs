@@ -234,14 +234,8 @@ fn rescan(store: &Store, w: &mut Watches) {
 
 /// Loads modules that appeared in the root.
 fn pick_up_modules(store: &Store) {
-    let Ok(list) = std::fs::read_dir(&store.root) else {
-        return;
-    };
-    for entry in list.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if id::validate_module(&name).is_ok() && entry.path().join("txns").is_dir() {
-            let _ = store.module(&name, false);
-        }
+    for name in store.module_names_on_disk().unwrap_or_default() {
+        let _ = store.module(&name, false);
     }
 }
 
