@@ -91,31 +91,6 @@ fn fold_prefix(lines: &[Option<Map<String, Value>>], n: usize, module: &str) -> 
     serde_json::to_value(&state).unwrap()
 }
 
-/// Every path under `root` whose name starts with the daemon's temp prefix.
-fn temp_leftovers(root: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(list) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in list.flatten() {
-            let path = entry.path();
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(".ttmd-tmp-")
-            {
-                found.push(path.clone());
-            }
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(path);
-            }
-        }
-    }
-    found
-}
-
 /// The transaction directories of `module` (not `active`, not temp dirs).
 fn txn_dirs(d: &Daemon, module: &str) -> Vec<PathBuf> {
     let txns = d.root.join(module).join("txns");
@@ -649,7 +624,7 @@ fn kill9_under_load_loses_and_duplicates_nothing() {
                         .any(|t| t.starts_with(&format!("side-{uid}-")))
             })
             .count();
-        let leftovers = temp_leftovers(&d.root);
+        let leftovers = ttm_tests::temp_leftovers(&d.root);
         assert!(
             leftovers.is_empty(),
             "round {round}: temporary files survived the restart: {leftovers:?}"
@@ -984,7 +959,7 @@ fn leftovers_of_interrupted_writes_are_removed_at_start() {
     fs::write(dir.join("ctx/.ttmd-tmp-4242-10-evidence"), vec![7u8; 5000]).unwrap();
     let state = fs::read(dir.join("state.json")).unwrap();
     d.start();
-    let leftovers = temp_leftovers(&d.root);
+    let leftovers = ttm_tests::temp_leftovers(&d.root);
     assert!(leftovers.is_empty(), "not cleaned: {leftovers:?}");
     assert_eq!(fs::read(dir.join("state.json")).unwrap(), state);
     let listed = d.ctl(&["list", "--json"]).json();

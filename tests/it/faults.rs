@@ -187,17 +187,6 @@ fn txns_entries(d: &Daemon) -> Vec<String> {
     names
 }
 
-/// Paths under `root` named like the daemon's temporary files.
-fn temp_leftovers(root: &Path) -> Vec<PathBuf> {
-    snapshot(root)
-        .into_keys()
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(".ttmd-tmp-"))
-        })
-        .collect()
-}
-
 // ------------------------------------------------------------ full disk --
 
 const PAGE: u64 = 4096;
@@ -298,7 +287,7 @@ fn a_full_disk_refuses_writes_cleanly_and_recovers_without_restart() {
         "a failed creation left something in txns/"
     );
     assert_same_tree(&tree, &snapshot(&d.root), "a failed create");
-    assert!(temp_leftovers(&d.root).is_empty());
+    assert!(ttm_tests::temp_leftovers(&d.root).is_empty());
     consistent(d, &id);
 
     fs::remove_file(&filler).unwrap();
@@ -313,7 +302,7 @@ fn a_full_disk_refuses_writes_cleanly_and_recovers_without_restart() {
     assert!(files.contains("100_evidence.bin"), "{files}");
     let other = d.create("after the disk was freed");
     consistent(d, &other);
-    assert!(temp_leftovers(&d.root).is_empty());
+    assert!(ttm_tests::temp_leftovers(&d.root).is_empty());
 }
 
 /// When the log still has room in its last page but nothing else fits, an
@@ -462,7 +451,7 @@ fn a_read_only_tree_refuses_writes_and_recovers_without_restart() {
     consistent(d, &id);
     let other = d.create("after the tree was writable");
     consistent(d, &other);
-    assert!(temp_leftovers(&d.root).is_empty());
+    assert!(ttm_tests::temp_leftovers(&d.root).is_empty());
 }
 
 // ---------------------------------------------------- permission denied --
@@ -534,5 +523,5 @@ fn an_unwritable_tree_refuses_writes_and_recovers_without_restart() {
     consistent(d, &id);
     let other = d.create("after chattr -i");
     consistent(d, &other);
-    assert!(temp_leftovers(&d.root).is_empty());
+    assert!(ttm_tests::temp_leftovers(&d.root).is_empty());
 }

@@ -2,27 +2,12 @@
 
 use std::fs;
 
-use serde_json::Value;
-use ttm_tests::{Daemon, assert_same_tree, check_log, read_json};
+use ttm_tests::{Daemon, assert_same_tree, check_log};
 
-/// RAG's stages and edges (SPEC §11).
-const RAG_FSM: &str = r#"{
-  "stages": ["NEW", "SELECT", "ASSEMBLE", "SUBMIT", "APPLY", "VALIDATE", "FOLD"],
-  "transitions": {
-    "NEW": ["SELECT"],
-    "SELECT": ["ASSEMBLE"],
-    "ASSEMBLE": ["SUBMIT", "SELECT"],
-    "SUBMIT": ["APPLY"],
-    "APPLY": ["VALIDATE", "FOLD"],
-    "VALIDATE": ["DONE", "FOLD"],
-    "FOLD": [{"to": "SUBMIT", "iterate": true}, "DONE"]
-  }
-}
-"#;
-
-fn state(d: &Daemon, module: &str, id: &str) -> Value {
-    read_json(&d.txn_dir(module, id).join("state.json"))
-}
+/// RAG's stages and edges (SPEC §11), as ttmd ships them. The tests below
+/// put them in the `fsm.json` of a module that has no built-in FSM, so
+/// only the file can make them hold.
+const RAG_FSM: &str = include_str!("../../ttmd/fsm/rag.json");
 
 #[test]
 fn backward_is_refused_and_skipping_forward_is_allowed() {
@@ -30,7 +15,7 @@ fn backward_is_refused_and_skipping_forward_is_allowed() {
     let id = d.create("fsm");
     // The bash quick start: NEW → EXECUTE.
     d.ctl(&["transition", "EXECUTE"]).ok();
-    assert_eq!(state(&d, "ttm", &id)["stage"], "EXECUTE");
+    assert_eq!(d.state_json("ttm", &id)["stage"], "EXECUTE");
 
     let before = d.snapshot();
     for back in ["SELECT", "NEW", "EXECUTE"] {
@@ -60,7 +45,7 @@ fn fail_from_every_non_terminal_stage() {
         }
         let message = format!("broke in {stage}: \"quoted\"");
         d.ctl(&["fail", &message, "-t", &id]).ok();
-        let s = state(&d, "ttm", &id);
+        let s = d.state_json("ttm", &id);
         assert_eq!(s["stage"], "FAIL", "from {stage}");
         assert_eq!(s["last_error"], message.as_str(), "from {stage}");
         let events = check_log(&d.txn_dir("ttm", &id));
@@ -89,7 +74,7 @@ fn retry_goes_back_and_counts_iterations() {
     d.ctl(&["transition", "EXECUTE"]).ok();
     d.ctl(&["fail", "first"]).ok();
     d.ctl(&["retry"]).ok();
-    let s = state(&d, "ttm", &id);
+    let s = d.state_json("ttm", &id);
     assert_eq!(s["stage"], "NEW");
     assert_eq!(s["iteration"], 2);
     let events = check_log(&dir);
@@ -102,7 +87,7 @@ fn retry_goes_back_and_counts_iterations() {
     d.ctl(&["retry", "--to", "DONE"]).expect_code(4);
     d.ctl(&["retry", "--to", "NOPE"]).expect_code(4);
     d.ctl(&["retry", "--to", "EXECUTE"]).ok();
-    let s = state(&d, "ttm", &id);
+    let s = d.state_json("ttm", &id);
     assert_eq!(s["stage"], "EXECUTE");
     assert_eq!(s["iteration"], 3);
     let events = check_log(&dir);
@@ -114,11 +99,11 @@ fn retry_goes_back_and_counts_iterations() {
 #[test]
 fn a_module_fsm_json_is_enforced() {
     let mut d = Daemon::with_tree(|root| {
-        fs::create_dir_all(root.join("rag")).unwrap();
-        fs::write(root.join("rag/fsm.json"), RAG_FSM).unwrap();
+        fs::create_dir_all(root.join("flows")).unwrap();
+        fs::write(root.join("flows/fsm.json"), RAG_FSM).unwrap();
     });
     let rag = |args: &[&str]| {
-        let mut all = vec!["-m", "rag"];
+        let mut all = vec!["-m", "flows"];
         all.extend_from_slice(args);
         d.ctl(&all)
     };
@@ -138,15 +123,15 @@ fn a_module_fsm_json_is_enforced() {
     // ASSEMBLE → SELECT is a declared back edge.
     for stage in ["ASSEMBLE", "SELECT", "ASSEMBLE", "SUBMIT", "APPLY", "FOLD"] {
         rag(&["transition", stage]).ok();
-        assert_eq!(state(&d, "rag", &id)["stage"], stage);
-        assert_eq!(state(&d, "rag", &id)["iteration"], 1);
+        assert_eq!(d.state_json("flows", &id)["stage"], stage);
+        assert_eq!(d.state_json("flows", &id)["iteration"], 1);
     }
     // FOLD → SUBMIT iterates.
     rag(&["transition", "SUBMIT"]).ok();
-    let s = state(&d, "rag", &id);
+    let s = d.state_json("flows", &id);
     assert_eq!(s["stage"], "SUBMIT");
     assert_eq!(s["iteration"], 2);
-    let events = check_log(&d.txn_dir("rag", &id));
+    let events = check_log(&d.txn_dir("flows", &id));
     let last = events.last().unwrap();
     assert_eq!(last["event"], "stage_transition");
     assert_eq!(last["from"], "FOLD");
@@ -156,23 +141,23 @@ fn a_module_fsm_json_is_enforced() {
         rag(&["transition", stage]).ok();
     }
     rag(&["transition", "DONE"]).ok();
-    assert_eq!(state(&d, "rag", &id)["stage"], "DONE");
-    assert_eq!(state(&d, "rag", &id)["iteration"], 2);
-    d.assert_state_is_fold("rag", &id);
+    assert_eq!(d.state_json("flows", &id)["stage"], "DONE");
+    assert_eq!(d.state_json("flows", &id)["iteration"], 2);
+    d.assert_state_is_fold("flows", &id);
 }
 
 #[test]
 fn fail_is_reachable_in_a_module_fsm() {
     let d = Daemon::with_tree(|root| {
-        fs::create_dir_all(root.join("rag")).unwrap();
-        fs::write(root.join("rag/fsm.json"), RAG_FSM).unwrap();
+        fs::create_dir_all(root.join("flows")).unwrap();
+        fs::write(root.join("flows/fsm.json"), RAG_FSM).unwrap();
     });
-    let id = d.ctl(&["-m", "rag", "create", "x"]).ok();
-    d.ctl(&["-m", "rag", "transition", "SELECT"]).ok();
-    d.ctl(&["-m", "rag", "fail", "no sources"]).ok();
-    assert_eq!(state(&d, "rag", &id)["stage"], "FAIL");
-    d.ctl(&["-m", "rag", "retry"]).ok();
-    assert_eq!(state(&d, "rag", &id)["stage"], "NEW");
+    let id = d.ctl(&["-m", "flows", "create", "x"]).ok();
+    d.ctl(&["-m", "flows", "transition", "SELECT"]).ok();
+    d.ctl(&["-m", "flows", "fail", "no sources"]).ok();
+    assert_eq!(d.state_json("flows", &id)["stage"], "FAIL");
+    d.ctl(&["-m", "flows", "retry"]).ok();
+    assert_eq!(d.state_json("flows", &id)["stage"], "NEW");
 }
 
 #[test]

@@ -20,21 +20,13 @@ use tonic_reflection::pb::v1 as refl;
 use tonic_reflection::pb::v1alpha as refl_alpha;
 use ttm_tests::{CTL_TIMEOUT, Daemon, check_log, event_types, read_json, run};
 
-/// The repository's root.
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
 /// A Python that can `import grpc, grpc_tools`, or `None` (after saying why)
 /// when there is none outside CI.
 fn python() -> Option<PathBuf> {
     let (python, from) = match std::env::var_os("TTM_TEST_PYTHON").filter(|p| !p.is_empty()) {
         Some(p) => (PathBuf::from(p), "$TTM_TEST_PYTHON"),
         None => (
-            repo().join("target/ci-venv/bin/python"),
+            ttm_tests::repo_root().join("target/ci-venv/bin/python"),
             "the default target/ci-venv",
         ),
     };
@@ -61,7 +53,7 @@ fn python() -> Option<PathBuf> {
 /// `examples/python/ttm_lifecycle.py args…` against `daemon`.
 fn example(python: &Path, daemon: &Daemon, args: &[&str]) -> ttm_tests::Out {
     let mut cmd = ttm_tests::clean_command(python);
-    cmd.arg(repo().join("examples/python/ttm_lifecycle.py"))
+    cmd.arg(ttm_tests::repo_root().join("examples/python/ttm_lifecycle.py"))
         .arg("--socket")
         .arg(&daemon.socket)
         .args(args)
@@ -140,13 +132,6 @@ fn python_without_the_localhost_authority_fails_as_documented() {
 
 // ------------------------------------------------------------ reflection --
 
-/// A plain channel to the daemon's socket (authority `localhost`).
-async fn channel(socket: &Path) -> Channel {
-    ttm_proto::channel::connect(socket)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to ttmd at {}: {e}", socket.display()))
-}
-
 /// One reflection v1 request, one answer.
 async fn reflect(
     client: &mut refl::server_reflection_client::ServerReflectionClient<Channel>,
@@ -175,8 +160,9 @@ async fn reflection_lists_the_services_and_describes_a_method() {
     use refl::server_reflection_request::MessageRequest as Req;
     use refl::server_reflection_response::MessageResponse as Resp;
     let daemon = Daemon::start_new();
-    let mut client =
-        refl::server_reflection_client::ServerReflectionClient::new(channel(&daemon.socket).await);
+    let mut client = refl::server_reflection_client::ServerReflectionClient::new(
+        ttm_tests::channel(&daemon.socket).await,
+    );
 
     // `grpcurl list`
     let Resp::ListServicesResponse(list) =
@@ -260,7 +246,7 @@ async fn reflection_lists_the_services_and_describes_a_method() {
 
     // Older tools ask v1alpha.
     let mut alpha = refl_alpha::server_reflection_client::ServerReflectionClient::new(
-        channel(&daemon.socket).await,
+        ttm_tests::channel(&daemon.socket).await,
     );
     let request = refl_alpha::ServerReflectionRequest {
         host: String::new(),
@@ -296,7 +282,7 @@ async fn health_is_serving_after_start_and_not_serving_when_stopping() {
     // A long grace: were an open health watch to hold up the shutdown, the
     // stop below would time out instead of taking a moment.
     let mut daemon = Daemon::start_with_args(&["--shutdown-grace-secs", "60"]);
-    let mut health = HealthClient::new(channel(&daemon.socket).await);
+    let mut health = HealthClient::new(ttm_tests::channel(&daemon.socket).await);
     for service in ["", "ttm.v1.Ttm"] {
         let answer = health
             .check(HealthCheckRequest {

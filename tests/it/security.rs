@@ -941,10 +941,6 @@ impl Decoder for RawCodec {
     }
 }
 
-async fn channel(socket: &Path) -> Channel {
-    ttm_proto::channel::connect(socket).await.unwrap()
-}
-
 fn request<T>(message: T, meta: &Option<(&'static str, Vec<u8>)>) -> Request<T> {
     let mut req = Request::new(message);
     match meta {
@@ -996,7 +992,7 @@ async fn send(socket: &Path, call: Call, meta: &Option<(&'static str, Vec<u8>)>)
         Call::Archive(m) => c.archive(request(m, meta)).await.map(drop),
         Call::Gc(m) => c.gc(request(m, meta)).await.map(drop),
         Call::Raw(method, bytes) => {
-            let mut g = tonic::client::Grpc::new(channel(socket).await);
+            let mut g = tonic::client::Grpc::new(ttm_tests::channel(socket).await);
             g.ready().await.unwrap();
             let path = PathAndQuery::try_from(format!("/ttm.v1.Ttm/{method}")).unwrap();
             g.unary(request(bytes, meta), path, RawCodec)

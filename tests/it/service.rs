@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,10 +15,6 @@ use ttm_tests::{
 };
 
 const T: Duration = Duration::from_secs(20);
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// Runs `systemd-analyze verify` on copies of the units whose `ExecStart`
 /// points at the built `ttmd` (verify checks that the binary exists), and
@@ -46,7 +42,8 @@ fn systemd_units_verify_cleanly() {
         fs::create_dir(&dir).unwrap();
         for unit in ["ttmd.service", "ttmd.socket"] {
             let text =
-                fs::read_to_string(repo_root().join("systemd").join(kind).join(unit)).unwrap();
+                fs::read_to_string(ttm_tests::repo_root().join("systemd").join(kind).join(unit))
+                    .unwrap();
             let text: String = text
                 .lines()
                 .map(|l| match l.strip_prefix("ExecStart=") {

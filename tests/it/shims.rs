@@ -11,10 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use ttm_tests::{
-    Daemon, Out, STOP_TIMEOUT, accepts, check_log, clean_command, event_types, read_json, run,
-    signal, ttmctl_bin, ttmd_bin, wait_timeout,
+    Daemon, Out, STOP_TIMEOUT, accepts, check_log, clean_command, event_types, run, signal,
+    ttmctl_bin, ttmd_bin, wait_timeout,
 };
 
 /// How long one script may run (debug binaries, many ttmctl calls).
@@ -26,15 +26,8 @@ const STRICT: &str = "set -euo pipefail\nsource \"$TTM_SHELL/ttm.sh\"\n";
 /// Sources the RAG shims (which source ttm.sh) under `set -euo pipefail`.
 const STRICT_FLOW: &str = "set -euo pipefail\nsource \"$TTM_SHELL/flow_manager_ttm.sh\"\n";
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate is inside the repository")
-        .to_path_buf()
-}
-
 fn shell_dir() -> PathBuf {
-    repo().join("ttmctl/shell")
+    ttm_tests::repo_root().join("ttmctl/shell")
 }
 
 /// `bash ARGS…` against the daemon at `root`/`socket`: `TTMCTL` is the
@@ -69,11 +62,6 @@ fn bash(d: &Daemon, script: &str, env: &[(&str, &str)]) -> Out {
     run(cmd, None, SCRIPT_TIMEOUT)
 }
 
-/// The state.json of `module/id`.
-fn state(d: &Daemon, module: &str, id: &str) -> Value {
-    read_json(&d.txn_dir(module, id).join("state.json"))
-}
-
 /// The ctx files of a transaction directory, by name.
 fn ctx_names(dir: &Path) -> BTreeSet<String> {
     fs::read_dir(dir.join("ctx"))
@@ -106,7 +94,7 @@ fn the_original_test_sequence_passes_on_the_shims() {
         .unwrap_or_else(|| panic!("unexpected last line: {last}"));
     let (done, failed) = ids.split_once(", ").unwrap();
     // What the sequence did is on disk, as the original wrote it.
-    let s = state(&d, "ttm", done);
+    let s = d.state_json("ttm", done);
     assert_eq!(s["stage"], "DONE");
     assert_eq!(s["target"], "@staging");
     assert_eq!(s["agent"], "ci-agent");
@@ -126,7 +114,7 @@ fn the_original_test_sequence_passes_on_the_shims() {
     ] {
         assert!(types.iter().any(|x| x == t), "no {t} in {types:?}");
     }
-    let f = state(&d, "ttm", failed);
+    let f = d.state_json("ttm", failed);
     assert_eq!(f["stage"], "FAIL");
     assert_eq!(f["last_error"], "Intentional test failure");
     check_log(&d.txn_dir("ttm", failed));
@@ -203,7 +191,7 @@ fn hostile_text_round_trips_exactly_and_runs_nothing() {
         panic!("expected four ids: {stdout}");
     };
 
-    let s = state(&d, "ttm", id);
+    let s = d.state_json("ttm", id);
     assert_eq!(s["description"], desc.as_str());
     assert_eq!(s["last_error"], err.as_str());
     assert_eq!(s["stage"], "FAIL");
@@ -214,12 +202,12 @@ fn hostile_text_round_trips_exactly_and_runs_nothing() {
     let failed = events.iter().find(|e| e["event"] == "txn_fail").unwrap();
     assert_eq!(failed["error"], err.as_str());
 
-    let s = state(&d, "ttm", dash);
+    let s = d.state_json("ttm", dash);
     assert_eq!(s["description"], format!("-v2 {desc}").as_str());
     assert_eq!(s["note"], desc.as_str());
     assert_eq!(s["nested"]["err"], err.as_str());
 
-    let f = state(&d, "rag", fid);
+    let f = d.state_json("rag", fid);
     assert_eq!(f["description"], desc.as_str());
     assert_eq!(f["agent"], "agent-x");
     assert_eq!(f["stage"], "FAIL");
@@ -230,7 +218,7 @@ fn hostile_text_round_trips_exactly_and_runs_nothing() {
     assert_eq!(f["effort_minutes"], 7);
     assert_eq!(f["last_error"], format!("flow failed: {desc}").as_str());
 
-    let f2 = state(&d, "rag", fid2);
+    let f2 = d.state_json("rag", fid2);
     assert_eq!(f2["description"], err.as_str());
     assert_eq!(f2["note"], desc.as_str());
     assert_eq!(f2["stage"], "DONE");
@@ -667,7 +655,7 @@ fn a_rag_flow_walks_its_fsm_and_records_its_outcome() {
     assert!(stdout.contains("Resuming flow: other-flow-"), "{stdout}");
     assert!(stdout.contains("\nCurrent stage: NEW\nNo evidence files found"));
 
-    let s = state(&d, "rag", id);
+    let s = d.state_json("rag", id);
     assert_eq!(s["stage"], "DONE");
     assert_eq!(s["iteration"], 2);
     assert_eq!(s["module"], "rag");
@@ -696,7 +684,7 @@ fn a_rag_flow_walks_its_fsm_and_records_its_outcome() {
         .collect();
     assert_eq!(stages, expected);
 
-    let s = state(&d, "rag", second);
+    let s = d.state_json("rag", second);
     assert_eq!(s["stage"], "DONE");
     assert_eq!(s["outcome"], "partial");
     assert_eq!(s["lessons"], json!(["x", "y"]));
@@ -706,7 +694,7 @@ fn a_rag_flow_walks_its_fsm_and_records_its_outcome() {
     assert_eq!(s["flow_type"], "inquiry");
     assert_eq!(s["agent"], "base");
 
-    let s = state(&d, "rag", third);
+    let s = d.state_json("rag", third);
     assert_eq!(s["stage"], "FAIL");
     assert_eq!(s["outcome"], "abandoned");
     assert_eq!(s["lessons"], json!(["earlier", "later"]));
@@ -720,7 +708,7 @@ fn a_rag_flow_walks_its_fsm_and_records_its_outcome() {
 // ---------------------------------------------------------------- deploy --
 
 fn deploy(d: &Daemon, args: &[&str], env: &[(&str, &str)]) -> Out {
-    let script = repo().join("examples/deploy.sh");
+    let script = ttm_tests::repo_root().join("examples/deploy.sh");
     let mut all = vec![script.to_str().unwrap()];
     all.extend_from_slice(args);
     let mut cmd = bash_at(&d.root, &d.socket, &d.tmp().join("work"), &all);
@@ -750,7 +738,7 @@ fn the_deploy_example_deploys_and_a_corrupt_upload_fails_it() {
     let out = deploy(&d, &["1.0.0"], &[]);
     let stdout = out.ok();
     let first = ids(&d).pop().unwrap();
-    let s = state(&d, "ttm", &first);
+    let s = d.state_json("ttm", &first);
     assert_eq!(s["stage"], "DONE", "{stdout}");
     assert_eq!(s["tes_plan"], "localhost");
     assert_eq!(s["release"], first.as_str());
@@ -773,7 +761,7 @@ fn the_deploy_example_deploys_and_a_corrupt_upload_fails_it() {
     assert_eq!(out.code(), 1, "{out:?}");
     let second = ids(&d).pop().unwrap();
     assert_ne!(second, first);
-    let s = state(&d, "ttm", &second);
+    let s = d.state_json("ttm", &second);
     assert_eq!(s["stage"], "FAIL");
     let error = s["last_error"].as_str().unwrap();
     assert!(
@@ -791,7 +779,7 @@ fn the_deploy_example_rolls_back_on_request() {
     let id = d.create("a deploy in progress");
     d.ctl(&["transition", "EXECUTE", "-t", &id]).ok();
     deploy(&d, &["rollback", &id, "operator said stop"], &[]).ok();
-    let s = state(&d, "ttm", &id);
+    let s = d.state_json("ttm", &id);
     assert_eq!(s["stage"], "FAIL");
     assert_eq!(s["last_error"], "operator said stop");
 
@@ -800,7 +788,7 @@ fn the_deploy_example_rolls_back_on_request() {
     d.ctl(&["commit", "-t", &done]).ok();
     let out = deploy(&d, &["rollback", &done], &[]);
     assert_eq!(out.code(), 4, "{out:?}");
-    assert_eq!(state(&d, "ttm", &done)["stage"], "DONE");
+    assert_eq!(d.state_json("ttm", &done)["stage"], "DONE");
     // An unknown id is not found.
     assert_eq!(
         deploy(&d, &["rollback", "nope-20250101T000000"], &[]).code(),
@@ -949,7 +937,7 @@ fn generate_txn_id_previews_the_daemons_ids() {
 fn shell_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
     for dir in ["ttmctl/shell", "examples", "scripts"] {
-        for entry in fs::read_dir(repo().join(dir)).unwrap() {
+        for entry in fs::read_dir(ttm_tests::repo_root().join(dir)).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "sh") {
                 files.push(path);

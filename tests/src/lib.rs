@@ -573,12 +573,7 @@ impl Daemon {
         self.child = Some(child);
         // The socket accepts as soon as it is bound, before the tree is
         // recovered; one answered request means recovery is over.
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let out = run(
-            self.ctl_command(&["list"]),
-            None,
-            remaining.max(CTL_TIMEOUT),
-        );
+        let out = self.ctl(&["list"]);
         assert_ne!(
             out.code(),
             7,
@@ -669,6 +664,11 @@ impl Daemon {
     /// `<root>/<module>/txns/<id>`.
     pub fn txn_dir(&self, module: &str, id: &str) -> PathBuf {
         self.root.join(module).join("txns").join(id)
+    }
+
+    /// The `state.json` of `module/id`, parsed.
+    pub fn state_json(&self, module: &str, id: &str) -> Value {
+        read_json(&self.txn_dir(module, id).join("state.json"))
     }
 
     /// The tree's contents except `run/`.
@@ -940,10 +940,44 @@ pub fn golden_dir() -> PathBuf {
 
 /// A gRPC client on its own connection to the daemon at `socket`.
 pub async fn grpc(socket: &Path) -> TtmClient<Channel> {
-    let channel = ttm_proto::channel::connect(socket)
+    TtmClient::new(channel(socket).await)
+}
+
+/// A gRPC channel to ttmd at `socket`, for any of its services.
+pub async fn channel(socket: &Path) -> Channel {
+    ttm_proto::channel::connect(socket)
         .await
-        .unwrap_or_else(|e| panic!("cannot connect to ttmd at {}: {e}", socket.display()));
-    TtmClient::new(channel)
+        .unwrap_or_else(|e| panic!("cannot connect to ttmd at {}: {e}", socket.display()))
+}
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Every path under `root` whose name starts with the daemon's temp prefix.
+pub fn temp_leftovers(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(list) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in list.flatten() {
+            let path = entry.path();
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".ttmd-tmp-")
+            {
+                found.push(path.clone());
+            }
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path);
+            }
+        }
+    }
+    found
 }
 
 /// `module/id` as a request's `TxnRef`.

@@ -349,9 +349,10 @@ _ttm_resolve() { # MODULE [ID]
 # nothing; safe to call any number of times.
 ttm_init() {
     local _ttm_err _ttm_rc=0
-    _ttm_err=$(_ttm_ctl "" --json list 2>&1 >/dev/null) || _ttm_rc=$?
-    # 3: the module has no transactions yet; the daemon answered.
-    if [[ $_ttm_rc -eq 0 || $_ttm_rc -eq 3 ]]; then
+    # The smallest question: which transaction is active. 3 (no module yet)
+    # and 4 (none active) are answers too.
+    _ttm_err=$(_ttm_ctl "" active 2>&1 >/dev/null) || _ttm_rc=$?
+    if [[ $_ttm_rc -eq 0 || $_ttm_rc -eq 3 || $_ttm_rc -eq 4 ]]; then
         return 0
     fi
     printf '%s\n' "$_ttm_err" >&2
