@@ -3,6 +3,7 @@
 //! where the socket lives and which API generation is spoken.
 
 pub mod channel;
+pub mod headers;
 pub mod paths;
 
 /// Generated messages, client and server for `package ttm.v1`.

@@ -7,7 +7,7 @@ use ttm_tests::{Daemon, assert_same_tree, check_log};
 /// RAG's stages and edges (SPEC §11), as ttmd ships them. The tests below
 /// put them in the `fsm.json` of a module that has no built-in FSM, so
 /// only the file can make them hold.
-const RAG_FSM: &str = include_str!("../../ttmd/fsm/rag.json");
+const RAG_FSM: &str = include_str!("../../core/fsm/rag.json");
 
 #[test]
 fn backward_is_refused_and_skipping_forward_is_allowed() {

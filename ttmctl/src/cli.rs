@@ -30,7 +30,7 @@ pub struct Global {
         short = 'm',
         long,
         env = "TTM_MODULE",
-        default_value = "ttm",
+        default_value = ttm_core::DEFAULT_MODULE,
         global = true
     )]
     pub module: String,

@@ -54,15 +54,15 @@ impl Interceptor for VersionHeaders {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
         let meta = req.metadata_mut();
         meta.insert(
-            "ttm-api-version",
+            ttm_proto::headers::API_VERSION,
             MetadataValue::from(ttm_proto::API_VERSION),
         );
         meta.insert(
-            "ttm-client-version",
+            ttm_proto::headers::CLIENT_VERSION,
             MetadataValue::from_static(ttm_proto::VERSION),
         );
         if let Some(root) = &self.root {
-            meta.insert_bin("ttm-root-bin", root.clone());
+            meta.insert_bin(ttm_proto::headers::ROOT, root.clone());
         }
         Ok(req)
     }

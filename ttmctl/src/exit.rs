@@ -191,8 +191,8 @@ pub fn from_status(status: &Status) -> Failure {
     // A daemon serving another tree is, for this call, no daemon at all.
     if status
         .metadata()
-        .get("ttm-error")
-        .is_some_and(|v| v == "wrong-tree")
+        .get(ttm_proto::headers::ERROR)
+        .is_some_and(|v| v == ttm_proto::headers::WRONG_TREE)
     {
         return Failure::new(Exit::Unreachable, status_message(status));
     }

@@ -6,7 +6,7 @@
 //! binary only parses flags, binds and waits for signals.
 
 pub mod config;
-pub mod core;
+pub use ttm_core as core;
 pub mod service;
 pub mod socket;
 pub mod store;

@@ -103,7 +103,7 @@ impl TtmService {
         use std::os::unix::ffi::OsStrExt;
         let Some(bytes) = req
             .metadata()
-            .get_bin("ttm-root-bin")
+            .get_bin(ttm_proto::headers::ROOT)
             .and_then(|v| v.to_bytes().ok())
         else {
             return Ok(());
@@ -126,8 +126,8 @@ impl TtmService {
             wanted.display()
         ));
         status.metadata_mut().insert(
-            "ttm-error",
-            tonic::metadata::MetadataValue::from_static("wrong-tree"),
+            ttm_proto::headers::ERROR,
+            tonic::metadata::MetadataValue::from_static(ttm_proto::headers::WRONG_TREE),
         );
         Err(status)
     }
@@ -205,14 +205,17 @@ fn pid_of(client: &Client) -> Option<i32> {
 /// what to do.
 fn check_api_version<T>(req: &Request<T>) -> Result<(), Status> {
     let meta = req.metadata();
-    let Some(api) = meta.get("ttm-api-version").and_then(|v| v.to_str().ok()) else {
+    let Some(api) = meta
+        .get(ttm_proto::headers::API_VERSION)
+        .and_then(|v| v.to_str().ok())
+    else {
         return Ok(());
     };
     if api.trim() == ttm_proto::API_VERSION.to_string() {
         return Ok(());
     }
     let client = meta
-        .get("ttm-client-version")
+        .get(ttm_proto::headers::CLIENT_VERSION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("?");
     Err(Status::failed_precondition(format!(
@@ -285,8 +288,8 @@ impl Ttm for TtmService {
         let state = blocking(move || {
             let new = NewTxn {
                 description: r.description,
-                target: or_default(&r.target, "@local").to_string(),
-                agent: or_default(&r.agent, "human").to_string(),
+                target: or_default(&r.target, crate::core::DEFAULT_TARGET).to_string(),
+                agent: or_default(&r.agent, crate::core::DEFAULT_AGENT).to_string(),
                 activate: !r.no_activate,
                 request_id: Some(r.request_id).filter(|s| !s.is_empty()),
             };
@@ -762,7 +765,7 @@ impl Ttm for TtmService {
         let config = self.shared.config();
         let slot = self.shared.streams.admit(pid_of(&client), &config.limits)?;
         let name = if name.is_empty() {
-            "ttm".to_string()
+            crate::core::DEFAULT_MODULE.to_string()
         } else {
             name
         };

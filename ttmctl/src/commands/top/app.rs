@@ -144,8 +144,8 @@ fn stage_rank(stage: &str) -> (u8, &str) {
 impl App {
     pub fn new(module: String, color: bool) -> App {
         let mut modules = vec![module.clone()];
-        if module != "ttm" {
-            modules.push("ttm".to_owned());
+        if module != ttm_core::DEFAULT_MODULE {
+            modules.push(ttm_core::DEFAULT_MODULE.to_owned());
         }
         App {
             module,

@@ -218,7 +218,7 @@ pub fn timestamp(now: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::event::{Body, Meta};
+    use crate::event::{Body, Meta};
     use chrono::TimeZone;
 
     fn obj(body: Body, seq: u64) -> Map<String, Value> {

@@ -82,7 +82,7 @@ impl Default for Fsm {
 
 /// FSMs shipped with the product, used by a module that has no `fsm.json`
 /// of its own: module name → definition.
-pub const BUILTIN: &[(&str, &str)] = &[("rag", include_str!("../../fsm/rag.json"))];
+pub const BUILTIN: &[(&str, &str)] = &[("rag", include_str!("../fsm/rag.json"))];
 
 /// The built-in FSM of `module`, if the product ships one.
 pub fn builtin(module: &str) -> Option<Fsm> {

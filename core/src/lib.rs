@@ -13,3 +13,10 @@ pub mod summary;
 pub mod topology;
 
 pub use error::{Error, Result};
+pub use id::DEFAULT_MODULE;
+
+/// The target of a transaction created without one (SPEC §3).
+pub const DEFAULT_TARGET: &str = "@local";
+
+/// The agent of a transaction created without one (SPEC §3).
+pub const DEFAULT_AGENT: &str = "human";

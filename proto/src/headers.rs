@@ -1,0 +1,21 @@
+//! The gRPC metadata keys client and daemon exchange beside the messages.
+//! Both sides name them from here, so a rename cannot leave one side behind.
+
+/// The API generation the client speaks (`1` for `ttm.v1`), on every request.
+pub const API_VERSION: &str = "ttm-api-version";
+
+/// The client's package version, on every request, for messages that say
+/// which side to upgrade.
+pub const CLIENT_VERSION: &str = "ttm-client-version";
+
+/// The tree (`$TETRA_DIR`, raw bytes) the user named, when they named one;
+/// a daemon serving another tree refuses the request.
+pub const ROOT: &str = "ttm-root-bin";
+
+/// On a refusal, a machine-readable word for why (e.g. `wrong-tree`,
+/// `api-version`), so the client can pick an exit code and a hint.
+pub const ERROR: &str = "ttm-error";
+
+/// The value of [`ERROR`] when the daemon serves another tree than the one
+/// the request named: for this call, no daemon answered.
+pub const WRONG_TREE: &str = "wrong-tree";
