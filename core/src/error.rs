@@ -1,6 +1,7 @@
-//! The one error type of the daemon. Each variant is a kind of refusal that
-//! maps to exactly one gRPC status (see `service::status`); the message is
-//! written for the person who reads it and says what to do.
+//! The one error type of the daemon. Each variant is named for what went
+//! wrong, not for a transport's code: `ttmd`'s `service::status` maps each
+//! to exactly one gRPC status, in one place. The message is written for the
+//! person who reads it and says what to do.
 
 use std::path::PathBuf;
 
@@ -10,24 +11,26 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Why a request was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A module, transaction or target does not exist.
+    /// The request names a module, transaction or target that does not exist.
     #[error("{0}")]
-    NotFound(String),
+    Unknown(String),
     /// The request itself is malformed: a bad id, name, stage or JSON.
     #[error("{0}")]
-    InvalidArgument(String),
-    /// The request is well-formed but the transaction's stage forbids it.
+    Malformed(String),
+    /// The request is well-formed but the state of things forbids it: the
+    /// transaction's stage, a finished transaction, no active transaction.
     #[error("{0}")]
-    FailedPrecondition(String),
-    /// A compare-and-set guard (`expect_stage`, `expect_seq`) did not match.
+    Refused(String),
+    /// A compare-and-set guard (`expect_stage`, `expect_seq`) did not match:
+    /// another writer got there first.
     #[error("{0}")]
-    Aborted(String),
+    Conflict(String),
     /// The caller is not allowed to talk to this daemon.
     #[error("{0}")]
-    PermissionDenied(String),
+    NotAllowed(String),
     /// A configured limit was exceeded.
     #[error("{0}")]
-    LimitExceeded(String),
+    OverLimit(String),
     /// The file system refused an operation on the tree.
     #[error("{action} {}: {source}", path.display())]
     Io {
@@ -58,8 +61,8 @@ impl Error {
         }
     }
 
-    /// Shorthand for an `InvalidArgument` with a formatted message.
+    /// Shorthand for an `Malformed` with a formatted message.
     pub fn invalid(msg: impl Into<String>) -> Self {
-        Error::InvalidArgument(msg.into())
+        Error::Malformed(msg.into())
     }
 }

@@ -324,7 +324,7 @@ mod tests {
         assert_eq!(parse_object(r#"{"a":1}"#, "patch").unwrap()["a"], 1);
         for bad in ["[1]", "1", "\"x\"", "null", "{", "{\"a\":}"] {
             let err = parse_object(bad, "patch").unwrap_err();
-            assert!(matches!(err, Error::InvalidArgument(_)), "{bad}");
+            assert!(matches!(err, Error::Malformed(_)), "{bad}");
         }
     }
 }

@@ -219,7 +219,7 @@ impl Fsm {
     pub fn transition(&self, from: &str, to: &str) -> Result<Step> {
         validate_stage_name(to)?;
         if is_terminal(from) {
-            return Err(Error::FailedPrecondition(format!(
+            return Err(Error::Refused(format!(
                 "the transaction is {from}, which is final; no further change is allowed{}",
                 if from == FAIL {
                     " (except `retry`)"
@@ -229,7 +229,7 @@ impl Fsm {
             )));
         }
         let refuse = |why: &str| {
-            Error::FailedPrecondition(format!(
+            Error::Refused(format!(
                 "cannot move from {from} to {to}: {why}; allowed next stages: {}",
                 self.next_stages(from).join(", ")
             ))
@@ -276,14 +276,14 @@ impl Fsm {
     /// (any non-terminal stage), else the initial stage.
     pub fn retry_target(&self, current: &str, to: Option<&str>) -> Result<String> {
         if current != FAIL {
-            return Err(Error::FailedPrecondition(format!(
+            return Err(Error::Refused(format!(
                 "only a FAIL transaction can be retried; this one is {current}"
             )));
         }
         let to = to.unwrap_or(self.initial());
         validate_stage_name(to)?;
         if is_terminal(to) || !self.knows(to) {
-            return Err(Error::FailedPrecondition(format!(
+            return Err(Error::Refused(format!(
                 "cannot retry into {to}; choose one of: {}",
                 self.stages.join(", ")
             )));
@@ -373,9 +373,9 @@ mod tests {
             msg.contains("EXECUTE") && msg.contains("VALIDATE, DONE, FAIL"),
             "{msg}"
         );
-        assert!(matches!(err, Error::FailedPrecondition(_)));
+        assert!(matches!(err, Error::Refused(_)));
         let bad = Fsm::default().transition("NEW", "select").unwrap_err();
-        assert!(matches!(bad, Error::InvalidArgument(_)));
+        assert!(matches!(bad, Error::Malformed(_)));
     }
 
     #[test]

@@ -79,7 +79,7 @@ impl Topology {
         validate_target(target)?;
         if target.starts_with('@') {
             return self.entries.get(target).cloned().ok_or_else(|| {
-                Error::NotFound(format!(
+                Error::Unknown(format!(
                     "target {target} is not in {}; add it there or use a host name",
                     self.source
                 ))
@@ -129,9 +129,9 @@ mod tests {
         assert_eq!(t.resolve("db1.example").unwrap().plan, "db1.example");
         let err = t.resolve("@nowhere").unwrap_err();
         assert!(
-            matches!(err, Error::NotFound(ref m) if m.contains("@nowhere") && m.contains("built-in"))
+            matches!(err, Error::Unknown(ref m) if m.contains("@nowhere") && m.contains("built-in"))
         );
-        assert!(matches!(t.resolve("a b"), Err(Error::InvalidArgument(_))));
+        assert!(matches!(t.resolve("a b"), Err(Error::Malformed(_))));
     }
 
     #[test]

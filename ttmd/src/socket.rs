@@ -101,7 +101,7 @@ pub fn bind(root: &Path, socket: &Path) -> Result<Listener> {
     }
     match std::os::unix::net::UnixStream::connect(socket) {
         Ok(_) => {
-            return Err(Error::FailedPrecondition(format!(
+            return Err(Error::Refused(format!(
                 "another ttmd is already running on socket {} (serving another tree); stop it \
                  or choose another --socket",
                 socket.display()

@@ -155,7 +155,7 @@ impl TtmService {
     fn check_payload(&self, text: &str, what: &str) -> Result<()> {
         let limit = self.shared.config().limits.payload;
         if text.len() > limit {
-            return Err(Error::LimitExceeded(format!(
+            return Err(Error::OverLimit(format!(
                 "{what} is {} bytes; the limit is {limit} (limits.payload in ttmd.toml)",
                 text.len()
             )));
@@ -315,7 +315,7 @@ impl Ttm for TtmService {
         let txn_id = blocking(move || {
             let module = this.module(&r.module, false)?;
             module.active_id()?.ok_or_else(|| {
-                Error::FailedPrecondition(format!(
+                Error::Refused(format!(
                     "no active transaction in module {}; create one with `ttmctl create`",
                     module.name
                 ))
@@ -888,7 +888,7 @@ async fn receive_file(
         };
         bytes += chunk.len() as u64;
         if bytes > limit {
-            return Err(to_status(Error::LimitExceeded(format!(
+            return Err(to_status(Error::OverLimit(format!(
                 "ctx file is larger than the limit of {limit} bytes (limits.ctx_file)"
             ))));
         }

@@ -10,12 +10,12 @@ use crate::core::Error;
 /// already says what went wrong and what to do.
 pub fn to_status(err: Error) -> Status {
     let code = match &err {
-        Error::NotFound(_) => Code::NotFound,
-        Error::InvalidArgument(_) => Code::InvalidArgument,
-        Error::FailedPrecondition(_) => Code::FailedPrecondition,
-        Error::Aborted(_) => Code::Aborted,
-        Error::PermissionDenied(_) => Code::PermissionDenied,
-        Error::LimitExceeded(_) => Code::ResourceExhausted,
+        Error::Unknown(_) => Code::NotFound,
+        Error::Malformed(_) => Code::InvalidArgument,
+        Error::Refused(_) => Code::FailedPrecondition,
+        Error::Conflict(_) => Code::Aborted,
+        Error::NotAllowed(_) => Code::PermissionDenied,
+        Error::OverLimit(_) => Code::ResourceExhausted,
         Error::Io { source, .. } => io_code(source),
         // A file in the tree the daemon cannot use: the request cannot be
         // served until someone fixes the file.
@@ -72,15 +72,12 @@ mod tests {
     #[test]
     fn refusals_map_one_to_one() {
         let cases = [
-            (Error::NotFound("x".into()), Code::NotFound),
+            (Error::Unknown("x".into()), Code::NotFound),
             (Error::invalid("x"), Code::InvalidArgument),
-            (
-                Error::FailedPrecondition("x".into()),
-                Code::FailedPrecondition,
-            ),
-            (Error::Aborted("x".into()), Code::Aborted),
-            (Error::PermissionDenied("x".into()), Code::PermissionDenied),
-            (Error::LimitExceeded("x".into()), Code::ResourceExhausted),
+            (Error::Refused("x".into()), Code::FailedPrecondition),
+            (Error::Conflict("x".into()), Code::Aborted),
+            (Error::NotAllowed("x".into()), Code::PermissionDenied),
+            (Error::OverLimit("x".into()), Code::ResourceExhausted),
         ];
         for (err, code) in cases {
             assert_eq!(to_status(err).code(), code);

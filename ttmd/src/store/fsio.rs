@@ -250,7 +250,7 @@ pub fn require_real_dir(path: &Path, what: &str) -> Result<()> {
             path: path.to_path_buf(),
             message: format!("{what} is not a directory"),
         }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::NotFound(format!(
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::Unknown(format!(
             "{what} {} does not exist",
             path.display()
         ))),

@@ -45,7 +45,7 @@ pub fn acquire(root: &Path, socket: &Path) -> Result<TreeLock> {
                 // The holder has the lock but has not written its record yet.
                 _ => "it is just starting".to_string(),
             };
-            return Err(Error::FailedPrecondition(format!(
+            return Err(Error::Refused(format!(
                 "ttmd is already running for {} ({who}); stop it first or use that one",
                 root.display()
             )));

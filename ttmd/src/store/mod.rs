@@ -169,7 +169,7 @@ impl Store {
     pub fn topology(&self) -> Result<Arc<Topology>> {
         match &*self.topology.read().unwrap_or_else(|p| p.into_inner()) {
             Ok(t) => Ok(t.clone()),
-            Err(message) => Err(Error::FailedPrecondition(message.clone())),
+            Err(message) => Err(Error::Refused(message.clone())),
         }
     }
 

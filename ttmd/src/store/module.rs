@@ -131,7 +131,7 @@ impl Module {
             fsio::ensure_dir(&txns_dir)?;
         } else {
             fsio::require_real_dir(&txns_dir, &format!("module {name}")).map_err(|e| match e {
-                Error::NotFound(_) => Error::NotFound(format!(
+                Error::Unknown(_) => Error::Unknown(format!(
                     "unknown module {name}: no {} (create a transaction in it first)",
                     txns_dir.display()
                 )),
@@ -223,7 +223,7 @@ impl Module {
                 lock(&self.quarantined).insert(id.to_string(), e.to_string());
                 // Not served any more, not even as a summary.
                 write(&self.finished).remove(id);
-                return Err(Error::FailedPrecondition(format!(
+                return Err(Error::Refused(format!(
                     "transaction {id} is quarantined: {e}"
                 )));
             }
@@ -459,7 +459,7 @@ impl Module {
     pub fn txn(&self, id: &str) -> Result<Arc<Txn>> {
         let id = if id.is_empty() {
             self.active_id()?.ok_or_else(|| {
-                Error::FailedPrecondition(format!(
+                Error::Refused(format!(
                     "no active transaction in module {}; create one or pass --txn ID",
                     self.name
                 ))
@@ -477,14 +477,14 @@ impl Module {
             return Ok(t.clone());
         }
         if let Some(why) = lock(&self.quarantined).get(&id) {
-            return Err(Error::FailedPrecondition(format!(
+            return Err(Error::Refused(format!(
                 "transaction {id} is quarantined: {why}; fix or move the directory away"
             )));
         }
         // Not loaded: perhaps copied in by hand since.
         let dir = self.txns_dir.join(&id);
         match fs::symlink_metadata(&dir) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::NotFound(format!(
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::Unknown(format!(
                 "unknown transaction {id} in module {}",
                 self.name
             ))),
@@ -734,7 +734,7 @@ impl Module {
         let made = txn.mutate(guards, client, |s, _| {
             if s.is_terminal() {
                 finished = Some(Arc::new(s.clone()));
-                return Err(Error::FailedPrecondition("finished".into()));
+                return Err(Error::Refused("finished".into()));
             }
             Ok(Body::Activated)
         });
@@ -804,7 +804,7 @@ pub fn load_fsm(module_dir: &Path, name: &str) -> Result<Fsm> {
 /// Checks a description's size and a target/agent before creating.
 pub fn validate_new(new: &NewTxn, max_description: usize) -> Result<()> {
     if new.description.len() > max_description {
-        return Err(Error::LimitExceeded(format!(
+        return Err(Error::OverLimit(format!(
             "description is {} bytes; the limit is {max_description} (limits.description)",
             new.description.len()
         )));

@@ -151,7 +151,7 @@ fn guards_refuse_without_writing() {
         },
     ] {
         let err = t.mutate(&g, &None, |_, _| Ok(Body::Activated)).unwrap_err();
-        assert!(matches!(err, crate::core::Error::Aborted(_)), "{err}");
+        assert!(matches!(err, crate::core::Error::Conflict(_)), "{err}");
     }
     assert_eq!(fs::read(t.dir.join(EVENTS_FILE)).unwrap(), before);
 }

@@ -472,7 +472,7 @@ impl Txn {
         if entries.len() >= max_files {
             inner.ctx = Some(entries);
             let _ = fs::remove_file(temp);
-            return Err(Error::LimitExceeded(format!(
+            return Err(Error::OverLimit(format!(
                 "transaction {} already has {max_files} ctx files, the limit \
                  (limits.ctx_files); archive them into one file instead",
                 self.id
@@ -481,7 +481,7 @@ impl Txn {
         let number = ctx::next_number(entries.iter().map(|e| e.name.as_str()));
         let name = number
             .ok_or_else(|| {
-                Error::LimitExceeded(format!(
+                Error::OverLimit(format!(
                     "ctx/ of {} holds a file numbered so high that no number is left above it; \
                      move that file away",
                     self.id
@@ -626,7 +626,7 @@ impl Txn {
 
     fn refuse_if_removed(&self) -> Result<()> {
         if self.is_removed() {
-            return Err(Error::NotFound(format!(
+            return Err(Error::Unknown(format!(
                 "transaction {} was removed from the tree",
                 self.id
             )));
@@ -889,7 +889,7 @@ impl Txn {
 /// Refuses any change to a DONE or FAIL transaction.
 pub fn refuse_if_terminal(state: &State) -> Result<()> {
     if state.is_terminal() {
-        return Err(Error::FailedPrecondition(format!(
+        return Err(Error::Refused(format!(
             "transaction {} is {}, which is final; no further change is allowed{}",
             state.txn_id,
             state.stage,
@@ -907,7 +907,7 @@ pub(crate) fn check_guards(state: &State, guards: &Guards) -> Result<()> {
     if let Some(want) = &guards.expect_stage
         && *want != state.stage
     {
-        return Err(Error::Aborted(format!(
+        return Err(Error::Conflict(format!(
             "expected transaction {} to be in stage {want}, but it is in {} (seq {}); nothing \
              was changed",
             state.txn_id, state.stage, state.seq
@@ -916,7 +916,7 @@ pub(crate) fn check_guards(state: &State, guards: &Guards) -> Result<()> {
     if let Some(want) = guards.expect_seq
         && want != state.seq
     {
-        return Err(Error::Aborted(format!(
+        return Err(Error::Conflict(format!(
             "expected transaction {} to be at seq {want}, but it is at seq {} (stage {}); \
              nothing was changed",
             state.txn_id, state.seq, state.stage
