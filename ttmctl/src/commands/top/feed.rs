@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use ttm_proto::v1::events_response::Kind;
 use ttm_proto::v1::{
     ChangeKind, Event, EventsRequest, GetStateRequest, ListRequest, TxnRef, WatchRequest,
+    WatchResponse,
 };
 
 use super::app::Msg;
@@ -122,51 +123,59 @@ async fn module_once(
         if change.heartbeat.is_some() {
             continue;
         }
-        let txn_id = change.txn_id.clone();
-        let message = match ChangeKind::try_from(change.kind) {
-            Ok(ChangeKind::Removed | ChangeKind::Archived) => Msg::Removed {
-                module: module.to_owned(),
-                txn_id,
-            },
-            kind => {
-                if kind == Ok(ChangeKind::Activated) {
-                    let _ = tx.send(Msg::Activated {
-                        module: module.to_owned(),
-                        txn_id: txn_id.clone(),
-                    });
-                }
-                let request = GetStateRequest {
-                    txn: txn_ref(module, &txn_id),
-                };
-                match daemon.call(async move |c| c.get_state(request).await).await {
-                    Ok(reply) => match reply.state {
-                        Some(state) => {
-                            if let Some(event) =
-                                last_event(daemon, module, &txn_id, state.seq).await
-                            {
-                                let _ = tx.send(Msg::LastEvent {
-                                    module: module.to_owned(),
-                                    txn_id: txn_id.clone(),
-                                    event,
-                                });
-                            }
-                            Msg::State {
-                                module: module.to_owned(),
-                                state: Box::new(state),
-                            }
-                        }
-                        None => continue,
-                    },
-                    // Gone again already; its removal follows.
-                    Err(failure) if failure.exit == Exit::NotFound => continue,
-                    Err(failure) => return Err(failure),
-                }
-            }
+        let Some(message) = change_message(daemon, module, change, tx).await? else {
+            continue;
         };
         if tx.send(message).is_err() {
             return Ok(());
         }
     }
+}
+
+/// What the monitor is told about one change: a removal, or the changed
+/// transaction's fresh state (after its latest event, and its activation,
+/// when that is what changed). `None` when it is gone again already: its
+/// removal follows on the feed.
+async fn change_message(
+    daemon: &mut Daemon,
+    module: &str,
+    change: WatchResponse,
+    tx: &UnboundedSender<Msg>,
+) -> Result<Option<Msg>, Failure> {
+    let txn_id = change.txn_id;
+    let kind = ChangeKind::try_from(change.kind);
+    if let Ok(ChangeKind::Removed | ChangeKind::Archived) = kind {
+        let module = module.to_owned();
+        return Ok(Some(Msg::Removed { module, txn_id }));
+    }
+    if kind == Ok(ChangeKind::Activated) {
+        let _ = tx.send(Msg::Activated {
+            module: module.to_owned(),
+            txn_id: txn_id.clone(),
+        });
+    }
+    let request = GetStateRequest {
+        txn: txn_ref(module, &txn_id),
+    };
+    let state = match daemon.call(async move |c| c.get_state(request).await).await {
+        Ok(reply) => reply.state,
+        Err(failure) if failure.exit == Exit::NotFound => None,
+        Err(failure) => return Err(failure),
+    };
+    let Some(state) = state else {
+        return Ok(None);
+    };
+    if let Some(event) = last_event(daemon, module, &txn_id, state.seq).await {
+        let _ = tx.send(Msg::LastEvent {
+            module: module.to_owned(),
+            txn_id,
+            event,
+        });
+    }
+    Ok(Some(Msg::State {
+        module: module.to_owned(),
+        state: Box::new(state),
+    }))
 }
 
 fn txn_ref(module: &str, id: &str) -> Option<TxnRef> {
