@@ -71,6 +71,7 @@ impl Ctx {
     }
 }
 
+// Long: one arm per command, a flat dispatch table that reads best whole.
 pub async fn run(cli: Cli, ctx: &mut Ctx) -> Result<(), Failure> {
     match cli.command {
         Command::Version => version(ctx),

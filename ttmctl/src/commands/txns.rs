@@ -2,11 +2,13 @@
 
 use serde_json::{Value, json};
 use ttm_proto::v1::{
-    ActivateRequest, CreateRequest, GetActiveRequest, GetStateRequest, ListRequest, TxnState,
+    ActivateRequest, CreateRequest, GetActiveRequest, GetStateRequest, ListRequest, ListResponse,
+    TxnState,
 };
 
 use super::{Ctx, preconditions, print_state_if_json, required, state_value};
 use crate::cli::Guards;
+use crate::connect::Daemon;
 use crate::exit::{Exit, Failure};
 use crate::render;
 use crate::term;
@@ -96,85 +98,97 @@ pub async fn dir(ctx: &mut Ctx, id: &str) -> Result<(), Failure> {
 }
 
 pub async fn list(ctx: &mut Ctx, stage: String) -> Result<(), Failure> {
-    let filtered = !stage.is_empty();
-    let stage_shown = stage.clone();
     let request = ListRequest {
         module: ctx.module.clone(),
-        stage,
+        stage: stage.clone(),
         brief: !ctx.json,
     };
     let mut daemon = ctx.daemon().await?;
     let reply = daemon.call(async move |c| c.list(request).await).await?;
     if ctx.json {
-        let mut active = reply
-            .txns
-            .iter()
-            .find(|txn| txn.active)
-            .map_or(Value::Null, |txn| Value::String(txn.txn_id.clone()));
-        // With --stage the active transaction may be filtered out; "active"
-        // still names it, as the module's fact rather than the list's.
-        if filtered && active.is_null() {
-            let request = GetActiveRequest {
-                module: ctx.module.clone(),
-            };
-            match daemon
-                .call(async move |c| c.get_active(request).await)
-                .await
-            {
-                Ok(reply) if !reply.txn_id.is_empty() => active = Value::String(reply.txn_id),
-                Ok(_) => {}
-                Err(failure) if failure.exit == Exit::Refused => {}
-                Err(failure) => return Err(failure),
-            }
-        }
-        let txns = reply
-            .txns
-            .iter()
-            .map(state_value)
-            .collect::<Result<Vec<_>, _>>()?;
-        let quarantined: Vec<Value> = reply
-            .quarantined
-            .iter()
-            .map(|q| json!({ "txn_id": q.txn_id, "reason": q.reason }))
-            .collect();
-        ctx.out
-            .json(&json!({ "active": active, "txns": txns, "quarantined": quarantined }))
+        list_json(ctx, &mut daemon, &stage, &reply).await
     } else {
-        let human = ctx.human();
-        let lines = if human.tty {
-            render::list_rich(&reply.txns, chrono::Utc::now(), &human)
-        } else {
-            render::list_table_styled(&reply.txns, human.palette)
-        };
-        for line in lines {
-            ctx.out.line(&line)?;
-        }
-        // Never silently skipped: a transaction that cannot be loaded is
-        // listed with the reason.
-        for q in &reply.quarantined {
-            let line = format!("! {}  QUARANTINED  {}", q.txn_id, q.reason);
-            ctx.out.line(&if human.tty {
-                human.palette.red(&term::one_line(&line))
-            } else {
-                line
-            })?;
-        }
-        if human.tty && reply.txns.is_empty() && reply.quarantined.is_empty() {
-            let note = if filtered {
-                format!(
-                    "no transactions in stage {stage_shown} of module {}",
-                    ctx.module
-                )
-            } else {
-                format!(
-                    "no transactions in module {} yet; start one with `ttmctl create DESCRIPTION`",
-                    ctx.module
-                )
-            };
-            ctx.out.line(&human.palette.dim(&note))?;
-        }
-        Ok(())
+        list_human(ctx, &stage, &reply)
     }
+}
+
+/// One document: the active transaction's id, the rows as state.json
+/// documents, and the quarantined directories with their reasons.
+async fn list_json(
+    ctx: &mut Ctx,
+    daemon: &mut Daemon,
+    stage: &str,
+    reply: &ListResponse,
+) -> Result<(), Failure> {
+    let mut active = reply
+        .txns
+        .iter()
+        .find(|txn| txn.active)
+        .map_or(Value::Null, |txn| Value::String(txn.txn_id.clone()));
+    // With --stage the active transaction may be filtered out; "active"
+    // still names it, as the module's fact rather than the list's.
+    if !stage.is_empty() && active.is_null() {
+        let request = GetActiveRequest {
+            module: ctx.module.clone(),
+        };
+        match daemon
+            .call(async move |c| c.get_active(request).await)
+            .await
+        {
+            Ok(reply) if !reply.txn_id.is_empty() => active = Value::String(reply.txn_id),
+            Ok(_) => {}
+            Err(failure) if failure.exit == Exit::Refused => {}
+            Err(failure) => return Err(failure),
+        }
+    }
+    let txns = reply
+        .txns
+        .iter()
+        .map(state_value)
+        .collect::<Result<Vec<_>, _>>()?;
+    let quarantined: Vec<Value> = reply
+        .quarantined
+        .iter()
+        .map(|q| json!({ "txn_id": q.txn_id, "reason": q.reason }))
+        .collect();
+    ctx.out
+        .json(&json!({ "active": active, "txns": txns, "quarantined": quarantined }))
+}
+
+/// The table (rich on a terminal), then the quarantined directories, then
+/// on a terminal a hint when there is nothing to show.
+fn list_human(ctx: &mut Ctx, stage: &str, reply: &ListResponse) -> Result<(), Failure> {
+    let human = ctx.human();
+    let lines = if human.tty {
+        render::list_rich(&reply.txns, chrono::Utc::now(), &human)
+    } else {
+        render::list_table_styled(&reply.txns, human.palette)
+    };
+    for line in lines {
+        ctx.out.line(&line)?;
+    }
+    // Never silently skipped: a transaction that cannot be loaded is
+    // listed with the reason.
+    for q in &reply.quarantined {
+        let line = format!("! {}  QUARANTINED  {}", q.txn_id, q.reason);
+        ctx.out.line(&if human.tty {
+            human.palette.red(&term::one_line(&line))
+        } else {
+            line
+        })?;
+    }
+    if human.tty && reply.txns.is_empty() && reply.quarantined.is_empty() {
+        let module = &ctx.module;
+        let note = if stage.is_empty() {
+            format!(
+                "no transactions in module {module} yet; start one with `ttmctl create DESCRIPTION`"
+            )
+        } else {
+            format!("no transactions in stage {stage} of module {module}")
+        };
+        ctx.out.line(&human.palette.dim(&note))?;
+    }
+    Ok(())
 }
 
 /// The document exactly as the daemon wrote it (already pretty), in both
