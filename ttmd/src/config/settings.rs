@@ -331,6 +331,22 @@ mod tests {
         assert!(at("access.gids") < at("access.groups"));
     }
 
+    /// A `[default: N]` in `--help` must be the default `Config::new` sets.
+    #[test]
+    fn numeric_defaults_in_help_are_the_real_ones() {
+        let c = Config::new("/r".into(), "/s".into());
+        for s in SETTINGS {
+            let Some((_, rest)) = s.help.split_once("[default: ") else {
+                continue;
+            };
+            let said = rest.split(']').next().unwrap_or_default();
+            if said.parse::<u64>().is_ok() {
+                let real = (s.ops.lines)(&c, s.key);
+                assert_eq!(real[0].1, said, "{}: --help says {said}", s.key);
+            }
+        }
+    }
+
     /// The README's sample values must be ones the file accepts.
     #[test]
     fn every_example_is_a_valid_file_value() {
