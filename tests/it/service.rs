@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tonic::Code;
 use ttm_proto::v1::{AppendEventRequest, HelloRequest, TxnRef};
 use ttm_tests::{
-    Daemon, Spawned, accepts, grpc, read_events, signal, ttmd_bin, wait_timeout, wait_until,
+    Daemon, Need, Spawned, accepts, grpc, read_events, signal, ttmd_bin, wait_timeout, wait_until,
 };
 
 const T: Duration = Duration::from_secs(20);
@@ -21,12 +21,7 @@ const T: Duration = Duration::from_secs(20);
 /// demands silence: verify exits 0 even on unknown keys, it only warns.
 #[test]
 fn systemd_units_verify_cleanly() {
-    if Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("systemd-analyze not installed; .ci/run installs it and verifies the units");
+    if !Need::tool("systemd-analyze", "systemd").met() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -83,12 +78,7 @@ fn systemd_units_verify_cleanly() {
 /// and leaves it in place at shutdown (it belongs to systemd).
 #[test]
 fn socket_activation_serves_the_passed_socket() {
-    if Command::new("systemd-socket-activate")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("systemd-socket-activate not installed; skipping");
+    if !Need::tool("systemd-socket-activate", "systemd").met() {
         return;
     }
     let d = Daemon::stopped();
