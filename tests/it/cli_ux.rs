@@ -686,7 +686,8 @@ impl Tmux {
         self.cmd(&["capture-pane", "-p", "-t", "top"]).stdout
     }
 
-    /// Polls the screen until `cond` holds; panics after [`HANG`].
+    /// Polls the screen until `cond` holds; panics after [`HANG`]. A wait
+    /// for one state to show (one step), not a guard on work.
     #[track_caller]
     fn wait_for(&self, what: &str, cond: impl Fn(&str) -> bool) -> Duration {
         let start = Instant::now();

@@ -175,6 +175,8 @@ fn the_socket_is_never_wider_than_0600_even_for_a_moment() {
         let socket = d.tmp().join(format!("sub{round}/s.sock"));
         let watched = socket.clone();
         let watcher = std::thread::spawn(move || {
+            // Watches until the socket is there and answers: a wait for a
+            // state (the daemon listening), with a generous fixed bound.
             let deadline = Instant::now() + T;
             let mut seen = Vec::new();
             while Instant::now() < deadline {

@@ -71,7 +71,7 @@ use ttm_proto::v1::{Event, EventsRequest, EventsResponse, TxnRef};
 
 /// How long a daemon may take to listen (waiting for readiness, not a
 /// guard on work).
-pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one `ttmctl` call (one step) may stay silent before the test
 /// gives up on it.
 pub const CTL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -182,11 +182,17 @@ impl Need {
     /// to stderr and returns false, and the test returns early.
     #[track_caller]
     pub fn met(self) -> bool {
+        self.met_under(under_ci())
+    }
+
+    /// [`Need::met`] with CI given (`ci`), not read from the environment.
+    #[track_caller]
+    fn met_under(self, ci: bool) -> bool {
         let Some(missing) = self.missing else {
             return true;
         };
         let test = test_name();
-        if under_ci() {
+        if ci {
             if let Some((_, reason)) = ALLOWED_UNDER_CI.iter().find(|(w, _)| *w == self.what) {
                 eprintln!("skipped: {test}: {missing} (allowed under CI: {reason})");
                 return false;
@@ -264,14 +270,26 @@ impl Progress {
         what: &str,
         work: F,
     ) -> impl std::future::Future<Output = F::Output> {
+        self.guard_stall(STALL, what, work)
+    }
+
+    /// [`Progress::guard`] allowing `stall` without progress.
+    #[track_caller]
+    pub fn guard_stall<F: std::future::Future>(
+        &self,
+        stall: Duration,
+        what: &str,
+        work: F,
+    ) -> impl std::future::Future<Output = F::Output> {
         let caller = std::panic::Location::caller();
         let what = what.to_owned();
         let progress = self.clone();
         async move {
             let mut work = std::pin::pin!(work);
-            let mut watchdog = Watchdog::new(STALL, progress.get());
+            let mut watchdog = Watchdog::new(stall, progress.get());
+            let period = (stall / 4).min(Duration::from_millis(250));
             loop {
-                let tick = tokio::time::sleep(Duration::from_millis(250));
+                let tick = tokio::time::sleep(period);
                 tokio::select! {
                     out = &mut work => return out,
                     () = tick => {
@@ -1474,4 +1492,84 @@ pub fn sync_watch(d: &Daemon, watch: &Spawned) {
     assert!(seen, "{} printed nothing for 50 creations", watch.what);
     let marker = d.ctl(&["create", "marker", "--no-activate"]).ok();
     while watch.json_line(HANG)["txn_id"] != marker.as_str() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Long enough that a busy machine does not stall a step for it; the
+    // work in each test runs for longer than this in all.
+    const SHORT: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_met_need_is_met_under_ci_and_outside() {
+        assert!(Need::check("x", "y", Ok(())).met_under(true));
+        assert!(Need::check("x", "y", Ok(())).met_under(false));
+    }
+
+    #[test]
+    fn an_unmet_need_skips_outside_ci() {
+        assert!(!Need::tool("no-such-tool-ttm", "none").met_under(false));
+    }
+
+    #[test]
+    #[should_panic(expected = "under CI a test may not skip")]
+    fn an_unmet_need_fails_under_ci() {
+        let _ = Need::tool("no-such-tool-ttm", "none").met_under(true);
+    }
+
+    #[test]
+    fn the_watchdog_fails_on_a_stall_not_on_a_long_run() {
+        let mut dog = Watchdog::new(SHORT, 0);
+        for sample in 1..=6 {
+            thread::sleep(SHORT / 4);
+            assert!(dog.check(sample).is_ok(), "moving work called stuck");
+        }
+        thread::sleep(SHORT);
+        assert!(dog.check(6).is_err(), "a stall went unnoticed");
+    }
+
+    #[tokio::test]
+    async fn a_guard_lets_slow_work_finish_while_it_progresses() {
+        let progress = Progress::new();
+        let worker = progress.clone();
+        let work = async move {
+            // Twice the allowed stall in all, progressing throughout.
+            for _ in 0..8 {
+                tokio::time::sleep(SHORT / 4).await;
+                worker.bump();
+            }
+            7
+        };
+        assert_eq!(progress.guard_stall(SHORT, "slow work", work).await, 7);
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "stuck work hung")]
+    async fn a_guard_fails_work_that_stopped_progressing() {
+        let progress = Progress::new();
+        progress
+            .guard_stall(SHORT, "stuck work", std::future::pending::<()>())
+            .await;
+    }
+
+    #[test]
+    fn run_watched_lets_a_printing_command_outlast_the_stall() {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "for i in 1 2 3 4 5 6 7 8; do echo $i; sleep 0.2; done",
+        ]);
+        let out = run_watched(cmd, None, SHORT, || 0);
+        assert_eq!(out.ok().lines().count(), 8);
+    }
+
+    #[test]
+    #[should_panic(expected = "hung: no progress")]
+    fn run_watched_kills_a_silent_command() {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        run_watched(cmd, None, SHORT, || 0);
+    }
 }
