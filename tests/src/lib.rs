@@ -13,7 +13,9 @@
 //! `script`, shellcheck or `systemd-analyze`; root; a tmpfs mount; a Python
 //! with grpcio) asks for it with [`Need`]:
 //!
-//! ```ignore
+//! ```no_run
+//! use ttm_tests::Need;
+//!
 //! if !Need::tool("tmux", "tmux").met() {
 //!     return;
 //! }
