@@ -13,12 +13,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use ttm_tests::{
-    Daemon, Out, STOP_TIMEOUT, accepts, check_log, clean_command, event_types, run, signal,
-    ttmctl_bin, ttmd_bin, wait_timeout,
+    CTL_TIMEOUT, Daemon, Need, Out, STALL, START_TIMEOUT, STOP_TIMEOUT, accepts, check_log,
+    clean_command, event_types, run, run_watched, signal, tree_activity, ttmctl_bin, ttmd_bin,
+    wait_progressing, wait_timeout,
 };
 
-/// How long one script may run (debug binaries, many ttmctl calls).
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
+/// Runs a script that drives the daemon serving `root`: it may run as
+/// long as it keeps working (printing, or changing the tree: see
+/// `ttm_tests::run_watched`); only [`STALL`] without either is a hang.
+fn run_script(cmd: Command, root: &Path) -> Out {
+    run_watched(cmd, None, STALL, || tree_activity(root))
+}
 
 /// Sources the TTM shims under `set -euo pipefail`.
 const STRICT: &str = "set -euo pipefail\nsource \"$TTM_SHELL/ttm.sh\"\n";
@@ -59,7 +64,7 @@ fn bash(d: &Daemon, script: &str, env: &[(&str, &str)]) -> Out {
     for (key, value) in env {
         cmd.env(key, value);
     }
-    run(cmd, None, SCRIPT_TIMEOUT)
+    run_script(cmd, &d.root)
 }
 
 /// The ctx files of a transaction directory, by name.
@@ -76,15 +81,14 @@ fn ctx_names(dir: &Path) -> BTreeSet<String> {
 fn the_original_test_sequence_passes_on_the_shims() {
     let d = Daemon::start_new();
     let script = shell_dir().join("test_sequence.sh");
-    let out = run(
+    let out = run_script(
         bash_at(
             &d.root,
             &d.socket,
             &d.tmp().join("work"),
             &[script.to_str().unwrap()],
         ),
-        None,
-        SCRIPT_TIMEOUT,
+        &d.root,
     );
     let stdout = out.ok();
     let last = stdout.lines().last().unwrap();
@@ -254,7 +258,8 @@ impl OwnDaemon {
             .stderr(log)
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Waiting for readiness, not a guard on work: a generous bound.
+        let deadline = Instant::now() + START_TIMEOUT;
         while !accepts(&socket) {
             if let Some(status) = child.try_wait().unwrap() {
                 panic!(
@@ -283,7 +288,7 @@ impl OwnDaemon {
         for (key, value) in env {
             cmd.env(key, value);
         }
-        run(cmd, None, SCRIPT_TIMEOUT)
+        run_script(cmd, &self.root)
     }
 }
 
@@ -399,8 +404,22 @@ fn sixteen_shells_adding_ten_files_each_get_160_distinct_numbers() {
                 .unwrap()
         })
         .collect();
+    // Each shell is waited for on a thread of its own; the guard is on the
+    // tree: it fails only once no shell changed anything for STALL.
+    let (tx, done) = std::sync::mpsc::channel();
     for child in children {
-        let out = child.wait_with_output().unwrap();
+        let tx = tx.clone();
+        thread::spawn(move || tx.send(child.wait_with_output()));
+    }
+    drop(tx);
+    for _ in 1..=16 {
+        let out = wait_progressing(
+            "16 concurrent shells adding ctx files",
+            STALL,
+            || tree_activity(&d.root),
+            || done.try_recv().ok(),
+        )
+        .unwrap();
         assert!(
             out.status.success(),
             "a shell failed: {}",
@@ -716,7 +735,7 @@ fn deploy(d: &Daemon, args: &[&str], env: &[(&str, &str)]) -> Out {
     for (key, value) in env {
         cmd.env(key, value);
     }
-    run(cmd, None, SCRIPT_TIMEOUT)
+    run_script(cmd, &d.root)
 }
 
 /// The ttm transaction ids, in creation order.
@@ -810,7 +829,7 @@ fn ttm_dir_is_honoured_when_it_follows_the_layout_and_refused_otherwise() {
         for (key, value) in vars {
             cmd.env(key, value);
         }
-        run(cmd, None, SCRIPT_TIMEOUT)
+        run_script(cmd, &d.root)
     };
     for ok in [
         vec![("TTM_DIR", format!("{root}/ttm"))],
@@ -948,8 +967,11 @@ fn shell_files() -> Vec<PathBuf> {
     files
 }
 
+/// Every shell file parses (`bash -n`) and is shellcheck-clean. Without
+/// shellcheck the lint part skips saying so, except under CI, where it
+/// fails (`.ci/run` installs shellcheck).
 #[test]
-fn every_shell_file_parses_and_is_shellcheck_clean_when_shellcheck_exists() {
+fn every_shell_file_parses_and_is_shellcheck_clean() {
     let files = shell_files();
     assert!(files.len() >= 5, "{files:?}");
     for file in &files {
@@ -960,19 +982,21 @@ fn every_shell_file_parses_and_is_shellcheck_clean_when_shellcheck_exists() {
                 cmd
             },
             None,
-            SCRIPT_TIMEOUT,
+            CTL_TIMEOUT,
         );
         out.ok();
     }
-    let has_shellcheck = Command::new("shellcheck")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if has_shellcheck {
-        let mut cmd = Command::new("shellcheck");
-        cmd.arg("-x").args(&files);
-        run(cmd, None, SCRIPT_TIMEOUT).ok();
+    if !Need::tool("shellcheck", "shellcheck").met() {
+        return;
     }
+    let mut cmd = Command::new("shellcheck");
+    cmd.arg("-x").args(&files);
+    let out = run(cmd, None, CTL_TIMEOUT);
+    assert_eq!(
+        out.code(),
+        0,
+        "shellcheck finds fault with the shell files:\n{}{}",
+        out.stdout,
+        out.stderr
+    );
 }
