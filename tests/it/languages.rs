@@ -338,12 +338,13 @@ async fn health_is_serving_after_start_and_not_serving_when_stopping() {
         seen
     });
 
-    let started = std::time::Instant::now();
+    // An open health watch must not hold the shutdown until the grace
+    // runs out: ttmd says so in its log when it does.
     tokio::task::block_in_place(|| daemon.stop());
+    let log = daemon.daemon_stderr();
     assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "ttmd took {:?} to stop with a health watch open",
-        started.elapsed()
+        !log.contains("after the shutdown grace"),
+        "a health watch held up the shutdown: {log}"
     );
     let seen = tokio::time::timeout(Duration::from_secs(10), watcher)
         .await
