@@ -232,6 +232,7 @@ flow_inspect() {
         while IFS= read -r _ttm_line; do
             _ttm_line=${_ttm_line#"${_ttm_line%%[! ]*}"}
             _ttm_line=${_ttm_line%,}
+            [[ -n $_ttm_line ]] || continue
             if [[ $_ttm_line =~ ^\"(.*)\"$ ]]; then
                 _ttm_json_unescape _ttm_line "${BASH_REMATCH[1]}"
             fi

@@ -672,10 +672,11 @@ _ttm_subscription() {
     exit 0
 }
 
-# _ttm_is_txn WORD: whether WORD is a transaction id ([a-z0-9][a-z0-9-]*,
-# 128 at most) of an existing transaction of the module.
+# _ttm_is_txn WORD: whether WORD has the form of a transaction id (letters,
+# digits and -, 128 at most: the daemon's ids are <slug>-<YYYYMMDD>T<HHMMSS>)
+# and names an existing transaction of the module.
 _ttm_is_txn() {
-    [[ $1 =~ ^[a-z0-9][a-z0-9-]{0,127}$ ]] && _ttm_ctl "" dir --txn="$1" >/dev/null 2>&1
+    [[ $1 =~ ^[a-zA-Z0-9][a-zA-Z0-9-]{0,127}$ ]] && _ttm_ctl "" dir --txn="$1" >/dev/null 2>&1
 }
 
 # ttm VERB ARGS…: the original dispatcher.
