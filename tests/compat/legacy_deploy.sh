@@ -5,6 +5,7 @@
 # read with grep. Keep it unchanged: it is what exists in the wild. Only the
 # path it sources (TTM_SH) and its scratch directory (WORK) come from the
 # caller (tests/it/compat.rs).
+# shellcheck disable=SC1090,SC2154 # sources $TTM_SH, which sets $e1
 set -e
 
 source "$TTM_SH"

@@ -130,9 +130,9 @@ fn item4_ttm_publish_appends_an_event_and_ttm_subscribe_runs_a_handler_until_uns
     );
     // Nothing is left following the log.
     let left = std::process::Command::new("pgrep")
-            .args(["-f", &format!("events --follow --txn={id}")])
-            .output()
-            .is_ok_and(|o| !o.stdout.is_empty());
+        .args(["-f", &format!("events --follow --txn={id}")])
+        .output()
+        .is_ok_and(|o| !o.stdout.is_empty());
     assert!(!left, "a subscription outlived ttm_unsubscribe");
 }
 
@@ -195,7 +195,9 @@ fn item5_txn_functions_act_on_the_flows_after_sourcing_the_flow_manager() {
     // A module the user set explicitly is kept.
     let out = bash(
         &d,
-        &format!("{STRICT_FLOW}id=$(txn_create \"still ttm\"); [[ $TTM_MODULE == ttm ]]; echo \"$id\""),
+        &format!(
+            "{STRICT_FLOW}id=$(txn_create \"still ttm\"); [[ $TTM_MODULE == ttm ]]; echo \"$id\""
+        ),
         &[("TTM_MODULE", "ttm")],
     );
     let id = out.ok();
@@ -257,8 +259,13 @@ fn item6_the_flow_manager_finds_ttm_sh_when_copied_or_linked_elsewhere() {
     // Nowhere to be found: a clear message naming what was tried.
     let wrapper_s = wrapper.to_str().unwrap();
     let out = with("flow_manager_ttm.sh", &[("TTMCTL", wrapper_s)]);
-    out.expect_code(1)
-        .stderr_has(&["cannot find the TTM shims' ttm.sh; tried:", "/rag/core/ttm.sh", "/prefix/bin/../share/ttm/ttm.sh", "/.local/share/ttm/ttm.sh", "/usr/bin/ttm.sh"]);
+    out.expect_code(1).stderr_has(&[
+        "cannot find the TTM shims' ttm.sh; tried:",
+        "/rag/core/ttm.sh",
+        "/prefix/bin/../share/ttm/ttm.sh",
+        "/.local/share/ttm/ttm.sh",
+        "/usr/bin/ttm.sh",
+    ]);
     // An $TTM_SRC naming the original bash TTM is passed over.
     let old = work.join("old-ttm");
     fs::create_dir_all(&old).unwrap();
@@ -339,23 +346,39 @@ fn item12_listings_and_status_print_the_originals_formats() {
     );
     assert!(stdout.starts_with(&expected_txn_list), "{stdout}");
     for needle in [
-        format!("Transaction: {a}\nDescription: first txn\nStage: NEW\nTarget: @local\nIteration: 1\nAgent: human\nContext digest: "),
+        format!(
+            "Transaction: {a}\nDescription: first txn\nStage: NEW\nTarget: @local\nIteration: 1\nAgent: human\nContext digest: "
+        ),
         "\n\nRecent events:\n  [".to_owned(),
         "] txn_start\n".to_owned(),
         "\nContext files:\n  000_policy.md\n  010_request.md\n".to_owned(),
         format!("Flow created: {f1}\nPrompt: first flow\nDirectory: "),
-        format!("Flows:\n{rule}\n  1. {f1:<38}  NEW         first flow\n→ 2. {f2:<38}  SELECT      second flow\n\nTip: Use '/flow resume <number>' to resume by index\n"),
+        format!(
+            "Flows:\n{rule}\n  1. {f1:<38}  NEW         first flow\n→ 2. {f2:<38}  SELECT      second flow\n\nTip: Use '/flow resume <number>' to resume by index\n"
+        ),
         // A filter keeps each flow's number: flow_resume N is the flow shown as N.
         format!("Flows:\n{rule}\n→ 2. {f2:<38}  SELECT      second flow\n\nTip:"),
-        format!("Flow: {f1} (active)\nDescription: first flow\nStage: NEW\nIteration: 1\nAgent: base\nTarget: @local\nContext digest: "),
-        format!("\nDirectories:\n  RAG_DIR={root}/rag\n  TXNS_DIR={root}/rag/txns\n  flow={f1}\n", root = d.root.display()),
+        format!(
+            "Flow: {f1} (active)\nDescription: first flow\nStage: NEW\nIteration: 1\nAgent: base\nTarget: @local\nContext digest: "
+        ),
+        format!(
+            "\nDirectories:\n  RAG_DIR={root}/rag\n  TXNS_DIR={root}/rag/txns\n  flow={f1}\n",
+            root = d.root.display()
+        ),
     ] {
         assert!(stdout.contains(&needle), "no {needle:?} in:\n{stdout}");
     }
     // flow_create's stdout is the id alone.
-    let out = bash(&d, &format!("{STRICT_FLOW}flow_create solo 2>/dev/null"), &[]);
+    let out = bash(
+        &d,
+        &format!("{STRICT_FLOW}flow_create solo 2>/dev/null"),
+        &[],
+    );
     let solo = out.ok();
-    assert!(solo.starts_with("solo-") && !solo.contains('\n'), "{solo:?}");
+    assert!(
+        solo.starts_with("solo-") && !solo.contains('\n'),
+        "{solo:?}"
+    );
 }
 
 // Item 14: `ttm fail "message"` fails the active transaction.
@@ -380,7 +403,10 @@ fn item14_ttm_fail_with_only_a_message_fails_the_active_transaction() {
         unreachable!()
     };
     let s = d.state_json("ttm", id);
-    assert_eq!((s["stage"].as_str(), s["last_error"].as_str()), (Some("FAIL"), Some("disk full")));
+    assert_eq!(
+        (s["stage"].as_str(), s["last_error"].as_str()),
+        (Some("FAIL"), Some("disk full"))
+    );
     let s = d.state_json("ttm", other);
     assert_eq!(s["last_error"], "by id");
     let s = d.state_json("ttm", keep);
@@ -399,10 +425,15 @@ fn a_legacy_script_from_the_docs_runs_unchanged_under_set_e() {
     let out = run(cmd, None, SCRIPT_TIMEOUT);
     let stdout = out.ok();
     let last = stdout.lines().last().unwrap();
-    let ids = last.strip_prefix("legacy script done: ").unwrap_or_else(|| panic!("{stdout}"));
+    let ids = last
+        .strip_prefix("legacy script done: ")
+        .unwrap_or_else(|| panic!("{stdout}"));
     let (done, failed) = ids.split_once(' ').unwrap();
     assert_eq!(d.state_json("ttm", done)["stage"], "DONE");
-    assert_eq!(d.state_json("ttm", failed)["last_error"], "health check failed");
+    assert_eq!(
+        d.state_json("ttm", failed)["last_error"],
+        "health check failed"
+    );
 }
 
 // The original test suite's first check: ttm_init leaves $TETRA_DIR/ttm/txns
@@ -414,7 +445,9 @@ fn the_original_suites_first_check_sees_ttm_txns_after_ttm_init() {
     let d = Daemon::start_new();
     let out = bash(
         &d,
-        &format!("{STRICT}ttm_init\n[[ -d $TETRA_DIR/ttm/txns ]]\n[[ -z $(txn_list | tail -n +3) ]]"),
+        &format!(
+            "{STRICT}ttm_init\n[[ -d $TETRA_DIR/ttm/txns ]]\n[[ -z $(txn_list | tail -n +3) ]]"
+        ),
         &[],
     );
     out.ok();

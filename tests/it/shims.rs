@@ -24,7 +24,8 @@ pub(crate) const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
 pub(crate) const STRICT: &str = "set -euo pipefail\nsource \"$TTM_SHELL/ttm.sh\"\n";
 
 /// Sources the RAG shims (which source ttm.sh) under `set -euo pipefail`.
-pub(crate) const STRICT_FLOW: &str = "set -euo pipefail\nsource \"$TTM_SHELL/flow_manager_ttm.sh\"\n";
+pub(crate) const STRICT_FLOW: &str =
+    "set -euo pipefail\nsource \"$TTM_SHELL/flow_manager_ttm.sh\"\n";
 
 pub(crate) fn shell_dir() -> PathBuf {
     ttm_tests::repo_root().join("ttmctl/shell")
@@ -963,7 +964,7 @@ fn generate_txn_id_previews_the_daemons_ids() {
 
 fn shell_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
-    for dir in ["ttmctl/shell", "examples", "scripts"] {
+    for dir in ["ttmctl/shell", "examples", "scripts", "tests/compat"] {
         for entry in fs::read_dir(ttm_tests::repo_root().join(dir)).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "sh") {
