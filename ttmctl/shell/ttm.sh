@@ -628,7 +628,15 @@ ttm_unsubscribe() {
 _ttm_subscription() {
     set +e +u +o pipefail
     local _ttm_parent=$$ _ttm_fd _ttm_ctl_pid='' _ttm_line _ttm_buf='' _ttm_rc _ttm_type _ttm_re
-    trap 'if [[ -n $_ttm_ctl_pid ]]; then kill -TERM "$_ttm_ctl_pid" 2>/dev/null; fi; exit 0' TERM INT HUP
+    # Stopping: end ttmctl too, and wait (2 s at most) until it is gone, so
+    # nothing follows the log once ttm_unsubscribe has returned.
+    trap 'if [[ -n $_ttm_ctl_pid ]] && kill -TERM "$_ttm_ctl_pid" 2>/dev/null; then
+              for _ttm_line in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+                  kill -0 "$_ttm_ctl_pid" 2>/dev/null || break
+                  sleep 0.1
+              done
+          fi
+          exit 0' TERM INT HUP
     exec {_ttm_fd}< <(
         _ttm_root _ttm_tree || exit
         unset TTM_DIR TTM_TXNS_DIR
