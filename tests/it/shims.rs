@@ -21,24 +21,25 @@ use ttm_tests::{
 /// Runs a script that drives the daemon serving `root`: it may run as
 /// long as it keeps working (printing, or changing the tree: see
 /// `ttm_tests::run_watched`); only [`STALL`] without either is a hang.
-fn run_script(cmd: Command, root: &Path) -> Out {
+pub(crate) fn run_script(cmd: Command, root: &Path) -> Out {
     run_watched(cmd, None, STALL, || tree_activity(root))
 }
 
 /// Sources the TTM shims under `set -euo pipefail`.
-const STRICT: &str = "set -euo pipefail\nsource \"$TTM_SHELL/ttm.sh\"\n";
+pub(crate) const STRICT: &str = "set -euo pipefail\nsource \"$TTM_SHELL/ttm.sh\"\n";
 
 /// Sources the RAG shims (which source ttm.sh) under `set -euo pipefail`.
-const STRICT_FLOW: &str = "set -euo pipefail\nsource \"$TTM_SHELL/flow_manager_ttm.sh\"\n";
+pub(crate) const STRICT_FLOW: &str =
+    "set -euo pipefail\nsource \"$TTM_SHELL/flow_manager_ttm.sh\"\n";
 
-fn shell_dir() -> PathBuf {
+pub(crate) fn shell_dir() -> PathBuf {
     ttm_tests::repo_root().join("ttmctl/shell")
 }
 
 /// `bash ARGS…` against the daemon at `root`/`socket`: `TTMCTL` is the
 /// ttmctl under test, `TTM_SHELL` the shims' directory, `W` a scratch
 /// directory beside the tree.
-fn bash_at(root: &Path, socket: &Path, work: &Path, args: &[&str]) -> Command {
+pub(crate) fn bash_at(root: &Path, socket: &Path, work: &Path, args: &[&str]) -> Command {
     fs::create_dir_all(work).unwrap();
     let mut cmd = clean_command("bash");
     // Relative paths (and a `touch x` that should never run) land in `work`.
@@ -59,7 +60,7 @@ fn bash_at(root: &Path, socket: &Path, work: &Path, args: &[&str]) -> Command {
 }
 
 /// `bash -c SCRIPT` against `d`, with `env` added.
-fn bash(d: &Daemon, script: &str, env: &[(&str, &str)]) -> Out {
+pub(crate) fn bash(d: &Daemon, script: &str, env: &[(&str, &str)]) -> Out {
     let mut cmd = bash_at(&d.root, &d.socket, &d.tmp().join("work"), &["-c", script]);
     for (key, value) in env {
         cmd.env(key, value);
@@ -187,7 +188,13 @@ fn hostile_text_round_trips_exactly_and_runs_nothing() {
              flow_complete \"$fid2\" -o success -l \"$ERR\" >/dev/null
              printf '%s\\n' \"$id\" \"$dash\" \"$fid\" \"$fid2\""
         ),
-        &[("DESC", &desc), ("ERR", &err), ("PATCH", &patch)],
+        // txn_* on ttm: the flow manager points them at rag otherwise.
+        &[
+            ("DESC", &desc),
+            ("ERR", &err),
+            ("PATCH", &patch),
+            ("TTM_MODULE", "ttm"),
+        ],
     );
     let stdout = out.ok();
     let ids: Vec<&str> = stdout.lines().collect();
@@ -461,7 +468,8 @@ fn every_shim_returns_non_zero_on_a_refused_call() {
     fs::write(d.tmp().join("file.txt"), "x").unwrap();
     let out = bash(
         &d,
-        r#"source "$TTM_SHELL/flow_manager_ttm.sh"
+        r#"export TTM_MODULE=ttm   # txn_* on ttm, not the flow manager's rag
+source "$TTM_SHELL/flow_manager_ttm.sh"
 bad=0
 # expect NAME CODE CMD…: CMD must exit with CODE.
 expect() {
@@ -874,7 +882,7 @@ fn ttm_dir_is_honoured_when_it_follows_the_layout_and_refused_otherwise() {
 }
 
 #[test]
-fn sourcing_sets_no_variables_and_keeps_the_callers_options() {
+fn sourcing_sets_only_the_originals_variables_and_keeps_the_callers_options() {
     let d = Daemon::start_new();
     fs::write(d.tmp().join("e.txt"), "e").unwrap();
     for prelude in [
@@ -899,7 +907,7 @@ fn sourcing_sets_no_variables_and_keeps_the_callers_options() {
              ttm help >/dev/null
              fid=$(flow_create vars)
              flow_complete --lesson l >/dev/null
-             txn_commit >/dev/null
+             txn_commit \"$id\" >/dev/null
              [[ \"$(set +o; shopt -p)\" == \"$_ttm_before_opts\" ]] || echo 'OPTIONS CHANGED'
              comm -13 <(printf '%s\\n' \"$_ttm_before_vars\") <(compgen -v | sort)"
         );
@@ -915,6 +923,26 @@ fn sourcing_sets_no_variables_and_keeps_the_callers_options() {
             "e_count",
             // bash's own, set by any [[ =~ ]].
             "BASH_REMATCH",
+            // The original's variables (docs/bash.md, "Variables").
+            "TTM_SRC",
+            "TTM_DIR",
+            "TTM_TXNS_DIR",
+            "TTM_CONFIG_DIR",
+            "TTM_LOGS_DIR",
+            "TTM_MODULE_DIR",
+            "TTM_MODULE",
+            "_TTM_DERIVED_DIR",
+            "_TTM_DERIVED_TXNS_DIR",
+            "STAGE_NEW",
+            "STAGE_SELECT",
+            "STAGE_ASSEMBLE",
+            "STAGE_EXECUTE",
+            "STAGE_VALIDATE",
+            "STAGE_DONE",
+            "STAGE_FAIL",
+            "STAGE_SUBMIT",
+            "STAGE_APPLY",
+            "STAGE_FOLD",
         ]
         .into_iter()
         .collect();
@@ -955,7 +983,7 @@ fn generate_txn_id_previews_the_daemons_ids() {
 
 fn shell_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
-    for dir in ["ttmctl/shell", "examples", "scripts"] {
+    for dir in ["ttmctl/shell", "examples", "scripts", "tests/compat"] {
         for entry in fs::read_dir(ttm_tests::repo_root().join(dir)).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "sh") {
