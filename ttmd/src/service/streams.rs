@@ -21,9 +21,71 @@ use crate::store::module::{Change, ChangeKind};
 use crate::store::txn::Txn;
 
 use super::status::to_status;
+use super::{TtmService, blocking, pid_of};
+use crate::core::event;
+use crate::core::id::quote;
+use tonic::{Request, Response};
 
 /// The stream type of both streaming RPCs.
 pub type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+impl TtmService {
+    pub(super) async fn events(
+        &self,
+        req: Request<pb::EventsRequest>,
+    ) -> Result<Response<Stream<pb::EventsResponse>>, Status> {
+        let client = self.caller(&req)?;
+        let r = req.into_inner();
+        if !r.event.is_empty() {
+            let e = &r.event;
+            let ok = e.len() <= event::EVENT_TYPE_MAX
+                && e.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.'
+                });
+            if !ok {
+                return Err(Status::invalid_argument(format!(
+                    "invalid event type filter {}",
+                    quote(e)
+                )));
+            }
+        }
+        let this = self.clone();
+        let tref = r.txn.clone();
+        let (_, txn) = blocking(move || this.txn(tref)).await?;
+        let config = self.shared.config();
+        let slot = self.shared.streams.admit(pid_of(&client), &config.limits)?;
+        Ok(Response::new(self::events(
+            txn,
+            r,
+            config.heartbeat,
+            self.shared.shutdown.clone(),
+            slot,
+        )))
+    }
+
+    pub(super) async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Stream<pb::WatchResponse>>, Status> {
+        let client = self.caller(&req)?;
+        let name = req.into_inner().module;
+        let changes = self.shared.store.watch(&name).map_err(to_status)?;
+        let config = self.shared.config();
+        let slot = self.shared.streams.admit(pid_of(&client), &config.limits)?;
+        let name = if name.is_empty() {
+            crate::core::DEFAULT_MODULE.to_string()
+        } else {
+            name
+        };
+        Ok(Response::new(self::watch(
+            name,
+            changes,
+            config.heartbeat,
+            self.shared.shutdown.clone(),
+            slot,
+        )))
+    }
+}
 
 /// Messages buffered per stream before the sender waits for the client.
 const BUFFER: usize = 16;

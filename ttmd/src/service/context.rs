@@ -1,0 +1,185 @@
+//! Evidence (ctx files) and connectors: taking files in, listing them.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tonic::{Request, Response, Status, Streaming};
+use ttm_proto::v1 as pb;
+
+use super::status::to_status;
+use super::{TtmService, blocking, checked_guards};
+use crate::core::{Error, ctx};
+use crate::store::Durability;
+use crate::store::txn;
+
+impl TtmService {
+    pub(super) async fn add_context(
+        &self,
+        req: Request<Streaming<pb::AddContextRequest>>,
+    ) -> Result<Response<pb::AddContextResponse>, Status> {
+        use pb::add_context_request::Part;
+        let client = self.peer(&req)?;
+        let mut stream = req.into_inner();
+        let header = match stream.message().await? {
+            Some(pb::AddContextRequest {
+                part: Some(Part::Header(h)),
+            }) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "AddContext must start with a header message",
+                ));
+            }
+        };
+        // Refuse bad names, bad guards and unknown or final transactions
+        // before taking any bytes.
+        let this = self.clone();
+        let (h, g, module, txn, temp, file) = blocking(move || {
+            ctx::validate_source_name(&header.file_name)?;
+            ctx::evidence_name(ctx::FIRST_EVIDENCE, &header.description, &header.file_name)?;
+            this.check_payload(&header.description, "the description")?;
+            let g = checked_guards(header.pre.clone())?;
+            let (module, txn) = this.txn(header.txn.clone())?;
+            txn::refuse_if_terminal(&txn.state())?;
+            let (temp, file) = txn.create_temp_evidence()?;
+            Ok((header, g, module, txn, temp, file))
+        })
+        .await?;
+        let config = self.shared.config();
+        let received = receive_file(
+            &temp,
+            file,
+            &mut stream,
+            config.limits.ctx_file,
+            config.durability,
+        )
+        .await;
+        let (bytes, sha256) = match received {
+            Ok(v) => v,
+            Err(status) => {
+                let _ = tokio::fs::remove_file(&temp).await;
+                return Err(status);
+            }
+        };
+        let this = self.clone();
+        let temp2 = temp.clone();
+        let result = blocking(move || {
+            let outcome = txn.add_evidence(
+                this.shared.config().limits.ctx_files,
+                &temp2,
+                bytes,
+                &sha256,
+                &h.description,
+                &h.file_name,
+                &g,
+                &client,
+            )?;
+            module.announce(&outcome);
+            Ok(outcome)
+        })
+        .await;
+        let outcome = match result {
+            Ok(o) => o,
+            Err(status) => {
+                let _ = tokio::fs::remove_file(&temp).await;
+                return Err(status);
+            }
+        };
+        let e = &outcome.event;
+        let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let num = |k: &str| e.get(k).and_then(Value::as_u64).unwrap_or(0);
+        Ok(Response::new(pb::AddContextResponse {
+            file: text("file"),
+            bytes: num("bytes"),
+            sha256: text("sha256"),
+            ctx_digest: text("ctx_digest"),
+            seq: num("seq"),
+        }))
+    }
+
+    pub(super) async fn list_context(
+        &self,
+        req: Request<pb::ListContextRequest>,
+    ) -> Result<Response<pb::ListContextResponse>, Status> {
+        self.caller(&req)?;
+        let r = req.into_inner();
+        let this = self.clone();
+        let resp = blocking(move || {
+            let (_, txn) = this.txn(r.txn)?;
+            let entries = txn.ctx_entries()?;
+            let dir = txn.dir.join(txn::CTX_DIR);
+            let sizes: std::collections::HashMap<String, u64> =
+                entries.iter().map(|e| (e.name.clone(), e.bytes)).collect();
+            let order = ctx::evidence_order(entries.into_iter().map(|e| e.name).collect());
+            let files = order
+                .into_iter()
+                .map(|(name, index)| pb::ContextFile {
+                    number: ctx::number_of(&name).unwrap_or(0),
+                    bytes: sizes.get(&name).copied().unwrap_or(0),
+                    path: dir.join(&name).to_string_lossy().into_owned(),
+                    evidence_index: index,
+                    name,
+                })
+                .collect();
+            Ok(pb::ListContextResponse {
+                files,
+                ctx_digest: txn.state().ctx_digest.clone().unwrap_or_default(),
+            })
+        })
+        .await?;
+        Ok(Response::new(resp))
+    }
+
+    pub(super) async fn get_connector(
+        &self,
+        req: Request<pb::GetConnectorRequest>,
+    ) -> Result<Response<pb::GetConnectorResponse>, Status> {
+        self.caller(&req)?;
+        let target = req.into_inner().target;
+        let shared = self.shared.clone();
+        let connector = blocking(move || shared.store.topology()?.connector(&target)).await?;
+        Ok(Response::new(pb::GetConnectorResponse {
+            connector_json: serde_json::to_string_pretty(&connector).unwrap_or_default(),
+        }))
+    }
+}
+
+/// Writes an incoming evidence stream to `temp`, hashing as it goes, with
+/// memory bounded by one chunk. Returns the size and sha256.
+async fn receive_file(
+    temp: &std::path::Path,
+    file: std::fs::File,
+    stream: &mut Streaming<pb::AddContextRequest>,
+    limit: u64,
+    durability: Durability,
+) -> Result<(u64, String), Status> {
+    use pb::add_context_request::Part;
+    let mut file = tokio::fs::File::from_std(file);
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    while let Some(msg) = stream.message().await? {
+        let Some(Part::Chunk(chunk)) = msg.part else {
+            return Err(Status::invalid_argument(
+                "AddContext sends one header, then only chunks",
+            ));
+        };
+        bytes += chunk.len() as u64;
+        if bytes > limit {
+            return Err(to_status(Error::OverLimit(format!(
+                "ctx file is larger than the limit of {limit} bytes (limits.ctx_file)"
+            ))));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| to_status(Error::io("writing", temp, e)))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| to_status(Error::io("writing", temp, e)))?;
+    if durability.syncs() {
+        file.sync_all()
+            .await
+            .map_err(|e| to_status(Error::io("syncing", temp, e)))?;
+    }
+    Ok((bytes, ctx::hex(&hasher.finalize())))
+}
