@@ -1,6 +1,5 @@
 //! Evidence (ctx files) and connectors: taking files in, listing them.
 
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -8,6 +7,7 @@ use ttm_proto::v1 as pb;
 
 use super::status::to_status;
 use super::{TtmService, blocking, checked_guards};
+use crate::core::event::Body;
 use crate::core::{Error, ctx};
 use crate::store::Durability;
 use crate::store::txn;
@@ -30,8 +30,9 @@ impl TtmService {
                 ));
             }
         };
-        // Refuse bad names, bad guards and unknown or final transactions
-        // before taking any bytes.
+        // Refuse bad names, bad guards and unknown transactions before
+        // taking any bytes. Whether the transaction still takes evidence is
+        // decided with the change itself, under its lock.
         let this = self.clone();
         let (h, g, module, txn, temp, file) = blocking(move || {
             ctx::validate_source_name(&header.file_name)?;
@@ -39,60 +40,58 @@ impl TtmService {
             this.check_payload(&header.description, "the description")?;
             let g = checked_guards(header.pre.clone())?;
             let (module, txn) = this.txn(header.txn.clone())?;
-            txn::refuse_if_terminal(&txn.state())?;
             let (temp, file) = txn.create_temp_evidence()?;
             Ok((header, g, module, txn, temp, file))
         })
         .await?;
+        // `temp` removes the file whenever this request ends without
+        // storing it, including when the client goes away mid-upload and
+        // this future is dropped.
         let config = self.shared.config();
-        let received = receive_file(
-            &temp,
+        let (bytes, sha256) = receive_file(
+            temp.path(),
             file,
             &mut stream,
             config.limits.ctx_file,
             config.durability,
         )
-        .await;
-        let (bytes, sha256) = match received {
-            Ok(v) => v,
-            Err(status) => {
-                let _ = tokio::fs::remove_file(&temp).await;
-                return Err(status);
-            }
-        };
+        .await?;
         let this = self.clone();
-        let temp2 = temp.clone();
-        let result = blocking(move || {
-            let outcome = txn.add_evidence(
-                this.shared.config().limits.ctx_files,
-                &temp2,
+        let outcome = blocking(move || {
+            let evidence = txn::NewEvidence {
                 bytes,
-                &sha256,
-                &h.description,
-                &h.file_name,
-                &g,
-                &client,
-            )?;
+                sha256,
+                description: h.description,
+                file_name: h.file_name,
+            };
+            let limit = this.shared.config().limits.ctx_files;
+            let outcome = txn.add_evidence(&module.fsm(), limit, temp, &evidence, &g, &client)?;
             module.announce(&outcome);
             Ok(outcome)
         })
-        .await;
-        let outcome = match result {
-            Ok(o) => o,
-            Err(status) => {
-                let _ = tokio::fs::remove_file(&temp).await;
-                return Err(status);
-            }
+        .await?;
+        let seq = outcome.seq();
+        let Some(Body::EvidenceAdded {
+            file,
+            bytes,
+            sha256,
+            ctx_digest,
+            ..
+        }) = outcome.body()
+        else {
+            // A request id first used for another change is answered with
+            // that change (SPEC §4, the first answer): no file was stored.
+            return Ok(Response::new(pb::AddContextResponse {
+                seq,
+                ..Default::default()
+            }));
         };
-        let e = &outcome.event;
-        let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-        let num = |k: &str| e.get(k).and_then(Value::as_u64).unwrap_or(0);
         Ok(Response::new(pb::AddContextResponse {
-            file: text("file"),
-            bytes: num("bytes"),
-            sha256: text("sha256"),
-            ctx_digest: text("ctx_digest"),
-            seq: num("seq"),
+            file: file.clone(),
+            bytes: *bytes,
+            sha256: sha256.clone(),
+            ctx_digest: ctx_digest.clone(),
+            seq,
         }))
     }
 

@@ -103,7 +103,8 @@ impl TtmService {
         blocking(move || {
             let g = checked_guards(pre)?;
             let (module, txn) = this.txn(r)?;
-            let outcome = txn.mutate(&g, &client, |s, now| make(&module.fsm(), s, now))?;
+            let fsm = module.fsm();
+            let outcome = txn.mutate(&fsm, &g, &client, |s, now| make(&fsm, s, now))?;
             module.announce(&outcome);
             let state = reply_state.then(|| this.state_msg(&module, &txn, &outcome.state));
             Ok((state, outcome))

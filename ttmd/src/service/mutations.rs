@@ -7,10 +7,10 @@ use ttm_proto::v1 as pb;
 use super::TtmService;
 use super::status::to_status;
 use crate::core::Error;
+use crate::core::admit;
 use crate::core::event::{self, Body};
-use crate::core::fsm::{self, DONE, FAIL};
-use crate::core::state::{self, RESERVED_FIELDS};
-use crate::store::txn;
+use crate::core::fsm;
+use crate::core::state::RESERVED_FIELDS;
 
 impl TtmService {
     pub(super) async fn transition(
@@ -24,24 +24,7 @@ impl TtmService {
         fsm::validate_stage_name(&to).map_err(to_status)?;
         let (state, _) = self
             .mutate(r.txn, r.pre, client, true, move |fsm, s, now| {
-                let step = fsm.transition(&s.stage, &to)?;
-                Ok(match to.as_str() {
-                    // Moving to a terminal stage is a commit or a failure,
-                    // recorded as such so the log has one meaning for each.
-                    DONE => Body::Commit {
-                        from: s.stage.clone(),
-                        duration_ms: state::duration_ms(&s.created, now),
-                    },
-                    FAIL => Body::Fail {
-                        from: s.stage.clone(),
-                        error: "moved to FAIL by a transition".into(),
-                    },
-                    _ => Body::Transition {
-                        from: s.stage.clone(),
-                        to: to.clone(),
-                        iteration: step.iterate.then_some(s.iteration + 1),
-                    },
-                })
+                admit::transition(fsm, s, &to, now)
             })
             .await?;
         Ok(Response::new(pb::TransitionResponse { state }))
@@ -55,18 +38,15 @@ impl TtmService {
         let r = req.into_inner();
         let (state, outcome) = self
             .mutate(r.txn, r.pre, client, true, |_, s, now| {
-                txn::refuse_if_terminal(s)?;
-                Ok(Body::Commit {
-                    from: s.stage.clone(),
-                    duration_ms: state::duration_ms(&s.created, now),
-                })
+                Ok(admit::commit(s, now))
             })
             .await?;
-        let duration_ms = outcome
-            .event
-            .get("duration_ms")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
+        let duration_ms = match outcome.body() {
+            Some(Body::Commit { duration_ms, .. }) => *duration_ms,
+            // A request id first used for another change is answered with
+            // that change (SPEC §4, the first answer): no commit took time.
+            _ => 0,
+        };
         Ok(Response::new(pb::CommitResponse { state, duration_ms }))
     }
 
@@ -85,7 +65,6 @@ impl TtmService {
         };
         let (state, _) = self
             .mutate(r.txn, r.pre, client, true, move |_, s, _| {
-                txn::refuse_if_terminal(s)?;
                 Ok(Body::Fail {
                     from: s.stage.clone(),
                     error,
@@ -104,11 +83,7 @@ impl TtmService {
         let to = Some(r.to).filter(|t| !t.is_empty());
         let (state, _) = self
             .mutate(r.txn, r.pre, client, true, move |fsm, s, _| {
-                let to = fsm.retry_target(&s.stage, to.as_deref())?;
-                Ok(Body::Retry {
-                    to,
-                    iteration: s.iteration + 1,
-                })
+                admit::retry(fsm, s, to.as_deref())
             })
             .await?;
         Ok(Response::new(pb::RetryResponse { state }))
@@ -141,8 +116,7 @@ impl TtmService {
         })()
         .map_err(to_status)?;
         let (state, _) = self
-            .mutate(r.txn, r.pre, client, true, move |_, s, _| {
-                txn::refuse_if_terminal(s)?;
+            .mutate(r.txn, r.pre, client, true, move |_, _, _| {
                 Ok(Body::Updated { patch })
             })
             .await?;
@@ -163,17 +137,13 @@ impl TtmService {
         .map_err(to_status)?;
         let kind = r.event;
         let (_, outcome) = self
-            .mutate(r.txn, r.pre, client, false, move |_, s, _| {
-                txn::refuse_if_terminal(s)?;
+            .mutate(r.txn, r.pre, client, false, move |_, _, _| {
                 Ok(Body::User { event: kind, data })
             })
             .await?;
-        let seq = outcome
-            .event
-            .get("seq")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        Ok(Response::new(pb::AppendEventResponse { seq }))
+        Ok(Response::new(pb::AppendEventResponse {
+            seq: outcome.seq(),
+        }))
     }
 
     pub(super) async fn resolve(
@@ -185,7 +155,6 @@ impl TtmService {
         let shared = self.shared.clone();
         let (state, outcome) = self
             .mutate(r.txn, r.pre, client, true, move |_, s, _| {
-                txn::refuse_if_terminal(s)?;
                 let resolved = shared.store.topology()?.resolve(&s.target)?;
                 Ok(Body::TesResolved {
                     target: s.target.clone(),
@@ -194,12 +163,21 @@ impl TtmService {
                 })
             })
             .await?;
-        let e = &outcome.event;
+        let (target, plan, connector_json) = match outcome.body() {
+            Some(Body::TesResolved {
+                target,
+                plan,
+                connector,
+            }) => (target.clone(), plan.clone(), connector.to_string()),
+            // A request id first used for another change is answered with
+            // that change (SPEC §4, the first answer): nothing resolved.
+            _ => Default::default(),
+        };
         Ok(Response::new(pb::ResolveResponse {
             state,
-            target: e.get("target").and_then(Value::as_str).unwrap_or("").into(),
-            plan: e.get("plan").and_then(Value::as_str).unwrap_or("").into(),
-            connector_json: e.get("connector").map(Value::to_string).unwrap_or_default(),
+            target,
+            plan,
+            connector_json,
         }))
     }
 }
