@@ -32,7 +32,7 @@ pub fn event_line_styled(event: &Event, palette: Palette) -> String {
         "{:>4}  {}  {}{}  {}",
         event.seq,
         event.ts,
-        palette.event(&event.event),
+        palette.event(&event.event, event),
         " ".repeat(pad),
         fields
     );
@@ -452,7 +452,7 @@ pub fn status_rich(
                 vec![
                     e.seq.to_string(),
                     when,
-                    p.event(&term::clean(&e.event)),
+                    p.event(&term::clean(&e.event), e),
                     term::truncate(&event_fields(e), details),
                 ]
             })
