@@ -10,7 +10,7 @@ use super::{TtmService, blocking, checked_guards};
 use crate::core::event::Body;
 use crate::core::{Error, ctx};
 use crate::store::Durability;
-use crate::store::txn;
+use crate::store::txn::{self, Outcome};
 
 impl TtmService {
     pub(super) async fn add_context(
@@ -70,29 +70,7 @@ impl TtmService {
             Ok(outcome)
         })
         .await?;
-        let seq = outcome.seq();
-        let Some(Body::EvidenceAdded {
-            file,
-            bytes,
-            sha256,
-            ctx_digest,
-            ..
-        }) = outcome.body()
-        else {
-            // A request id first used for another change is answered with
-            // that change (SPEC §4, the first answer): no file was stored.
-            return Ok(Response::new(pb::AddContextResponse {
-                seq,
-                ..Default::default()
-            }));
-        };
-        Ok(Response::new(pb::AddContextResponse {
-            file: file.clone(),
-            bytes: *bytes,
-            sha256: sha256.clone(),
-            ctx_digest: ctx_digest.clone(),
-            seq,
-        }))
+        Ok(Response::new(evidence_reply(&outcome)))
     }
 
     pub(super) async fn list_context(
@@ -181,4 +159,31 @@ async fn receive_file(
             .map_err(|e| to_status(Error::io("syncing", temp, e)))?;
     }
     Ok((bytes, ctx::hex(&hasher.finalize())))
+}
+
+/// What `AddContext` answers: the stored file as its event records it.
+fn evidence_reply(outcome: &Outcome) -> pb::AddContextResponse {
+    let seq = outcome.seq();
+    let Some(Body::EvidenceAdded {
+        file,
+        bytes,
+        sha256,
+        ctx_digest,
+        ..
+    }) = outcome.body()
+    else {
+        // A request id first used for another change is answered with that
+        // change (SPEC §4, the first answer): no file was stored.
+        return pb::AddContextResponse {
+            seq,
+            ..Default::default()
+        };
+    };
+    pb::AddContextResponse {
+        file: file.clone(),
+        bytes: *bytes,
+        sha256: sha256.clone(),
+        ctx_digest: ctx_digest.clone(),
+        seq,
+    }
 }
