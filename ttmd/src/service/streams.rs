@@ -24,6 +24,7 @@ use super::status::to_status;
 use super::{TtmService, blocking, pid_of};
 use crate::core::event;
 use crate::core::id::quote;
+use crate::core::{Error, Result};
 use tonic::{Request, Response};
 
 /// The stream type of both streaming RPCs.
@@ -36,24 +37,16 @@ impl TtmService {
     ) -> Result<Response<Stream<pb::EventsResponse>>, Status> {
         let client = self.caller(&req)?;
         let r = req.into_inner();
-        if !r.event.is_empty() {
-            let e = &r.event;
-            let ok = e.len() <= event::EVENT_TYPE_MAX
-                && e.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.'
-                });
-            if !ok {
-                return Err(Status::invalid_argument(format!(
-                    "invalid event type filter {}",
-                    quote(e)
-                )));
-            }
-        }
+        check_filter(&r.event).map_err(to_status)?;
         let this = self.clone();
         let tref = r.txn.clone();
         let (_, txn) = blocking(move || this.txn(tref)).await?;
         let config = self.shared.config();
-        let slot = self.shared.streams.admit(pid_of(&client), &config.limits)?;
+        let slot = self
+            .shared
+            .streams
+            .admit(pid_of(&client), &config.limits)
+            .map_err(to_status)?;
         Ok(Response::new(self::events(
             txn,
             r,
@@ -71,7 +64,11 @@ impl TtmService {
         let name = req.into_inner().module;
         let changes = self.shared.store.watch(&name).map_err(to_status)?;
         let config = self.shared.config();
-        let slot = self.shared.streams.admit(pid_of(&client), &config.limits)?;
+        let slot = self
+            .shared
+            .streams
+            .admit(pid_of(&client), &config.limits)
+            .map_err(to_status)?;
         let name = if name.is_empty() {
             crate::core::DEFAULT_MODULE.to_string()
         } else {
@@ -87,6 +84,20 @@ impl TtmService {
     }
 }
 
+/// Refuses an event type filter no event could match (empty: all events).
+fn check_filter(e: &str) -> Result<()> {
+    let ok = e.len() <= event::EVENT_TYPE_MAX
+        && e.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
+    if e.is_empty() || ok {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "invalid event type filter {}",
+        quote(e)
+    )))
+}
+
 /// Messages buffered per stream before the sender waits for the client.
 const BUFFER: usize = 16;
 /// Bytes of log read per step by a follower. With [`BUFFER`], this bounds
@@ -94,7 +105,7 @@ const BUFFER: usize = 16;
 const READ_CHUNK: u64 = 16 << 10;
 
 fn shutting_down() -> Status {
-    Status::unavailable("ttmd is shutting down; reconnect when it is back")
+    to_status(Error::ShuttingDown)
 }
 
 /// Open streams, in total and per client process, so a client that opens
@@ -114,10 +125,10 @@ impl Slots {
 
     /// Admits one more stream for client process `pid`, or refuses naming
     /// the limit.
-    pub fn admit(self: &Arc<Self>, pid: Option<i32>, limits: &Limits) -> Result<Counted, Status> {
+    pub fn admit(self: &Arc<Self>, pid: Option<i32>, limits: &Limits) -> Result<Counted> {
         let mut per = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
         if self.open() as usize >= limits.streams_total {
-            return Err(Status::resource_exhausted(format!(
+            return Err(Error::OverLimit(format!(
                 "ttmd already serves {} open streams, its limit (limits.streams_total); close some \
                  followers or raise the limit",
                 limits.streams_total
@@ -126,7 +137,7 @@ impl Slots {
         if let Some(pid) = pid {
             let mine = per.entry(pid).or_insert(0);
             if *mine >= limits.streams_per_client {
-                return Err(Status::resource_exhausted(format!(
+                return Err(Error::OverLimit(format!(
                     "process {pid} already has {mine} open streams, the limit per client \
                      (limits.streams_per_client)"
                 )));
@@ -203,9 +214,8 @@ pub fn events(
                         return;
                     }
                     Err(e) => {
-                        let _ = tx
-                            .send(Err(Status::internal(format!("ttmd reader failed: {e}"))))
-                            .await;
+                        let bug = Error::Bug(format!("ttmd reader failed: {e}"));
+                        let _ = tx.send(Err(to_status(bug))).await;
                         return;
                     }
                 };
@@ -244,12 +254,11 @@ pub fn events(
                 }
             }
             if txn.is_removed() {
-                let _ = tx
-                    .send(Err(Status::not_found(format!(
-                        "transaction {} was removed from the tree; nothing more will come",
-                        txn.id
-                    ))))
-                    .await;
+                let gone = format!(
+                    "transaction {} was removed from the tree; nothing more will come",
+                    txn.id
+                );
+                let _ = tx.send(Err(to_status(Error::Gone(gone)))).await;
                 return;
             }
             tokio::select! {
@@ -328,9 +337,10 @@ pub fn watch(
                         heartbeat: None,
                     },
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        let _ = tx.send(Err(Status::data_loss(format!(
+                        let behind = format!(
                             "this watcher fell {n} changes behind; reconnect and re-list"
-                        )))).await;
+                        );
+                        let _ = tx.send(Err(to_status(Error::FellBehind(behind)))).await;
                         return;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
