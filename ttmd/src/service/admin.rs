@@ -97,7 +97,7 @@ impl TtmService {
     ) -> Result<Response<pb::ShutdownResponse>, Status> {
         self.caller(&req)?;
         tracing::info!("shutdown requested by a client");
-        self.shared.stop_requested.notify_one();
+        self.shared.shutdown.trigger();
         Ok(Response::new(pb::ShutdownResponse {}))
     }
 }

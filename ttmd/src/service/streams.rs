@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use ttm_proto::v1 as pb;
@@ -25,6 +25,7 @@ use super::{TtmService, blocking, pid_of};
 use crate::core::event;
 use crate::core::id::quote;
 use crate::core::{Error, Result};
+use crate::shutdown::Shutdown;
 use tonic::{Request, Response};
 
 /// The stream type of both streaming RPCs.
@@ -184,7 +185,7 @@ pub fn events(
     txn: Arc<Txn>,
     req: pb::EventsRequest,
     heartbeat: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
     counted: Counted,
 ) -> Stream<pb::EventsResponse> {
     use pb::events_response::Kind;
@@ -275,7 +276,7 @@ pub fn events(
                         return;
                     }
                 }
-                _ = stopped(&mut shutdown) => {
+                _ = shutdown.wait() => {
                     let _ = tx.send(Err(shutting_down())).await;
                     return;
                 }
@@ -317,7 +318,7 @@ pub fn watch(
     module: String,
     mut changes: broadcast::Receiver<Change>,
     heartbeat: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
     counted: Counted,
 ) -> Stream<pb::WatchResponse> {
     let (tx, rx) = mpsc::channel(BUFFER);
@@ -350,7 +351,7 @@ pub fn watch(
                     heartbeat: Some(pb::Heartbeat { seq: 0 }),
                     ..Default::default()
                 },
-                _ = stopped(&mut shutdown) => {
+                _ = shutdown.wait() => {
                     let _ = tx.send(Err(shutting_down())).await;
                     return;
                 }
@@ -362,11 +363,6 @@ pub fn watch(
         }
     });
     Box::pin(ReceiverStream::new(rx))
-}
-
-/// Completes when the daemon starts shutting down (or is gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 fn kind(k: ChangeKind) -> pb::ChangeKind {
