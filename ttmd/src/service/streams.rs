@@ -10,23 +10,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Status;
+use tonic::{Request, Response, Status};
 use ttm_proto::v1 as pb;
-
-use crate::config::Limits;
-use crate::store::log::Line;
-use crate::store::module::{Change, ChangeKind};
-use crate::store::txn::Txn;
+use ttm_proto::v1::events_response::Kind;
 
 use super::status::to_status;
 use super::{TtmService, blocking, pid_of};
+use crate::config::Limits;
 use crate::core::event;
 use crate::core::id::quote;
 use crate::core::{Error, Result};
 use crate::shutdown::Shutdown;
-use tonic::{Request, Response};
+use crate::store::log::Line;
+use crate::store::module::{Change, ChangeKind};
+use crate::store::txn::{Committed, Txn};
 
 /// The stream type of both streaming RPCs.
 pub type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
@@ -104,10 +103,6 @@ const BUFFER: usize = 16;
 /// Bytes of log read per step by a follower. With [`BUFFER`], this bounds
 /// what a stream whose client never reads can hold.
 const READ_CHUNK: u64 = 16 << 10;
-
-fn shutting_down() -> Status {
-    to_status(Error::ShuttingDown)
-}
 
 /// Open streams, in total and per client process, so a client that opens
 /// streams and never reads them cannot exhaust the daemon: each stream
@@ -188,103 +183,157 @@ pub fn events(
     shutdown: Shutdown,
     counted: Counted,
 ) -> Stream<pb::EventsResponse> {
-    use pb::events_response::Kind;
     let (tx, rx) = mpsc::channel(BUFFER);
-    let from = req.from_seq.max(1);
     tokio::spawn(async move {
         let _counted = counted;
-        let mut committed = txn.subscribe();
-        // Start at the indexed line nearest `from`, not at the top.
-        let (mut offset, mut next_seq) = txn.seek(from);
-        let mut caught_up = false;
-        loop {
-            let end = committed.borrow_and_update().len;
-            // Read in bounded chunks so a follower far behind (or a replay
-            // of a long log) never holds the whole log in memory.
-            let mut chunk = READ_CHUNK;
-            while offset < end {
-                let to = end.min(offset + chunk);
-                let t = txn.clone();
-                let (from_byte, first) = (offset, next_seq);
-                let read =
-                    tokio::task::spawn_blocking(move || t.read_lines(from_byte, to, first)).await;
-                let (lines, new_offset) = match read {
-                    Ok(Ok(v)) => v,
-                    Ok(Err(e)) => {
-                        let _ = tx.send(Err(to_status(e))).await;
-                        return;
-                    }
-                    Err(e) => {
-                        let bug = Error::Bug(format!("ttmd reader failed: {e}"));
-                        let _ = tx.send(Err(to_status(bug))).await;
-                        return;
-                    }
-                };
-                if lines.is_empty() {
-                    // One line longer than the chunk: widen and read again.
-                    chunk = chunk.saturating_mul(2);
-                    continue;
-                }
-                chunk = READ_CHUNK;
-                offset = new_offset;
-                // Parsed lines are turned into messages (text only) before
-                // any wait for the client, so a stalled stream holds no
-                // parsed JSON.
-                let mut batch = Vec::with_capacity(lines.len());
-                for line in lines {
-                    next_seq = line.seq + 1;
-                    if line.seq >= from
-                        && let Some(msg) = event_message(line, &req.event)
-                    {
-                        batch.push(msg);
-                    }
-                }
-                for msg in batch {
-                    if tx.send(Ok(msg)).await.is_err() {
-                        return; // the client left
-                    }
-                }
-            }
-            if !caught_up {
-                caught_up = true;
-                let msg = pb::EventsResponse {
-                    kind: Some(Kind::CaughtUp(pb::CaughtUp { seq: next_seq - 1 })),
-                };
-                if !req.follow || tx.send(Ok(msg)).await.is_err() {
-                    return;
-                }
-            }
-            if txn.is_removed() {
-                let gone = format!(
-                    "transaction {} was removed from the tree; nothing more will come",
-                    txn.id
-                );
-                let _ = tx.send(Err(to_status(Error::Gone(gone)))).await;
-                return;
-            }
-            tokio::select! {
-                changed = committed.changed() => {
-                    if changed.is_err() {
-                        return; // the transaction was dropped
-                    }
-                }
-                _ = tokio::time::sleep(heartbeat) => {
-                    let msg = pb::EventsResponse {
-                        kind: Some(Kind::Heartbeat(pb::Heartbeat { seq: next_seq - 1 })),
-                    };
-                    if tx.send(Ok(msg)).await.is_err() {
-                        return;
-                    }
-                }
-                _ = shutdown.wait() => {
-                    let _ = tx.send(Err(shutting_down())).await;
-                    return;
-                }
-                _ = tx.closed() => return,
-            }
-        }
+        let mut follower = Follower::new(txn, req, heartbeat, shutdown, tx);
+        // However it ends, the last message (if any) has been sent.
+        let _ = follower.run().await;
     });
     Box::pin(ReceiverStream::new(rx))
+}
+
+/// The stream is over: the client left, or its last message went out.
+struct Ended;
+
+/// One Events stream: where it is in the log, and where its messages go.
+struct Follower {
+    txn: Arc<Txn>,
+    /// Lines before this seq are read (to learn offsets) but not sent.
+    from: u64,
+    /// Event type to send, empty for all.
+    filter: String,
+    follow: bool,
+    heartbeat: Duration,
+    shutdown: Shutdown,
+    tx: mpsc::Sender<Result<pb::EventsResponse, Status>>,
+    /// Byte offset of the next unread line, and that line's seq.
+    offset: u64,
+    next_seq: u64,
+}
+
+impl Follower {
+    fn new(
+        txn: Arc<Txn>,
+        req: pb::EventsRequest,
+        heartbeat: Duration,
+        shutdown: Shutdown,
+        tx: mpsc::Sender<Result<pb::EventsResponse, Status>>,
+    ) -> Self {
+        let from = req.from_seq.max(1);
+        // Start at the indexed line nearest `from`, not at the top.
+        let (offset, next_seq) = txn.seek(from);
+        Follower {
+            txn,
+            from,
+            filter: req.event,
+            follow: req.follow,
+            heartbeat,
+            shutdown,
+            tx,
+            offset,
+            next_seq,
+        }
+    }
+
+    /// Replay, the caught-up marker, then (with follow) each durable
+    /// change as it comes, until removal, shutdown or the client leaves.
+    async fn run(&mut self) -> Result<(), Ended> {
+        let mut committed = self.txn.subscribe();
+        let end = committed.borrow_and_update().len;
+        self.read_to(end).await?;
+        if !self.follow {
+            return Ok(());
+        }
+        self.send(Kind::CaughtUp(pb::CaughtUp {
+            seq: self.next_seq - 1,
+        }))
+        .await?;
+        loop {
+            if self.txn.is_removed() {
+                let gone = format!(
+                    "transaction {} was removed from the tree; nothing more will come",
+                    self.txn.id
+                );
+                return self.fail(Error::Gone(gone)).await;
+            }
+            self.wait(&mut committed).await?;
+            let end = committed.borrow_and_update().len;
+            self.read_to(end).await?;
+        }
+    }
+
+    /// Sends the lines up to byte `end`, read in bounded chunks so a
+    /// follower far behind (or a replay of a long log) never holds the
+    /// whole log in memory.
+    async fn read_to(&mut self, end: u64) -> Result<(), Ended> {
+        let mut chunk = READ_CHUNK;
+        while self.offset < end {
+            let (lines, new_offset) = self.read(end.min(self.offset + chunk)).await?;
+            if lines.is_empty() {
+                // One line longer than the chunk: widen and read again.
+                chunk = chunk.saturating_mul(2);
+                continue;
+            }
+            chunk = READ_CHUNK;
+            self.offset = new_offset;
+            // Parsed lines are turned into messages (text only) before any
+            // wait for the client, so a stalled stream holds no parsed JSON.
+            let mut batch = Vec::with_capacity(lines.len());
+            for line in lines {
+                self.next_seq = line.seq + 1;
+                if line.seq >= self.from
+                    && let Some(msg) = event_message(line, &self.filter)
+                {
+                    batch.push(msg);
+                }
+            }
+            for msg in batch {
+                self.tx.send(Ok(msg)).await.map_err(|_| Ended)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole lines from the current offset up to byte `to`, and the
+    /// offset after them; the file is read on a blocking thread.
+    async fn read(&self, to: u64) -> Result<(Vec<Line>, u64), Ended> {
+        let txn = self.txn.clone();
+        let (from_byte, first) = (self.offset, self.next_seq);
+        let read = tokio::task::spawn_blocking(move || txn.read_lines(from_byte, to, first)).await;
+        let err = match read {
+            Ok(Ok(lines)) => return Ok(lines),
+            Ok(Err(e)) => e,
+            Err(e) => Error::Bug(format!("ttmd reader failed: {e}")),
+        };
+        self.fail(err).await
+    }
+
+    /// Waits for the next durable change; meanwhile sends heartbeats, and
+    /// ends on shutdown or when the client leaves.
+    async fn wait(&self, committed: &mut watch::Receiver<Committed>) -> Result<(), Ended> {
+        tokio::select! {
+            // An error means the transaction was dropped.
+            changed = committed.changed() => changed.map_err(|_| Ended),
+            _ = tokio::time::sleep(self.heartbeat) => {
+                self.send(Kind::Heartbeat(pb::Heartbeat { seq: self.next_seq - 1 }))
+                    .await
+            }
+            _ = self.shutdown.wait() => self.fail(Error::ShuttingDown).await,
+            _ = self.tx.closed() => Err(Ended),
+        }
+    }
+
+    async fn send(&self, kind: Kind) -> Result<(), Ended> {
+        let msg = pb::EventsResponse { kind: Some(kind) };
+        self.tx.send(Ok(msg)).await.map_err(|_| Ended)
+    }
+
+    /// Ends the stream with `err` as its last message.
+    async fn fail<T>(&self, err: Error) -> Result<T, Ended> {
+        let _ = self.tx.send(Err(to_status(err))).await;
+        Err(Ended)
+    }
 }
 
 /// The message for one log line, or `None` when `filter` (an event type,
@@ -304,7 +353,7 @@ fn event_message(line: Line, filter: &str) -> Option<pb::EventsResponse> {
     }
     let ts = field("ts");
     Some(pb::EventsResponse {
-        kind: Some(pb::events_response::Kind::Event(pb::Event {
+        kind: Some(Kind::Event(pb::Event {
             seq: line.seq,
             event: kind,
             ts,
@@ -327,16 +376,7 @@ pub fn watch(
         loop {
             let msg = tokio::select! {
                 change = changes.recv() => match change {
-                    Ok(c) => pb::WatchResponse {
-                        kind: kind(c.kind) as i32,
-                        module: module.clone(),
-                        txn_id: c.txn_id,
-                        from: c.from,
-                        to: c.to,
-                        seq: c.seq,
-                        ts: c.ts,
-                        heartbeat: None,
-                    },
+                    Ok(c) => change_message(&module, c),
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         let behind = format!(
                             "this watcher fell {n} changes behind; reconnect and re-list"
@@ -352,7 +392,7 @@ pub fn watch(
                     ..Default::default()
                 },
                 _ = shutdown.wait() => {
-                    let _ = tx.send(Err(shutting_down())).await;
+                    let _ = tx.send(Err(to_status(Error::ShuttingDown))).await;
                     return;
                 }
                 _ = tx.closed() => return,
@@ -363,6 +403,19 @@ pub fn watch(
         }
     });
     Box::pin(ReceiverStream::new(rx))
+}
+
+fn change_message(module: &str, c: Change) -> pb::WatchResponse {
+    pb::WatchResponse {
+        kind: kind(c.kind) as i32,
+        module: module.to_string(),
+        txn_id: c.txn_id,
+        from: c.from,
+        to: c.to,
+        seq: c.seq,
+        ts: c.ts,
+        heartbeat: None,
+    }
 }
 
 fn kind(k: ChangeKind) -> pb::ChangeKind {
