@@ -3,6 +3,7 @@
 use tonic::{Request, Response, Status};
 use ttm_proto::v1 as pb;
 
+use super::status::to_status;
 use super::{TtmService, blocking};
 use crate::core::Error;
 use crate::core::fsm;
@@ -83,7 +84,7 @@ impl TtmService {
         let shared = self.shared.clone();
         let report = tokio::task::spawn_blocking(move || shared.reload())
             .await
-            .map_err(|e| Status::internal(format!("reload failed: {e}")))?;
+            .map_err(|e| to_status(Error::Bug(format!("reload failed: {e}"))))?;
         for line in &report {
             tracing::info!("reload: {line}");
         }
@@ -96,7 +97,7 @@ impl TtmService {
     ) -> Result<Response<pb::ShutdownResponse>, Status> {
         self.caller(&req)?;
         tracing::info!("shutdown requested by a client");
-        self.shared.stop_requested.notify_one();
+        self.shared.shutdown.trigger();
         Ok(Response::new(pb::ShutdownResponse {}))
     }
 }

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use serde_json::json;
 use tonic::{Request, Status};
 
+use super::status::to_status;
 use super::{TtmService, access};
+use crate::core::{Error, Result};
 use crate::store::txn::Client;
 
 impl TtmService {
@@ -16,9 +18,9 @@ impl TtmService {
         let limit = self.shared.config().limits.request_bytes;
         let size = req.get_ref().encoded_len();
         if size > limit {
-            return Err(Status::resource_exhausted(format!(
+            return Err(to_status(Error::OverLimit(format!(
                 "the request is {size} bytes; the limit is {limit} (limits.request_bytes)"
-            )));
+            ))));
         }
         self.peer(req)
     }
@@ -26,6 +28,10 @@ impl TtmService {
     /// Checks the caller's API generation, tree and credentials, and
     /// describes it for the log.
     pub(super) fn peer<T>(&self, req: &Request<T>) -> Result<Client, Status> {
+        self.identify(req).map_err(to_status)
+    }
+
+    fn identify<T>(&self, req: &Request<T>) -> Result<Client> {
         check_api_version(req)?;
         self.check_tree(req)?;
         let cred = req
@@ -47,7 +53,7 @@ impl TtmService {
             return Ok(Some(json!({ "pid": pid, "uid": c.uid() })));
         }
         tracing::warn!(uid = c.uid(), pid = ?pid, "refused a peer that is not allowed");
-        Err(Status::permission_denied(format!(
+        Err(Error::NotAllowed(format!(
             "uid {} may not use this ttmd (it serves uid {} and the uids/groups in its config); \
              run ttmctl as that user, add the uid to [access] in ttmd.toml, or start your own ttmd",
             c.uid(),
@@ -58,7 +64,7 @@ impl TtmService {
     /// Refuses a request meant for another tree (the client names it when
     /// the user set `TETRA_DIR`), so a shared default socket never lets a
     /// script write into the wrong tree.
-    fn check_tree<T>(&self, req: &Request<T>) -> Result<(), Status> {
+    fn check_tree<T>(&self, req: &Request<T>) -> Result<()> {
         use std::os::unix::ffi::OsStrExt;
         let Some(bytes) = req
             .metadata()
@@ -77,24 +83,19 @@ impl TtmService {
         if wanted == self.shared.canonical_root {
             return Ok(());
         }
-        let mut status = Status::failed_precondition(format!(
+        Err(Error::WrongTree(format!(
             "the ttmd on this socket serves {}, not {}; give that tree its own daemon with \
              TTM_SOCKET={}/run/ttmd.sock (ttmctl starts one there), or unset TETRA_DIR",
             self.shared.canonical_root.display(),
             wanted.display(),
             wanted.display()
-        ));
-        status.metadata_mut().insert(
-            ttm_proto::headers::ERROR,
-            tonic::metadata::MetadataValue::from_static(ttm_proto::headers::WRONG_TREE),
-        );
-        Err(status)
+        )))
     }
 }
 
 /// Refuses a client that speaks another API generation, in words that say
 /// what to do.
-fn check_api_version<T>(req: &Request<T>) -> Result<(), Status> {
+fn check_api_version<T>(req: &Request<T>) -> Result<()> {
     let meta = req.metadata();
     let Some(api) = meta
         .get(ttm_proto::headers::API_VERSION)
@@ -109,7 +110,7 @@ fn check_api_version<T>(req: &Request<T>) -> Result<(), Status> {
         .get(ttm_proto::headers::CLIENT_VERSION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("?");
-    Err(Status::failed_precondition(format!(
+    Err(Error::ApiMismatch(format!(
         "this client ({client}) speaks API ttm.v{api} but ttmd {} speaks ttm.v{}; restart ttmd \
          with the matching version (`ttmctl daemon stop`; the next call starts the installed one)",
         ttm_proto::VERSION,

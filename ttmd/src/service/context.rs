@@ -25,9 +25,9 @@ impl TtmService {
                 part: Some(Part::Header(h)),
             }) => h,
             _ => {
-                return Err(Status::invalid_argument(
+                return Err(to_status(Error::invalid(
                     "AddContext must start with a header message",
-                ));
+                )));
             }
         };
         // Refuse bad names, bad guards and unknown transactions before
@@ -135,9 +135,9 @@ async fn receive_file(
     let mut bytes = 0u64;
     while let Some(msg) = stream.message().await? {
         let Some(Part::Chunk(chunk)) = msg.part else {
-            return Err(Status::invalid_argument(
+            return Err(to_status(Error::invalid(
                 "AddContext sends one header, then only chunks",
-            ));
+            )));
         };
         bytes += chunk.len() as u64;
         if bytes > limit {

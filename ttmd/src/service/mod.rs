@@ -130,7 +130,7 @@ where
 {
     match tokio::task::spawn_blocking(f).await {
         Ok(result) => result.map_err(to_status),
-        Err(e) => Err(Status::internal(format!("ttmd worker failed: {e}"))),
+        Err(e) => Err(to_status(Error::Bug(format!("ttmd worker failed: {e}")))),
     }
 }
 
