@@ -17,19 +17,9 @@ impl TtmService {
         &self,
         req: Request<Streaming<pb::AddContextRequest>>,
     ) -> Result<Response<pb::AddContextResponse>, Status> {
-        use pb::add_context_request::Part;
         let client = self.peer(&req)?;
         let mut stream = req.into_inner();
-        let header = match stream.message().await? {
-            Some(pb::AddContextRequest {
-                part: Some(Part::Header(h)),
-            }) => h,
-            _ => {
-                return Err(to_status(Error::invalid(
-                    "AddContext must start with a header message",
-                )));
-            }
-        };
+        let header = first_header(&mut stream).await?;
         // Refuse bad names, bad guards and unknown transactions before
         // taking any bytes. Whether the transaction still takes evidence is
         // decided with the change itself, under its lock.
@@ -159,6 +149,21 @@ async fn receive_file(
             .map_err(|e| to_status(Error::io("syncing", temp, e)))?;
     }
     Ok((bytes, ctx::hex(&hasher.finalize())))
+}
+
+/// The header an AddContext stream must open with.
+async fn first_header(
+    stream: &mut Streaming<pb::AddContextRequest>,
+) -> Result<pb::AddContextHeader, Status> {
+    use pb::add_context_request::Part;
+    match stream.message().await? {
+        Some(pb::AddContextRequest {
+            part: Some(Part::Header(h)),
+        }) => Ok(h),
+        _ => Err(to_status(Error::invalid(
+            "AddContext must start with a header message",
+        ))),
+    }
 }
 
 /// What `AddContext` answers: the stored file as its event records it.

@@ -91,9 +91,9 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// What the logged event says, if one was logged and it is one of
-    /// ours (a request id can only be first used by a mutation, so a
-    /// replay finds one too).
+    /// What the logged event says: `None` when nothing was logged, or when
+    /// a replayed request id was first carried by a line another program
+    /// appended that is not one of ours.
     pub fn body(&self) -> Option<&Body> {
         match &self.event.as_ref()?.line.event {
             Event::Body(body) => Some(body),
