@@ -17,19 +17,9 @@ impl TtmService {
         &self,
         req: Request<Streaming<pb::AddContextRequest>>,
     ) -> Result<Response<pb::AddContextResponse>, Status> {
-        use pb::add_context_request::Part;
         let client = self.peer(&req)?;
         let mut stream = req.into_inner();
-        let header = match stream.message().await? {
-            Some(pb::AddContextRequest {
-                part: Some(Part::Header(h)),
-            }) => h,
-            _ => {
-                return Err(to_status(Error::invalid(
-                    "AddContext must start with a header message",
-                )));
-            }
-        };
+        let header = first_header(&mut stream).await?;
         // Refuse bad names, bad guards and unknown or final transactions
         // before taking any bytes.
         let this = self.clone();
@@ -84,16 +74,7 @@ impl TtmService {
                 return Err(status);
             }
         };
-        let e = &outcome.event;
-        let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-        let num = |k: &str| e.get(k).and_then(Value::as_u64).unwrap_or(0);
-        Ok(Response::new(pb::AddContextResponse {
-            file: text("file"),
-            bytes: num("bytes"),
-            sha256: text("sha256"),
-            ctx_digest: text("ctx_digest"),
-            seq: num("seq"),
-        }))
+        Ok(Response::new(added(&outcome.event)))
     }
 
     pub(super) async fn list_context(
@@ -140,6 +121,34 @@ impl TtmService {
         Ok(Response::new(pb::GetConnectorResponse {
             connector_json: serde_json::to_string_pretty(&connector).unwrap_or_default(),
         }))
+    }
+}
+
+/// The header an AddContext stream must open with.
+async fn first_header(
+    stream: &mut Streaming<pb::AddContextRequest>,
+) -> Result<pb::AddContextHeader, Status> {
+    use pb::add_context_request::Part;
+    match stream.message().await? {
+        Some(pb::AddContextRequest {
+            part: Some(Part::Header(h)),
+        }) => Ok(h),
+        _ => Err(to_status(Error::invalid(
+            "AddContext must start with a header message",
+        ))),
+    }
+}
+
+/// The answer to AddContext, from the `ctx_added` event it wrote.
+fn added(e: &serde_json::Map<String, Value>) -> pb::AddContextResponse {
+    let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let num = |k: &str| e.get(k).and_then(Value::as_u64).unwrap_or(0);
+    pb::AddContextResponse {
+        file: text("file"),
+        bytes: num("bytes"),
+        sha256: text("sha256"),
+        ctx_digest: text("ctx_digest"),
+        seq: num("seq"),
     }
 }
 
