@@ -110,6 +110,21 @@ impl TtmService {
     }
 }
 
+/// The header an AddContext stream must open with.
+async fn first_header(
+    stream: &mut Streaming<pb::AddContextRequest>,
+) -> Result<pb::AddContextHeader, Status> {
+    use pb::add_context_request::Part;
+    match stream.message().await? {
+        Some(pb::AddContextRequest {
+            part: Some(Part::Header(h)),
+        }) => Ok(h),
+        _ => Err(to_status(Error::invalid(
+            "AddContext must start with a header message",
+        ))),
+    }
+}
+
 /// Writes an incoming evidence stream to `temp`, hashing as it goes, with
 /// memory bounded by one chunk. Returns the size and sha256.
 async fn receive_file(
@@ -149,21 +164,6 @@ async fn receive_file(
             .map_err(|e| to_status(Error::io("syncing", temp, e)))?;
     }
     Ok((bytes, ctx::hex(&hasher.finalize())))
-}
-
-/// The header an AddContext stream must open with.
-async fn first_header(
-    stream: &mut Streaming<pb::AddContextRequest>,
-) -> Result<pb::AddContextHeader, Status> {
-    use pb::add_context_request::Part;
-    match stream.message().await? {
-        Some(pb::AddContextRequest {
-            part: Some(Part::Header(h)),
-        }) => Ok(h),
-        _ => Err(to_status(Error::invalid(
-            "AddContext must start with a header message",
-        ))),
-    }
 }
 
 /// What `AddContext` answers: the stored file as its event records it.
