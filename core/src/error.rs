@@ -31,6 +31,27 @@ pub enum Error {
     /// A configured limit was exceeded.
     #[error("{0}")]
     OverLimit(String),
+    /// The request names a tree this daemon does not serve; the client
+    /// should talk to (or start) that tree's own daemon instead.
+    #[error("{0}")]
+    WrongTree(String),
+    /// The client speaks another generation of the API than the daemon.
+    #[error("{0}")]
+    ApiMismatch(String),
+    /// The daemon is stopping; the caller may retry once it is back.
+    #[error("ttmd is shutting down; reconnect when it is back")]
+    ShuttingDown,
+    /// What a stream was following was removed while it followed.
+    #[error("{0}")]
+    Gone(String),
+    /// A follower fell so far behind that changes it should have seen were
+    /// dropped; it has to start over.
+    #[error("{0}")]
+    FellBehind(String),
+    /// The daemon itself went wrong (a worker panicked or was cancelled):
+    /// not the request's fault, and a bug to report.
+    #[error("{0}")]
+    Bug(String),
     /// The file system refused an operation on the tree.
     #[error("{action} {}: {source}", path.display())]
     Io {

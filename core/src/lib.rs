@@ -3,6 +3,7 @@
 //! tokio; every function takes what it needs (including "now") as arguments,
 //! so all of it is unit-tested on plain values.
 
+pub mod admit;
 pub mod ctx;
 pub mod error;
 pub mod event;

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::event::{Body, Event, Logged};
 use super::fsm::{DONE, FAIL};
 
 /// Fields the daemon derives; an `update` may not set them.
@@ -52,91 +53,101 @@ pub enum FoldError {
     NoStart(String),
 }
 
-fn text(line: &Map<String, Value>, key: &str) -> Option<String> {
-    line.get(key).and_then(Value::as_str).map(str::to_string)
-}
-
 impl State {
     /// The state right after a `txn_start` line (`seq` 1).
     pub fn start(line: &Map<String, Value>, module_hint: &str) -> Result<State, FoldError> {
-        let kind = text(line, "event").unwrap_or_default();
-        if kind != "txn_start" {
-            return Err(FoldError::NoStart(kind));
-        }
-        let ts = text(line, "ts").unwrap_or_default();
+        State::start_logged(&Logged::read(Some(line)), module_hint)
+    }
+
+    /// The state right after the first line, which must be a `txn_start`.
+    pub fn start_logged(line: &Logged, module_hint: &str) -> Result<State, FoldError> {
+        let Event::Body(Body::Start {
+            txn_id,
+            description,
+            target,
+            agent,
+            module,
+            stage,
+            ctx_digest,
+        }) = &line.event
+        else {
+            return Err(FoldError::NoStart(line.event.kind().to_string()));
+        };
+        let ts = line.ts.clone().unwrap_or_default();
         Ok(State {
-            txn_id: text(line, "txn_id").unwrap_or_default(),
-            description: text(line, "description").unwrap_or_default(),
-            stage: text(line, "stage").unwrap_or_else(|| "NEW".into()),
-            target: text(line, "target").unwrap_or_else(|| "@local".into()),
+            txn_id: txn_id.clone(),
+            description: description.clone(),
+            stage: stage.clone(),
+            target: target.clone(),
             iteration: 1,
-            agent: text(line, "agent").unwrap_or_else(|| "human".into()),
-            ctx_digest: text(line, "ctx_digest").filter(|d| !d.is_empty()),
+            agent: agent.clone(),
+            ctx_digest: Some(ctx_digest.clone()).filter(|d| !d.is_empty()),
             last_checkpoint: ts.clone(),
             last_error: None,
-            module: text(line, "module").unwrap_or_else(|| module_hint.to_string()),
+            module: if module.is_empty() {
+                module_hint.to_string()
+            } else {
+                module.clone()
+            },
             created: ts,
             seq: 1,
             extra: Map::new(),
         })
     }
 
-    /// Folds one line (the event at `seq`) into the state. Unknown event
-    /// types and missing fields change nothing but `seq` and the checkpoint,
-    /// so lines appended by other programs can never break the fold.
+    /// Folds one line's object (the event at `seq`) into the state; see
+    /// [`State::apply_logged`].
     pub fn apply(&mut self, seq: u64, line: &Map<String, Value>) {
+        self.apply_logged(seq, &Logged::read(Some(line)));
+    }
+
+    /// Folds one line (the event at `seq`) into the state. Foreign and
+    /// malformed lines change nothing but `seq` and the checkpoint, so lines
+    /// appended by other programs can never break the fold.
+    pub fn apply_logged(&mut self, seq: u64, line: &Logged) {
         self.seq = seq;
-        if let Some(ts) = text(line, "ts") {
-            self.last_checkpoint = ts;
+        if let Some(ts) = &line.ts {
+            self.last_checkpoint = ts.clone();
         }
-        let kind = text(line, "event").unwrap_or_default();
-        match kind.as_str() {
-            "stage_transition" => {
-                if let Some(to) = text(line, "to") {
-                    self.stage = to;
-                }
-                if let Some(i) = line.get("iteration").and_then(Value::as_u64) {
-                    self.iteration = i;
+        let Event::Body(body) = &line.event else {
+            // Foreign or malformed: kept in the log, no meaning to fold.
+            return;
+        };
+        match body {
+            Body::Transition { to, iteration, .. } => {
+                self.stage = to.clone();
+                if let Some(i) = iteration {
+                    self.iteration = *i;
                 }
             }
-            "txn_commit" => self.stage = DONE.into(),
-            "txn_fail" => {
+            Body::Commit { .. } => self.stage = DONE.into(),
+            Body::Fail { error, .. } => {
                 self.stage = FAIL.into();
-                self.last_error = Some(text(line, "error").unwrap_or_default());
+                self.last_error = Some(error.clone());
             }
-            "txn_retry" => {
-                if let Some(to) = text(line, "to") {
-                    self.stage = to;
-                }
-                if let Some(i) = line.get("iteration").and_then(Value::as_u64) {
-                    self.iteration = i;
-                }
+            Body::Retry { to, iteration } => {
+                self.stage = to.clone();
+                self.iteration = *iteration;
                 self.last_error = None;
             }
-            "state_updated" => {
-                if let Some(Value::Object(patch)) = line.get("patch") {
-                    self.merge(patch, false);
+            Body::Updated { patch } => self.merge(patch, false),
+            Body::EvidenceAdded { ctx_digest, .. } => {
+                if !ctx_digest.is_empty() {
+                    self.ctx_digest = Some(ctx_digest.clone());
                 }
             }
-            "evidence_added" => {
-                if let Some(d) = text(line, "ctx_digest").filter(|d| !d.is_empty()) {
-                    self.ctx_digest = Some(d);
+            Body::TesResolved {
+                plan, connector, ..
+            } => {
+                self.extra.insert("tes_plan".into(), plan.as_str().into());
+                if !connector.is_null() {
+                    self.extra.insert("tes_connector".into(), connector.clone());
                 }
             }
-            "tes_resolved" => {
-                if let Some(plan) = line.get("plan") {
-                    self.extra.insert("tes_plan".into(), plan.clone());
-                }
-                if let Some(c) = line.get("connector") {
-                    self.extra.insert("tes_connector".into(), c.clone());
-                }
-            }
-            "state_adopted" => {
-                if let Some(Value::Object(state)) = line.get("state") {
-                    self.merge(state, true);
-                }
-            }
-            _ => {}
+            Body::Adopted { state } => self.merge(state, true),
+            // A second txn_start, an activation, a user event: recorded,
+            // and nothing of the state derives from them.
+            Body::Start { .. } | Body::Activated | Body::User { .. } => {}
         }
     }
 
@@ -190,13 +201,24 @@ fn set_text(field: &mut String, v: &Value) {
 /// Folds a whole log: `lines` yields `(seq, object)` in order, starting at
 /// the `txn_start` line.
 pub fn fold<'a>(
-    mut lines: impl Iterator<Item = (u64, &'a Map<String, Value>)>,
+    lines: impl Iterator<Item = (u64, &'a Map<String, Value>)>,
+    module_hint: &str,
+) -> Result<State, FoldError> {
+    fold_logged(
+        lines.map(|(seq, o)| (seq, Logged::read(Some(o)))),
+        module_hint,
+    )
+}
+
+/// Folds a whole log of read lines, starting at the `txn_start` line.
+pub fn fold_logged<L: std::borrow::Borrow<Logged>>(
+    mut lines: impl Iterator<Item = (u64, L)>,
     module_hint: &str,
 ) -> Result<State, FoldError> {
     let (_, first) = lines.next().ok_or(FoldError::Empty)?;
-    let mut state = State::start(first, module_hint)?;
+    let mut state = State::start_logged(first.borrow(), module_hint)?;
     for (seq, line) in lines {
-        state.apply(seq, line);
+        state.apply_logged(seq, line.borrow());
     }
     Ok(state)
 }

@@ -10,6 +10,8 @@ use std::io::IsTerminal;
 
 use chrono::{DateTime, Utc};
 use owo_colors::{OwoColorize, Style};
+use ttm_core::event::{Body, Event as Typed, Logged};
+use ttm_proto::v1::Event;
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 /// `--color`.
@@ -146,16 +148,15 @@ impl Palette {
         self.paint(stage, style)
     }
 
-    /// Event types: the end of a transaction in its stage's colour, stage
-    /// changes yellow, everything else plain.
-    pub fn event(self, event: &str) -> String {
-        let style = match event {
-            "txn_commit" => Style::new().green(),
-            "txn_fail" => Style::new().red(),
-            "stage_transition" | "txn_retry" | "txn_start" => Style::new().yellow(),
-            _ => Style::new(),
+    /// `text` (an event's type) in the colour of its [`Tone`].
+    pub fn event(self, text: &str, event: &Event) -> String {
+        let style = match tone(event) {
+            Tone::Done => Style::new().green(),
+            Tone::Failed => Style::new().red(),
+            Tone::Moved => Style::new().yellow(),
+            Tone::Plain => Style::new(),
         };
-        self.paint(event, style)
+        self.paint(text, style)
     }
 
     pub fn bold(self, text: &str) -> String {
@@ -168,6 +169,49 @@ impl Palette {
 
     pub fn red(self, text: &str) -> String {
         self.paint(text, Style::new().red())
+    }
+}
+
+/// How an event stands out: the end of a transaction in its stage's
+/// colour, a change of stage highlighted, everything else plain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tone {
+    Done,
+    Failed,
+    Moved,
+    Plain,
+}
+
+/// A streamed event's line read as a typed event, of the type the daemon
+/// reported for it.
+pub fn typed(event: &Event) -> Typed {
+    match serde_json::from_str::<serde_json::Value>(&event.json) {
+        Ok(serde_json::Value::Object(mut line)) => {
+            line.insert("event".into(), event.event.as_str().into());
+            Logged::read(Some(&line)).event
+        }
+        _ => Typed::Malformed,
+    }
+}
+
+/// The [`Tone`] of a streamed event.
+pub fn tone(event: &Event) -> Tone {
+    match typed(event) {
+        Typed::Body(Body::Commit { .. }) => Tone::Done,
+        Typed::Body(Body::Fail { .. }) => Tone::Failed,
+        Typed::Body(Body::Transition { .. } | Body::Retry { .. } | Body::Start { .. }) => {
+            Tone::Moved
+        }
+        Typed::Body(
+            Body::Updated { .. }
+            | Body::EvidenceAdded { .. }
+            | Body::TesResolved { .. }
+            | Body::Activated
+            | Body::Adopted { .. }
+            | Body::User { .. },
+        )
+        | Typed::Foreign { .. }
+        | Typed::Malformed => Tone::Plain,
     }
 }
 
@@ -285,7 +329,19 @@ mod tests {
     fn palette_off_returns_plain_text() {
         let off = Palette::new(false);
         assert_eq!(off.stage("DONE"), "DONE");
-        assert_eq!(off.event("txn_fail"), "txn_fail");
+        let fail = Event {
+            seq: 2,
+            event: "txn_fail".into(),
+            ts: "2025-10-17T14:30:22.123Z".into(),
+            json: r#"{"event":"txn_fail","seq":2,"from":"NEW","error":"x"}"#.into(),
+        };
+        assert_eq!(off.event("txn_fail", &fail), "txn_fail");
+        assert!(
+            Palette::new(true)
+                .event("txn_fail", &fail)
+                .contains("\u{1b}[31")
+        );
+        assert_eq!(tone(&fail), Tone::Failed);
         let on = Palette::new(true);
         assert!(
             on.stage("DONE").contains("\u{1b}[32"),

@@ -8,6 +8,7 @@
 pub mod config;
 pub use ttm_core as core;
 pub mod service;
+pub mod shutdown;
 pub mod socket;
 pub mod store;
 mod systemd;
@@ -16,7 +17,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use sd_notify::NotifyState;
-use tokio::sync::{oneshot, watch};
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -26,6 +26,7 @@ pub use config::Config;
 pub use socket::{Listener, bind};
 
 use service::{Shared, TtmService};
+use shutdown::Shutdown;
 
 /// Any error that ends the daemon.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -39,14 +40,7 @@ pub async fn run(
     listener: Listener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
-    let (root, durability, dirs) = (
-        config.root.clone(),
-        config.durability,
-        config.module_dirs.clone(),
-    );
-    let store = Arc::new(
-        tokio::task::spawn_blocking(move || store::Store::open(&root, durability, dirs)).await??,
-    );
+    let store = open_store(&config).await?;
     // Hand edits are picked up from here on; stops when dropped below.
     let reconciler = store::reconcile::start(store.clone());
     let Listener {
@@ -55,67 +49,11 @@ pub async fn run(
         owned,
         lock,
     } = listener;
-    let grace = config.shutdown_grace;
-    // tonic's own cap is a backstop at twice the limit; below it, requests
-    // over limits.request_bytes get RESOURCE_EXHAUSTED naming the key.
-    let request_bytes = config.limits.request_bytes;
-    let sighup = config.reload_on_sighup;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let shared = Shared::new(store, config, path.clone(), stop_rx);
-    let mut background = Vec::new();
-    if sighup {
-        background.push(tokio::spawn(reload_on_sighup(shared.clone())));
-    }
-    if let Some(every) = systemd::watchdog_interval() {
-        background.push(tokio::spawn(systemd::watchdog(path.clone(), every)));
-    }
-
-    // Beside ttm.v1: the standard health service (SERVING from here, after
-    // recovery; NOT_SERVING once shutdown begins) and server reflection.
-    let (mut health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<TtmServer<TtmService>>().await;
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(ttm_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let (reflection_v1, reflection_v1alpha) =
-        (reflection().build_v1()?, reflection().build_v1alpha()?);
-
-    let (began_tx, began_rx) = oneshot::channel::<()>();
-    let stopper = shared.clone();
-    let server = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(
-            TtmServer::new(TtmService::new(shared.clone()))
-                .max_decoding_message_size(request_bytes.saturating_mul(2)),
-        )
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
-            tokio::select! {
-                _ = shutdown => {}
-                _ = stopper.stop_requested() => {}
-            }
-            tracing::info!("shutting down: finishing in-flight requests");
-            systemd::notify(&[NotifyState::Stopping]);
-            not_serving(&mut health).await;
-            let _ = stop_tx.send(true);
-            let _ = began_tx.send(());
-        });
-    // Recovery is done and the socket is listening: connections queue until
-    // the server future is polled just below.
-    let summary = shared.summary();
-    systemd::notify(&[NotifyState::Ready, NotifyState::Status(&summary)]);
-    tracing::info!(root = %shared.store.root.display(), version = ttm_proto::VERSION, "{summary}");
-
-    let served = tokio::select! {
-        served = server => served.map_err(BoxError::from),
-        () = grace_expired(began_rx, grace) => {
-            tracing::warn!(?grace, "requests still open after the shutdown grace; exiting anyway");
-            Ok(())
-        }
-    };
+    let stop = Shutdown::new();
+    let (grace, sighup) = (config.shutdown_grace, config.reload_on_sighup);
+    let shared = Shared::new(store, config, path.clone(), stop.clone());
+    let background = start_background(&shared, sighup, &path, &stop);
+    let served = serve(shared, listener, shutdown, stop, grace).await;
     for task in background {
         task.abort();
     }
@@ -127,6 +65,100 @@ pub async fn run(
     served?;
     tracing::info!("ttmd stopped");
     Ok(())
+}
+
+/// Opens (and so recovers) the whole tree, on a blocking thread: the
+/// daemon serves only after this.
+async fn open_store(config: &Config) -> Result<Arc<store::Store>, BoxError> {
+    let (root, durability, dirs) = (
+        config.root.clone(),
+        config.durability,
+        config.module_dirs.clone(),
+    );
+    let store =
+        tokio::task::spawn_blocking(move || store::Store::open(&root, durability, dirs)).await??;
+    Ok(Arc::new(store))
+}
+
+/// The tasks beside the server: SIGHUP reloads and the systemd watchdog.
+/// They hold no state that needs a clean stop, so run aborts them.
+fn start_background(
+    shared: &Arc<Shared>,
+    sighup: bool,
+    socket: &std::path::Path,
+    stop: &Shutdown,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut background = Vec::new();
+    if sighup {
+        background.push(tokio::spawn(reload_on_sighup(shared.clone())));
+    }
+    if let Some(every) = systemd::watchdog_interval() {
+        let watchdog = systemd::watchdog(socket.to_path_buf(), every, stop.clone());
+        background.push(tokio::spawn(watchdog));
+    }
+    background
+}
+
+/// Serves ttm.v1 (beside health and reflection) until `stop` is triggered,
+/// by `shutdown` or a client; then waits for in-flight requests, for at
+/// most `grace`.
+async fn serve(
+    shared: Arc<Shared>,
+    listener: tokio::net::UnixListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    stop: Shutdown,
+    grace: std::time::Duration,
+) -> Result<(), BoxError> {
+    // Health: SERVING from here, after recovery; NOT_SERVING once shutdown
+    // begins.
+    let (mut health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<TtmServer<TtmService>>().await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ttm_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let (reflection_v1, reflection_v1alpha) =
+        (reflection().build_v1()?, reflection().build_v1alpha()?);
+    // tonic's own cap is a backstop at twice the limit; below it, requests
+    // over limits.request_bytes get RESOURCE_EXHAUSTED naming the key.
+    let request_bytes = shared.config().limits.request_bytes;
+    let stopping = stop.clone();
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            TtmServer::new(TtmService::new(shared.clone()))
+                .max_decoding_message_size(request_bytes.saturating_mul(2)),
+        )
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            tokio::select! {
+                _ = shutdown => stopping.trigger(),
+                _ = stopping.wait() => {}
+            }
+            tracing::info!("shutting down: finishing in-flight requests");
+            systemd::notify(&[NotifyState::Stopping]);
+            not_serving(&mut health).await;
+        });
+    // Recovery is done and the socket is listening: connections queue until
+    // the server future is polled just below.
+    let summary = ready(&shared);
+    tracing::info!(root = %shared.store.root.display(), version = ttm_proto::VERSION, "{summary}");
+    tokio::select! {
+        served = server => served.map_err(BoxError::from),
+        () = grace_expired(&stop, grace) => {
+            tracing::warn!(?grace, "requests still open after the shutdown grace; exiting anyway");
+            Ok(())
+        }
+    }
+}
+
+/// Tells systemd the daemon is ready, with a status line; returns the line.
+fn ready(shared: &Shared) -> String {
+    let summary = shared.summary();
+    systemd::notify(&[NotifyState::Ready, NotifyState::Status(&summary)]);
+    summary
 }
 
 /// Health says NOT_SERVING for the server (`""`) and `ttm.v1.Ttm`; then the
@@ -142,10 +174,8 @@ async fn not_serving(health: &mut HealthReporter) {
 }
 
 /// Completes `grace` after shutdown began; never if it does not begin.
-async fn grace_expired(began: oneshot::Receiver<()>, grace: std::time::Duration) {
-    if began.await.is_err() {
-        std::future::pending::<()>().await;
-    }
+async fn grace_expired(stop: &Shutdown, grace: std::time::Duration) {
+    stop.wait().await;
     tokio::time::sleep(grace).await;
 }
 
@@ -168,7 +198,6 @@ async fn reload_on_sighup(shared: Arc<Shared>) {
         for line in &report {
             tracing::info!("reload: {line}");
         }
-        let summary = shared.summary();
-        systemd::notify(&[NotifyState::Ready, NotifyState::Status(&summary)]);
+        ready(&shared);
     }
 }

@@ -9,6 +9,8 @@ use sd_notify::NotifyState;
 use ttm_proto::v1::HelloRequest;
 use ttm_proto::v1::ttm_client::TtmClient;
 
+use crate::shutdown::Shutdown;
+
 /// Sends `states` to the service manager; a failure is logged, not fatal.
 pub fn notify(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
@@ -24,11 +26,19 @@ pub fn watchdog_interval() -> Option<Duration> {
 /// Feeds the watchdog every `every`, but only after a real `Hello` round
 /// trip over the daemon's own socket and a round trip through the blocking
 /// pool both succeed: a wedged accept loop, service or file-work pool stops
-/// the pings and lets systemd restart the daemon.
-pub async fn watchdog(socket: PathBuf, every: Duration) {
+/// the pings and lets systemd restart the daemon. Ends when the daemon
+/// begins to stop, whose closing socket would only fail the probe.
+pub async fn watchdog(socket: PathBuf, every: Duration, stop: Shutdown) {
+    tokio::select! {
+        () = feed(&socket, every) => {}
+        () = stop.wait() => {}
+    }
+}
+
+async fn feed(socket: &Path, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
-        match tokio::time::timeout(every, probe(&socket)).await {
+        match tokio::time::timeout(every, probe(socket)).await {
             Ok(Ok(())) => notify(&[NotifyState::Watchdog]),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "watchdog probe failed; not feeding the watchdog")

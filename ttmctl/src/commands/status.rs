@@ -5,6 +5,8 @@ use std::collections::VecDeque;
 
 use serde_json::{Value, json};
 use tonic::Streaming;
+use ttm_core::event::{Body, Event as Typed};
+use ttm_core::fsm::{DONE, FAIL};
 use ttm_proto::v1::events_response::Kind;
 use ttm_proto::v1::{
     Event, EventsRequest, EventsResponse, GetStateRequest, ListContextRequest, TxnRef, TxnState,
@@ -16,6 +18,7 @@ use crate::connect::Daemon;
 use crate::exit::{Exit, Failure};
 use crate::output::parse_json;
 use crate::render;
+use crate::term;
 
 /// Events shown in the summary.
 const RECENT: usize = 5;
@@ -187,23 +190,27 @@ fn end_of(state: &TxnState) -> Option<End> {
 /// Whether a new event ended the transaction: a commit or a fail, or a
 /// transition into a terminal stage (an FSM may have a plain edge to DONE).
 fn end_of_event(event: &Event) -> Option<End> {
-    let fields = serde_json::from_str::<Value>(&event.json).unwrap_or(Value::Null);
-    let text = |key: &str| {
-        fields
-            .get(key)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned()
-    };
-    match event.event.as_str() {
-        "txn_commit" => Some(End::Done),
-        "txn_fail" => Some(End::Failed(text("error"))),
-        "stage_transition" => match text("to").as_str() {
-            "DONE" => Some(End::Done),
-            "FAIL" => Some(End::Failed(text("error"))),
+    match term::typed(event) {
+        Typed::Body(Body::Commit { .. }) => Some(End::Done),
+        Typed::Body(Body::Fail { error, .. }) => Some(End::Failed(error)),
+        // A transition line carries no error text.
+        Typed::Body(Body::Transition { to, .. }) => match to.as_str() {
+            DONE => Some(End::Done),
+            FAIL => Some(End::Failed(String::new())),
             _ => None,
         },
-        _ => None,
+        Typed::Body(
+            Body::Start { .. }
+            | Body::Updated { .. }
+            | Body::EvidenceAdded { .. }
+            | Body::TesResolved { .. }
+            | Body::Retry { .. }
+            | Body::Activated
+            | Body::Adopted { .. }
+            | Body::User { .. },
+        )
+        | Typed::Foreign { .. }
+        | Typed::Malformed => None,
     }
 }
 

@@ -23,7 +23,7 @@ pub fn event_line_styled(event: &Event, palette: Palette) -> String {
         "{:>4}  {}  {}{}  {}",
         event.seq,
         event.ts,
-        palette.event(&event.event),
+        palette.event(&event.event, event),
         " ".repeat(pad),
         fields
     );

@@ -167,7 +167,7 @@ impl Page {
                 vec![
                     e.seq.to_string(),
                     when,
-                    p.event(&term::clean(&e.event)),
+                    p.event(&term::clean(&e.event), e),
                     term::truncate(&event_fields(e), details),
                 ]
             })

@@ -1,14 +1,13 @@
 //! The daemon's state shared by every request: the store, the live config
-//! (swapped by a reload), the stream slots, and the shutdown signals.
+//! (swapped by a reload), the stream slots, and the shutdown signal.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use tokio::sync::{Notify, watch};
-
 use super::streams;
 use crate::config::Config;
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 
 /// What every request handler shares: the store, the live config, and the
@@ -23,10 +22,9 @@ pub struct Shared {
     pub(super) started: Instant,
     /// Open Events and Watch streams.
     pub(super) streams: Arc<streams::Slots>,
-    /// Signalled by the Shutdown RPC.
-    pub(super) stop_requested: Notify,
-    /// Flips to true when the daemon begins shutting down; open streams end.
-    pub(super) shutdown: watch::Receiver<bool>,
+    /// The daemon's stop signal: the Shutdown RPC triggers it, open
+    /// streams end on it.
+    pub(super) shutdown: Shutdown,
     /// The socket served, for status.
     pub(super) socket: PathBuf,
     /// The root with symlinks resolved, to compare with the tree a client
@@ -40,13 +38,12 @@ impl Shared {
         store: Arc<Store>,
         config: Config,
         socket: PathBuf,
-        shutdown: watch::Receiver<bool>,
+        shutdown: Shutdown,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             config: RwLock::new(Arc::new(config)),
             started: Instant::now(),
             streams: Arc::default(),
-            stop_requested: Notify::new(),
             canonical_root: std::fs::canonicalize(&store.root)
                 .unwrap_or_else(|_| store.root.clone()),
             store,
@@ -61,11 +58,6 @@ impl Shared {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-    }
-
-    /// Completes when a client asked the daemon to stop.
-    pub async fn stop_requested(&self) {
-        self.stop_requested.notified().await;
     }
 
     /// Re-reads the config file, the topology and every loaded module's

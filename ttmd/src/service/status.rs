@@ -2,6 +2,7 @@
 
 use std::io::ErrorKind;
 
+use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
 use crate::core::Error;
@@ -9,7 +10,30 @@ use crate::core::Error;
 /// Maps an error to its status; the message is the error's own text, which
 /// already says what went wrong and what to do.
 pub fn to_status(err: Error) -> Status {
-    let code = match &err {
+    let code = code(&err);
+    // A stopping daemon ending its streams is expected, not worth a warning.
+    let noteworthy = matches!(
+        code,
+        Code::Internal | Code::Unavailable | Code::ResourceExhausted
+    ) && !matches!(err, Error::ShuttingDown);
+    if noteworthy {
+        tracing::warn!(error = %err, "request failed");
+    }
+    let mut status = Status::new(code, err.to_string());
+    if matches!(err, Error::WrongTree(_)) {
+        // FAILED_PRECONDITION alone is ambiguous; the marker lets ttmctl
+        // tell "wrong daemon" apart and answer with its own exit code.
+        status.metadata_mut().insert(
+            ttm_proto::headers::ERROR,
+            MetadataValue::from_static(ttm_proto::headers::WRONG_TREE),
+        );
+    }
+    status
+}
+
+/// The gRPC code of each kind of error (SPEC §10).
+fn code(err: &Error) -> Code {
+    match err {
         Error::Unknown(_) => Code::NotFound,
         Error::Malformed(_) => Code::InvalidArgument,
         Error::Refused(_) => Code::FailedPrecondition,
@@ -20,11 +44,12 @@ pub fn to_status(err: Error) -> Status {
         // A file in the tree the daemon cannot use: the request cannot be
         // served until someone fixes the file.
         Error::Corrupt { .. } => Code::FailedPrecondition,
-    };
-    if code == Code::Internal || code == Code::Unavailable || code == Code::ResourceExhausted {
-        tracing::warn!(error = %err, "request failed");
+        Error::WrongTree(_) | Error::ApiMismatch(_) => Code::FailedPrecondition,
+        Error::ShuttingDown => Code::Unavailable,
+        Error::Gone(_) => Code::NotFound,
+        Error::FellBehind(_) => Code::DataLoss,
+        Error::Bug(_) => Code::Internal,
     }
-    Status::new(code, err.to_string())
 }
 
 fn io_code(err: &std::io::Error) -> Code {
@@ -78,9 +103,32 @@ mod tests {
             (Error::Conflict("x".into()), Code::Aborted),
             (Error::NotAllowed("x".into()), Code::PermissionDenied),
             (Error::OverLimit("x".into()), Code::ResourceExhausted),
+            (Error::WrongTree("x".into()), Code::FailedPrecondition),
+            (Error::ApiMismatch("x".into()), Code::FailedPrecondition),
+            (Error::ShuttingDown, Code::Unavailable),
+            (Error::Gone("x".into()), Code::NotFound),
+            (Error::FellBehind("x".into()), Code::DataLoss),
+            (Error::Bug("x".into()), Code::Internal),
         ];
         for (err, code) in cases {
             assert_eq!(to_status(err).code(), code);
         }
+    }
+
+    #[test]
+    fn only_a_wrong_tree_carries_the_marker() {
+        let marker = |s: &Status| {
+            s.metadata()
+                .get(ttm_proto::headers::ERROR)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let wrong = to_status(Error::WrongTree("x".into()));
+        assert_eq!(
+            marker(&wrong).as_deref(),
+            Some(ttm_proto::headers::WRONG_TREE)
+        );
+        assert_eq!(marker(&to_status(Error::ApiMismatch("x".into()))), None);
+        assert_eq!(marker(&to_status(Error::Refused("x".into()))), None);
     }
 }

@@ -12,28 +12,97 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Status;
+use tonic::{Request, Response, Status};
 use ttm_proto::v1 as pb;
-
-use crate::config::Limits;
-use crate::store::log::Line;
-use crate::store::module::{Change, ChangeKind};
-use crate::store::txn::Txn;
+use ttm_proto::v1::events_response::Kind;
 
 use super::status::to_status;
+use super::{TtmService, blocking, pid_of};
+use crate::config::Limits;
+use crate::core::event;
+use crate::core::id::quote;
+use crate::core::{Error, Result};
+use crate::shutdown::Shutdown;
+use crate::store::log::Line;
+use crate::store::module::{Change, ChangeKind};
+use crate::store::txn::{Committed, Txn};
 
 /// The stream type of both streaming RPCs.
 pub type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+impl TtmService {
+    pub(super) async fn events(
+        &self,
+        req: Request<pb::EventsRequest>,
+    ) -> Result<Response<Stream<pb::EventsResponse>>, Status> {
+        let client = self.caller(&req)?;
+        let r = req.into_inner();
+        check_filter(&r.event).map_err(to_status)?;
+        let this = self.clone();
+        let tref = r.txn.clone();
+        let (_, txn) = blocking(move || this.txn(tref)).await?;
+        let config = self.shared.config();
+        let slot = self
+            .shared
+            .streams
+            .admit(pid_of(&client), &config.limits)
+            .map_err(to_status)?;
+        Ok(Response::new(self::events(
+            txn,
+            r,
+            config.heartbeat,
+            self.shared.shutdown.clone(),
+            slot,
+        )))
+    }
+
+    pub(super) async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Stream<pb::WatchResponse>>, Status> {
+        let client = self.caller(&req)?;
+        let name = req.into_inner().module;
+        let changes = self.shared.store.watch(&name).map_err(to_status)?;
+        let config = self.shared.config();
+        let slot = self
+            .shared
+            .streams
+            .admit(pid_of(&client), &config.limits)
+            .map_err(to_status)?;
+        let name = if name.is_empty() {
+            crate::core::DEFAULT_MODULE.to_string()
+        } else {
+            name
+        };
+        Ok(Response::new(self::watch(
+            name,
+            changes,
+            config.heartbeat,
+            self.shared.shutdown.clone(),
+            slot,
+        )))
+    }
+}
+
+/// Refuses an event type filter no event could match (empty: all events).
+fn check_filter(e: &str) -> Result<()> {
+    let ok = e.len() <= event::EVENT_TYPE_MAX
+        && e.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
+    if e.is_empty() || ok {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "invalid event type filter {}",
+        quote(e)
+    )))
+}
 
 /// Messages buffered per stream before the sender waits for the client.
 const BUFFER: usize = 16;
 /// Bytes of log read per step by a follower. With [`BUFFER`], this bounds
 /// what a stream whose client never reads can hold.
 const READ_CHUNK: u64 = 16 << 10;
-
-fn shutting_down() -> Status {
-    Status::unavailable("ttmd is shutting down; reconnect when it is back")
-}
 
 /// Open streams, in total and per client process, so a client that opens
 /// streams and never reads them cannot exhaust the daemon: each stream
@@ -52,10 +121,10 @@ impl Slots {
 
     /// Admits one more stream for client process `pid`, or refuses naming
     /// the limit.
-    pub fn admit(self: &Arc<Self>, pid: Option<i32>, limits: &Limits) -> Result<Counted, Status> {
+    pub fn admit(self: &Arc<Self>, pid: Option<i32>, limits: &Limits) -> Result<Counted> {
         let mut per = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
         if self.open() as usize >= limits.streams_total {
-            return Err(Status::resource_exhausted(format!(
+            return Err(Error::OverLimit(format!(
                 "ttmd already serves {} open streams, its limit (limits.streams_total); close some \
                  followers or raise the limit",
                 limits.streams_total
@@ -64,7 +133,7 @@ impl Slots {
         if let Some(pid) = pid {
             let mine = per.entry(pid).or_insert(0);
             if *mine >= limits.streams_per_client {
-                return Err(Status::resource_exhausted(format!(
+                return Err(Error::OverLimit(format!(
                     "process {pid} already has {mine} open streams, the limit per client \
                      (limits.streams_per_client)"
                 )));
@@ -111,108 +180,160 @@ pub fn events(
     txn: Arc<Txn>,
     req: pb::EventsRequest,
     heartbeat: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
     counted: Counted,
 ) -> Stream<pb::EventsResponse> {
-    use pb::events_response::Kind;
     let (tx, rx) = mpsc::channel(BUFFER);
-    let from = req.from_seq.max(1);
     tokio::spawn(async move {
         let _counted = counted;
-        let mut committed = txn.subscribe();
-        // Start at the indexed line nearest `from`, not at the top.
-        let (mut offset, mut next_seq) = txn.seek(from);
-        let mut caught_up = false;
-        loop {
-            let end = committed.borrow_and_update().len;
-            // Read in bounded chunks so a follower far behind (or a replay
-            // of a long log) never holds the whole log in memory.
-            let mut chunk = READ_CHUNK;
-            while offset < end {
-                let to = end.min(offset + chunk);
-                let t = txn.clone();
-                let (from_byte, first) = (offset, next_seq);
-                let read =
-                    tokio::task::spawn_blocking(move || t.read_lines(from_byte, to, first)).await;
-                let (lines, new_offset) = match read {
-                    Ok(Ok(v)) => v,
-                    Ok(Err(e)) => {
-                        let _ = tx.send(Err(to_status(e))).await;
-                        return;
-                    }
-                    Err(e) => {
-                        let _ = tx
-                            .send(Err(Status::internal(format!("ttmd reader failed: {e}"))))
-                            .await;
-                        return;
-                    }
-                };
-                if lines.is_empty() {
-                    // One line longer than the chunk: widen and read again.
-                    chunk = chunk.saturating_mul(2);
-                    continue;
-                }
-                chunk = READ_CHUNK;
-                offset = new_offset;
-                // Parsed lines are turned into messages (text only) before
-                // any wait for the client, so a stalled stream holds no
-                // parsed JSON.
-                let mut batch = Vec::with_capacity(lines.len());
-                for line in lines {
-                    next_seq = line.seq + 1;
-                    if line.seq >= from
-                        && let Some(msg) = event_message(line, &req.event)
-                    {
-                        batch.push(msg);
-                    }
-                }
-                for msg in batch {
-                    if tx.send(Ok(msg)).await.is_err() {
-                        return; // the client left
-                    }
-                }
-            }
-            if !caught_up {
-                caught_up = true;
-                let msg = pb::EventsResponse {
-                    kind: Some(Kind::CaughtUp(pb::CaughtUp { seq: next_seq - 1 })),
-                };
-                if !req.follow || tx.send(Ok(msg)).await.is_err() {
-                    return;
-                }
-            }
-            if txn.is_removed() {
-                let _ = tx
-                    .send(Err(Status::not_found(format!(
-                        "transaction {} was removed from the tree; nothing more will come",
-                        txn.id
-                    ))))
-                    .await;
-                return;
-            }
-            tokio::select! {
-                changed = committed.changed() => {
-                    if changed.is_err() {
-                        return; // the transaction was dropped
-                    }
-                }
-                _ = tokio::time::sleep(heartbeat) => {
-                    let msg = pb::EventsResponse {
-                        kind: Some(Kind::Heartbeat(pb::Heartbeat { seq: next_seq - 1 })),
-                    };
-                    if tx.send(Ok(msg)).await.is_err() {
-                        return;
-                    }
-                }
-                _ = stopped(&mut shutdown) => {
-                    let _ = tx.send(Err(shutting_down())).await;
-                    return;
-                }
-                _ = tx.closed() => return,
-            }
-        }
+        let mut follower = Follower::new(txn, req, heartbeat, shutdown, tx);
+        // However it ends, the last message (if any) has been sent.
+        let _ = follower.run().await;
     });
     Box::pin(ReceiverStream::new(rx))
+}
+
+/// The stream is over: the client left, or its last message went out.
+struct Ended;
+
+/// One Events stream: where it is in the log, and where its messages go.
+struct Follower {
+    txn: Arc<Txn>,
+    /// Lines before this seq are read (to learn offsets) but not sent.
+    from: u64,
+    /// Event type to send, empty for all.
+    filter: String,
+    follow: bool,
+    heartbeat: Duration,
+    shutdown: Shutdown,
+    tx: mpsc::Sender<Result<pb::EventsResponse, Status>>,
+    /// Byte offset of the next unread line, and that line's seq.
+    offset: u64,
+    next_seq: u64,
+}
+
+impl Follower {
+    fn new(
+        txn: Arc<Txn>,
+        req: pb::EventsRequest,
+        heartbeat: Duration,
+        shutdown: Shutdown,
+        tx: mpsc::Sender<Result<pb::EventsResponse, Status>>,
+    ) -> Self {
+        let from = req.from_seq.max(1);
+        // Start at the indexed line nearest `from`, not at the top.
+        let (offset, next_seq) = txn.seek(from);
+        Follower {
+            txn,
+            from,
+            filter: req.event,
+            follow: req.follow,
+            heartbeat,
+            shutdown,
+            tx,
+            offset,
+            next_seq,
+        }
+    }
+
+    /// Replay, the caught-up marker, then (with follow) each durable
+    /// change as it comes, until removal, shutdown or the client leaves.
+    async fn run(&mut self) -> Result<(), Ended> {
+        let mut committed = self.txn.subscribe();
+        let end = committed.borrow_and_update().len;
+        self.read_to(end).await?;
+        if !self.follow {
+            return Ok(());
+        }
+        self.send(Kind::CaughtUp(pb::CaughtUp {
+            seq: self.next_seq - 1,
+        }))
+        .await?;
+        loop {
+            if self.txn.is_removed() {
+                let gone = format!(
+                    "transaction {} was removed from the tree; nothing more will come",
+                    self.txn.id
+                );
+                return self.fail(Error::Gone(gone)).await;
+            }
+            self.wait(&mut committed).await?;
+            let end = committed.borrow_and_update().len;
+            self.read_to(end).await?;
+        }
+    }
+
+    /// Sends the lines up to byte `end`, read in bounded chunks so a
+    /// follower far behind (or a replay of a long log) never holds the
+    /// whole log in memory.
+    async fn read_to(&mut self, end: u64) -> Result<(), Ended> {
+        let mut chunk = READ_CHUNK;
+        while self.offset < end {
+            let (lines, new_offset) = self.read(end.min(self.offset + chunk)).await?;
+            if lines.is_empty() {
+                // One line longer than the chunk: widen and read again.
+                chunk = chunk.saturating_mul(2);
+                continue;
+            }
+            chunk = READ_CHUNK;
+            self.offset = new_offset;
+            // Parsed lines are turned into messages (text only) before any
+            // wait for the client, so a stalled stream holds no parsed JSON.
+            let mut batch = Vec::with_capacity(lines.len());
+            for line in lines {
+                self.next_seq = line.seq + 1;
+                if line.seq >= self.from
+                    && let Some(msg) = event_message(line, &self.filter)
+                {
+                    batch.push(msg);
+                }
+            }
+            for msg in batch {
+                self.tx.send(Ok(msg)).await.map_err(|_| Ended)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole lines from the current offset up to byte `to`, and the
+    /// offset after them; the file is read on a blocking thread.
+    async fn read(&self, to: u64) -> Result<(Vec<Line>, u64), Ended> {
+        let txn = self.txn.clone();
+        let (from_byte, first) = (self.offset, self.next_seq);
+        let read = tokio::task::spawn_blocking(move || txn.read_lines(from_byte, to, first)).await;
+        let err = match read {
+            Ok(Ok(lines)) => return Ok(lines),
+            Ok(Err(e)) => e,
+            Err(e) => Error::Bug(format!("ttmd reader failed: {e}")),
+        };
+        self.fail(err).await
+    }
+
+    /// Waits for the next durable change; meanwhile sends heartbeats, and
+    /// ends on shutdown or when the client leaves.
+    async fn wait(&self, committed: &mut watch::Receiver<Committed>) -> Result<(), Ended> {
+        tokio::select! {
+            // An error means the transaction was dropped.
+            changed = committed.changed() => changed.map_err(|_| Ended),
+            _ = tokio::time::sleep(self.heartbeat) => {
+                self.send(Kind::Heartbeat(pb::Heartbeat { seq: self.next_seq - 1 }))
+                    .await
+            }
+            _ = self.shutdown.wait() => self.fail(Error::ShuttingDown).await,
+            _ = self.tx.closed() => Err(Ended),
+        }
+    }
+
+    async fn send(&self, kind: Kind) -> Result<(), Ended> {
+        let msg = pb::EventsResponse { kind: Some(kind) };
+        self.tx.send(Ok(msg)).await.map_err(|_| Ended)
+    }
+
+    /// Ends the stream with `err` as its last message.
+    async fn fail<T>(&self, err: Error) -> Result<T, Ended> {
+        let _ = self.tx.send(Err(to_status(err))).await;
+        Err(Ended)
+    }
 }
 
 /// The message for one log line, or `None` when `filter` (an event type,
@@ -232,7 +353,7 @@ fn event_message(line: Line, filter: &str) -> Option<pb::EventsResponse> {
     }
     let ts = field("ts");
     Some(pb::EventsResponse {
-        kind: Some(pb::events_response::Kind::Event(pb::Event {
+        kind: Some(Kind::Event(pb::Event {
             seq: line.seq,
             event: kind,
             ts,
@@ -246,7 +367,7 @@ pub fn watch(
     module: String,
     mut changes: broadcast::Receiver<Change>,
     heartbeat: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
     counted: Counted,
 ) -> Stream<pb::WatchResponse> {
     let (tx, rx) = mpsc::channel(BUFFER);
@@ -255,20 +376,12 @@ pub fn watch(
         loop {
             let msg = tokio::select! {
                 change = changes.recv() => match change {
-                    Ok(c) => pb::WatchResponse {
-                        kind: kind(c.kind) as i32,
-                        module: module.clone(),
-                        txn_id: c.txn_id,
-                        from: c.from,
-                        to: c.to,
-                        seq: c.seq,
-                        ts: c.ts,
-                        heartbeat: None,
-                    },
+                    Ok(c) => change_message(&module, c),
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        let _ = tx.send(Err(Status::data_loss(format!(
+                        let behind = format!(
                             "this watcher fell {n} changes behind; reconnect and re-list"
-                        )))).await;
+                        );
+                        let _ = tx.send(Err(to_status(Error::FellBehind(behind)))).await;
                         return;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -278,8 +391,8 @@ pub fn watch(
                     heartbeat: Some(pb::Heartbeat { seq: 0 }),
                     ..Default::default()
                 },
-                _ = stopped(&mut shutdown) => {
-                    let _ = tx.send(Err(shutting_down())).await;
+                _ = shutdown.wait() => {
+                    let _ = tx.send(Err(to_status(Error::ShuttingDown))).await;
                     return;
                 }
                 _ = tx.closed() => return,
@@ -292,9 +405,17 @@ pub fn watch(
     Box::pin(ReceiverStream::new(rx))
 }
 
-/// Completes when the daemon starts shutting down (or is gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
+fn change_message(module: &str, c: Change) -> pb::WatchResponse {
+    pb::WatchResponse {
+        kind: kind(c.kind) as i32,
+        module: module.to_string(),
+        txn_id: c.txn_id,
+        from: c.from,
+        to: c.to,
+        seq: c.seq,
+        ts: c.ts,
+        heartbeat: None,
+    }
 }
 
 fn kind(k: ChangeKind) -> pb::ChangeKind {

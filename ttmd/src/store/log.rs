@@ -10,6 +10,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
+use crate::core::event::Logged;
 use crate::core::{Error, Result};
 use crate::store::fsio::Durability;
 
@@ -24,6 +25,13 @@ pub struct Line {
     pub text: String,
     /// Bytes the line takes in the file, newline included.
     pub bytes: u64,
+}
+
+impl Line {
+    /// The line as a typed event, read from its parsed object.
+    pub fn logged(&self) -> Logged {
+        Logged::read(self.object.as_ref())
+    }
 }
 
 /// The complete lines in `bytes` (a log, or a tail of one starting at a line

@@ -29,7 +29,7 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 
 use super::Store;
 use super::fsio::TEMP_PREFIX;
-use super::module::ACTIVE_LINK;
+use super::module::{ACTIVE_LINK, Module};
 use super::txn::{EVENTS_FILE, STATE_FILE};
 use crate::core::id;
 
@@ -145,33 +145,7 @@ fn run(store: &Store, stop: &AtomicBool) {
         };
         match rx.recv_timeout(wait) {
             Ok(Ok(first)) => {
-                // Under load every append is a notification; take all that
-                // are queued and look at each path once.
-                let mut paths: Vec<PathBuf> = Vec::new();
-                let mut seen: HashSet<PathBuf> = HashSet::new();
-                let mut lost = false;
-                let mut next = Some(Ok(first));
-                while let Some(item) = next {
-                    match item {
-                        Ok(event) => {
-                            let ignored = matches!(
-                                event.kind,
-                                EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_))
-                            );
-                            for path in event.paths {
-                                if !ignored && seen.insert(path.clone()) {
-                                    paths.push(path);
-                                }
-                            }
-                        }
-                        Err(_) => lost = true,
-                    }
-                    next = if paths.len() < 4096 {
-                        rx.try_recv().ok()
-                    } else {
-                        None
-                    };
-                }
+                let (paths, lost) = drain(first, &rx);
                 for path in &paths {
                     tracing::debug!(path = %path.display(), "file event");
                     handle(store, &mut w, &mut settling, path);
@@ -195,6 +169,40 @@ fn run(store: &Store, stop: &AtomicBool) {
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
+}
+
+/// Under load every append is a notification: takes `first` and all that
+/// are queued, each path once. Says whether events were lost.
+fn drain(
+    first: notify::Event,
+    rx: &mpsc::Receiver<notify::Result<notify::Event>>,
+) -> (Vec<PathBuf>, bool) {
+    let mut paths: Vec<PathBuf> = Vec::new();
+    let mut seen: HashSet<PathBuf> = HashSet::new();
+    let mut lost = false;
+    let mut next = Some(Ok(first));
+    while let Some(item) = next {
+        match item {
+            Ok(event) => {
+                let ignored = matches!(
+                    event.kind,
+                    EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_))
+                );
+                for path in event.paths {
+                    if !ignored && seen.insert(path.clone()) {
+                        paths.push(path);
+                    }
+                }
+            }
+            Err(_) => lost = true,
+        }
+        next = if paths.len() < 4096 {
+            rx.try_recv().ok()
+        } else {
+            None
+        };
+    }
+    (paths, lost)
 }
 
 /// Adds watches for the whole tree as it is loaded now.
@@ -328,66 +336,76 @@ fn handle(store: &Store, w: &mut Watches, settling: &mut Settling, path: &Path) 
     for m in store.modules() {
         // <txns>/<id>: a transaction directory came or went.
         if parent == m.txns_dir {
-            if name == ACTIVE_LINK {
-                // Never watched through: inotify would fold it into the
-                // watch of the directory it points at.
-                return;
-            }
-            let dir = m.txns_dir.join(&name);
-            let present = std::fs::symlink_metadata(&dir).is_ok_and(|md| md.is_dir());
-            if present {
-                if m.knows(&name) && !m.is_loaded(&name) {
-                    // Finished and kept as a summary: nothing to look at.
-                    return;
-                }
-                w.add(&dir);
-                if !m.knows(&name) {
-                    // New (or quarantined): load it once it has settled.
-                    settling.insert((m.name.clone(), name), std::time::Instant::now());
-                } else if let Ok(t) = m.txn(&name) {
-                    // Loaded before its watch existed (created by ttmd
-                    // itself): look once for what changed in between.
-                    reconcile_files(&t);
-                }
-            } else {
-                w.forget(&dir);
-                settling.remove(&(m.name.clone(), name.clone()));
-                m.reconcile_dir(&name);
-            }
+            txn_dir_changed(&m, w, settling, name);
             return;
         }
         // <txns>/<id>/<file>: a log or state file changed.
         if parent.parent() == Some(m.txns_dir.as_path()) {
-            let Some(id) = parent.file_name().map(|n| n.to_string_lossy().into_owned()) else {
-                return;
-            };
-            if !m.knows(&id) {
-                // Still arriving (or quarantined and being fixed): wait for
-                // it to settle, then try to load it again.
-                settling.insert((m.name.clone(), id), std::time::Instant::now());
-                return;
-            }
-            let Ok(t) = m.txn(&id) else {
-                return;
-            };
-            match name.as_str() {
-                EVENTS_FILE if t.log_replaced() => {
-                    m.forget(&id);
-                    settling.insert((m.name.clone(), id), std::time::Instant::now());
-                }
-                EVENTS_FILE => {
-                    if let Err(e) = t.reconcile_log() {
-                        tracing::warn!(txn = %t.id, error = %e, "cannot pick up lines appended to the log");
-                    }
-                }
-                STATE_FILE => {
-                    if let Err(e) = t.reconcile_state() {
-                        tracing::warn!(txn = %t.id, error = %e, "cannot rebuild state.json");
-                    }
-                }
-                _ => {}
+            if let Some(id) = parent.file_name().map(|n| n.to_string_lossy().into_owned()) {
+                txn_file_changed(&m, settling, id, &name);
             }
             return;
         }
+    }
+}
+
+/// `<txns>/<name>` appeared or went away.
+fn txn_dir_changed(m: &Module, w: &mut Watches, settling: &mut Settling, name: String) {
+    if name == ACTIVE_LINK {
+        // Never watched through: inotify would fold it into the watch of
+        // the directory it points at.
+        return;
+    }
+    let dir = m.txns_dir.join(&name);
+    let present = std::fs::symlink_metadata(&dir).is_ok_and(|md| md.is_dir());
+    if !present {
+        w.forget(&dir);
+        settling.remove(&(m.name.clone(), name.clone()));
+        m.reconcile_dir(&name);
+        return;
+    }
+    if m.knows(&name) && !m.is_loaded(&name) {
+        // Finished and kept as a summary: nothing to look at.
+        return;
+    }
+    w.add(&dir);
+    if !m.knows(&name) {
+        // New (or quarantined): load it once it has settled.
+        settling.insert((m.name.clone(), name), std::time::Instant::now());
+    } else if let Ok(t) = m.txn(&name) {
+        // Loaded before its watch existed (created by ttmd itself): look
+        // once for what changed in between.
+        reconcile_files(&t);
+    }
+}
+
+/// `<txns>/<id>/<name>` changed.
+fn txn_file_changed(m: &Module, settling: &mut Settling, id: String, name: &str) {
+    if !m.knows(&id) {
+        // Still arriving (or quarantined and being fixed): wait for it to
+        // settle, then try to load it again.
+        settling.insert((m.name.clone(), id), std::time::Instant::now());
+        return;
+    }
+    let Ok(t) = m.txn(&id) else {
+        return;
+    };
+    match name {
+        EVENTS_FILE if t.log_replaced() => {
+            m.forget(&id);
+            settling.insert((m.name.clone(), id), std::time::Instant::now());
+        }
+        EVENTS_FILE => {
+            if let Err(e) = t.reconcile_log() {
+                tracing::warn!(txn = %t.id, error = %e, "cannot pick up lines appended to the log");
+            }
+        }
+        STATE_FILE => {
+            if let Err(e) = t.reconcile_state() {
+                tracing::warn!(txn = %t.id, error = %e, "cannot rebuild state.json");
+            }
+        }
+        // ctx/, build/, artifacts/ and the rest are never state.
+        _ => {}
     }
 }

@@ -20,13 +20,17 @@ fn new_txn(desc: &str) -> NewTxn {
     }
 }
 
+fn fsm() -> crate::core::fsm::Fsm {
+    Default::default()
+}
+
 fn open(root: &Path) -> Store {
     Store::open(root, Durability::None, Default::default()).unwrap()
 }
 
 fn user_event(txn: &Txn, kind: &str) -> u64 {
     let out = txn
-        .mutate(&Guards::default(), &None, |_, _| {
+        .mutate(&fsm(), &Guards::default(), &None, |_, _| {
             Ok(Body::User {
                 event: kind.into(),
                 data: Default::default(),
@@ -150,7 +154,9 @@ fn guards_refuse_without_writing() {
             ..Default::default()
         },
     ] {
-        let err = t.mutate(&g, &None, |_, _| Ok(Body::Activated)).unwrap_err();
+        let err = t
+            .mutate(&fsm(), &g, &None, |_, _| Ok(Body::Activated))
+            .unwrap_err();
         assert!(matches!(err, crate::core::Error::Conflict(_)), "{err}");
     }
     assert_eq!(fs::read(t.dir.join(EVENTS_FILE)).unwrap(), before);
@@ -170,9 +176,13 @@ fn request_ids_answer_once_even_after_reopen() {
             .unwrap()
             .create(&new_txn("t"), &None)
             .unwrap();
-        let first = t.mutate(&g, &None, |_, _| Ok(Body::Activated)).unwrap();
+        let first = t
+            .mutate(&fsm(), &g, &None, |_, _| Ok(Body::Activated))
+            .unwrap();
         user_event(&t, "later");
-        let again = t.mutate(&g, &None, |_, _| Ok(Body::Activated)).unwrap();
+        let again = t
+            .mutate(&fsm(), &g, &None, |_, _| Ok(Body::Activated))
+            .unwrap();
         assert!(again.replayed && !first.replayed);
         assert_eq!(first.event, again.event);
         assert_eq!(
@@ -184,7 +194,9 @@ fn request_ids_answer_once_even_after_reopen() {
     let store = open(tmp.path());
     let t = store.module("ttm", false).unwrap().txn(&id).unwrap();
     let seq = t.state().seq;
-    let again = t.mutate(&g, &None, |_, _| Ok(Body::Activated)).unwrap();
+    let again = t
+        .mutate(&fsm(), &g, &None, |_, _| Ok(Body::Activated))
+        .unwrap();
     assert!(again.replayed);
     assert_eq!(t.state().seq, seq);
 }
@@ -202,21 +214,21 @@ fn evidence_is_numbered_and_digested() {
     for (desc, file, body) in [("artifact", "app.tar.gz", "A"), ("", "config.yaml", "BB")] {
         let (temp, mut f) = t.create_temp_evidence().unwrap();
         f.write_all(body.as_bytes()).unwrap();
-        let sha = crate::core::ctx::sha256_hex(body.as_bytes());
+        let path = temp.path().to_path_buf();
+        let evidence = txn::NewEvidence {
+            bytes: body.len() as u64,
+            sha256: crate::core::ctx::sha256_hex(body.as_bytes()),
+            description: desc.into(),
+            file_name: file.into(),
+        };
         let out = t
-            .add_evidence(
-                100,
-                &temp,
-                body.len() as u64,
-                &sha,
-                desc,
-                file,
-                &Guards::default(),
-                &None,
-            )
+            .add_evidence(&fsm(), 100, temp, &evidence, &Guards::default(), &None)
             .unwrap();
-        names.push(out.event["file"].as_str().unwrap().to_string());
-        assert!(!temp.exists());
+        let Some(Body::EvidenceAdded { file, .. }) = out.body() else {
+            panic!("not evidence: {out:?}");
+        };
+        names.push(file.clone());
+        assert!(!path.exists());
     }
     assert_eq!(names, ["100_artifact.tar.gz", "110_config.yaml"]);
     let scanned = txn::scan_ctx(&t.dir.join("ctx")).unwrap();
@@ -279,7 +291,7 @@ fn update(txn: &Txn, patch: serde_json::Value) -> u64 {
     let serde_json::Value::Object(patch) = patch else {
         panic!("not an object");
     };
-    txn.mutate(&Guards::default(), &None, |_, _| {
+    txn.mutate(&fsm(), &Guards::default(), &None, |_, _| {
         Ok(Body::Updated { patch })
     })
     .unwrap()
@@ -577,7 +589,7 @@ fn finished_txn(root: &Path, rid: Option<&str>) -> (String, std::path::PathBuf) 
     new.request_id = rid.map(str::to_string);
     let t = m.create(&new, &None).unwrap();
     user_event(&t, "progress");
-    t.mutate(&Guards::default(), &None, |_, _| {
+    t.mutate(&fsm(), &Guards::default(), &None, |_, _| {
         Ok(Body::Commit {
             from: "NEW".into(),
             duration_ms: 5,
@@ -752,7 +764,7 @@ fn an_activation_racing_a_commit_never_writes_after_it() {
         std::thread::scope(|scope| {
             scope.spawn(|| {
                 barrier.wait();
-                t.mutate(&Guards::default(), &None, |_, _| {
+                t.mutate(&fsm(), &Guards::default(), &None, |_, _| {
                     Ok(Body::Commit {
                         from: "NEW".into(),
                         duration_ms: 1,
@@ -782,7 +794,7 @@ fn archiving_racing_a_retry_never_archives_a_live_transaction() {
         let mut new = new_txn(&format!("race {round}"));
         new.activate = false;
         let t = m.create(&new, &None).unwrap();
-        t.mutate(&Guards::default(), &None, |_, _| {
+        t.mutate(&fsm(), &Guards::default(), &None, |_, _| {
             Ok(Body::Fail {
                 from: "NEW".into(),
                 error: "boom".into(),
@@ -793,7 +805,7 @@ fn archiving_racing_a_retry_never_archives_a_live_transaction() {
         let retry = std::thread::scope(|scope| {
             let retry = scope.spawn(|| {
                 barrier.wait();
-                t.mutate(&Guards::default(), &None, |_, _| {
+                t.mutate(&fsm(), &Guards::default(), &None, |_, _| {
                     Ok(Body::Retry {
                         to: "NEW".into(),
                         iteration: 2,
@@ -823,4 +835,50 @@ fn archiving_racing_a_retry_never_archives_a_live_transaction() {
         }
     }
     assert_eq!(archived + retried, 40);
+}
+
+#[test]
+fn a_finished_transaction_refuses_evidence_and_the_upload_is_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let module = store.module("ttm", true).unwrap();
+    let t = module.create(&new_txn("t"), &None).unwrap();
+    t.mutate(&fsm(), &Guards::default(), &None, |s, now| {
+        Ok(crate::core::admit::commit(s, now))
+    })
+    .unwrap();
+    let log = fs::read(t.dir.join(EVENTS_FILE)).unwrap();
+    let (temp, mut f) = t.create_temp_evidence().unwrap();
+    f.write_all(b"late").unwrap();
+    let path = temp.path().to_path_buf();
+    let evidence = txn::NewEvidence {
+        bytes: 4,
+        sha256: crate::core::ctx::sha256_hex(b"late"),
+        description: "late".into(),
+        file_name: "late.txt".into(),
+    };
+    let err = t
+        .add_evidence(&fsm(), 100, temp, &evidence, &Guards::default(), &None)
+        .unwrap_err();
+    assert!(err.to_string().contains("DONE, which is final"), "{err}");
+    assert!(!path.exists(), "the refused upload stays behind");
+    assert_eq!(fs::read(t.dir.join(EVENTS_FILE)).unwrap(), log);
+    let names: Vec<_> = fs::read_dir(t.dir.join("ctx"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+
+    // An abandoned upload (its guard dropped) leaves nothing either.
+    let (temp, _) = t.create_temp_evidence().unwrap();
+    let path = temp.path().to_path_buf();
+    assert!(path.exists());
+    drop(temp);
+    assert!(!path.exists());
+
+    // Activating it moves only the pointer: its log is final.
+    let out = module.activate(&t.id, &Guards::default(), &None).unwrap();
+    assert!(out.event.is_none() && !out.replayed);
+    assert_eq!(fs::read(t.dir.join(EVENTS_FILE)).unwrap(), log);
+    assert_eq!(module.active_id().unwrap().as_deref(), Some(t.id.as_str()));
 }

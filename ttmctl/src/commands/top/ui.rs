@@ -9,11 +9,12 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{
     Block, Cell, HighlightSpacing, Paragraph, Row as TableRow, Table, TableState,
 };
+use ttm_core::event::{Body, Event as Typed};
 use ttm_proto::v1::Event;
 
 use super::app::{App, Link, Mode};
 use crate::render;
-use crate::term::{self, StageKind};
+use crate::term::{self, StageKind, Tone};
 
 pub fn draw(frame: &mut Frame, app: &App, now: DateTime<Utc>) {
     let area = frame.area();
@@ -54,12 +55,12 @@ impl Look {
         }
     }
 
-    fn event(&self, event: &str) -> Style {
-        match event {
-            "txn_commit" => self.fg(Color::Green),
-            "txn_fail" => self.fg(Color::Red),
-            "stage_transition" | "txn_retry" | "txn_start" => self.fg(Color::Yellow),
-            _ => Style::new(),
+    fn event(&self, event: &Event) -> Style {
+        match term::tone(event) {
+            Tone::Done => self.fg(Color::Green),
+            Tone::Failed => self.fg(Color::Red),
+            Tone::Moved => self.fg(Color::Yellow),
+            Tone::Plain => Style::new(),
         }
     }
 
@@ -123,19 +124,24 @@ fn age(created: &str, now: DateTime<Utc>) -> String {
 
 /// `stage_transition NEW → EXECUTE`, `progress pct=50`, …
 fn last_event_text(event: &Event) -> String {
-    let fields = render::event_fields(event);
-    let detail = if event.event == "stage_transition" {
-        let value = serde_json::from_str::<serde_json::Value>(&event.json).unwrap_or_default();
-        let text = |k: &str| {
-            value
-                .get(k)
-                .and_then(|v| v.as_str())
-                .unwrap_or("")
-                .to_owned()
-        };
-        format!("{} → {}", text("from"), text("to"))
-    } else {
-        fields
+    let detail = match term::typed(event) {
+        Typed::Body(Body::Transition { from, to, .. }) => {
+            format!("{} → {}", term::clean(&from), term::clean(&to))
+        }
+        Typed::Body(
+            Body::Start { .. }
+            | Body::Updated { .. }
+            | Body::EvidenceAdded { .. }
+            | Body::TesResolved { .. }
+            | Body::Commit { .. }
+            | Body::Fail { .. }
+            | Body::Retry { .. }
+            | Body::Activated
+            | Body::Adopted { .. }
+            | Body::User { .. },
+        )
+        | Typed::Foreign { .. }
+        | Typed::Malformed => render::event_fields(event),
     };
     format!("{} {}", term::clean(&event.event), detail)
         .trim_end()
@@ -244,7 +250,7 @@ fn draw_events(frame: &mut Frame, app: &App, area: Rect) {
             let pad = 16usize.saturating_sub(term::columns(&kind));
             Line::from(vec![
                 Span::styled(format!("{:>5}  {time}  ", event.seq), look.dim()),
-                Span::styled(kind, look.event(&event.event)),
+                Span::styled(kind, look.event(event)),
                 Span::raw(format!(
                     "{}  {}",
                     " ".repeat(pad),

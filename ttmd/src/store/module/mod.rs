@@ -1,5 +1,18 @@
 //! One module namespace: `<root>/<module>/txns/`, its FSM, its transactions
 //! and its `active` symlink.
+//!
+//! - `create.rs`: creating a transaction;
+//! - `active.rs`: the `active` symlink and activation;
+//! - `feed.rs`: the change feed for `Watch`;
+//! - `reconcile.rs`: transaction directories added or removed by hand.
+
+mod active;
+mod create;
+mod feed;
+mod reconcile;
+
+pub use create::{NewTxn, validate_new};
+pub use feed::{Change, ChangeKind};
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -7,64 +20,20 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use chrono::Utc;
-use serde_json::Value;
 use tokio::sync::broadcast;
 
-use crate::core::ctx::{self, Entry};
-use crate::core::event::{Body, Meta};
 use crate::core::fsm::Fsm;
-use crate::core::id::{self, quote};
+use crate::core::id;
 use crate::core::state;
 use crate::core::summary::Summary;
 use crate::core::{Error, Result};
 use crate::store::fsio::{self, Durability};
-use crate::store::txn::{
-    self, ARTIFACTS_DIR, BUILD_DIR, CTX_DIR, Client, EVENTS_FILE, Guards, Outcome, STATE_FILE, Txn,
-};
+use crate::store::txn::{self, STATE_FILE, Txn};
 
 /// The symlink naming the module's active transaction.
 pub const ACTIVE_LINK: &str = "active";
 /// The optional per-module FSM definition.
 pub const FSM_FILE: &str = "fsm.json";
-
-/// A change worth telling module watchers about.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Change {
-    /// `created`, `stage_changed`, `activated`, `committed`, `failed`.
-    pub kind: ChangeKind,
-    pub txn_id: String,
-    /// Stage before (stage changes, commits, failures).
-    pub from: String,
-    /// Stage after.
-    pub to: String,
-    pub seq: u64,
-    pub ts: String,
-}
-
-/// The kinds of [`Change`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChangeKind {
-    Created,
-    StageChanged,
-    Activated,
-    Committed,
-    Failed,
-    /// The directory was removed from the tree behind the daemon's back.
-    Removed,
-    /// The transaction was moved into the module's archive.
-    Archived,
-}
-
-/// What a new transaction is made of.
-#[derive(Debug, Clone)]
-pub struct NewTxn {
-    pub description: String,
-    pub target: String,
-    pub agent: String,
-    pub activate: bool,
-    pub request_id: Option<String>,
-}
 
 /// One transaction of [`Module::list`]: what a listing shows of it, and the
 /// transaction itself when it is loaded.
@@ -246,98 +215,6 @@ impl Module {
         lock(&self.quarantined).clone()
     }
 
-    /// Brings the loaded set in line with `txns/<id>` on disk after a
-    /// change made behind the daemon's back: a directory copied or moved in
-    /// is loaded (watchers hear `created`), one removed is forgotten (its
-    /// followers end, watchers hear `removed`).
-    pub fn reconcile_dir(&self, id: &str) {
-        if id == ACTIVE_LINK || id::validate_txn_id(id).is_err() {
-            return;
-        }
-        let _guard = lock(&self.module_lock);
-        let dir = self.txns_dir.join(id);
-        let present = fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir());
-        let gone = if present {
-            None
-        } else {
-            write(&self.finished).remove(id)
-        };
-        if let Some(gone) = gone {
-            lock(&self.quarantined).remove(id);
-            tracing::warn!(module = %self.name, txn = %id,
-                "a finished transaction was removed from the tree");
-            let _ = self.changes.send(Change {
-                kind: ChangeKind::Removed,
-                txn_id: id.to_string(),
-                from: gone.stage().to_string(),
-                to: String::new(),
-                seq: gone.seq,
-                ts: state::timestamp(Utc::now()),
-            });
-            return;
-        }
-        if present && read(&self.finished).contains_key(id) {
-            return;
-        }
-        let loaded = read(&self.txns).get(id).cloned();
-        match (present, loaded) {
-            (true, None) => {
-                if let Ok((txn, true)) = self.load_new(id) {
-                    tracing::info!(module = %self.name, txn = %id, "a transaction appeared in the tree; serving it");
-                    let s = txn.state();
-                    let _ = self.changes.send(Change {
-                        kind: ChangeKind::Created,
-                        txn_id: id.to_string(),
-                        from: String::new(),
-                        to: s.stage.clone(),
-                        seq: s.seq,
-                        ts: s.last_checkpoint.clone(),
-                    });
-                }
-            }
-            (false, Some(_)) => {
-                self.stop_serving(
-                    id,
-                    "a transaction was removed from the tree; no longer serving it",
-                );
-            }
-            (false, None) => {
-                lock(&self.quarantined).remove(id);
-            }
-            (true, Some(_)) => {}
-        }
-    }
-
-    /// Stops serving a loaded transaction whose log was replaced under it
-    /// (its followers end); the watcher loads it again from disk, or
-    /// quarantines it, once the directory has settled.
-    pub fn forget(&self, id: &str) {
-        let _guard = lock(&self.module_lock);
-        self.stop_serving(
-            id,
-            "its log was removed or replaced behind ttmd's back; no longer serving it \
-             (it is loaded again if a valid one is there)",
-        );
-    }
-
-    /// Unloads `id` (its followers end), says `why` in the log and tells
-    /// watchers it was removed. The caller holds the module lock.
-    fn stop_serving(&self, id: &str, why: &str) {
-        let Some(txn) = self.unload(id) else {
-            return;
-        };
-        tracing::warn!(module = %self.name, txn = %id, "{why}");
-        let s = txn.state();
-        let _ = self.changes.send(Change {
-            kind: ChangeKind::Removed,
-            txn_id: id.to_string(),
-            from: s.stage.clone(),
-            to: String::new(),
-            seq: s.seq,
-            ts: state::timestamp(Utc::now()),
-        });
-    }
-
     /// The ids of the transaction directories on disk now.
     pub fn ids_on_disk(&self) -> Vec<String> {
         fs::read_dir(&self.txns_dir)
@@ -417,11 +294,6 @@ impl Module {
         Some(txn)
     }
 
-    /// Tells watchers about `change`.
-    pub(super) fn tell(&self, change: Change) {
-        let _ = self.changes.send(change);
-    }
-
     /// The module's directory (holding `txns/`, `fsm.json`, `archive/`).
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -492,26 +364,6 @@ impl Module {
         }
     }
 
-    /// The id `active` points to, if it points at a valid sibling.
-    pub fn active_id(&self) -> Result<Option<String>> {
-        let link = self.txns_dir.join(ACTIVE_LINK);
-        match fs::read_link(&link) {
-            Ok(target) => {
-                let name = target.to_string_lossy().into_owned();
-                let name = name.trim_end_matches('/');
-                if id::validate_txn_id(name).is_ok() && self.txns_dir.join(name).is_dir() {
-                    Ok(Some(name.to_string()))
-                } else {
-                    tracing::warn!(module = %self.name, target = %target.display(),
-                        "ignoring `active`: it does not point at a transaction of this module");
-                    Ok(None)
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("reading", link, e)),
-        }
-    }
-
     /// All served transactions, oldest first, optionally of one stage.
     pub fn list(&self, stage: Option<&str>) -> Vec<Listed> {
         let txns = read(&self.txns);
@@ -554,229 +406,6 @@ impl Module {
             None => Ok(self.txn(id)?.state()),
         }
     }
-
-    /// Tells watchers what a mutation changed.
-    pub fn announce(&self, outcome: &Outcome) {
-        if outcome.replayed {
-            return;
-        }
-        let e = &outcome.event;
-        let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-        let kind = match text("event").as_str() {
-            "txn_start" => ChangeKind::Created,
-            "stage_transition" | "txn_retry" => ChangeKind::StageChanged,
-            "activated" => ChangeKind::Activated,
-            "txn_commit" => ChangeKind::Committed,
-            "txn_fail" => ChangeKind::Failed,
-            _ => return,
-        };
-        let _ = self.changes.send(Change {
-            kind,
-            txn_id: outcome.state.txn_id.clone(),
-            from: text("from"),
-            to: outcome.state.stage.clone(),
-            seq: outcome.state.seq,
-            ts: text("ts"),
-        });
-    }
-
-    /// Creates a transaction: the whole directory is built under a temporary
-    /// name and renamed into place, so a crash never leaves half of one, and
-    /// two creations never share an id.
-    pub fn create(&self, new: &NewTxn, client: &Client) -> Result<Arc<Txn>> {
-        let _guard = lock(&self.module_lock);
-        let created = new
-            .request_id
-            .as_ref()
-            .and_then(|rid| lock(&self.create_requests).get(rid).cloned());
-        if let Some(id) = created {
-            // Loading it (if it is kept as a summary) records its request
-            // id again, so the map's lock must be free here.
-            return self.txn(&id);
-        }
-        let now = Utc::now();
-        let ts = state::timestamp(now);
-        let build = fsio::temp_path(&self.txns_dir, "create");
-        let result = self.build_and_place(&build, new, client, now, &ts);
-        if result.is_err() {
-            let _ = fs::remove_dir_all(&build);
-        }
-        let id = result?;
-        fsio::sync_dir(&self.txns_dir, self.durability)?;
-        if let Some(rid) = &new.request_id {
-            lock(&self.create_requests).insert(rid.clone(), id.clone());
-        }
-        let txn = self.load(&id)?;
-        let state = txn.state();
-        let _ = self.changes.send(Change {
-            kind: ChangeKind::Created,
-            txn_id: id.clone(),
-            from: String::new(),
-            to: state.stage.clone(),
-            seq: state.seq,
-            ts: ts.clone(),
-        });
-        if new.activate {
-            self.point_active(&id)?;
-            let _ = self.changes.send(Change {
-                kind: ChangeKind::Activated,
-                txn_id: id,
-                from: String::new(),
-                to: state.stage.clone(),
-                seq: state.seq,
-                ts,
-            });
-        }
-        Ok(txn)
-    }
-
-    fn build_and_place(
-        &self,
-        build: &Path,
-        new: &NewTxn,
-        client: &Client,
-        now: chrono::DateTime<Utc>,
-        ts: &str,
-    ) -> Result<String> {
-        let d = self.durability;
-        for sub in [CTX_DIR, BUILD_DIR, ARTIFACTS_DIR] {
-            fsio::ensure_dir(&build.join(sub))?;
-        }
-        let ctx_dir = build.join(CTX_DIR);
-        let policy = format!(
-            "# Policy\n\nmodule: {}\nstages: transitions follow the module's FSM; DONE and FAIL \
-             are final\nwriter: ttmd is the only writer of this directory except build/ and \
-             artifacts/\n",
-            self.name
-        );
-        let request = format!(
-            "# Request\n\ndescription: {}\ntarget: {}\nagent: {}\n",
-            new.description, new.target, new.agent
-        );
-        let mut entries = Vec::new();
-        for (name, text) in [(ctx::POLICY_FILE, policy), (ctx::REQUEST_FILE, request)] {
-            fsio::atomic_write(&ctx_dir, name, text.as_bytes(), Durability::None)?;
-            entries.push(Entry {
-                name: name.to_string(),
-                bytes: text.len() as u64,
-                sha256: ctx::sha256_hex(text.as_bytes()),
-            });
-        }
-        let mut n = 1;
-        loop {
-            let id = id::txn_id(&new.description, now, n);
-            let mut lines = String::new();
-            let start = Body::Start {
-                txn_id: id.clone(),
-                description: new.description.clone(),
-                target: new.target.clone(),
-                agent: new.agent.clone(),
-                module: self.name.clone(),
-                stage: self.fsm().initial().to_string(),
-                ctx_digest: ctx::digest(&entries),
-            };
-            let mut meta = Meta {
-                ts: ts.to_string(),
-                seq: 1,
-                request_id: new.request_id.clone(),
-                client: client.clone(),
-            };
-            lines.push_str(&start.to_line(&meta));
-            let start_obj = start.to_object(&meta);
-            let mut folded = state::State::start(&start_obj, &self.name)
-                .map_err(|e| Error::invalid(e.to_string()))?;
-            if new.activate {
-                meta.seq = 2;
-                meta.request_id = None;
-                let act = Body::Activated;
-                lines.push_str(&act.to_line(&meta));
-                folded.apply(2, &act.to_object(&meta));
-            }
-            // Written unsynced in the private build directory, then synced
-            // all at once before the rename publishes them: one sync per
-            // file and directory instead of one round per file.
-            fsio::atomic_write(build, EVENTS_FILE, lines.as_bytes(), Durability::None)?;
-            let view = folded.to_pretty_json();
-            fsio::atomic_write(build, STATE_FILE, view.as_bytes(), Durability::None)?;
-            fsio::sync_all(
-                &[
-                    build.join(EVENTS_FILE),
-                    build.join(STATE_FILE),
-                    ctx_dir.join(ctx::POLICY_FILE),
-                    ctx_dir.join(ctx::REQUEST_FILE),
-                    ctx_dir.clone(),
-                    build.to_path_buf(),
-                ],
-                d,
-            )?;
-            let target = self.txns_dir.join(&id);
-            match txn::rename_noreplace(build, &target) {
-                Ok(()) => return Ok(id),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    n += 1;
-                    if n > 10_000 {
-                        return Err(Error::io("creating", target, e));
-                    }
-                }
-                Err(e) => return Err(Error::io("creating", target, e)),
-            }
-        }
-    }
-
-    /// Makes `id` the active transaction: logs `activated`, then swaps the
-    /// symlink atomically.
-    pub fn activate(&self, id: &str, guards: &Guards, client: &Client) -> Result<Outcome> {
-        let txn = self.txn(id)?;
-        let _guard = lock(&self.module_lock);
-        // Whether it is finished is decided under the transaction's lock,
-        // where a commit still waiting for its sync is already seen.
-        let mut finished = None;
-        let made = txn.mutate(guards, client, |s, _| {
-            if s.is_terminal() {
-                finished = Some(Arc::new(s.clone()));
-                return Err(Error::Refused("finished".into()));
-            }
-            Ok(Body::Activated)
-        });
-        if let Some(state) = finished {
-            // A finished transaction may be made active to look at it (a
-            // RAG flow_resume of a finished flow); its log is final, so
-            // only the pointer moves.
-            self.point_active(&txn.id)?;
-            let _ = self.changes.send(Change {
-                kind: ChangeKind::Activated,
-                txn_id: txn.id.clone(),
-                from: String::new(),
-                to: state.stage.clone(),
-                seq: state.seq,
-                ts: state::timestamp(Utc::now()),
-            });
-            return Ok(Outcome {
-                event: Arc::new(serde_json::Map::new()),
-                state,
-                replayed: false,
-            });
-        }
-        let outcome = made?;
-        if !outcome.replayed {
-            self.point_active(&txn.id)?;
-            self.announce(&outcome);
-        }
-        Ok(outcome)
-    }
-
-    /// Replaces `active` with a relative symlink to `id`, atomically.
-    fn point_active(&self, id: &str) -> Result<()> {
-        let tmp = fsio::temp_path(&self.txns_dir, ACTIVE_LINK);
-        let link = self.txns_dir.join(ACTIVE_LINK);
-        std::os::unix::fs::symlink(id, &tmp)
-            .and_then(|()| fs::rename(&tmp, &link))
-            .map_err(|e| {
-                let _ = fs::remove_file(&tmp);
-                Error::io("replacing", &link, e)
-            })?;
-        fsio::sync_dir(&self.txns_dir, self.durability)
-    }
 }
 
 /// Reads and validates `<module dir>/fsm.json`; without one, the FSM the
@@ -799,27 +428,6 @@ pub fn load_fsm(module_dir: &Path, name: &str) -> Result<Fsm> {
         }
         Err(e) => Err(Error::io("reading", path, e)),
     }
-}
-
-/// Checks a description's size and a target/agent before creating.
-pub fn validate_new(new: &NewTxn, max_description: usize) -> Result<()> {
-    if new.description.len() > max_description {
-        return Err(Error::OverLimit(format!(
-            "description is {} bytes; the limit is {max_description} (limits.description)",
-            new.description.len()
-        )));
-    }
-    crate::core::topology::validate_target(&new.target)?;
-    let agent_ok = !new.agent.is_empty()
-        && new.agent.len() <= 64
-        && new.agent.chars().all(|c| !c.is_control());
-    if !agent_ok {
-        return Err(Error::invalid(format!(
-            "invalid agent {}: 1-64 printable characters",
-            quote(&new.agent)
-        )));
-    }
-    Ok(())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -1,0 +1,103 @@
+//! The daemon itself and retention: archive, gc, status, reload, stop.
+
+use tonic::{Request, Response, Status};
+use ttm_proto::v1 as pb;
+
+use super::status::to_status;
+use super::{TtmService, blocking};
+use crate::core::Error;
+use crate::core::fsm;
+use crate::core::id::quote;
+
+impl TtmService {
+    pub(super) async fn archive(
+        &self,
+        req: Request<pb::ArchiveRequest>,
+    ) -> Result<Response<pb::ArchiveResponse>, Status> {
+        self.caller(&req)?;
+        let r = req.into_inner();
+        let this = self.clone();
+        let txn_ids = blocking(move || {
+            let stage = Some(r.stage.as_str()).filter(|s| !s.is_empty());
+            if let Some(s) = stage
+                && !fsm::is_terminal(s)
+            {
+                return Err(Error::invalid(format!(
+                    "only finished transactions are archived: --stage is DONE or FAIL, not {}",
+                    quote(s)
+                )));
+            }
+            this.module(&r.module, false)?
+                .archive(r.older_than_secs, stage, r.apply)
+        })
+        .await?;
+        Ok(Response::new(pb::ArchiveResponse {
+            txn_ids,
+            applied: r.apply,
+        }))
+    }
+
+    pub(super) async fn gc(
+        &self,
+        req: Request<pb::GcRequest>,
+    ) -> Result<Response<pb::GcResponse>, Status> {
+        self.caller(&req)?;
+        let r = req.into_inner();
+        let this = self.clone();
+        let txn_ids = blocking(move || {
+            this.module(&r.module, false)?
+                .gc(r.older_than_secs, r.keep as usize, r.apply)
+        })
+        .await?;
+        Ok(Response::new(pb::GcResponse {
+            txn_ids,
+            applied: r.apply,
+        }))
+    }
+
+    pub(super) async fn daemon_status(
+        &self,
+        req: Request<pb::DaemonStatusRequest>,
+    ) -> Result<Response<pb::DaemonStatusResponse>, Status> {
+        self.caller(&req)?;
+        let s = &self.shared;
+        let modules = s.store.modules();
+        Ok(Response::new(pb::DaemonStatusResponse {
+            pid: std::process::id(),
+            version: ttm_proto::VERSION.to_string(),
+            api_version: ttm_proto::API_VERSION,
+            uptime_secs: s.started.elapsed().as_secs(),
+            root: s.store.root.to_string_lossy().into_owned(),
+            socket: s.socket.to_string_lossy().into_owned(),
+            transactions: modules.iter().map(|m| m.count() as u64).sum(),
+            modules: modules.len() as u32,
+            open_streams: s.streams.open(),
+            durability: format!("{:?}", s.config().durability).to_lowercase(),
+        }))
+    }
+
+    pub(super) async fn reload(
+        &self,
+        req: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::ReloadResponse>, Status> {
+        self.caller(&req)?;
+        let shared = self.shared.clone();
+        let report = tokio::task::spawn_blocking(move || shared.reload())
+            .await
+            .map_err(|e| to_status(Error::Bug(format!("reload failed: {e}"))))?;
+        for line in &report {
+            tracing::info!("reload: {line}");
+        }
+        Ok(Response::new(pb::ReloadResponse { report }))
+    }
+
+    pub(super) async fn shutdown(
+        &self,
+        req: Request<pb::ShutdownRequest>,
+    ) -> Result<Response<pb::ShutdownResponse>, Status> {
+        self.caller(&req)?;
+        tracing::info!("shutdown requested by a client");
+        self.shared.shutdown.trigger();
+        Ok(Response::new(pb::ShutdownResponse {}))
+    }
+}

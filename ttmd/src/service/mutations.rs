@@ -1,0 +1,183 @@
+//! The RPCs that append one event to a transaction.
+
+use serde_json::Value;
+use tonic::{Request, Response, Status};
+use ttm_proto::v1 as pb;
+
+use super::TtmService;
+use super::status::to_status;
+use crate::core::Error;
+use crate::core::admit;
+use crate::core::event::{self, Body};
+use crate::core::fsm;
+use crate::core::state::RESERVED_FIELDS;
+
+impl TtmService {
+    pub(super) async fn transition(
+        &self,
+        req: Request<pb::TransitionRequest>,
+    ) -> Result<Response<pb::TransitionResponse>, Status> {
+        let client = self.caller(&req)?;
+        let r = req.into_inner();
+        let to = r.stage;
+        // A malformed name is bad input whatever the guards say.
+        fsm::validate_stage_name(&to).map_err(to_status)?;
+        let (state, _) = self
+            .mutate(r.txn, r.pre, client, true, move |fsm, s, now| {
+                admit::transition(fsm, s, &to, now)
+            })
+            .await?;
+        Ok(Response::new(pb::TransitionResponse { state }))
+    }
+
+    pub(super) async fn commit(
+        &self,
+        req: Request<pb::CommitRequest>,
+    ) -> Result<Response<pb::CommitResponse>, Status> {
+        let client = self.caller(&req)?;
+        let r = req.into_inner();
+        let (state, outcome) = self
+            .mutate(r.txn, r.pre, client, true, |_, s, now| {
+                Ok(admit::commit(s, now))
+            })
+            .await?;
+        let duration_ms = match outcome.body() {
+            Some(Body::Commit { duration_ms, .. }) => *duration_ms,
+            // A request id first used for another change is answered with
+            // that change (SPEC §4, the first answer): no commit took time.
+            _ => 0,
+        };
+        Ok(Response::new(pb::CommitResponse { state, duration_ms }))
+    }
+
+    pub(super) async fn fail(
+        &self,
+        req: Request<pb::FailRequest>,
+    ) -> Result<Response<pb::FailResponse>, Status> {
+        let client = self.caller(&req)?;
+        let r = req.into_inner();
+        self.check_payload(&r.error, "the error message")
+            .map_err(to_status)?;
+        let error = if r.error.is_empty() {
+            "failed".to_string()
+        } else {
+            r.error
+        };
+        let (state, _) = self
+            .mutate(r.txn, r.pre, client, true, move |_, s, _| {
+                Ok(Body::Fail {
+                    from: s.stage.clone(),
+                    error,
+                })
+            })
+            .await?;
+        Ok(Response::new(pb::FailResponse { state }))
+    }
+
+    pub(super) async fn retry(
+        &self,
+        req: Request<pb::RetryRequest>,
+    ) -> Result<Response<pb::RetryResponse>, Status> {
+        let client = self.caller(&req)?;
+        let r = req.into_inner();
+        let to = Some(r.to).filter(|t| !t.is_empty());
+        let (state, _) = self
+            .mutate(r.txn, r.pre, client, true, move |fsm, s, _| {
+                admit::retry(fsm, s, to.as_deref())
+            })
+            .await?;
+        Ok(Response::new(pb::RetryResponse { state }))
+    }
+
+    pub(super) async fn update(
+        &self,
+        req: Request<pb::UpdateRequest>,
+    ) -> Result<Response<pb::UpdateResponse>, Status> {
+        let client = self.caller(&req)?;
+        let r = req.into_inner();
+        let patch = (|| {
+            self.check_payload(&r.patch_json, "the update")?;
+            let patch = event::parse_object(&r.patch_json, "the update")?;
+            if let Some(k) = patch.keys().find(|k| RESERVED_FIELDS.contains(&k.as_str())) {
+                return Err(Error::invalid(format!(
+                    "{k} is maintained by ttmd and cannot be set with update; reserved: {}",
+                    RESERVED_FIELDS.join(", ")
+                )));
+            }
+            for (k, v) in &patch {
+                if matches!(k.as_str(), "description" | "target" | "agent") && !v.is_string() {
+                    return Err(Error::invalid(format!("{k} must be a string")));
+                }
+            }
+            if let Some(Value::String(t)) = patch.get("target") {
+                crate::core::topology::validate_target(t)?;
+            }
+            Ok(patch)
+        })()
+        .map_err(to_status)?;
+        let (state, _) = self
+            .mutate(r.txn, r.pre, client, true, move |_, _, _| {
+                Ok(Body::Updated { patch })
+            })
+            .await?;
+        Ok(Response::new(pb::UpdateResponse { state }))
+    }
+
+    pub(super) async fn append_event(
+        &self,
+        req: Request<pb::AppendEventRequest>,
+    ) -> Result<Response<pb::AppendEventResponse>, Status> {
+        let client = self.caller(&req)?;
+        let r = req.into_inner();
+        let data = (|| {
+            event::validate_user_type(&r.event)?;
+            self.check_payload(&r.data_json, "the event data")?;
+            event::parse_object(&r.data_json, "the event data")
+        })()
+        .map_err(to_status)?;
+        let kind = r.event;
+        let (_, outcome) = self
+            .mutate(r.txn, r.pre, client, false, move |_, _, _| {
+                Ok(Body::User { event: kind, data })
+            })
+            .await?;
+        Ok(Response::new(pb::AppendEventResponse {
+            seq: outcome.seq(),
+        }))
+    }
+
+    pub(super) async fn resolve(
+        &self,
+        req: Request<pb::ResolveRequest>,
+    ) -> Result<Response<pb::ResolveResponse>, Status> {
+        let client = self.caller(&req)?;
+        let r = req.into_inner();
+        let shared = self.shared.clone();
+        let (state, outcome) = self
+            .mutate(r.txn, r.pre, client, true, move |_, s, _| {
+                let resolved = shared.store.topology()?.resolve(&s.target)?;
+                Ok(Body::TesResolved {
+                    target: s.target.clone(),
+                    plan: resolved.plan,
+                    connector: resolved.connector,
+                })
+            })
+            .await?;
+        let (target, plan, connector_json) = match outcome.body() {
+            Some(Body::TesResolved {
+                target,
+                plan,
+                connector,
+            }) => (target.clone(), plan.clone(), connector.to_string()),
+            // A request id first used for another change is answered with
+            // that change (SPEC §4, the first answer): nothing resolved.
+            _ => Default::default(),
+        };
+        Ok(Response::new(pb::ResolveResponse {
+            state,
+            target,
+            plan,
+            connector_json,
+        }))
+    }
+}

@@ -1,0 +1,146 @@
+//! Creating, finding and reading transactions.
+
+use tonic::{Request, Response, Status};
+use ttm_proto::v1 as pb;
+
+use super::convert::{txn_row, txn_state};
+use super::{TtmService, blocking, checked_guards, or_default, validate_request_id};
+use crate::core::fsm;
+use crate::core::{Error, Result};
+use crate::store::module::NewTxn;
+
+impl TtmService {
+    pub(super) async fn hello(
+        &self,
+        req: Request<pb::HelloRequest>,
+    ) -> Result<Response<pb::HelloResponse>, Status> {
+        self.caller(&req)?;
+        Ok(Response::new(pb::HelloResponse {
+            daemon_version: ttm_proto::VERSION.to_string(),
+            api_version: ttm_proto::API_VERSION,
+            pid: std::process::id(),
+            root: self.shared.store.root.to_string_lossy().into_owned(),
+        }))
+    }
+
+    pub(super) async fn create(
+        &self,
+        req: Request<pb::CreateRequest>,
+    ) -> Result<Response<pb::CreateResponse>, Status> {
+        let client = self.caller(&req)?;
+        let r = req.into_inner();
+        let this = self.clone();
+        let state = blocking(move || {
+            let new = NewTxn {
+                description: r.description,
+                target: or_default(&r.target, crate::core::DEFAULT_TARGET).to_string(),
+                agent: or_default(&r.agent, crate::core::DEFAULT_AGENT).to_string(),
+                activate: !r.no_activate,
+                request_id: Some(r.request_id).filter(|s| !s.is_empty()),
+            };
+            if let Some(rid) = &new.request_id {
+                validate_request_id(rid)?;
+            }
+            crate::store::module::validate_new(&new, this.shared.config().limits.description)?;
+            let module = this.module(&r.module, true)?;
+            let txn = module.create(&new, &client)?;
+            Ok(this.state_msg(&module, &txn, &txn.state()))
+        })
+        .await?;
+        Ok(Response::new(pb::CreateResponse { state: Some(state) }))
+    }
+
+    pub(super) async fn get_active(
+        &self,
+        req: Request<pb::GetActiveRequest>,
+    ) -> Result<Response<pb::GetActiveResponse>, Status> {
+        self.caller(&req)?;
+        let r = req.into_inner();
+        let this = self.clone();
+        let txn_id = blocking(move || {
+            let module = this.module(&r.module, false)?;
+            module.active_id()?.ok_or_else(|| {
+                Error::Refused(format!(
+                    "no active transaction in module {}; create one with `ttmctl create`",
+                    module.name
+                ))
+            })
+        })
+        .await?;
+        Ok(Response::new(pb::GetActiveResponse { txn_id }))
+    }
+
+    pub(super) async fn activate(
+        &self,
+        req: Request<pb::ActivateRequest>,
+    ) -> Result<Response<pb::ActivateResponse>, Status> {
+        let client = self.caller(&req)?;
+        let r = req.into_inner();
+        let this = self.clone();
+        let state = blocking(move || {
+            let g = checked_guards(r.pre)?;
+            let tref = r.txn.unwrap_or_default();
+            if tref.txn_id.is_empty() {
+                return Err(Error::invalid("activate needs a transaction id"));
+            }
+            let module = this.module(&tref.module, false)?;
+            let outcome = module.activate(&tref.txn_id, &g, &client)?;
+            let txn = module.txn(&tref.txn_id)?;
+            Ok(this.state_msg(&module, &txn, &outcome.state))
+        })
+        .await?;
+        Ok(Response::new(pb::ActivateResponse { state: Some(state) }))
+    }
+
+    pub(super) async fn get_state(
+        &self,
+        req: Request<pb::GetStateRequest>,
+    ) -> Result<Response<pb::GetStateResponse>, Status> {
+        self.caller(&req)?;
+        let r = req.into_inner();
+        let this = self.clone();
+        let state = blocking(move || {
+            let (module, txn) = this.txn(r.txn)?;
+            Ok(this.state_msg(&module, &txn, &txn.state()))
+        })
+        .await?;
+        Ok(Response::new(pb::GetStateResponse { state: Some(state) }))
+    }
+
+    pub(super) async fn list(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        self.caller(&req)?;
+        let r = req.into_inner();
+        let this = self.clone();
+        let reply = blocking(move || {
+            if !r.stage.is_empty() {
+                fsm::validate_stage_name(&r.stage)?;
+            }
+            let module = this.module(&r.module, false)?;
+            let active = module.active_id()?;
+            let stage = Some(r.stage.as_str()).filter(|s| !s.is_empty());
+            let txns = module
+                .list(stage)
+                .iter()
+                .map(|listed| {
+                    let active = active.as_deref() == Some(listed.id.as_str());
+                    if r.brief {
+                        return Ok(txn_row(&listed.summary, &module.name, active));
+                    }
+                    let state = module.listed_state(listed)?;
+                    Ok(txn_state(&state, &module.txns_dir.join(&listed.id), active))
+                })
+                .collect::<Result<_>>()?;
+            let quarantined = module
+                .quarantined()
+                .into_iter()
+                .map(|(txn_id, reason)| pb::Quarantined { txn_id, reason })
+                .collect();
+            Ok(pb::ListResponse { txns, quarantined })
+        })
+        .await?;
+        Ok(Response::new(reply))
+    }
+}

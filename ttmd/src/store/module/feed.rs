@@ -1,0 +1,84 @@
+//! The change feed behind `Watch`: what each logged event means to
+//! someone watching a module's list of transactions.
+
+use super::Module;
+use crate::core::event::{Body, Event};
+use crate::store::txn::Outcome;
+
+/// A change worth telling module watchers about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// `created`, `stage_changed`, `activated`, `committed`, `failed`.
+    pub kind: ChangeKind,
+    pub txn_id: String,
+    /// Stage before (stage changes, commits, failures).
+    pub from: String,
+    /// Stage after.
+    pub to: String,
+    pub seq: u64,
+    pub ts: String,
+}
+
+/// The kinds of [`Change`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Created,
+    StageChanged,
+    Activated,
+    Committed,
+    Failed,
+    /// The directory was removed from the tree behind the daemon's back.
+    Removed,
+    /// The transaction was moved into the module's archive.
+    Archived,
+}
+
+impl Module {
+    /// Tells watchers about `change`.
+    pub(in crate::store) fn tell(&self, change: Change) {
+        let _ = self.changes.send(change);
+    }
+
+    /// Tells watchers what a mutation changed.
+    pub fn announce(&self, outcome: &Outcome) {
+        if outcome.replayed {
+            return;
+        }
+        let Some(event) = &outcome.event else {
+            return; // nothing was logged; the caller says what moved
+        };
+        let Some((kind, from)) = change_of(&event.line.event) else {
+            return;
+        };
+        self.tell(Change {
+            kind,
+            txn_id: outcome.state.txn_id.clone(),
+            from,
+            to: outcome.state.stage.clone(),
+            seq: outcome.state.seq,
+            ts: event.line.ts.clone().unwrap_or_default(),
+        });
+    }
+}
+
+/// What watchers hear of an event, and the stage it left; `None` for
+/// events that change nothing a module listing shows.
+fn change_of(event: &Event) -> Option<(ChangeKind, String)> {
+    let Event::Body(body) = event else {
+        return None; // foreign lines are the writer's business
+    };
+    match body {
+        Body::Start { .. } => Some((ChangeKind::Created, String::new())),
+        Body::Transition { from, .. } => Some((ChangeKind::StageChanged, from.clone())),
+        // The line names only where it went; the stage it left is FAIL.
+        Body::Retry { .. } => Some((ChangeKind::StageChanged, String::new())),
+        Body::Activated => Some((ChangeKind::Activated, String::new())),
+        Body::Commit { from, .. } => Some((ChangeKind::Committed, from.clone())),
+        Body::Fail { from, .. } => Some((ChangeKind::Failed, from.clone())),
+        Body::Updated { .. }
+        | Body::EvidenceAdded { .. }
+        | Body::TesResolved { .. }
+        | Body::Adopted { .. }
+        | Body::User { .. } => None,
+    }
+}

@@ -1,0 +1,455 @@
+//! One transaction on disk and in memory. All its mutations go through
+//! [`Txn::mutate`] (evidence through the same path, with its file staged
+//! around the append), under its own lock, in one order: check guards,
+//! build the event, ask the core whether it is admitted, append it and
+//! sync (the log is the truth), then replace `state.json` (the view).
+//! Different transactions never share a lock.
+//!
+//! - `open.rs`: loading and recovery;
+//! - `commit.rs`: group commit and publishing the view;
+//! - `evidence.rs`: incoming ctx files;
+//! - `reconcile.rs`: lines and edits made behind the daemon's back.
+
+mod commit;
+mod evidence;
+mod open;
+mod reconcile;
+
+pub use evidence::{NewEvidence, TempEvidence, scan_ctx};
+pub use open::probe_finished;
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::core::admit::{Admit, admit};
+use crate::core::ctx::Entry;
+use crate::core::event::{Body, Event, Logged, Meta};
+use crate::core::fsm::Fsm;
+use crate::core::state::{self, State};
+use crate::core::{Error, Result};
+use crate::store::fsio::{self, Durability};
+use crate::store::log::{self, Line};
+
+/// File names inside a transaction directory.
+pub const STATE_FILE: &str = "state.json";
+pub const EVENTS_FILE: &str = "events.ndjson";
+pub const CTX_DIR: &str = "ctx";
+pub const BUILD_DIR: &str = "build";
+pub const ARTIFACTS_DIR: &str = "artifacts";
+
+/// Lines between two entries of the seq → offset index.
+pub const MARK_EVERY: u64 = 256;
+
+/// Prefix of an evidence file stored but not yet named by the log.
+pub const PENDING_PREFIX: &str = ".ttmd-pending-";
+
+/// Compare-and-set guards and the idempotency key of one mutation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Guards {
+    /// Refuse unless the transaction is in this stage.
+    pub expect_stage: Option<String>,
+    /// Refuse unless the last event has this seq.
+    pub expect_seq: Option<u64>,
+    /// Return the first answer if this key was already used.
+    pub request_id: Option<String>,
+}
+
+/// How far the log is durably written; followers read up to here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Committed {
+    /// Seq of the last complete line.
+    pub seq: u64,
+    /// Bytes of complete lines.
+    pub len: u64,
+}
+
+/// An event as the log holds it: its line number and what it says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    pub seq: u64,
+    pub line: Logged,
+}
+
+/// What a mutation produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The state after the mutation.
+    pub state: Arc<State>,
+    /// The event that recorded it (for a replayed request: the first one);
+    /// `None` when the change was admitted without an event (activating a
+    /// finished transaction moves only the pointer).
+    pub event: Option<Arc<Recorded>>,
+    /// True when a request id matched an earlier mutation and nothing was
+    /// written.
+    pub replayed: bool,
+}
+
+impl Outcome {
+    /// What the logged event says: `None` when nothing was logged, or when
+    /// a replayed request id was first carried by a line another program
+    /// appended that is not one of ours.
+    pub fn body(&self) -> Option<&Body> {
+        match &self.event.as_ref()?.line.event {
+            Event::Body(body) => Some(body),
+            Event::Foreign { .. } | Event::Malformed => None,
+        }
+    }
+
+    /// The seq of the event that recorded the change, or of the state when
+    /// nothing was logged.
+    pub fn seq(&self) -> u64 {
+        self.event.as_ref().map_or(self.state.seq, |e| e.seq)
+    }
+}
+
+/// Who asked for a mutation, recorded as the event's `client`.
+pub type Client = Option<Value>;
+
+/// A loaded transaction.
+#[derive(Debug)]
+pub struct Txn {
+    /// The transaction id (its directory name).
+    pub id: String,
+    /// `<module>/txns/<id>`.
+    pub dir: PathBuf,
+    /// The request id its creation carried (in `txn_start`), so a retried
+    /// create finds it.
+    pub create_request: Option<String>,
+    durability: Durability,
+    /// The writer side. A std mutex: it is held across file I/O on blocking
+    /// threads only, never across an `.await`.
+    inner: Mutex<Inner>,
+    /// The latest state, for readers that must not wait behind a sync.
+    snapshot: Mutex<Arc<State>>,
+    /// Where the durable log ends, for followers.
+    committed: watch::Sender<Committed>,
+    /// Group commit: whether a sync is running. Writers that appended while
+    /// one runs wait on `synced` and are covered by the next sync together.
+    syncing: Mutex<bool>,
+    synced: Condvar,
+    /// Held while `state.json` and the snapshot are brought into line, so a
+    /// reconcile never compares a new file with an old snapshot.
+    view: Mutex<()>,
+    /// Set when the directory was removed from the tree behind our back.
+    removed: std::sync::atomic::AtomicBool,
+    /// `state.json` was replaced without a sync; the checkpoint syncs it.
+    view_dirty: std::sync::atomic::AtomicBool,
+    /// (seq, byte offset) of every [`MARK_EVERY`]-th line, so a follower
+    /// starting near the end of a long log seeks instead of scanning it.
+    marks: Mutex<Vec<(u64, u64)>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Shared with the snapshot until the next change (copy on write), so
+    /// an idle transaction holds one copy of its state, not two.
+    state: Arc<State>,
+    /// The log opened for appending, while the transaction is live: opened
+    /// on the first write, closed when it ends, so a tree of many finished
+    /// transactions does not hold a descriptor for each.
+    log: Option<File>,
+    /// (device, inode) of the log when loaded: a log removed or replaced
+    /// behind the daemon's back is never appended to.
+    log_id: Option<(u64, u64)>,
+    /// Bytes of complete lines in the log.
+    len: u64,
+    /// ctx/ entries with their hashes, computed on first need.
+    ctx: Option<Vec<Entry>>,
+    /// request id → the event it produced.
+    requests: HashMap<String, Arc<Recorded>>,
+}
+
+/// What a mutation does on disk besides appending its line: evidence is
+/// staged before the append and named after it. Failure paths need no
+/// hook: what an effect staged is held by guards that undo it when dropped.
+trait Effect {
+    /// Runs once the event is admitted, right before it is appended.
+    fn before_append(&mut self, _inner: &mut Inner) -> Result<()> {
+        Ok(())
+    }
+    /// Runs once the line is appended, still under the lock.
+    fn after_append(&mut self, _inner: &mut Inner) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A mutation that is its event line and nothing else.
+struct LineOnly;
+impl Effect for LineOnly {}
+
+impl Inner {
+    /// The log opened for appending, opening it if needed; refused if the
+    /// file at `path` is no longer the log this transaction was loaded
+    /// from (deleted, replaced, or a symlink planted in its place).
+    fn log_file(&mut self, path: &Path) -> Result<&mut File> {
+        if file_id(path) != self.log_id || self.log_id.is_none() {
+            self.log = None;
+            return Err(Error::Corrupt {
+                path: path.to_path_buf(),
+                message: "was removed or replaced behind ttmd's back; nothing was written, \
+                          and ttmd reloads the transaction from what is on disk"
+                    .into(),
+            });
+        }
+        let file = match self.log.take() {
+            Some(f) => f,
+            None => fsio::open_append(path, false).map_err(|e| Error::io("opening", path, e))?,
+        };
+        Ok(self.log.insert(file))
+    }
+}
+
+/// (device, inode) of a regular file at `path`, not following a symlink.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| (m.dev(), m.ino()))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves consistent data (every field is
+    // updated only after its file write succeeded), so poisoning is ignored.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Folds parsed lines from the start of a log.
+fn fold_lines(lines: &[Line], module: &str) -> Result<State, state::FoldError> {
+    state::fold_logged(lines.iter().map(|l| (l.seq, l.logged())), module)
+}
+
+impl Txn {
+    /// The latest state.
+    pub fn state(&self) -> Arc<State> {
+        lock(&self.snapshot).clone()
+    }
+
+    /// Subscribes to the end of the durable log.
+    pub fn subscribe(&self) -> watch::Receiver<Committed> {
+        self.committed.subscribe()
+    }
+
+    /// The end of the durable log now.
+    pub fn committed(&self) -> Committed {
+        *self.committed.borrow()
+    }
+
+    /// The log's complete lines between byte `from` (a line boundary whose
+    /// line is `first_seq`) and `to`, read from the file: the file is the
+    /// truth followers see, including lines other programs appended.
+    pub fn read_lines(&self, from: u64, to: u64, first_seq: u64) -> Result<(Vec<Line>, u64)> {
+        use std::io::{Read, Seek, SeekFrom};
+        if to <= from {
+            return Ok((Vec::new(), from));
+        }
+        let path = self.dir.join(EVENTS_FILE);
+        let mut f = fsio::open_read(&path).map_err(|e| Error::io("reading", &path, e))?;
+        let mut buf = Vec::with_capacity((to - from) as usize);
+        f.seek(SeekFrom::Start(from))
+            .and_then(|_| f.take(to - from).read_to_end(&mut buf))
+            .map_err(|e| Error::io("reading", &path, e))?;
+        let (lines, used) = log::parse_lines(&buf, first_seq);
+        Ok((lines, from + used as u64))
+    }
+
+    /// Applies one mutation. `make` sees the current state and returns the
+    /// event to log (or a refusal); the core then decides whether the
+    /// transaction admits it ([`admit`]). Nothing is written when `make`
+    /// refuses, a guard fails or the event is not admitted.
+    pub fn mutate(
+        &self,
+        fsm: &Fsm,
+        guards: &Guards,
+        client: &Client,
+        make: impl FnOnce(&State, DateTime<Utc>) -> Result<Body>,
+    ) -> Result<Outcome> {
+        let make = |inner: &mut Inner, _: &mut LineOnly, now| make(&inner.state, now);
+        self.mutate_with(fsm, guards, client, &mut LineOnly, make)
+    }
+
+    /// The one mutation path: every change of the transaction, evidence
+    /// included, passes the guards, the request-id check and [`admit`]
+    /// here, under the transaction's lock.
+    fn mutate_with<E: Effect>(
+        &self,
+        fsm: &Fsm,
+        guards: &Guards,
+        client: &Client,
+        effect: &mut E,
+        make: impl FnOnce(&mut Inner, &mut E, DateTime<Utc>) -> Result<Body>,
+    ) -> Result<Outcome> {
+        self.refuse_if_removed()?;
+        let (outcome, end) = {
+            let mut inner = lock(&self.inner);
+            self.catch_up(&mut inner, true)?;
+            match self.replay(&inner, guards) {
+                Some(done) => (done, inner.len),
+                None => self.admit_and_append(&mut inner, fsm, guards, client, effect, make)?,
+            }
+        };
+        self.make_durable(end)?;
+        Ok(outcome)
+    }
+
+    fn admit_and_append<E: Effect>(
+        &self,
+        inner: &mut Inner,
+        fsm: &Fsm,
+        guards: &Guards,
+        client: &Client,
+        effect: &mut E,
+        make: impl FnOnce(&mut Inner, &mut E, DateTime<Utc>) -> Result<Body>,
+    ) -> Result<(Outcome, u64)> {
+        check_guards(&inner.state, guards)?;
+        let now = Utc::now();
+        let body = make(inner, effect, now)?;
+        if admit(fsm, &inner.state, &body)? == Admit::PointerOnly {
+            let outcome = Outcome {
+                state: inner.state.clone(),
+                event: None,
+                replayed: false,
+            };
+            return Ok((outcome, inner.len));
+        }
+        effect.before_append(inner)?;
+        let appended = self.append(inner, body, now, guards, client)?;
+        effect.after_append(inner)?;
+        Ok(appended)
+    }
+
+    /// Answers a repeated request id with its first outcome: the event it
+    /// wrote and the state right after it (refolded from the log, so later
+    /// events do not leak into the answer; retries are rare).
+    fn replay(&self, inner: &Inner, guards: &Guards) -> Option<Outcome> {
+        let id = guards.request_id.as_ref()?;
+        let event = inner.requests.get(id)?.clone();
+        let state = self
+            .read_lines(0, inner.len, 1)
+            .ok()
+            .and_then(|(lines, _)| {
+                let upto: Vec<Line> = lines.into_iter().filter(|l| l.seq <= event.seq).collect();
+                fold_lines(&upto, &inner.state.module).ok()
+            })
+            .unwrap_or_else(|| (*inner.state).clone());
+        Some(Outcome {
+            state: Arc::new(state),
+            event: Some(event),
+            replayed: true,
+        })
+    }
+
+    /// Appends one event (without syncing) and advances the in-memory
+    /// state. Returns the outcome and where the log ends after the line; the
+    /// caller waits for [`Txn::make_durable`] before answering.
+    fn append(
+        &self,
+        inner: &mut Inner,
+        body: Body,
+        now: DateTime<Utc>,
+        guards: &Guards,
+        client: &Client,
+    ) -> Result<(Outcome, u64)> {
+        let meta = Meta {
+            ts: state::timestamp(now),
+            seq: inner.state.seq + 1,
+            request_id: guards.request_id.clone(),
+            client: client.clone(),
+        };
+        let line = body.to_line(&meta);
+        let path = self.dir.join(EVENTS_FILE);
+        let len = inner.len;
+        let log = inner.log_file(&path)?;
+        log::append(log, len, &line, Durability::None, &path)?;
+        self.mark(meta.seq, len);
+        inner.len += line.len() as u64;
+        let event = Arc::new(Recorded {
+            seq: meta.seq,
+            line: Logged {
+                ts: Some(meta.ts),
+                request_id: meta.request_id,
+                event: Event::Body(body),
+            },
+        });
+        Arc::make_mut(&mut inner.state).apply_logged(event.seq, &event.line);
+        if let Some(id) = &guards.request_id {
+            inner.requests.insert(id.clone(), event.clone());
+        }
+        let outcome = Outcome {
+            state: inner.state.clone(),
+            event: Some(event),
+            replayed: false,
+        };
+        Ok((outcome, inner.len))
+    }
+
+    /// Runs `f` while holding the transaction's lock, if it is DONE or FAIL
+    /// under that lock; `None` (and `f` not run) if it is live.
+    pub fn while_final<T>(&self, f: impl FnOnce() -> T) -> Option<T> {
+        let inner = lock(&self.inner);
+        inner.state.is_terminal().then(f)
+    }
+
+    /// Whether the directory was removed from the tree while loaded.
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Marks the transaction gone (its directory was deleted or moved away)
+    /// and wakes its followers so they can end.
+    pub fn mark_removed(&self) {
+        self.removed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.committed.send_modify(|_| {});
+    }
+
+    fn refuse_if_removed(&self) -> Result<()> {
+        if self.is_removed() {
+            return Err(Error::Unknown(format!(
+                "transaction {} was removed from the tree",
+                self.id
+            )));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn check_guards(state: &State, guards: &Guards) -> Result<()> {
+    if let Some(want) = &guards.expect_stage
+        && *want != state.stage
+    {
+        return Err(Error::Conflict(format!(
+            "expected transaction {} to be in stage {want}, but it is in {} (seq {}); nothing \
+             was changed",
+            state.txn_id, state.stage, state.seq
+        )));
+    }
+    if let Some(want) = guards.expect_seq
+        && want != state.seq
+    {
+        return Err(Error::Conflict(format!(
+            "expected transaction {} to be at seq {want}, but it is at seq {} (stage {}); \
+             nothing was changed",
+            state.txn_id, state.seq, state.stage
+        )));
+    }
+    Ok(())
+}
+
+/// Renames without replacing anything already at `to`.
+pub fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        from,
+        rustix::fs::CWD,
+        to,
+        rustix::fs::RenameFlags::NOREPLACE,
+    )
+    .map_err(std::io::Error::from)
+}
