@@ -8,6 +8,7 @@ mod clients;
 mod concurrency;
 mod crash;
 mod daemon;
+mod deadlines;
 mod faults;
 mod fsm;
 mod golden;
