@@ -6,7 +6,8 @@
 //!
 //! Each test mounts a small tmpfs as the tree (the socket and the daemon's
 //! log stay outside it), so these need root; without it they print why they
-//! skip and pass.
+//! skip and pass — except under CI, which runs as root, where they fail
+//! (`ttm_tests::Need`).
 
 use std::fs;
 use std::io::Write;
@@ -15,21 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
-use ttm_tests::{Daemon, Out, assert_same_tree, check_log, read_json, snapshot};
+use ttm_tests::{Daemon, Need, Out, assert_same_tree, check_log, read_json, snapshot};
 
 // -------------------------------------------------------------- the rig --
-
-/// The effective uid of this process, from /proc.
-fn euid() -> Option<u32> {
-    let status = fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
-}
-
-fn skip(test: &str, why: &str) {
-    println!("SKIPPED {test}: {why}");
-    eprintln!("SKIPPED {test}: {why}");
-}
 
 /// Runs a system command; `Err(stderr)` unless it exits 0.
 fn sys(program: &str, args: &[&str]) -> Result<(), String> {
@@ -70,25 +59,25 @@ struct Rig {
 }
 
 impl Rig {
-    /// `None` (with the reason printed) when this cannot run here.
-    fn new(test: &str, size: &str) -> Option<Rig> {
-        match euid() {
-            Some(0) => {}
-            uid => {
-                skip(
-                    test,
-                    &format!("needs root to mount a tmpfs (running as uid {uid:?})"),
-                );
-                return None;
-            }
+    /// `None` (with the reason printed; under CI it fails instead) when
+    /// this cannot run here.
+    fn new(size: &str) -> Option<Rig> {
+        if !Need::root("mounting a tmpfs as the tree").met() {
+            return None;
         }
         let d = Daemon::stopped();
         let mnt = d.root.clone();
         let tmp = d.tmp().to_path_buf();
         let opts = format!("size={size},mode=0755");
         let mnt_str = mnt.to_str().unwrap().to_owned();
-        if let Err(e) = sys("mount", &["-t", "tmpfs", "-o", &opts, "tmpfs", &mnt_str]) {
-            skip(test, &format!("cannot mount a tmpfs: {e}"));
+        let mounted = sys("mount", &["-t", "tmpfs", "-o", &opts, "tmpfs", &mnt_str]);
+        if !Need::check(
+            "a tmpfs mount",
+            "CI runs as root with CAP_SYS_ADMIN",
+            mounted.map_err(|e| format!("cannot mount a tmpfs: {e}")),
+        )
+        .met()
+        {
             return None;
         }
         // From here on, Drop unmounts.
@@ -245,8 +234,7 @@ fn fill(path: &Path) -> u64 {
 /// space is freed the same mutations succeed without a restart.
 #[test]
 fn a_full_disk_refuses_writes_cleanly_and_recovers_without_restart() {
-    let test = "faults::a_full_disk_refuses_writes_cleanly_and_recovers_without_restart";
-    let Some(mut rig) = Rig::new(test, "2m") else {
+    let Some(mut rig) = Rig::new("2m") else {
         return;
     };
     let d = rig.d();
@@ -313,7 +301,7 @@ fn a_full_disk_refuses_writes_cleanly_and_recovers_without_restart() {
 #[test]
 fn a_full_disk_that_only_stops_the_view_keeps_the_log_the_truth() {
     let test = "faults::a_full_disk_that_only_stops_the_view_keeps_the_log_the_truth";
-    let Some(mut rig) = Rig::new(test, "2m") else {
+    let Some(mut rig) = Rig::new("2m") else {
         return;
     };
     let d = rig.d();
@@ -399,7 +387,7 @@ fn refused_or_logged(d: &Daemon, id: &str, args: &[&str], os_error: &[&str]) -> 
 #[test]
 fn a_read_only_tree_refuses_writes_and_recovers_without_restart() {
     let test = "faults::a_read_only_tree_refuses_writes_and_recovers_without_restart";
-    let Some(mut rig) = Rig::new(test, "4m") else {
+    let Some(mut rig) = Rig::new("4m") else {
         return;
     };
     let mnt = rig.mnt().to_owned();
@@ -465,15 +453,21 @@ fn a_read_only_tree_refuses_writes_and_recovers_without_restart() {
 #[test]
 fn an_unwritable_tree_refuses_writes_and_recovers_without_restart() {
     let test = "faults::an_unwritable_tree_refuses_writes_and_recovers_without_restart";
-    let Some(mut rig) = Rig::new(test, "4m") else {
+    let Some(mut rig) = Rig::new("4m") else {
         return;
     };
     let d = rig.d();
     let probe = d.root.join(".attr-probe");
     fs::create_dir(&probe).unwrap();
     let probe_str = probe.to_str().unwrap().to_owned();
-    if let Err(e) = sys("chattr", &["+i", &probe_str]) {
-        skip(test, &format!("chattr +i does not work on tmpfs here: {e}"));
+    let immutable = sys("chattr", &["+i", &probe_str]);
+    if !Need::check(
+        "chattr +i on tmpfs",
+        "`.ci/run` installs e2fsprogs (chattr); tmpfs takes the attribute since Linux 6.0",
+        immutable.map_err(|e| format!("chattr +i does not work on tmpfs here: {e}")),
+    )
+    .met()
+    {
         return;
     }
     sys("chattr", &["-i", &probe_str]).unwrap();

@@ -5,6 +5,7 @@
 mod bad_input;
 mod cli_ux;
 mod clients;
+mod compat;
 mod concurrency;
 mod crash;
 mod daemon;

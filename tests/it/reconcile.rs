@@ -52,7 +52,8 @@ fn q(path: &Path) -> String {
 }
 
 /// Polls `cond` every 50 ms until it holds; panics after [`GUARD`] naming
-/// `what`, with the daemon's log.
+/// `what`, with the daemon's log. A wait for the daemon to notice a change
+/// (a state), not a guard on work, so a fixed generous bound.
 #[track_caller]
 fn eventually(d: &Daemon, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + GUARD;

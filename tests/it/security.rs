@@ -4,10 +4,9 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use prost::bytes::{Buf, BufMut};
@@ -20,8 +19,8 @@ use ttm_proto::v1::add_context_request::Part;
 use ttm_proto::v1::ttm_client::TtmClient;
 use ttm_proto::v1::*;
 use ttm_tests::{
-    CTL_TIMEOUT, Daemon, Out, Spawned, assert_same_tree, clean_command, grpc, read_events, run,
-    signal, snapshot, ttmctl_bin, ttmd_bin, txn_ref, wait_until,
+    CTL_TIMEOUT, Daemon, Need, Out, Spawned, assert_same_tree, clean_command, grpc, read_events,
+    run, signal, snapshot, ttmctl_bin, ttmd_bin, txn_ref, wait_until,
 };
 
 const T: Duration = Duration::from_secs(20);
@@ -37,16 +36,11 @@ fn rt() -> tokio::runtime::Runtime {
 
 // ------------------------------------------------------- another uid --
 
-/// Why a client cannot be run as `nobody` here, if it cannot.
-fn cannot_drop_privileges() -> Option<&'static str> {
-    if fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
-        return Some("the tests do not run as root");
-    }
-    let setpriv = Command::new("setpriv").arg("--version").output();
-    if !setpriv.is_ok_and(|o| o.status.success()) {
-        return Some("setpriv (util-linux) is not installed");
-    }
-    None
+/// Whether a client can be run as `nobody` here: as root, with setpriv
+/// (util-linux). CI runs as root; elsewhere the test skips, saying why.
+fn can_drop_privileges() -> bool {
+    Need::root("running a client as uid 65534 with setpriv").met()
+        && Need::tool("setpriv", "util-linux").met()
 }
 
 /// Makes the socket, its directory and the tree reachable by anyone (what
@@ -93,8 +87,7 @@ fn ctl_as_nobody(d: &Daemon, ctl: &Path, args: &[&str]) -> Out {
 
 #[test]
 fn a_client_of_another_uid_is_refused_even_on_a_world_writable_socket() {
-    if let Some(why) = cannot_drop_privileges() {
-        eprintln!("skipped: {why}; CI runs as root and has setpriv");
+    if !can_drop_privileges() {
         return;
     }
     // A config file that allows nobody but the owner (yet).
@@ -182,6 +175,8 @@ fn the_socket_is_never_wider_than_0600_even_for_a_moment() {
         let socket = d.tmp().join(format!("sub{round}/s.sock"));
         let watched = socket.clone();
         let watcher = std::thread::spawn(move || {
+            // Watches until the socket is there and answers: a wait for a
+            // state (the daemon listening), with a generous fixed bound.
             let deadline = Instant::now() + T;
             let mut seen = Vec::new();
             while Instant::now() < deadline {
@@ -1522,11 +1517,10 @@ fn a_thousand_unread_streams_do_not_grow_the_daemon() {
         opened < LIMIT_KIB && after < LIMIT_KIB,
         "RSS {opened}/{after} KiB with {STREAMS} unread streams (limit {LIMIT_KIB} KiB)"
     );
-    // Still answering, reads and writes.
-    let start = Instant::now();
+    // Still answering, reads and writes (each call is bounded by the
+    // harness's hang guard, not by a speed budget).
     d.ctl(&["state", "-t", &id]).ok();
     d.ctl(&["event", "progress", "{}", "-t", &id]).ok();
-    assert!(start.elapsed() < T, "slow to answer: {:?}", start.elapsed());
     drop(held);
 }
 

@@ -13,27 +13,33 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use ttm_tests::{
-    Daemon, Out, STOP_TIMEOUT, accepts, check_log, clean_command, event_types, run, signal,
-    ttmctl_bin, ttmd_bin, wait_timeout,
+    CTL_TIMEOUT, Daemon, Need, Out, STALL, START_TIMEOUT, STOP_TIMEOUT, accepts, check_log,
+    clean_command, event_types, run, run_watched, signal, tree_activity, ttmctl_bin, ttmd_bin,
+    wait_progressing, wait_timeout,
 };
 
-/// How long one script may run (debug binaries, many ttmctl calls).
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
+/// Runs a script that drives the daemon serving `root`: it may run as
+/// long as it keeps working (printing, or changing the tree: see
+/// `ttm_tests::run_watched`); only [`STALL`] without either is a hang.
+pub(crate) fn run_script(cmd: Command, root: &Path) -> Out {
+    run_watched(cmd, None, STALL, || tree_activity(root))
+}
 
 /// Sources the TTM shims under `set -euo pipefail`.
-const STRICT: &str = "set -euo pipefail\nsource \"$TTM_SHELL/ttm.sh\"\n";
+pub(crate) const STRICT: &str = "set -euo pipefail\nsource \"$TTM_SHELL/ttm.sh\"\n";
 
 /// Sources the RAG shims (which source ttm.sh) under `set -euo pipefail`.
-const STRICT_FLOW: &str = "set -euo pipefail\nsource \"$TTM_SHELL/flow_manager_ttm.sh\"\n";
+pub(crate) const STRICT_FLOW: &str =
+    "set -euo pipefail\nsource \"$TTM_SHELL/flow_manager_ttm.sh\"\n";
 
-fn shell_dir() -> PathBuf {
+pub(crate) fn shell_dir() -> PathBuf {
     ttm_tests::repo_root().join("ttmctl/shell")
 }
 
 /// `bash ARGS…` against the daemon at `root`/`socket`: `TTMCTL` is the
 /// ttmctl under test, `TTM_SHELL` the shims' directory, `W` a scratch
 /// directory beside the tree.
-fn bash_at(root: &Path, socket: &Path, work: &Path, args: &[&str]) -> Command {
+pub(crate) fn bash_at(root: &Path, socket: &Path, work: &Path, args: &[&str]) -> Command {
     fs::create_dir_all(work).unwrap();
     let mut cmd = clean_command("bash");
     // Relative paths (and a `touch x` that should never run) land in `work`.
@@ -54,12 +60,12 @@ fn bash_at(root: &Path, socket: &Path, work: &Path, args: &[&str]) -> Command {
 }
 
 /// `bash -c SCRIPT` against `d`, with `env` added.
-fn bash(d: &Daemon, script: &str, env: &[(&str, &str)]) -> Out {
+pub(crate) fn bash(d: &Daemon, script: &str, env: &[(&str, &str)]) -> Out {
     let mut cmd = bash_at(&d.root, &d.socket, &d.tmp().join("work"), &["-c", script]);
     for (key, value) in env {
         cmd.env(key, value);
     }
-    run(cmd, None, SCRIPT_TIMEOUT)
+    run_script(cmd, &d.root)
 }
 
 /// The ctx files of a transaction directory, by name.
@@ -76,15 +82,14 @@ fn ctx_names(dir: &Path) -> BTreeSet<String> {
 fn the_original_test_sequence_passes_on_the_shims() {
     let d = Daemon::start_new();
     let script = shell_dir().join("test_sequence.sh");
-    let out = run(
+    let out = run_script(
         bash_at(
             &d.root,
             &d.socket,
             &d.tmp().join("work"),
             &[script.to_str().unwrap()],
         ),
-        None,
-        SCRIPT_TIMEOUT,
+        &d.root,
     );
     let stdout = out.ok();
     let last = stdout.lines().last().unwrap();
@@ -183,7 +188,13 @@ fn hostile_text_round_trips_exactly_and_runs_nothing() {
              flow_complete \"$fid2\" -o success -l \"$ERR\" >/dev/null
              printf '%s\\n' \"$id\" \"$dash\" \"$fid\" \"$fid2\""
         ),
-        &[("DESC", &desc), ("ERR", &err), ("PATCH", &patch)],
+        // txn_* on ttm: the flow manager points them at rag otherwise.
+        &[
+            ("DESC", &desc),
+            ("ERR", &err),
+            ("PATCH", &patch),
+            ("TTM_MODULE", "ttm"),
+        ],
     );
     let stdout = out.ok();
     let ids: Vec<&str> = stdout.lines().collect();
@@ -254,7 +265,8 @@ impl OwnDaemon {
             .stderr(log)
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Waiting for readiness, not a guard on work: a generous bound.
+        let deadline = Instant::now() + START_TIMEOUT;
         while !accepts(&socket) {
             if let Some(status) = child.try_wait().unwrap() {
                 panic!(
@@ -283,7 +295,7 @@ impl OwnDaemon {
         for (key, value) in env {
             cmd.env(key, value);
         }
-        run(cmd, None, SCRIPT_TIMEOUT)
+        run_script(cmd, &self.root)
     }
 }
 
@@ -399,8 +411,22 @@ fn sixteen_shells_adding_ten_files_each_get_160_distinct_numbers() {
                 .unwrap()
         })
         .collect();
+    // Each shell is waited for on a thread of its own; the guard is on the
+    // tree: it fails only once no shell changed anything for STALL.
+    let (tx, done) = std::sync::mpsc::channel();
     for child in children {
-        let out = child.wait_with_output().unwrap();
+        let tx = tx.clone();
+        thread::spawn(move || tx.send(child.wait_with_output()));
+    }
+    drop(tx);
+    for _ in 1..=16 {
+        let out = wait_progressing(
+            "16 concurrent shells adding ctx files",
+            STALL,
+            || tree_activity(&d.root),
+            || done.try_recv().ok(),
+        )
+        .unwrap();
         assert!(
             out.status.success(),
             "a shell failed: {}",
@@ -442,7 +468,8 @@ fn every_shim_returns_non_zero_on_a_refused_call() {
     fs::write(d.tmp().join("file.txt"), "x").unwrap();
     let out = bash(
         &d,
-        r#"source "$TTM_SHELL/flow_manager_ttm.sh"
+        r#"export TTM_MODULE=ttm   # txn_* on ttm, not the flow manager's rag
+source "$TTM_SHELL/flow_manager_ttm.sh"
 bad=0
 # expect NAME CODE CMD…: CMD must exit with CODE.
 expect() {
@@ -716,7 +743,7 @@ fn deploy(d: &Daemon, args: &[&str], env: &[(&str, &str)]) -> Out {
     for (key, value) in env {
         cmd.env(key, value);
     }
-    run(cmd, None, SCRIPT_TIMEOUT)
+    run_script(cmd, &d.root)
 }
 
 /// The ttm transaction ids, in creation order.
@@ -810,7 +837,7 @@ fn ttm_dir_is_honoured_when_it_follows_the_layout_and_refused_otherwise() {
         for (key, value) in vars {
             cmd.env(key, value);
         }
-        run(cmd, None, SCRIPT_TIMEOUT)
+        run_script(cmd, &d.root)
     };
     for ok in [
         vec![("TTM_DIR", format!("{root}/ttm"))],
@@ -855,7 +882,7 @@ fn ttm_dir_is_honoured_when_it_follows_the_layout_and_refused_otherwise() {
 }
 
 #[test]
-fn sourcing_sets_no_variables_and_keeps_the_callers_options() {
+fn sourcing_sets_only_the_originals_variables_and_keeps_the_callers_options() {
     let d = Daemon::start_new();
     fs::write(d.tmp().join("e.txt"), "e").unwrap();
     for prelude in [
@@ -880,7 +907,7 @@ fn sourcing_sets_no_variables_and_keeps_the_callers_options() {
              ttm help >/dev/null
              fid=$(flow_create vars)
              flow_complete --lesson l >/dev/null
-             txn_commit >/dev/null
+             txn_commit \"$id\" >/dev/null
              [[ \"$(set +o; shopt -p)\" == \"$_ttm_before_opts\" ]] || echo 'OPTIONS CHANGED'
              comm -13 <(printf '%s\\n' \"$_ttm_before_vars\") <(compgen -v | sort)"
         );
@@ -896,6 +923,26 @@ fn sourcing_sets_no_variables_and_keeps_the_callers_options() {
             "e_count",
             // bash's own, set by any [[ =~ ]].
             "BASH_REMATCH",
+            // The original's variables (docs/bash.md, "Variables").
+            "TTM_SRC",
+            "TTM_DIR",
+            "TTM_TXNS_DIR",
+            "TTM_CONFIG_DIR",
+            "TTM_LOGS_DIR",
+            "TTM_MODULE_DIR",
+            "TTM_MODULE",
+            "_TTM_DERIVED_DIR",
+            "_TTM_DERIVED_TXNS_DIR",
+            "STAGE_NEW",
+            "STAGE_SELECT",
+            "STAGE_ASSEMBLE",
+            "STAGE_EXECUTE",
+            "STAGE_VALIDATE",
+            "STAGE_DONE",
+            "STAGE_FAIL",
+            "STAGE_SUBMIT",
+            "STAGE_APPLY",
+            "STAGE_FOLD",
         ]
         .into_iter()
         .collect();
@@ -936,7 +983,7 @@ fn generate_txn_id_previews_the_daemons_ids() {
 
 fn shell_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
-    for dir in ["ttmctl/shell", "examples", "scripts"] {
+    for dir in ["ttmctl/shell", "examples", "scripts", "tests/compat"] {
         for entry in fs::read_dir(ttm_tests::repo_root().join(dir)).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "sh") {
@@ -948,8 +995,11 @@ fn shell_files() -> Vec<PathBuf> {
     files
 }
 
+/// Every shell file parses (`bash -n`) and is shellcheck-clean. Without
+/// shellcheck the lint part skips saying so, except under CI, where it
+/// fails (`.ci/run` installs shellcheck).
 #[test]
-fn every_shell_file_parses_and_is_shellcheck_clean_when_shellcheck_exists() {
+fn every_shell_file_parses_and_is_shellcheck_clean() {
     let files = shell_files();
     assert!(files.len() >= 5, "{files:?}");
     for file in &files {
@@ -960,19 +1010,21 @@ fn every_shell_file_parses_and_is_shellcheck_clean_when_shellcheck_exists() {
                 cmd
             },
             None,
-            SCRIPT_TIMEOUT,
+            CTL_TIMEOUT,
         );
         out.ok();
     }
-    let has_shellcheck = Command::new("shellcheck")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if has_shellcheck {
-        let mut cmd = Command::new("shellcheck");
-        cmd.arg("-x").args(&files);
-        run(cmd, None, SCRIPT_TIMEOUT).ok();
+    if !Need::tool("shellcheck", "shellcheck").met() {
+        return;
     }
+    let mut cmd = Command::new("shellcheck");
+    cmd.arg("-x").args(&files);
+    let out = run(cmd, None, CTL_TIMEOUT);
+    assert_eq!(
+        out.code(),
+        0,
+        "shellcheck finds fault with the shell files:\n{}{}",
+        out.stdout,
+        out.stderr
+    );
 }

@@ -6,6 +6,49 @@
 //! - [`Daemon`] owns a temporary directory with a tree (`tmp/tree`) and a
 //!   socket (`tmp/s.sock`), runs `ttmd` on them and `ttmctl` against it.
 //! - [`check_log`], [`snapshot`] and friends assert the on-disk contracts.
+//!
+//! # Skip policy: a test never skips silently
+//!
+//! A test that needs something from the machine (a tool such as tmux,
+//! `script`, shellcheck or `systemd-analyze`; root; a tmpfs mount; a Python
+//! with grpcio) asks for it with [`Need`]:
+//!
+//! ```no_run
+//! use ttm_tests::Need;
+//!
+//! if !Need::tool("tmux", "tmux").met() {
+//!     return;
+//! }
+//! ```
+//!
+//! - Outside CI, an unmet need prints `skipped: <test>: <what is missing>`
+//!   to stderr and the test returns early (it passes).
+//! - Under CI (`$CI` set and non-empty) an unmet need **fails** the test,
+//!   naming what is missing and how `.ci/run` provides it — unless the need
+//!   is on [`ALLOWED_UNDER_CI`], the short, reasoned list of needs CI is
+//!   known not to meet (empty today: CI runs as root with apt-get, so it
+//!   meets them all). `.ci/run` installs everything the tests ask for.
+//!
+//! # Hang guards measure progress, not total time
+//!
+//! A guard fails a test only when its work has *stopped moving* for
+//! [`STALL`], never because the work as a whole took long (a busy 2-core CI
+//! machine makes everything slow, not stuck):
+//!
+//! - Many steps (workers, racers, scripts): the workers share a
+//!   [`Progress`] counter and bump it on every acknowledged step; the test
+//!   waits with [`Progress::guard`] (async) or [`Progress::wait`] (sync),
+//!   which panic only when the counter stood still for [`STALL`].
+//! - Processes: [`run`] and [`run_watched`] count the output a command
+//!   prints, and [`run_watched`] also a sample of what the command changes
+//!   (e.g. [`tree_activity`] of the daemon's tree); the command is killed
+//!   only after that long without any of it.
+//! - One step (one RPC, one `ttmctl` call, one line from a follower, one
+//!   message on a stream) has a per-step bound ([`HANG`], [`CTL_TIMEOUT`]):
+//!   silence of a single step is the same thing as no progress.
+//! - Waiting for a daemon to listen, a file to appear or a condition to
+//!   hold is not progress of work; those use a generous fixed bound
+//!   ([`START_TIMEOUT`], [`wait_until`]) and say so where they are used.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -15,6 +58,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -26,15 +71,20 @@ use ttm_proto::v1::events_response::Kind;
 use ttm_proto::v1::ttm_client::TtmClient;
 use ttm_proto::v1::{Event, EventsRequest, EventsResponse, TxnRef};
 
-/// How long a daemon may take to listen.
-pub const START_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long one `ttmctl` call may take before the test gives up on it.
+/// How long a daemon may take to listen (waiting for readiness, not a
+/// guard on work).
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one `ttmctl` call (one step) may stay silent before the test
+/// gives up on it.
 pub const CTL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a daemon may take to exit after SIGTERM.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Hang guard of a stream or follower waiting for its next item: far
 /// beyond any expected delay, so hitting it means "stuck".
 pub const HANG: Duration = Duration::from_secs(60);
+/// How long work of many steps may make no progress at all before a
+/// progress guard ([`Progress`], [`run_watched`]) calls it hung.
+pub const STALL: Duration = Duration::from_secs(60);
 
 /// Environment variables of the user's shell that would point the binaries
 /// elsewhere than the test's own tree.
@@ -54,6 +104,297 @@ const SCRUBBED_ENV: &[&str] = &[
     "NOTIFY_SOCKET",
     "WATCHDOG_USEC",
 ];
+
+// ---------------------------------------------------------- skip policy --
+
+/// Needs that CI is known not to meet, with the reason: an unmet need on
+/// this list skips (with its reason printed) even under CI. Keyed by
+/// [`Need`]'s `what`. Keep it empty unless a test truly cannot run on the
+/// CI machine; every entry is a test CI does not run.
+pub const ALLOWED_UNDER_CI: &[(&str, &str)] = &[];
+
+/// True when running under CI (`$CI` set and non-empty): unmet needs fail.
+pub fn under_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// Something a test needs from the machine; see the crate's skip policy.
+/// Build one with [`Need::tool`], [`Need::root`] or [`Need::check`], then
+/// ask [`Need::met`].
+#[derive(Debug, Clone)]
+#[must_use = "ask .met() and return early when it is false"]
+pub struct Need {
+    /// What is needed, e.g. "tmux" or "root".
+    what: String,
+    /// How `.ci/run` provides it.
+    how: String,
+    /// Why it is not met here; `None` when it is.
+    missing: Option<String>,
+}
+
+impl Need {
+    /// `program` on `$PATH` (as `command -v` finds it), which `.ci/run`
+    /// installs with `apt-get install <package>`.
+    pub fn tool(program: &str, package: &str) -> Need {
+        Need::check(
+            program,
+            format!("`.ci/run` installs it with `apt-get install {package}`"),
+            if on_path(program) {
+                Ok(())
+            } else {
+                Err(format!("`{program}` is not on $PATH"))
+            },
+        )
+    }
+
+    /// Running as root (uid 0), for `why`. CI runs as root.
+    pub fn root(why: &str) -> Need {
+        let uid = euid();
+        Need::check(
+            "root",
+            "CI runs the tests as root",
+            if uid == Some(0) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{why} needs root; running as uid {}",
+                    uid.map_or_else(|| "?".to_owned(), |u| u.to_string())
+                ))
+            },
+        )
+    }
+
+    /// Any other need: `what` is met when `result` is `Ok`; `how` says how
+    /// `.ci/run` (or the CI machine) provides it.
+    pub fn check(
+        what: impl Into<String>,
+        how: impl Into<String>,
+        result: Result<(), String>,
+    ) -> Need {
+        Need {
+            what: what.into(),
+            how: how.into(),
+            missing: result.err(),
+        }
+    }
+
+    /// True when the need is met. Otherwise: under CI, panics naming what
+    /// is missing and how `.ci/run` provides it (unless it is on
+    /// [`ALLOWED_UNDER_CI`]); outside CI, prints `skipped: <test>: <why>`
+    /// to stderr and returns false, and the test returns early.
+    #[track_caller]
+    pub fn met(self) -> bool {
+        self.met_under(under_ci())
+    }
+
+    /// [`Need::met`] with CI given (`ci`), not read from the environment.
+    #[track_caller]
+    fn met_under(self, ci: bool) -> bool {
+        let Some(missing) = self.missing else {
+            return true;
+        };
+        let test = test_name();
+        if ci {
+            if let Some((_, reason)) = ALLOWED_UNDER_CI.iter().find(|(w, _)| *w == self.what) {
+                eprintln!("skipped: {test}: {missing} (allowed under CI: {reason})");
+                return false;
+            }
+            panic!(
+                "{test} needs {}: {missing}; under CI a test may not skip ({}). \
+                 Run `bash .ci/run`, or install it by hand.",
+                self.what, self.how
+            );
+        }
+        eprintln!(
+            "skipped: {test}: {missing} ({}; CI fails instead of skipping)",
+            self.how
+        );
+        false
+    }
+}
+
+/// The running test's name (libtest names each test's thread after it).
+fn test_name() -> String {
+    thread::current().name().unwrap_or("a test").to_owned()
+}
+
+/// Whether `program` is an executable file in a directory of `$PATH`.
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(path) = std::env::var_os("PATH") else {
+        return false;
+    };
+    std::env::split_paths(&path).any(|dir| {
+        fs::metadata(dir.join(program))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// The effective uid of this process, from `/proc/self/status`.
+pub fn euid() -> Option<u32> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+// -------------------------------------------------------- progress guards --
+
+/// Work done so far by the workers of one test: each bumps it on every
+/// acknowledged step; guards fail only when it stops moving for [`STALL`].
+/// Clones share the count.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    count: Arc<AtomicU64>,
+}
+
+impl Progress {
+    /// A counter at zero.
+    pub fn new() -> Progress {
+        Progress::default()
+    }
+
+    /// One more step done.
+    pub fn bump(&self) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Steps done so far.
+    pub fn get(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Awaits `work`; panics naming `what` if the counter did not move for
+    /// [`STALL`] while it ran. However long `work` takes in total, it is
+    /// not a hang while the counter moves.
+    #[track_caller]
+    pub fn guard<F: std::future::Future>(
+        &self,
+        what: &str,
+        work: F,
+    ) -> impl std::future::Future<Output = F::Output> {
+        self.guard_stall(STALL, what, work)
+    }
+
+    /// [`Progress::guard`] allowing `stall` without progress.
+    #[track_caller]
+    pub fn guard_stall<F: std::future::Future>(
+        &self,
+        stall: Duration,
+        what: &str,
+        work: F,
+    ) -> impl std::future::Future<Output = F::Output> {
+        let caller = std::panic::Location::caller();
+        let what = what.to_owned();
+        let progress = self.clone();
+        async move {
+            let mut work = std::pin::pin!(work);
+            let mut watchdog = Watchdog::new(stall, progress.get());
+            let period = (stall / 4).min(Duration::from_millis(250));
+            loop {
+                let tick = tokio::time::sleep(period);
+                tokio::select! {
+                    out = &mut work => return out,
+                    () = tick => {
+                        if let Err(stalled) = watchdog.check(progress.get()) {
+                            panic!("{what} hung at {caller}: {stalled}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Polls `done` until it returns `Some`; panics naming `what` if the
+    /// counter did not move for [`STALL`] meanwhile.
+    #[track_caller]
+    pub fn wait<T>(&self, what: &str, done: impl FnMut() -> Option<T>) -> T {
+        wait_progressing(what, STALL, || self.get(), done)
+    }
+}
+
+/// Notices when a sampled measure of work stops changing.
+#[derive(Debug)]
+pub struct Watchdog {
+    stall: Duration,
+    last: u64,
+    since: Instant,
+    started: Instant,
+}
+
+impl Watchdog {
+    /// A watchdog allowing `stall` without change, starting at `sample`.
+    pub fn new(stall: Duration, sample: u64) -> Watchdog {
+        let now = Instant::now();
+        Watchdog {
+            stall,
+            last: sample,
+            since: now,
+            started: now,
+        }
+    }
+
+    /// `Err(description)` when `sample` has not changed for the allowed
+    /// stall; a change restarts the clock.
+    pub fn check(&mut self, sample: u64) -> Result<(), String> {
+        if sample != self.last {
+            self.last = sample;
+            self.since = Instant::now();
+            return Ok(());
+        }
+        let idle = self.since.elapsed();
+        if idle >= self.stall {
+            return Err(format!(
+                "no progress for {idle:?} (progress measure {sample}, {:?} in all)",
+                self.started.elapsed()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Polls `done` every 5 ms until it returns `Some`, sampling `progress`;
+/// panics naming `what` once `progress` stood still for `stall`.
+#[track_caller]
+pub fn wait_progressing<T>(
+    what: &str,
+    stall: Duration,
+    mut progress: impl FnMut() -> u64,
+    mut done: impl FnMut() -> Option<T>,
+) -> T {
+    let mut watchdog = Watchdog::new(stall, progress());
+    loop {
+        if let Some(out) = done() {
+            return out;
+        }
+        if let Err(stalled) = watchdog.check(progress()) {
+            panic!("{what} hung: {stalled}");
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A measure of what has been written under `root` (a daemon's tree): the
+/// sizes of all files plus the number of entries. Changes whenever an
+/// event is logged, a transaction created or a ctx file stored; for
+/// [`run_watched`] on scripts that drive a daemon.
+pub fn tree_activity(root: &Path) -> u64 {
+    let mut total = 0u64;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(list) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in list.flatten() {
+            total += 1;
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => stack.push(entry.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
 
 // ------------------------------------------------------------- binaries --
 
@@ -171,8 +512,23 @@ impl Out {
 }
 
 /// Runs `cmd` to completion with `stdin` as its input, killing it after
-/// `timeout`.
-pub fn run(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Out {
+/// `timeout` without output (for one `ttmctl` call, which prints at its
+/// end: a bound on that one step).
+pub fn run(cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Out {
+    run_watched(cmd, stdin, timeout, || 0)
+}
+
+/// Runs `cmd` to completion with `stdin` as its input; kills it (and
+/// panics) only once it made no progress for `stall`: neither printed
+/// anything nor changed `progress` (a sample of its effects, e.g.
+/// [`tree_activity`] of the tree it drives). A long script that keeps
+/// working is never cut off.
+pub fn run_watched(
+    mut cmd: Command,
+    stdin: Option<&[u8]>,
+    stall: Duration,
+    mut progress: impl FnMut() -> u64,
+) -> Out {
     let what = format!("{cmd:?}");
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
@@ -192,11 +548,20 @@ pub fn run(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Out {
             let _ = pipe.write_all(&bytes);
         })
     });
+    let printed = Arc::new(AtomicU64::new(0));
     let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        let printed = printed.clone();
         thread::spawn(move || {
             let mut text = Vec::new();
             if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut text);
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    text.extend_from_slice(&buf[..n]);
+                    printed.fetch_add(n as u64, Ordering::Relaxed);
+                }
             }
             String::from_utf8_lossy(&text).into_owned()
         })
@@ -213,11 +578,24 @@ pub fn run(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Out {
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
-    let status = wait_timeout(&mut child, timeout).unwrap_or_else(|| {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("{what} did not finish within {timeout:?}");
-    });
+    let mut sample = || printed.load(Ordering::Relaxed).wrapping_add(progress());
+    let mut watchdog = Watchdog::new(stall, sample());
+    let mut sampled = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        // `progress` may walk a tree: sample it a few times a second.
+        if sampled.elapsed() >= Duration::from_millis(200) {
+            sampled = Instant::now();
+            if let Err(stalled) = watchdog.check(sample()) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what} hung: {stalled}");
+            }
+        }
+        thread::sleep(Duration::from_millis(2));
+    };
     if let Some(writer) = writer {
         let _ = writer.join();
     }
@@ -259,7 +637,9 @@ pub fn accepts(socket: &Path) -> bool {
     UnixStream::connect(socket).is_ok()
 }
 
-/// Polls `cond` every 5 ms until it holds or `timeout` passes.
+/// Polls `cond` every 5 ms until it holds or `timeout` passes. For waiting
+/// on a state (a daemon ready, a file there, a change noticed), not as a
+/// guard on work: give it a generous `timeout`.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
@@ -1114,4 +1494,84 @@ pub fn sync_watch(d: &Daemon, watch: &Spawned) {
     assert!(seen, "{} printed nothing for 50 creations", watch.what);
     let marker = d.ctl(&["create", "marker", "--no-activate"]).ok();
     while watch.json_line(HANG)["txn_id"] != marker.as_str() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Long enough that a busy machine does not stall a step for it; the
+    // work in each test runs for longer than this in all.
+    const SHORT: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_met_need_is_met_under_ci_and_outside() {
+        assert!(Need::check("x", "y", Ok(())).met_under(true));
+        assert!(Need::check("x", "y", Ok(())).met_under(false));
+    }
+
+    #[test]
+    fn an_unmet_need_skips_outside_ci() {
+        assert!(!Need::tool("no-such-tool-ttm", "none").met_under(false));
+    }
+
+    #[test]
+    #[should_panic(expected = "under CI a test may not skip")]
+    fn an_unmet_need_fails_under_ci() {
+        let _ = Need::tool("no-such-tool-ttm", "none").met_under(true);
+    }
+
+    #[test]
+    fn the_watchdog_fails_on_a_stall_not_on_a_long_run() {
+        let mut dog = Watchdog::new(SHORT, 0);
+        for sample in 1..=6 {
+            thread::sleep(SHORT / 4);
+            assert!(dog.check(sample).is_ok(), "moving work called stuck");
+        }
+        thread::sleep(SHORT);
+        assert!(dog.check(6).is_err(), "a stall went unnoticed");
+    }
+
+    #[tokio::test]
+    async fn a_guard_lets_slow_work_finish_while_it_progresses() {
+        let progress = Progress::new();
+        let worker = progress.clone();
+        let work = async move {
+            // Twice the allowed stall in all, progressing throughout.
+            for _ in 0..8 {
+                tokio::time::sleep(SHORT / 4).await;
+                worker.bump();
+            }
+            7
+        };
+        assert_eq!(progress.guard_stall(SHORT, "slow work", work).await, 7);
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "stuck work hung")]
+    async fn a_guard_fails_work_that_stopped_progressing() {
+        let progress = Progress::new();
+        progress
+            .guard_stall(SHORT, "stuck work", std::future::pending::<()>())
+            .await;
+    }
+
+    #[test]
+    fn run_watched_lets_a_printing_command_outlast_the_stall() {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "for i in 1 2 3 4 5 6 7 8; do echo $i; sleep 0.2; done",
+        ]);
+        let out = run_watched(cmd, None, SHORT, || 0);
+        assert_eq!(out.ok().lines().count(), 8);
+    }
+
+    #[test]
+    #[should_panic(expected = "hung: no progress")]
+    fn run_watched_kills_a_silent_command() {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        run_watched(cmd, None, SHORT, || 0);
+    }
 }

@@ -19,11 +19,21 @@
 # TETRA_DIR=<root>); any other value is refused with a message, since ttmd
 # serves only <TETRA_DIR>/<module>/txns.
 #
-# Sourcing defines functions only (txn_*, ttm*, init_evidence_vars,
+# Sourcing defines functions (txn_*, ttm*, init_evidence_vars,
 # generate_txn_id and helpers named _ttm_*) and exports them, as the original
-# did, for child bash processes; it sets no variables and no shell options.
-# init_evidence_vars sets e1…eN and exports e_count, as the original did;
-# bash's own BASH_REMATCH is overwritten, as by any [[ =~ ]].
+# did, for child bash processes. Like the original it also sets (see
+# docs/bash.md, "Variables"), keeping any value the caller already set:
+#   TTM_SRC         the directory of this file (exported)
+#   TTM_DIR         <TETRA_DIR>/<module> (exported; module: $TTM_MODULE or ttm)
+#   TTM_TXNS_DIR    $TTM_DIR/txns (exported)
+#   TTM_CONFIG_DIR  $TTM_DIR/config     TTM_LOGS_DIR  $TTM_DIR/logs
+#   TTM_MODULE_DIR  the directory of this file, as in the original
+#   STAGE_NEW … STAGE_FAIL  read-only stage names (each only when unset)
+# and the bookkeeping _TTM_DERIVED_DIR / _TTM_DERIVED_TXNS_DIR (exported),
+# which let the shims tell the TTM_DIR they derived from one a user set. It
+# changes no shell option. init_evidence_vars sets e1…eN and exports
+# e_count, as the original did; bash's own BASH_REMATCH is overwritten, as
+# by any [[ =~ ]].
 
 if [ -z "${BASH_VERSION:-}" ]; then
     echo "ttm.sh: source this file from bash" >&2
@@ -37,9 +47,12 @@ fi
 
 # _ttm_root VAR: sets VAR to the tree ttmctl must use when TTM_DIR or
 # TTM_TXNS_DIR say where it is (empty: leave TETRA_DIR as it is). Returns 2
-# with a message when they point outside the layout ttmd serves.
+# with a message when they point outside the layout ttmd serves. Values the
+# shims derived themselves at source time are not the user's: ignored.
 _ttm_root() {
     local _ttm_rt_d=${TTM_DIR:-} _ttm_rt_t=${TTM_TXNS_DIR:-} _ttm_rt_r1='' _ttm_rt_r2='' _ttm_rt_e=${TETRA_DIR:-}
+    if [[ -n $_ttm_rt_d && $_ttm_rt_d == "${_TTM_DERIVED_DIR:-}" ]]; then _ttm_rt_d=; fi
+    if [[ -n $_ttm_rt_t && $_ttm_rt_t == "${_TTM_DERIVED_TXNS_DIR:-}" ]]; then _ttm_rt_t=; fi
     while [[ $_ttm_rt_d == */ && $_ttm_rt_d != / ]]; do _ttm_rt_d=${_ttm_rt_d%/}; done
     while [[ $_ttm_rt_t == */ && $_ttm_rt_t != / ]]; do _ttm_rt_t=${_ttm_rt_t%/}; done
     while [[ $_ttm_rt_e == */ && $_ttm_rt_e != / ]]; do _ttm_rt_e=${_ttm_rt_e%/}; done
@@ -86,11 +99,16 @@ _ttm_ctl() {
         set -- --module="$_ttm_module" "$@"
     fi
     local _ttm_rc=0
-    if [[ -n $_ttm_tree ]]; then
-        TETRA_DIR=$_ttm_tree "${TTMCTL:-ttmctl}" "$@" || _ttm_rc=$?
-    else
-        "${TTMCTL:-ttmctl}" "$@" || _ttm_rc=$?
-    fi
+    # TTM_DIR / TTM_TXNS_DIR are translated into TETRA_DIR here, so ttmctl
+    # gets the tree once, without them.
+    (
+        unset TTM_DIR TTM_TXNS_DIR
+        if [[ -n $_ttm_tree ]]; then
+            # shellcheck disable=SC2030 # for ttmctl only, on purpose
+            export TETRA_DIR=$_ttm_tree
+        fi
+        exec "${TTMCTL:-ttmctl}" "$@"
+    ) || _ttm_rc=$?
     if ((_ttm_rc == 127)) && ! command -v -- "${TTMCTL:-ttmctl}" >/dev/null; then
         printf 'ttm.sh: cannot run %s: put ttmctl on PATH or set TTMCTL to its path\n' "${TTMCTL:-ttmctl}" >&2
     fi
@@ -342,6 +360,111 @@ _ttm_resolve() { # MODULE [ID]
     printf 'TES resolved: %s → %s\n' "$_ttm_target" "$_ttm_plan"
 }
 
+# _ttm_txn_records JSON: from `ttmctl --json list`, prints each transaction
+# (oldest first) as three NUL-terminated fields: id, stage, description.
+_ttm_txn_records() {
+    local _ttm_rest=$1 _ttm_chunk _ttm_id _ttm_stage _ttm_desc
+    [[ $_ttm_rest == *'"txns": ['* ]] || return 0
+    _ttm_rest=${_ttm_rest#*'"txns": ['}
+    while [[ $_ttm_rest == *$'\n    {'* ]]; do
+        _ttm_rest=${_ttm_rest#*$'\n    {'}
+        _ttm_chunk=$'\n'${_ttm_rest%%$'\n    }'*}
+        _ttm_rest=${_ttm_rest#*$'\n    }'}
+        _ttm_id='' _ttm_stage='' _ttm_desc=''
+        _ttm_json_str _ttm_id "$_ttm_chunk" 6 txn_id || continue
+        _ttm_json_str _ttm_stage "$_ttm_chunk" 6 stage || true
+        _ttm_json_str _ttm_desc "$_ttm_chunk" 6 description || true
+        printf '%s\0%s\0%s\0' "$_ttm_id" "$_ttm_stage" "$_ttm_desc"
+    done
+}
+
+# _ttm_list MODULE FUNC [STAGE]: the original's listing. txn_list:
+#   Transactions:  / a rule / "<→| > <id padded to 40>  <stage>  <description, 40 chars>"
+# flow_list: Flows: / a rule / "<→| ><N>. <id>  <stage>  <description>", N
+# the flow's place in the whole list (what flow_resume N takes, also when a
+# STAGE filter hides others), then the original's tip. A module with no
+# transaction yet lists nothing (exit 0), as the original did.
+_ttm_list() {
+    local _ttm_out _ttm_rc=0 _ttm_active='' _ttm_id _ttm_stage _ttm_desc _ttm_mark _ttm_n=0 _ttm_shown=0
+    _ttm_out=$(_ttm_ctl "$1" --json list 2>/dev/null) || _ttm_rc=$?
+    if ((_ttm_rc == 3)); then
+        if [[ $2 == flow_list ]]; then printf 'No flows found\n'; else printf 'No transactions found\n'; fi
+        return 0
+    elif ((_ttm_rc != 0)); then
+        # Again, for the message.
+        _ttm_ctl "$1" --json list >/dev/null
+        return
+    fi
+    _ttm_json_str _ttm_active "$_ttm_out" 2 active || true
+    if [[ $2 == flow_list ]]; then printf 'Flows:\n'; else printf 'Transactions:\n'; fi
+    printf '%s\n' '────────────────────────────────────────────────────────'
+    while IFS= read -r -d '' _ttm_id && IFS= read -r -d '' _ttm_stage && IFS= read -r -d '' _ttm_desc; do
+        _ttm_n=$((_ttm_n + 1))
+        if [[ -n ${3:-} && $_ttm_stage != "$3" ]]; then continue; fi
+        _ttm_shown=$((_ttm_shown + 1))
+        _ttm_mark=' '
+        if [[ $_ttm_id == "$_ttm_active" ]]; then _ttm_mark='→'; fi
+        if [[ $2 == flow_list ]]; then
+            printf '%s%2d. %-38s  %-10s  %s\n' "$_ttm_mark" "$_ttm_n" "$_ttm_id" "$_ttm_stage" "${_ttm_desc:0:40}"
+        else
+            printf '%s %-40s  %-10s  %s\n' "$_ttm_mark" "$_ttm_id" "$_ttm_stage" "${_ttm_desc:0:40}"
+        fi
+    done < <(_ttm_txn_records "$_ttm_out")
+    if [[ $2 == flow_list ]]; then
+        if ((_ttm_shown == 0)); then printf '  (none)\n'; fi
+        printf "\nTip: Use '/flow resume <number>' to resume by index\n"
+    fi
+    return 0
+}
+
+# _ttm_status MODULE [ID]: the original's txn_status: the state's fields,
+# the last five events, the ctx files.
+_ttm_status() {
+    local _ttm_out _ttm_st _ttm_ctx _ttm_ev _ttm_v _ttm_re _ttm_id='?' _ttm_err=''
+    local -a _ttm_events=()
+    _ttm_out=$(_ttm_ctl "$1" --json status --txn="${2:-}") || return
+    _ttm_st=${_ttm_out%%$'\n  "ctx": ['*}
+    _ttm_ctx=${_ttm_out#*$'\n  "ctx": ['}
+    _ttm_ev=${_ttm_ctx#*$'\n  "events": ['}
+    _ttm_ctx=${_ttm_ctx%%$'\n  "events": ['*}
+    _ttm_json_str _ttm_id "$_ttm_st" 4 txn_id || true
+    printf 'Transaction: %s\n' "$_ttm_id"
+    for _ttm_v in description stage target iteration agent ctx_digest last_checkpoint; do
+        _ttm_re=none
+        _ttm_json_str _ttm_re "$_ttm_st" 4 "$_ttm_v" || _ttm_json_num _ttm_re "$_ttm_st" 4 "$_ttm_v" || true
+        case $_ttm_v in
+            description) printf 'Description: %s\n' "$_ttm_re" ;;
+            stage) printf 'Stage: %s\n' "$_ttm_re" ;;
+            target) printf 'Target: %s\n' "$_ttm_re" ;;
+            iteration) printf 'Iteration: %s\n' "$_ttm_re" ;;
+            agent) printf 'Agent: %s\n' "$_ttm_re" ;;
+            ctx_digest) printf 'Context digest: %s...\n' "${_ttm_re:0:16}" ;;
+            last_checkpoint) printf 'Last updated: %s\n' "$_ttm_re" ;;
+        esac
+    done
+    if _ttm_json_str _ttm_err "$_ttm_st" 4 last_error; then
+        printf 'Last error: %s\n' "$_ttm_err"
+    fi
+    printf '\nRecent events:\n'
+    _ttm_re=$'\n''      "ts": "([^"]*)",'$'\n''      "event": "([^"]*)"'
+    while [[ $_ttm_ev =~ $_ttm_re ]]; do
+        _ttm_ev=${_ttm_ev#*"${BASH_REMATCH[0]}"}
+        _ttm_events+=("  [${BASH_REMATCH[1]}] ${BASH_REMATCH[2]}")
+    done
+    _ttm_v=$((${#_ttm_events[@]} > 5 ? ${#_ttm_events[@]} - 5 : 0))
+    if ((${#_ttm_events[@]} > 0)); then printf '%s\n' "${_ttm_events[@]:_ttm_v}"; fi
+    printf '\nContext files:\n'
+    _ttm_re=$'\n''      "name": "(([^"\\]|\\.)*)"'
+    _ttm_v=0
+    while [[ $_ttm_ctx =~ $_ttm_re ]]; do
+        _ttm_ctx=${_ttm_ctx#*"${BASH_REMATCH[0]}"}
+        _ttm_json_unescape _ttm_err "${BASH_REMATCH[1]}"
+        printf '  %s\n' "$_ttm_err"
+        _ttm_v=1
+    done
+    if ((_ttm_v == 0)); then printf '  (none)\n'; fi
+}
+
 # ------------------------------------------------------------- public API --
 
 # ttm_init: checks that ttmd answers (ttmctl starts it unless
@@ -388,12 +511,27 @@ txn_add_ctx() { _ttm_add_ctx "" txn_add_ctx "$@"; }
 txn_list_ctx() { _ttm_list_ctx "" "$@"; }
 init_evidence_vars() { _ttm_evidence_vars "" init_evidence_vars "$@"; }
 txn_ctx_digest() { _ttm_ctl "" ctx digest --txn="${1:-}"; }
-txn_list() { _ttm_ctl "" list --stage="${1:-}"; }
-txn_status() { _ttm_ctl "" status --txn="${1:-}"; }
+txn_list() { _ttm_list "" txn_list "${1:-}"; }
+txn_status() { _ttm_status "" "${1:-}"; }
 txn_resolve_tes() { _ttm_resolve "" "$@"; }
 
-# txn_events [ID] [TYPE]: the raw lines of events.ndjson (optionally one type).
-txn_events() { _ttm_ctl "" --json events --txn="${1:-}" --type="${2:-}"; }
+# txn_events [ID] [TYPE]: the raw lines of events.ndjson (optionally one
+# type). Like the original's grep: 0 when lines were printed, 1 when a TYPE
+# was given and no event has it, >= 2 on errors (ttmctl's code; its generic
+# 1 becomes 2, so that 1 always means "no match").
+txn_events() {
+    local _ttm_out _ttm_rc=0
+    _ttm_out=$(_ttm_ctl "" --json events --txn="${1:-}" --type="${2:-}") || _ttm_rc=$?
+    if ((_ttm_rc != 0)); then
+        if ((_ttm_rc == 1)); then _ttm_rc=2; fi
+        return "$_ttm_rc"
+    fi
+    if [[ -z $_ttm_out ]]; then
+        [[ -z ${2:-} ]]
+        return
+    fi
+    printf '%s\n' "$_ttm_out"
+}
 
 # txn_get_connector TARGET: the connector JSON of @TARGET (or a host).
 txn_get_connector() {
@@ -402,6 +540,151 @@ txn_get_connector() {
         return
     fi
     _ttm_ctl "" connector -- "$1"
+}
+
+# ---------------------------------------------------------------- events --
+# The original's events.sh handed these to an optional in-process pubsub.
+# Here an event is a line of the transaction's log, so any process sees it.
+
+# ttm_publish EVENT [ID] [DATA]: appends a user event of type EVENT (e.g.
+# txn.created, deploy.step: [a-z][a-z0-9_.]*) to the log of transaction ID
+# (default: the active one), via `ttmctl event`. DATA that is a JSON object
+# is the event's data; any other text is stored as {"value": DATA}. Prints
+# nothing; returns ttmctl's code (the original always returned 0).
+ttm_publish() {
+    local _ttm_data=${3:-} _ttm_json='{}' _ttm_q
+    if [[ $# -lt 1 || -z $1 ]]; then
+        _ttm_usage ttm_publish "event name required (usage: ttm_publish EVENT [ID] [DATA])"
+        return
+    fi
+    if [[ $_ttm_data =~ ^[[:space:]]*\{ ]]; then
+        _ttm_json=$_ttm_data
+    elif [[ -n $_ttm_data ]]; then
+        _ttm_json_quote _ttm_q "$_ttm_data"
+        _ttm_json="{\"value\":$_ttm_q}"
+    fi
+    _ttm_ctl "" event --txn="${2:-}" -- "$1" "$_ttm_json" >/dev/null
+}
+
+# ttm_subscribe EVENT HANDLER [ID]: runs HANDLER (a function or command name,
+# never evaluated) as `HANDLER TYPE ID LINE` for every event of type EVENT
+# appended to transaction ID's log (default: the one active now) from now
+# on; LINE is the raw JSON line. EVENT `*` matches every event;
+# txn.stage_changed (the original's name) matches stage_transition,
+# txn_commit, txn_fail and txn_retry. The subscription is a background
+# `ttmctl events --follow` in a subshell (its pid is in $! afterwards); the
+# handler runs there, asynchronously, with stdin from /dev/null. It ends by
+# itself when the transaction ends (DONE or FAIL), when ttmd stops, or when
+# the shell that subscribed exits (checked every second); ttm_unsubscribe
+# ends it at once.
+ttm_subscribe() {
+    local _ttm_state _ttm_id='' _ttm_seq=''
+    if [[ $# -lt 2 || -z $1 || -z $2 ]]; then
+        _ttm_usage ttm_subscribe "usage: ttm_subscribe EVENT HANDLER [ID]"
+        return
+    fi
+    if ! declare -F -- "$2" >/dev/null && ! command -v -- "$2" >/dev/null; then
+        _ttm_usage ttm_subscribe "no function or command named '$2'"
+        return
+    fi
+    _ttm_state=$(_ttm_ctl "" --json state --txn="${3:-}") || return
+    _ttm_json_str _ttm_id "$_ttm_state" 2 txn_id || true
+    _ttm_json_num _ttm_seq "$_ttm_state" 2 seq || true
+    if [[ -z $_ttm_id || ! $_ttm_seq =~ ^[0-9]+$ ]]; then
+        printf 'ttm_subscribe: cannot read the state of the transaction\n' >&2
+        return 1
+    fi
+    # From the event after the last one now: nothing later is missed.
+    _ttm_subscription "$1" "$2" "$_ttm_id" "$((_ttm_seq + 1))" &
+    _TTM_SUBSCRIPTIONS+=("$!"$'\x1f'"$1"$'\x1f'"$2")
+    return 0
+}
+
+# ttm_unsubscribe [EVENT [HANDLER]]: ends the subscriptions of this shell
+# to EVENT with HANDLER (all of EVENT's without HANDLER; all of them without
+# arguments) and waits for each to exit. Returns 0, like the original, also
+# when none matched.
+ttm_unsubscribe() {
+    local _ttm_e _ttm_pid _ttm_ev _ttm_cb
+    local -a _ttm_keep=()
+    for _ttm_e in ${_TTM_SUBSCRIPTIONS[@]+"${_TTM_SUBSCRIPTIONS[@]}"}; do
+        _ttm_pid=${_ttm_e%%$'\x1f'*}
+        _ttm_ev=${_ttm_e#*$'\x1f'}
+        _ttm_cb=${_ttm_ev#*$'\x1f'}
+        _ttm_ev=${_ttm_ev%%$'\x1f'*}
+        if [[ (-z ${1:-} || $1 == "$_ttm_ev") && (-z ${2:-} || $2 == "$_ttm_cb") ]]; then
+            kill -TERM "$_ttm_pid" 2>/dev/null || true
+            wait "$_ttm_pid" 2>/dev/null || true
+        else
+            _ttm_keep+=("$_ttm_e")
+        fi
+    done
+    _TTM_SUBSCRIPTIONS=(${_ttm_keep[@]+"${_ttm_keep[@]}"})
+    return 0
+}
+
+# _ttm_subscription EVENT HANDLER ID FROM: the body of a subscription, run
+# in a background subshell (see ttm_subscribe).
+_ttm_subscription() {
+    set +e +u +o pipefail
+    local _ttm_parent=$$ _ttm_fd _ttm_ctl_pid='' _ttm_line _ttm_buf='' _ttm_rc _ttm_type _ttm_re
+    # Stopping: end ttmctl too, and wait (2 s at most) until it is gone, so
+    # nothing follows the log once ttm_unsubscribe has returned.
+    trap 'if [[ -n $_ttm_ctl_pid ]] && kill -TERM "$_ttm_ctl_pid" 2>/dev/null; then
+              for _ttm_line in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+                  kill -0 "$_ttm_ctl_pid" 2>/dev/null || break
+                  sleep 0.1
+              done
+          fi
+          exit 0' TERM INT HUP
+    exec {_ttm_fd}< <(
+        _ttm_root _ttm_tree || exit
+        unset TTM_DIR TTM_TXNS_DIR
+        # shellcheck disable=SC2031 # for ttmctl only, on purpose
+        if [[ -n $_ttm_tree ]]; then export TETRA_DIR=$_ttm_tree; fi
+        printf '%s\n' "$BASHPID"
+        exec "${TTMCTL:-ttmctl}" --json events --follow --txn="$3" --from="$4"
+    )
+    IFS= read -r -u "$_ttm_fd" _ttm_ctl_pid || exit 0
+    _ttm_re='"event":"([^"\\]*)"'
+    while :; do
+        _ttm_rc=0
+        IFS= read -r -t 1 -u "$_ttm_fd" _ttm_line || _ttm_rc=$?
+        if ((_ttm_rc > 128)); then
+            # A timeout: keep what came so far; stop if the subscriber is gone.
+            _ttm_buf+=$_ttm_line
+            if ! kill -0 "$_ttm_parent" 2>/dev/null; then
+                kill -TERM "$_ttm_ctl_pid" 2>/dev/null
+                exit 0
+            fi
+            continue
+        elif ((_ttm_rc != 0)); then
+            break
+        fi
+        _ttm_line=$_ttm_buf$_ttm_line
+        _ttm_buf=
+        [[ $_ttm_line =~ $_ttm_re ]] || continue
+        _ttm_type=${BASH_REMATCH[1]}
+        case $1 in
+            "*" | "$_ttm_type") ;;
+            txn.stage_changed)
+                case $_ttm_type in
+                    stage_transition | txn_commit | txn_fail | txn_retry) ;;
+                    *) continue ;;
+                esac
+                ;;
+            *) continue ;;
+        esac
+        "$2" "$_ttm_type" "$3" "$_ttm_line" </dev/null
+    done
+    exit 0
+}
+
+# _ttm_is_txn WORD: whether WORD has the form of a transaction id (letters,
+# digits and -, 128 at most: the daemon's ids are <slug>-<YYYYMMDD>T<HHMMSS>)
+# and names an existing transaction of the module.
+_ttm_is_txn() {
+    [[ $1 =~ ^[a-zA-Z0-9][a-zA-Z0-9-]{0,127}$ ]] && _ttm_ctl "" dir --txn="$1" >/dev/null 2>&1
 }
 
 # ttm VERB ARGS…: the original dispatcher.
@@ -415,7 +698,16 @@ ttm() {
     case $_ttm_verb in
         create) txn_create "$@" ;;
         commit) txn_commit "$@" ;;
-        fail) txn_fail "$@" ;;
+        fail)
+            # `ttm fail "message"` (the QUICK_START form): a first argument
+            # that names no transaction is the active one's message.
+            if [[ $# -ge 1 ]] && ! _ttm_is_txn "$1"; then
+                txn_fail "" "$@"
+            else
+                txn_fail "$@"
+            fi
+            ;;
+        publish) ttm_publish "$@" ;;
         transition) txn_transition "$@" ;;
         add) txn_add_ctx "$@" ;;
         list-ctx) txn_list_ctx "$@" ;;
@@ -439,6 +731,7 @@ Transaction lifecycle:
   create "<desc>" [@target] [agent]   create a transaction (prints its id)
   commit [txn_id]                     move to DONE
   fail [txn_id] ["<error>"]           move to FAIL, recording the error
+  fail "<error>"                      the same for the active transaction
   transition <stage> [txn_id]         move to another stage (forward only)
 
 Context:
@@ -460,6 +753,9 @@ Targets:
   resolve [txn_id]                    resolve the target (@staging → staging.local)
   connector <@target>                 the target's connector JSON
 
+Events:
+  publish <event> [txn_id] [data]     append a user event (ttm_publish)
+
 Examples:
   ttm create "deploy api v2.1" @staging human
   ttm add build/api.tar.gz artifact
@@ -475,11 +771,77 @@ EOF
     esac
 }
 
+# ------------------------------------------------------------- variables --
+
+# _ttm_file_dir VAR FILE: sets VAR to the physical directory of FILE, its
+# symbolic links resolved (a copy or a link of the file both work).
+_ttm_file_dir() {
+    local _ttm_fd_f=$2 _ttm_fd_l _ttm_fd_d
+    while [[ -L $_ttm_fd_f ]]; do
+        _ttm_fd_l=$(readlink -- "$_ttm_fd_f") || break
+        if [[ $_ttm_fd_l == /* || $_ttm_fd_f != */* ]]; then
+            _ttm_fd_f=$_ttm_fd_l
+        else
+            _ttm_fd_f=${_ttm_fd_f%/*}/$_ttm_fd_l
+        fi
+    done
+    if [[ $_ttm_fd_f == */* ]]; then _ttm_fd_d=${_ttm_fd_f%/*}; else _ttm_fd_d=.; fi
+    _ttm_fd_d=$(cd -P -- "${_ttm_fd_d:-/}" 2>/dev/null && pwd) || _ttm_fd_d=
+    printf -v "$1" '%s' "$_ttm_fd_d"
+}
+
+# _ttm_set_vars: the original's variables (see the top of this file). A
+# value the caller set is kept; one the shims derived before (another
+# TETRA_DIR or module since) is derived again. TTM_DIR is the directory of
+# the module the txn_* functions act on: <TETRA_DIR>/ttm unless TTM_MODULE
+# says another (the flow manager makes it rag).
+_ttm_set_vars() {
+    local _ttm_sv_root=${TETRA_DIR:-${HOME:-}/.tetra} _ttm_sv_old=${_TTM_DERIVED_DIR:-} _ttm_sv_dir
+    while [[ $_ttm_sv_root == */ && $_ttm_sv_root != / ]]; do _ttm_sv_root=${_ttm_sv_root%/}; done
+    if [[ -z ${TTM_DIR:-} || $TTM_DIR == "$_ttm_sv_old" ]]; then
+        TTM_DIR=$_ttm_sv_root/${TTM_MODULE:-ttm}
+        _TTM_DERIVED_DIR=$TTM_DIR
+    fi
+    if [[ -z ${TTM_TXNS_DIR:-} || $TTM_TXNS_DIR == "${_TTM_DERIVED_TXNS_DIR:-}" ]]; then
+        TTM_TXNS_DIR=$TTM_DIR/txns
+        _TTM_DERIVED_TXNS_DIR=$TTM_TXNS_DIR
+    fi
+    if [[ -z ${TTM_CONFIG_DIR:-} || $TTM_CONFIG_DIR == "$_ttm_sv_old/config" ]]; then
+        TTM_CONFIG_DIR=$TTM_DIR/config
+    fi
+    if [[ -z ${TTM_LOGS_DIR:-} || $TTM_LOGS_DIR == "$_ttm_sv_old/logs" ]]; then
+        TTM_LOGS_DIR=$TTM_DIR/logs
+    fi
+    _ttm_file_dir _ttm_sv_dir "${BASH_SOURCE[0]}"
+    if [[ -z ${TTM_SRC:-} ]]; then TTM_SRC=$_ttm_sv_dir; fi
+    if [[ -z ${TTM_MODULE_DIR:-} ]]; then TTM_MODULE_DIR=$_ttm_sv_dir; fi
+    export TTM_SRC TTM_DIR TTM_TXNS_DIR _TTM_DERIVED_DIR _TTM_DERIVED_TXNS_DIR
+    # Read-only like the original's; each only when unset, so sourcing
+    # twice (or after the original) is fine.
+    local _ttm_sv_s
+    for _ttm_sv_s in NEW SELECT ASSEMBLE EXECUTE VALIDATE DONE FAIL; do
+        _ttm_stage_const "$_ttm_sv_s"
+    done
+}
+
+# _ttm_stage_const NAME: declares STAGE_<NAME>=NAME read-only unless
+# STAGE_<NAME> is already set.
+_ttm_stage_const() {
+    local _ttm_sc_v=STAGE_$1
+    if [[ -z ${!_ttm_sc_v+set} ]]; then
+        declare -gr "$_ttm_sc_v=$1"
+    fi
+}
+
+_ttm_set_vars
+
 # Exported, as the original did, so child bash processes (bash -c, xargs,
 # find -exec) can call them too.
 export -f _ttm_root _ttm_ctl _ttm_usage _ttm_json_unescape _ttm_json_quote \
     _ttm_json_str _ttm_json_num _ttm_moved _ttm_create _ttm_transition _ttm_commit \
     _ttm_fail _ttm_update _ttm_add_ctx _ttm_list_ctx _ttm_evidence_vars _ttm_resolve \
+    _ttm_file_dir _ttm_set_vars _ttm_stage_const _ttm_txn_records _ttm_list _ttm_status \
+    ttm_publish ttm_subscribe ttm_unsubscribe _ttm_subscription _ttm_is_txn \
     ttm_init generate_txn_id txn_active txn_dir txn_state txn_create txn_update \
     txn_transition txn_commit txn_fail txn_add_ctx txn_list_ctx init_evidence_vars \
     txn_ctx_digest txn_list txn_status txn_resolve_tes txn_events txn_get_connector ttm

@@ -131,9 +131,9 @@ fn fake_daemon(dir: &Path, stderr_text: &str) -> std::path::PathBuf {
 
 #[test]
 fn autostart_passes_root_socket_and_log_and_reports_a_failed_start() {
-    if !Path::new("/bin/sh").exists() {
-        return;
-    }
+    // The stand-in daemon is a /bin/sh script: a machine without /bin/sh
+    // fails here rather than skipping.
+    assert!(Path::new("/bin/sh").exists(), "this test needs /bin/sh");
     let dir = TempDir::new().unwrap();
     let daemon = fake_daemon(dir.path(), "cannot open the tree: boom");
     let socket = dir.path().join("run/ttmd.sock");

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use tracing_subscriber::EnvFilter;
-use ttmd::config::{Config, Overrides, Source};
+use ttmd::config::{Config, SettingFlags, Source};
 
 /// The TTM daemon: the only writer of a tree of transactions, serving the
 /// ttm.v1 gRPC API on a Unix socket.
@@ -24,59 +24,11 @@ struct Args {
     /// The config file [default: <root>/ttmd.toml, if present]
     #[arg(long, value_name = "PATH", env = "TTM_CONFIG")]
     config: Option<PathBuf>,
-    /// The socket to listen on [default: $XDG_RUNTIME_DIR/ttm/ttmd.sock,
-    /// else <root>/run/ttmd.sock]. Ignored under socket activation.
-    #[arg(long, value_name = "PATH", env = "TTM_SOCKET")]
-    socket: Option<String>,
-    /// `fsync` (default): a change is acknowledged only once its log line
-    /// is on disk (state.json, a view of the log, is synced within a
-    /// second). `strict`: state.json is synced before the answer too.
-    /// `none`: faster, but a crash or power cut may lose acknowledged
-    /// changes.
-    #[arg(long, value_name = "fsync|strict|none", env = "TTM_DURABILITY")]
-    durability: Option<String>,
-    /// Seconds between heartbeats on idle streams [default: 10]
-    #[arg(long, value_name = "SECS", env = "TTM_HEARTBEAT_SECS")]
-    heartbeat_secs: Option<String>,
-    /// Seconds shutdown waits for in-flight requests [default: 10]
-    #[arg(long, value_name = "SECS", env = "TTM_SHUTDOWN_GRACE_SECS")]
-    shutdown_grace_secs: Option<String>,
-    /// Further uids allowed to call, comma-separated
-    #[arg(long, value_name = "UIDS", env = "TTM_ALLOW_UIDS")]
-    allow_uids: Option<String>,
-    /// Groups (gids) whose members may call, comma-separated
-    #[arg(long, value_name = "GIDS", env = "TTM_ALLOW_GIDS")]
-    allow_gids: Option<String>,
-    /// Groups by name whose members may call, comma-separated
-    #[arg(long, value_name = "NAMES", env = "TTM_ALLOW_GROUPS")]
-    allow_groups: Option<String>,
-    /// Let root call a daemon running as another user (true/false)
-    #[arg(long, value_name = "BOOL", env = "TTM_ALLOW_ROOT")]
-    allow_root: Option<String>,
-    /// Largest description in bytes [default: 65536]
-    #[arg(long, value_name = "BYTES", env = "TTM_LIMIT_DESCRIPTION")]
-    limit_description: Option<String>,
-    /// Largest JSON payload (update, event data) in bytes [default: 1 MiB]
-    #[arg(long, value_name = "BYTES", env = "TTM_LIMIT_PAYLOAD")]
-    limit_payload: Option<String>,
-    /// Largest ctx file in bytes [default: 16 GiB]
-    #[arg(long, value_name = "BYTES", env = "TTM_LIMIT_CTX_FILE")]
-    limit_ctx_file: Option<String>,
-    /// Most ctx files in one transaction [default: 10000]
-    #[arg(long, value_name = "N", env = "TTM_LIMIT_CTX_FILES")]
-    limit_ctx_files: Option<String>,
-    /// Most open Events/Watch streams in total [default: 1024]
-    #[arg(long, value_name = "N", env = "TTM_LIMIT_STREAMS_TOTAL")]
-    limit_streams_total: Option<String>,
-    /// Most open Events/Watch streams per client process [default: 64]
-    #[arg(long, value_name = "N", env = "TTM_LIMIT_STREAMS_PER_CLIENT")]
-    limit_streams_per_client: Option<String>,
-    /// Largest request message in bytes [default: 4 MiB]
-    #[arg(long, value_name = "BYTES", env = "TTM_LIMIT_REQUEST_BYTES")]
-    limit_request_bytes: Option<String>,
-    /// Modules kept outside the root: NAME=DIR,NAME=DIR
-    #[arg(long, value_name = "NAME=DIR,...", env = "TTM_MODULE_DIRS")]
-    module_dirs: Option<String>,
+    /// The settings' flags and variables come from the table in
+    /// ttmd/src/config/settings.rs; only flags that are no setting are
+    /// declared here.
+    #[command(flatten)]
+    settings: SettingFlags,
     /// Append logs to this file instead of stderr.
     #[arg(long, value_name = "PATH")]
     log_file: Option<PathBuf>,
@@ -84,46 +36,6 @@ struct Args {
     #[arg(long)]
     print_config: bool,
 }
-
-/// (flag id, config key, env var) for settings given as text.
-const SETTINGS: &[(&str, &str, &str)] = &[
-    ("socket", "socket", "TTM_SOCKET"),
-    ("durability", "durability", "TTM_DURABILITY"),
-    ("heartbeat_secs", "heartbeat_secs", "TTM_HEARTBEAT_SECS"),
-    (
-        "shutdown_grace_secs",
-        "shutdown_grace_secs",
-        "TTM_SHUTDOWN_GRACE_SECS",
-    ),
-    ("allow_uids", "access.uids", "TTM_ALLOW_UIDS"),
-    ("allow_gids", "access.gids", "TTM_ALLOW_GIDS"),
-    ("allow_groups", "access.groups", "TTM_ALLOW_GROUPS"),
-    ("allow_root", "access.allow_root", "TTM_ALLOW_ROOT"),
-    (
-        "limit_description",
-        "limits.description",
-        "TTM_LIMIT_DESCRIPTION",
-    ),
-    ("limit_payload", "limits.payload", "TTM_LIMIT_PAYLOAD"),
-    ("limit_ctx_file", "limits.ctx_file", "TTM_LIMIT_CTX_FILE"),
-    ("limit_ctx_files", "limits.ctx_files", "TTM_LIMIT_CTX_FILES"),
-    (
-        "limit_streams_total",
-        "limits.streams_total",
-        "TTM_LIMIT_STREAMS_TOTAL",
-    ),
-    (
-        "limit_streams_per_client",
-        "limits.streams_per_client",
-        "TTM_LIMIT_STREAMS_PER_CLIENT",
-    ),
-    (
-        "limit_request_bytes",
-        "limits.request_bytes",
-        "TTM_LIMIT_REQUEST_BYTES",
-    ),
-    ("module_dirs", "modules", "TTM_MODULE_DIRS"),
-];
 
 fn main() -> ExitCode {
     let matches = Args::command().get_matches();
@@ -176,25 +88,18 @@ fn main() -> ExitCode {
 /// The effective config: the file's values under the flags' and
 /// environment's.
 fn config(args: &Args, matches: &ArgMatches) -> Result<Config, ttmd::core::Error> {
-    let root = args
-        .root
-        .clone()
-        .unwrap_or_else(ttm_proto::paths::tetra_dir);
-    let mut overrides = Overrides {
-        config_file: args.config.clone(),
-        settings: Vec::new(),
-    };
-    for &(id, key, env) in SETTINGS {
-        let source = match matches.value_source(id) {
-            Some(ValueSource::CommandLine) => Source::Flag,
-            Some(ValueSource::EnvVariable) => Source::Env(env),
-            _ => continue,
-        };
-        if let Some(value) = matches.get_one::<String>(id) {
-            overrides.settings.push((key, value.clone(), source));
-        }
-    }
-    let mut config = Config::load(root.clone(), &overrides)?;
+    // Exhaustive on purpose: a field added to `Args` is a compile error
+    // here until it is used or said to be no setting, rather than a flag
+    // that is parsed and then ignored. Settings belong in the table.
+    let Args {
+        root,
+        config,
+        settings,
+        log_file: _,
+        print_config: _,
+    } = args;
+    let root = root.clone().unwrap_or_else(ttm_proto::paths::tetra_dir);
+    let mut config = Config::load(root, &settings.overrides(config.clone()))?;
     config.sources.insert(
         "root",
         match matches.value_source("root") {

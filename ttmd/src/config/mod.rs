@@ -1,17 +1,27 @@
 //! What a daemon needs to know to serve a tree, and where each setting came
 //! from. Every setting has a default; the config file (`<root>/ttmd.toml`,
-//! or `--config`) overrides defaults; flags and environment variables
-//! override the file. `main` fills the flag layer, [`Config::load`] the rest.
+//! or `--config`) overrides defaults; a flag or environment variable
+//! replaces the file's value (a list or table too: layers never merge).
+//! The settings themselves are one table, [`settings::SETTINGS`]; `main`
+//! fills the flag layer from it, [`Config::load`] the rest.
+
+mod cli;
+mod codec;
+mod describe;
+mod file;
+pub mod settings;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
-
-use crate::core::{Error, Result, id};
+use crate::core::{Error, Result};
 use crate::store::Durability;
+use settings::setting;
+
+pub use cli::SettingFlags;
+pub use describe::{README_BEGIN, README_END, readme_block};
+pub use settings::{Reload, SETTINGS, Setting};
 
 /// The config file's name inside the root.
 pub const CONFIG_FILE: &str = "ttmd.toml";
@@ -51,8 +61,7 @@ pub struct Config {
 }
 
 /// Size limits; each refusal names the limit it hit.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Bytes of a transaction description.
     pub description: usize,
@@ -85,8 +94,7 @@ impl Default for Limits {
 }
 
 /// Peers allowed besides the daemon's own uid.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Access {
     /// Further uids.
     pub uids: Vec<u32>,
@@ -119,27 +127,14 @@ impl std::fmt::Display for Source {
     }
 }
 
-/// The config file's shape.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    socket: Option<PathBuf>,
-    durability: Option<String>,
-    heartbeat_secs: Option<u64>,
-    shutdown_grace_secs: Option<u64>,
-    limits: Option<Limits>,
-    access: Option<Access>,
-    modules: Option<BTreeMap<String, PathBuf>>,
-}
-
 /// Values given on the command line or in the environment, which beat the
 /// config file.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     /// `--config`: the file to read instead of `<root>/ttmd.toml`.
     pub config_file: Option<PathBuf>,
-    /// (setting, value as text, where it came from), applied in order; keys
-    /// are those of [`Config::set`].
+    /// (setting key, value as text, where it came from); of a key given
+    /// twice, the last wins.
     pub settings: Vec<(&'static str, String, Source)>,
 }
 
@@ -168,35 +163,52 @@ impl Config {
     /// file (`overrides.config_file`, else `<root>/ttmd.toml` if present),
     /// then flags/environment.
     pub fn load(root: PathBuf, overrides: &Overrides) -> Result<Config> {
-        let explicit = overrides.config_file.clone();
-        let path = explicit.clone().unwrap_or_else(|| root.join(CONFIG_FILE));
+        let explicit = overrides.config_file.is_some();
+        let path = overrides
+            .config_file
+            .clone()
+            .unwrap_or_else(|| root.join(CONFIG_FILE));
         let file = match std::fs::read_to_string(&path) {
-            Ok(text) => Some(parse_file(&text, &path)?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => None,
+            Ok(text) => Some(file::parse(&text, &path)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => None,
             Err(e) => return Err(Error::io("reading config file", &path, e)),
         };
         Config::assemble(root, path, file, overrides)
     }
 
-    /// Defaults, then `file` (read from `path`), then `overrides`.
+    /// Each setting from the last layer that has it: `overrides`, else
+    /// `file` (read from `path`), else the default. Applying only the
+    /// winner is what makes a flag replace the file's value, lists too.
     fn assemble(
         root: PathBuf,
         path: PathBuf,
-        file: Option<File>,
+        file: Option<file::Values>,
         overrides: &Overrides,
     ) -> Result<Config> {
+        if let Some((key, ..)) = overrides
+            .settings
+            .iter()
+            .find(|(k, ..)| setting(k).is_none())
+        {
+            return Err(Error::invalid(format!("unknown setting {key}")));
+        }
         let socket = ttm_proto::paths::default_socket(&root);
         let mut c = Config::new(root, socket);
         c.config_path = Some(path.clone());
+        c.config_file = file.is_some().then(|| path.clone());
         c.overrides = overrides.clone();
-        if let Some(f) = file {
-            c.config_file = Some(path.clone());
-            c.apply_file(f, &Source::File(path))?;
-        }
-        for (key, value, source) in &overrides.settings {
-            c.set(key, value)
-                .map_err(|m| Error::invalid(format!("{key} from {source}: {m}")))?;
-            c.sources.insert(key, source.clone());
+        let file = file.unwrap_or_default();
+        for s in SETTINGS {
+            let given = overrides.settings.iter().rev().find(|(k, ..)| *k == s.key);
+            if let Some((_, text, source)) = given {
+                (s.ops.text)(&mut c, text)
+                    .map_err(|m| Error::invalid(format!("{} from {source}: {m}", s.key)))?;
+                c.sources.insert(s.key, source.clone());
+            } else if let Some(value) = file.get(s.key) {
+                (s.ops.toml)(&mut c, value)
+                    .map_err(|m| file::corrupt(&path, &format!("{}: {m}", s.key)))?;
+                c.sources.insert(s.key, Source::File(path.clone()));
+            }
         }
         Ok(c)
     }
@@ -204,113 +216,14 @@ impl Config {
     /// Sets one setting from text, as a flag or environment variable gives
     /// it. Lists are comma-separated; modules are `name=dir,name=dir`.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
-        fn num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
-            v.trim()
-                .parse()
-                .map_err(|_| format!("{v:?} is not a number"))
-        }
-        fn list(v: &str) -> Result<Vec<u32>, String> {
-            v.split(',')
-                .filter(|x| !x.trim().is_empty())
-                .map(num)
-                .collect()
-        }
-        match key {
-            "socket" => self.socket = PathBuf::from(value),
-            "durability" => self.durability = parse_durability(value)?,
-            "heartbeat_secs" => self.heartbeat = Duration::from_secs(num::<u64>(value)?.max(1)),
-            "shutdown_grace_secs" => self.shutdown_grace = Duration::from_secs(num(value)?),
-            "limits.description" => self.limits.description = num(value)?,
-            "limits.payload" => self.limits.payload = num(value)?,
-            "limits.ctx_file" => self.limits.ctx_file = num(value)?,
-            "limits.ctx_files" => self.limits.ctx_files = num(value)?,
-            "limits.streams_total" => self.limits.streams_total = num(value)?,
-            "limits.streams_per_client" => self.limits.streams_per_client = num(value)?,
-            "limits.request_bytes" => self.limits.request_bytes = num(value)?,
-            "access.uids" => self.access.uids = list(value)?,
-            "access.gids" => self.access.gids.extend(list(value)?),
-            "access.groups" => {
-                for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                    self.access.gids.push(group_id(name)?);
-                    self.access.groups.push(name.to_string());
-                }
-            }
-            "access.allow_root" => {
-                self.access.allow_root = matches!(value, "1" | "true" | "yes");
-            }
-            "modules" => {
-                for pair in value.split(',').filter(|p| !p.trim().is_empty()) {
-                    let (name, dir) = pair
-                        .split_once('=')
-                        .ok_or_else(|| format!("{pair:?} is not NAME=DIR"))?;
-                    id::validate_module(name.trim()).map_err(|e| e.to_string())?;
-                    self.module_dirs
-                        .insert(name.trim().to_string(), PathBuf::from(dir.trim()));
-                }
-            }
-            other => return Err(format!("unknown setting {other}")),
-        }
-        Ok(())
-    }
-
-    fn apply_file(&mut self, f: File, src: &Source) -> Result<()> {
-        let from_file = |c: &mut Config, key: &'static str| {
-            c.sources.insert(key, src.clone());
-        };
-        if let Some(s) = f.socket {
-            self.socket = s;
-            from_file(self, "socket");
-        }
-        if let Some(d) = f.durability {
-            self.durability = parse_durability(&d).map_err(|m| self.file_error(src, m))?;
-            from_file(self, "durability");
-        }
-        if let Some(h) = f.heartbeat_secs {
-            self.heartbeat = Duration::from_secs(h.max(1));
-            from_file(self, "heartbeat_secs");
-        }
-        if let Some(g) = f.shutdown_grace_secs {
-            self.shutdown_grace = Duration::from_secs(g);
-            from_file(self, "shutdown_grace_secs");
-        }
-        if let Some(l) = f.limits {
-            self.limits = l;
-            from_file(self, "limits");
-        }
-        if let Some(mut a) = f.access {
-            for name in std::mem::take(&mut a.groups) {
-                let gid = group_id(&name).map_err(|m| self.file_error(src, m))?;
-                a.gids.push(gid);
-                a.groups.push(name);
-            }
-            self.access = a;
-            from_file(self, "access");
-        }
-        if let Some(m) = f.modules {
-            for name in m.keys() {
-                id::validate_module(name).map_err(|e| self.file_error(src, e.to_string()))?;
-            }
-            self.module_dirs = m;
-            from_file(self, "modules");
-        }
-        Ok(())
-    }
-
-    fn file_error(&self, src: &Source, message: String) -> Error {
-        match src {
-            Source::File(path) => Error::Corrupt {
-                path: path.clone(),
-                message,
-            },
-            _ => Error::invalid(message),
-        }
+        let s = setting(key).ok_or_else(|| format!("unknown setting {key}"))?;
+        (s.ops.text)(self, value)
     }
 
     /// Re-reads the config file for a reload: returns the new config with
-    /// the settings that can change while running (limits, access,
-    /// heartbeat, shutdown grace) taken from the file and then, as at
-    /// start, from the flags and environment; and a line for each setting
-    /// that changed but needs a restart.
+    /// the [`Reload::Live`] settings taken from the file and then, as at
+    /// start, from the flags and environment; and a line for each other
+    /// setting that changed, which needs a restart.
     pub fn reloaded(&self) -> Result<(Config, Vec<String>)> {
         let Some(path) = self.config_path.as_ref() else {
             return Ok((self.clone(), Vec::new()));
@@ -322,132 +235,28 @@ impl Config {
             }
             Err(e) => return Err(Error::io("reading config file", path, e)),
         };
-        let file = parse_file(&text, path)?;
+        let file = file::parse(&text, path)?;
         let fresh = Config::assemble(self.root.clone(), path.clone(), Some(file), &self.overrides)?;
         let mut next = self.clone();
         next.config_file = Some(path.clone());
-        next.limits = fresh.limits;
-        next.access = fresh.access;
-        next.heartbeat = fresh.heartbeat;
-        next.shutdown_grace = fresh.shutdown_grace;
         let mut notes = Vec::new();
-        let fixed = [
-            (
-                "socket",
-                fresh.sources.contains_key("socket") && fresh.socket != self.socket,
-            ),
-            (
-                "durability",
-                fresh.sources.contains_key("durability") && fresh.durability != self.durability,
-            ),
-            ("modules", fresh.module_dirs != self.module_dirs),
-        ];
-        for (key, changed) in fixed {
-            if changed {
-                notes.push(format!(
-                    "{key} changed in {}; it takes effect at restart",
+        for s in SETTINGS.iter().filter(|s| !(s.ops.same)(&fresh, self)) {
+            match s.reload {
+                Reload::Live => {
+                    (s.ops.copy)(&mut next, &fresh);
+                    match fresh.sources.get(s.key) {
+                        Some(source) => next.sources.insert(s.key, source.clone()),
+                        None => next.sources.remove(s.key),
+                    };
+                }
+                Reload::Restart => notes.push(format!(
+                    "{} changed in {}; it takes effect at restart",
+                    s.key,
                     path.display()
-                ));
+                )),
             }
         }
         Ok((next, notes))
-    }
-
-    /// The effective settings and where each came from, one per line.
-    pub fn describe(&self) -> String {
-        let src = |k: &str| {
-            self.sources
-                .get(k)
-                .map(ToString::to_string)
-                .unwrap_or_else(|| "default".into())
-        };
-        let mut out = String::new();
-        let mut line = |k: &str, v: String, s: String| {
-            let _ = writeln!(out, "{k:<20} {v:<44} ({s})");
-        };
-        line("root", self.root.display().to_string(), src("root"));
-        line("socket", self.socket.display().to_string(), src("socket"));
-        line(
-            "durability",
-            format!("{:?}", self.durability).to_lowercase(),
-            src("durability"),
-        );
-        line(
-            "heartbeat_secs",
-            self.heartbeat.as_secs().to_string(),
-            src("heartbeat_secs"),
-        );
-        line(
-            "shutdown_grace_secs",
-            self.shutdown_grace.as_secs().to_string(),
-            src("shutdown_grace_secs"),
-        );
-        let either = |a: &str, b: &str| {
-            if self.sources.contains_key(a) {
-                src(a)
-            } else {
-                src(b)
-            }
-        };
-        line(
-            "limits.description",
-            self.limits.description.to_string(),
-            either("limits.description", "limits"),
-        );
-        line(
-            "limits.payload",
-            self.limits.payload.to_string(),
-            either("limits.payload", "limits"),
-        );
-        line(
-            "limits.ctx_file",
-            self.limits.ctx_file.to_string(),
-            either("limits.ctx_file", "limits"),
-        );
-        for (key, value) in [
-            ("limits.ctx_files", self.limits.ctx_files),
-            ("limits.streams_total", self.limits.streams_total),
-            ("limits.streams_per_client", self.limits.streams_per_client),
-            ("limits.request_bytes", self.limits.request_bytes),
-        ] {
-            line(key, value.to_string(), either(key, "limits"));
-        }
-        line(
-            "access.uids",
-            format!("{:?}", self.access.uids),
-            either("access.uids", "access"),
-        );
-        line(
-            "access.gids",
-            format!("{:?}", self.access.gids),
-            either("access.gids", "access"),
-        );
-        line(
-            "access.groups",
-            format!("{:?}", self.access.groups),
-            either("access.groups", "access"),
-        );
-        line(
-            "access.allow_root",
-            self.access.allow_root.to_string(),
-            either("access.allow_root", "access"),
-        );
-        for (name, dir) in &self.module_dirs {
-            line(
-                &format!("modules.{name}"),
-                dir.display().to_string(),
-                src("modules"),
-            );
-        }
-        line(
-            "config_file",
-            self.config_file
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "(none)".into()),
-            "".into(),
-        );
-        out
     }
 }
 
@@ -465,13 +274,6 @@ fn group_id(name: &str) -> Result<u32, String> {
         .find(|(n, _)| *n == name)
         .and_then(|(_, gid)| gid.parse().ok())
         .ok_or_else(|| format!("no group {name:?} in /etc/group; create it or use a numeric gid"))
-}
-
-fn parse_file(text: &str, path: &Path) -> Result<File> {
-    toml::from_str(text).map_err(|e| Error::Corrupt {
-        path: path.to_path_buf(),
-        message: format!("invalid config: {}", e.to_string().trim()),
-    })
 }
 
 /// `fsync`, `strict` or `none`.
@@ -553,6 +355,50 @@ mod tests {
         assert_eq!(next.limits.description, 7);
         assert_eq!(next.heartbeat, Duration::from_secs(4));
         assert!(notes.is_empty(), "{notes:?}");
+    }
+
+    /// Every layer replaces the one under it, lists and tables too: before
+    /// this, `--allow-uids` replaced the file's uids but `--allow-gids`
+    /// added to the file's gids.
+    #[test]
+    fn flags_replace_the_files_lists() {
+        let text = "[access]\nuids = [1]\ngids = [2]\ngroups = [\"root\"]\n\
+                    [modules]\na = \"/a\"\n";
+        let flags = Overrides {
+            settings: vec![
+                ("access.uids", "5".into(), Source::Flag),
+                ("access.gids", "6".into(), Source::Env("TTM_ALLOW_GIDS")),
+                ("modules", "b=/b".into(), Source::Flag),
+            ],
+            ..Default::default()
+        };
+        let c = load(Some(text), flags).unwrap();
+        assert_eq!(c.access.uids, [5]);
+        assert_eq!(c.access.gids, [6, 0], "the file's groups still count");
+        assert_eq!(c.access.groups, ["root"]);
+        assert_eq!(c.module_dirs.keys().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(c.sources["access.gids"], Source::Env("TTM_ALLOW_GIDS"));
+        assert!(matches!(c.sources["access.groups"], Source::File(_)));
+    }
+
+    #[test]
+    fn a_reload_keeps_restart_settings_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let c = Config::load(root.clone(), &Overrides::default()).unwrap();
+        let text = "durability = \"none\"\nshutdown_grace_secs = 3\nheartbeat_secs = 2\n";
+        std::fs::write(root.join(CONFIG_FILE), text).unwrap();
+        let (next, notes) = c.reloaded().unwrap();
+        assert_eq!(next.durability, Durability::Fsync);
+        assert_eq!(next.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(next.heartbeat, Duration::from_secs(2));
+        assert!(matches!(next.sources["heartbeat_secs"], Source::File(_)));
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].starts_with("durability changed in"), "{notes:?}");
+        assert!(
+            notes[1].starts_with("shutdown_grace_secs changed"),
+            "{notes:?}"
+        );
     }
 
     #[test]

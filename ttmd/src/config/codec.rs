@@ -1,0 +1,207 @@
+//! How a setting's value is read from a flag or variable (text) and from
+//! `ttmd.toml` (a TOML value), and how `--print-config` shows it. One codec
+//! per kind of value, so two settings of the same kind cannot disagree on
+//! what they accept.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use toml::Value;
+
+use crate::core::id;
+use crate::store::Durability;
+
+pub(super) trait Codec {
+    type T: Clone + PartialEq;
+    /// Whether the value is a TOML table of its own (`[modules]`) rather
+    /// than a key, which changes how the README shows it.
+    const TABLE: bool = false;
+    /// From a flag or environment variable.
+    fn text(v: &str) -> Result<Self::T, String>;
+    /// From the config file.
+    fn toml(v: &Value) -> Result<Self::T, String>;
+    fn show(v: &Self::T) -> String;
+    /// `--print-config` lines; a table shows one line per entry.
+    fn lines(key: &str, v: &Self::T) -> Vec<(String, String)> {
+        vec![(key.to_string(), Self::show(v))]
+    }
+}
+
+fn expected(what: &str, v: &Value) -> String {
+    format!("expected {what}, found {}", v.type_str())
+}
+
+fn string(v: &Value) -> Result<&str, String> {
+    v.as_str().ok_or_else(|| expected("a string", v))
+}
+
+fn number<T: FromStr>(v: &str) -> Result<T, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| format!("{v:?} is not a number"))
+}
+
+fn toml_number<T: TryFrom<i64>>(v: &Value) -> Result<T, String> {
+    let n = v.as_integer().ok_or_else(|| expected("an integer", v))?;
+    T::try_from(n).map_err(|_| format!("{n} is out of range"))
+}
+
+/// Comma-separated items, blanks skipped (`"1, 2,"` is two).
+fn items(v: &str) -> impl Iterator<Item = &str> {
+    v.split(',').map(str::trim).filter(|x| !x.is_empty())
+}
+
+fn array(v: &Value) -> Result<&[Value], String> {
+    v.as_array()
+        .map(Vec::as_slice)
+        .ok_or_else(|| expected("an array", v))
+}
+
+pub(super) struct Path;
+impl Codec for Path {
+    type T = PathBuf;
+    fn text(v: &str) -> Result<PathBuf, String> {
+        Ok(PathBuf::from(v))
+    }
+    fn toml(v: &Value) -> Result<PathBuf, String> {
+        string(v).map(PathBuf::from)
+    }
+    fn show(v: &PathBuf) -> String {
+        v.display().to_string()
+    }
+}
+
+pub(super) struct Durable;
+impl Codec for Durable {
+    type T = Durability;
+    fn text(v: &str) -> Result<Durability, String> {
+        super::parse_durability(v)
+    }
+    fn toml(v: &Value) -> Result<Durability, String> {
+        super::parse_durability(string(v)?)
+    }
+    fn show(v: &Durability) -> String {
+        format!("{v:?}").to_lowercase()
+    }
+}
+
+/// Whole seconds, at least `MIN` (a zero heartbeat would spin).
+pub(super) struct Secs<const MIN: u64>;
+impl<const MIN: u64> Codec for Secs<MIN> {
+    type T = Duration;
+    fn text(v: &str) -> Result<Duration, String> {
+        Ok(Duration::from_secs(number::<u64>(v)?.max(MIN)))
+    }
+    fn toml(v: &Value) -> Result<Duration, String> {
+        Ok(Duration::from_secs(toml_number::<u64>(v)?.max(MIN)))
+    }
+    fn show(v: &Duration) -> String {
+        v.as_secs().to_string()
+    }
+}
+
+pub(super) struct Num<N>(PhantomData<N>);
+impl<N> Codec for Num<N>
+where
+    N: FromStr + TryFrom<i64> + ToString + Clone + PartialEq,
+{
+    type T = N;
+    fn text(v: &str) -> Result<N, String> {
+        number(v)
+    }
+    fn toml(v: &Value) -> Result<N, String> {
+        toml_number(v)
+    }
+    fn show(v: &N) -> String {
+        v.to_string()
+    }
+}
+
+/// Numeric ids: `1,2,3` or `[1, 2, 3]`.
+pub(super) struct Ids;
+impl Codec for Ids {
+    type T = Vec<u32>;
+    fn text(v: &str) -> Result<Vec<u32>, String> {
+        items(v).map(number).collect()
+    }
+    fn toml(v: &Value) -> Result<Vec<u32>, String> {
+        array(v)?.iter().map(toml_number).collect()
+    }
+    fn show(v: &Vec<u32>) -> String {
+        format!("{v:?}")
+    }
+}
+
+/// Names: `a,b` or `["a", "b"]`.
+pub(super) struct Names;
+impl Codec for Names {
+    type T = Vec<String>;
+    fn text(v: &str) -> Result<Vec<String>, String> {
+        Ok(items(v).map(str::to_string).collect())
+    }
+    fn toml(v: &Value) -> Result<Vec<String>, String> {
+        array(v)?
+            .iter()
+            .map(|x| string(x).map(str::to_string))
+            .collect()
+    }
+    fn show(v: &Vec<String>) -> String {
+        format!("{v:?}")
+    }
+}
+
+/// `1`, `true` or `yes` is true; any other text false, as it always was.
+pub(super) struct Yes;
+impl Codec for Yes {
+    type T = bool;
+    fn text(v: &str) -> Result<bool, String> {
+        Ok(matches!(v, "1" | "true" | "yes"))
+    }
+    fn toml(v: &Value) -> Result<bool, String> {
+        v.as_bool().ok_or_else(|| expected("true or false", v))
+    }
+    fn show(v: &bool) -> String {
+        v.to_string()
+    }
+}
+
+/// Module directories: `name=dir,name=dir` or a `[modules]` table. Names
+/// are checked here because they become paths.
+pub(super) struct Dirs;
+impl Codec for Dirs {
+    type T = BTreeMap<String, PathBuf>;
+    const TABLE: bool = true;
+    fn text(v: &str) -> Result<Self::T, String> {
+        items(v)
+            .map(|pair| {
+                let (name, dir) = pair
+                    .split_once('=')
+                    .ok_or_else(|| format!("{pair:?} is not NAME=DIR"))?;
+                module(name.trim(), PathBuf::from(dir.trim()))
+            })
+            .collect()
+    }
+    fn toml(v: &Value) -> Result<Self::T, String> {
+        let table = v.as_table().ok_or_else(|| expected("a table", v))?;
+        table
+            .iter()
+            .map(|(name, dir)| module(name, PathBuf::from(string(dir)?)))
+            .collect()
+    }
+    fn show(v: &Self::T) -> String {
+        format!("{v:?}")
+    }
+    fn lines(key: &str, v: &Self::T) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(name, dir)| (format!("{key}.{name}"), dir.display().to_string()))
+            .collect()
+    }
+}
+
+fn module(name: &str, dir: PathBuf) -> Result<(String, PathBuf), String> {
+    id::validate_module(name).map_err(|e| e.to_string())?;
+    Ok((name.to_string(), dir))
+}
