@@ -9,6 +9,7 @@ mod compat;
 mod concurrency;
 mod crash;
 mod daemon;
+mod deadlines;
 mod faults;
 mod fsm;
 mod golden;

@@ -172,7 +172,7 @@ get_flows_dir() {
     printf '%s/txns\n' "$_ttm_rag"
 }
 
-flow_get_state() { _ttm_ctl rag state --txn="${1:-}"; }
+flow_get_state() { _ttm_ctl rag state ${1:+"--txn=$1"}; }
 flow_update_state() { _ttm_update rag flow_update_state "$@"; }
 flow_transition() { _ttm_transition rag flow_transition "$@"; }
 flow_add_evidence() { _ttm_add_ctx rag flow_add_evidence "$@"; }
@@ -194,7 +194,7 @@ flow_list_all() {
 # directories).
 flow_status() {
     local _ttm_st _ttm_id='?' _ttm_active='' _ttm_v _ttm_x _ttm_rag
-    _ttm_st=$(_ttm_ctl rag --json state --txn="${1:-}") || return
+    _ttm_st=$(_ttm_ctl rag --json state ${1:+"--txn=$1"}) || return
     _ttm_json_str _ttm_id "$_ttm_st" 2 txn_id || true
     _ttm_active=$(_ttm_ctl rag active 2>/dev/null) || _ttm_active=''
     if [[ $_ttm_active == "$_ttm_id" ]]; then
@@ -219,7 +219,7 @@ flow_status() {
 flow_inspect() {
     local _ttm_st _ttm_f _ttm_items _ttm_line _ttm_x
     flow_status "${1:-}" || return
-    _ttm_st=$(_ttm_ctl rag --json state --txn="${1:-}") || return
+    _ttm_st=$(_ttm_ctl rag --json state ${1:+"--txn=$1"}) || return
     printf '%s\n' '──────────────────────────────────────'
     _ttm_x=none
     _ttm_json_str _ttm_x "$_ttm_st" 2 outcome || true
@@ -247,7 +247,7 @@ flow_inspect() {
 # only checks that the flow exists (exit 3 if not) and says where it is.
 flow_promote() {
     local _ttm_dir
-    _ttm_dir=$(_ttm_ctl rag dir --txn="${1:-}") || return
+    _ttm_dir=$(_ttm_ctl rag dir ${1:+"--txn=$1"}) || return
     printf '✓ Flow is already global: %s\n  At: %s\n' "${_ttm_dir##*/}" "$_ttm_dir"
 }
 
@@ -259,13 +259,13 @@ flow_checkpoint() {
         return
     fi
     local _ttm_json=${2:-} _ttm_out _ttm_id=''
-    _ttm_out=$(_ttm_ctl rag --json transition --txn="${3:-}" -- "$1") || return
+    _ttm_out=$(_ttm_ctl rag --json transition ${3:+"--txn=$3"} -- "$1") || return
     _ttm_moved rag "$_ttm_out" 2
     if [[ -n $_ttm_json && ! $_ttm_json =~ ^[[:space:]]*\{[[:space:]]*\}[[:space:]]*$ ]]; then
         # The id the transition acted on, even if another flow was
         # activated meanwhile.
         _ttm_json_str _ttm_id "$_ttm_out" 2 txn_id || _ttm_id=${3:-}
-        _ttm_ctl rag update --txn="$_ttm_id" -- "$_ttm_json" || return
+        _ttm_ctl rag update ${_ttm_id:+"--txn=$_ttm_id"} -- "$_ttm_json" || return
     fi
     return 0
 }
@@ -361,7 +361,7 @@ flow_complete() {
 
     # Read, merge, write only if nothing changed in between; retry if it did.
     for ((_ttm_try = 1; ; _ttm_try++)); do
-        _ttm_state=$(_ttm_ctl rag --json state --txn="$_ttm_id") || return
+        _ttm_state=$(_ttm_ctl rag --json state ${_ttm_id:+"--txn=$_ttm_id"}) || return
         if [[ -z $_ttm_id ]]; then
             # Pin the flow: the active one may change under us.
             _ttm_json_str _ttm_id "$_ttm_state" 2 txn_id || {

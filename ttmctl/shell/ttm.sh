@@ -237,13 +237,13 @@ _ttm_transition() { # MODULE FUNC STAGE [ID]
         _ttm_usage "$2" "stage required (usage: $2 STAGE [ID])"
         return
     fi
-    _ttm_out=$(_ttm_ctl "$1" --json transition --txn="${4:-}" -- "$3") || return
+    _ttm_out=$(_ttm_ctl "$1" --json transition ${4:+"--txn=$4"} -- "$3") || return
     _ttm_moved "$1" "$_ttm_out" 2
 }
 
 _ttm_commit() { # MODULE [ID]
     local _ttm_out _ttm_id='?'
-    _ttm_out=$(_ttm_ctl "$1" --json commit --txn="${2:-}") || return
+    _ttm_out=$(_ttm_ctl "$1" --json commit ${2:+"--txn=$2"}) || return
     _ttm_moved "$1" "$_ttm_out" 4
     _ttm_json_str _ttm_id "$_ttm_out" 4 txn_id || true
     printf 'Transaction committed: %s\n' "$_ttm_id"
@@ -251,7 +251,7 @@ _ttm_commit() { # MODULE [ID]
 
 _ttm_fail() { # MODULE [ID] [ERROR]
     local _ttm_out _ttm_id='?' _ttm_msg=${3:-Unknown error}
-    _ttm_out=$(_ttm_ctl "$1" --json fail --txn="${2:-}" -- "$_ttm_msg") || return
+    _ttm_out=$(_ttm_ctl "$1" --json fail ${2:+"--txn=$2"} -- "$_ttm_msg") || return
     _ttm_moved "$1" "$_ttm_out" 2
     _ttm_json_str _ttm_id "$_ttm_out" 2 txn_id || true
     printf 'Transaction failed: %s - %s\n' "$_ttm_id" "$_ttm_msg" >&2
@@ -272,16 +272,16 @@ _ttm_add_ctx() { # MODULE FUNC FILE [DESCRIPTION] [ID]
         return
     fi
     if [[ -n ${4:-} ]]; then
-        _ttm_name=$(_ttm_ctl "$1" ctx add --txn="${5:-}" -- "$3" "$4") || return
+        _ttm_name=$(_ttm_ctl "$1" ctx add ${5:+"--txn=$5"} -- "$3" "$4") || return
     else
-        _ttm_name=$(_ttm_ctl "$1" ctx add --txn="${5:-}" -- "$3") || return
+        _ttm_name=$(_ttm_ctl "$1" ctx add ${5:+"--txn=$5"} -- "$3") || return
     fi
     printf 'Added context: %s\n' "$_ttm_name"
 }
 
 _ttm_list_ctx() { # MODULE [ID]
     local _ttm_out _ttm_re _ttm_name
-    _ttm_out=$(_ttm_ctl "$1" --json ctx list --txn="${2:-}") || return
+    _ttm_out=$(_ttm_ctl "$1" --json ctx list ${2:+"--txn=$2"}) || return
     printf 'Context files:\n'
     _ttm_re=$'\n''    "name": "(([^"\\]|\\.)*)"'
     while [[ $_ttm_out =~ $_ttm_re ]]; do
@@ -297,7 +297,7 @@ _ttm_list_ctx() { # MODULE [ID]
 _ttm_evidence_vars() { # MODULE FUNC [ID]
     local _ttm_out _ttm_rest _ttm_val _ttm_closed _ttm_count='' _ttm_i _ttm_old
     local -a _ttm_names=() _ttm_vals=()
-    _ttm_out=$(_ttm_ctl "$1" ctx env --txn="${3:-}") || return
+    _ttm_out=$(_ttm_ctl "$1" ctx env ${3:+"--txn=$3"}) || return
     _ttm_rest=$_ttm_out
     while :; do
         if [[ $_ttm_rest =~ ^e_count=([0-9]+)$ ]]; then
@@ -354,7 +354,7 @@ _ttm_evidence_vars() { # MODULE FUNC [ID]
 
 _ttm_resolve() { # MODULE [ID]
     local _ttm_out _ttm_target='?' _ttm_plan='?'
-    _ttm_out=$(_ttm_ctl "$1" --json resolve --txn="${2:-}") || return
+    _ttm_out=$(_ttm_ctl "$1" --json resolve ${2:+"--txn=$2"}) || return
     _ttm_json_str _ttm_target "$_ttm_out" 2 target || true
     _ttm_json_str _ttm_plan "$_ttm_out" 2 plan || true
     printf 'TES resolved: %s → %s\n' "$_ttm_target" "$_ttm_plan"
@@ -422,7 +422,7 @@ _ttm_list() {
 _ttm_status() {
     local _ttm_out _ttm_st _ttm_ctx _ttm_ev _ttm_v _ttm_re _ttm_id='?' _ttm_err=''
     local -a _ttm_events=()
-    _ttm_out=$(_ttm_ctl "$1" --json status --txn="${2:-}") || return
+    _ttm_out=$(_ttm_ctl "$1" --json status ${2:+"--txn=$2"}) || return
     _ttm_st=${_ttm_out%%$'\n  "ctx": ['*}
     _ttm_ctx=${_ttm_out#*$'\n  "ctx": ['}
     _ttm_ev=${_ttm_ctx#*$'\n  "events": ['}
@@ -500,8 +500,8 @@ generate_txn_id() {
 }
 
 txn_active() { _ttm_ctl "" active; }
-txn_dir() { _ttm_ctl "" dir --txn="${1:-}"; }
-txn_state() { _ttm_ctl "" state --txn="${1:-}"; }
+txn_dir() { _ttm_ctl "" dir ${1:+"--txn=$1"}; }
+txn_state() { _ttm_ctl "" state ${1:+"--txn=$1"}; }
 txn_create() { _ttm_create "" txn_create "$@"; }
 txn_update() { _ttm_update "" txn_update "$@"; }
 txn_transition() { _ttm_transition "" txn_transition "$@"; }
@@ -510,7 +510,7 @@ txn_fail() { _ttm_fail "" "$@"; }
 txn_add_ctx() { _ttm_add_ctx "" txn_add_ctx "$@"; }
 txn_list_ctx() { _ttm_list_ctx "" "$@"; }
 init_evidence_vars() { _ttm_evidence_vars "" init_evidence_vars "$@"; }
-txn_ctx_digest() { _ttm_ctl "" ctx digest --txn="${1:-}"; }
+txn_ctx_digest() { _ttm_ctl "" ctx digest ${1:+"--txn=$1"}; }
 txn_list() { _ttm_list "" txn_list "${1:-}"; }
 txn_status() { _ttm_status "" "${1:-}"; }
 txn_resolve_tes() { _ttm_resolve "" "$@"; }
@@ -521,7 +521,7 @@ txn_resolve_tes() { _ttm_resolve "" "$@"; }
 # 1 becomes 2, so that 1 always means "no match").
 txn_events() {
     local _ttm_out _ttm_rc=0
-    _ttm_out=$(_ttm_ctl "" --json events --txn="${1:-}" --type="${2:-}") || _ttm_rc=$?
+    _ttm_out=$(_ttm_ctl "" --json events ${1:+"--txn=$1"} --type="${2:-}") || _ttm_rc=$?
     if ((_ttm_rc != 0)); then
         if ((_ttm_rc == 1)); then _ttm_rc=2; fi
         return "$_ttm_rc"
@@ -563,7 +563,7 @@ ttm_publish() {
         _ttm_json_quote _ttm_q "$_ttm_data"
         _ttm_json="{\"value\":$_ttm_q}"
     fi
-    _ttm_ctl "" event --txn="${2:-}" -- "$1" "$_ttm_json" >/dev/null
+    _ttm_ctl "" event ${2:+"--txn=$2"} -- "$1" "$_ttm_json" >/dev/null
 }
 
 # ttm_subscribe EVENT HANDLER [ID]: runs HANDLER (a function or command name,
@@ -587,7 +587,7 @@ ttm_subscribe() {
         _ttm_usage ttm_subscribe "no function or command named '$2'"
         return
     fi
-    _ttm_state=$(_ttm_ctl "" --json state --txn="${3:-}") || return
+    _ttm_state=$(_ttm_ctl "" --json state ${3:+"--txn=$3"}) || return
     _ttm_json_str _ttm_id "$_ttm_state" 2 txn_id || true
     _ttm_json_num _ttm_seq "$_ttm_state" 2 seq || true
     if [[ -z $_ttm_id || ! $_ttm_seq =~ ^[0-9]+$ ]]; then

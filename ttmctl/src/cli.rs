@@ -54,14 +54,46 @@ pub struct Global {
         global = true
     )]
     pub color: ColorWhen,
+
+    /// How long to wait for ttmd to answer a request before giving up with
+    /// exit 7 (a daemon that accepts but never answers); 0 waits for ever.
+    /// Follows are not bounded by it: they watch the daemon's heartbeats.
+    #[arg(
+        long,
+        env = "TTM_RPC_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "30s",
+        value_parser = parse_duration,
+        global = true
+    )]
+    pub rpc_timeout: u64,
 }
 
 /// Which transaction a command acts on.
 #[derive(Debug, Args)]
 pub struct TxnArg {
     /// Transaction id [default: the module's active transaction].
-    #[arg(short = 't', long = "txn", value_name = "ID", default_value = "")]
-    pub txn: String,
+    #[arg(short = 't', long = "txn", value_name = "ID", value_parser = given)]
+    pub txn: Option<String>,
+}
+
+impl TxnArg {
+    /// The id named, or "" for the module's active transaction.
+    pub fn id(&self) -> &str {
+        self.txn.as_deref().unwrap_or("")
+    }
+}
+
+/// Refuses an empty value for an option whose absence has a meaning of its
+/// own: `-t "$ID"` with `ID` unset must not act on the active transaction,
+/// and `--request-id "$RID"` must not silently drop the idempotency the
+/// script asked for.
+fn given(value: &str) -> Result<String, String> {
+    if value.is_empty() {
+        Err("the value is empty (an unset variable?); name it, or leave the option out".to_owned())
+    } else {
+        Ok(value.to_owned())
+    }
 }
 
 /// Guards of a mutation (SPEC §4): compare-and-set and idempotent retry.
@@ -77,8 +109,8 @@ pub struct Guards {
 
     /// Idempotency key: repeating the call with the same key returns the
     /// first answer and changes nothing.
-    #[arg(long, value_name = "ID", default_value = "")]
-    pub request_id: String,
+    #[arg(long, value_name = "ID", value_parser = given)]
+    pub request_id: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,8 +131,8 @@ pub enum Command {
         no_activate: bool,
         /// Idempotency key: repeating the call with the same key returns the
         /// first transaction instead of creating another.
-        #[arg(long, value_name = "ID", default_value = "")]
-        request_id: String,
+        #[arg(long, value_name = "ID", value_parser = given)]
+        request_id: Option<String>,
     },
     /// Print the module's active transaction id.
     Active,
@@ -367,7 +399,7 @@ mod tests {
             panic!("parse failed");
         };
         assert_eq!(message, "failed");
-        assert_eq!(txn.txn, "x-1");
+        assert_eq!(txn.id(), "x-1");
         assert_eq!(guards.expect_stage.as_deref(), Some("EXECUTE"));
 
         let Ok(Cli {
@@ -411,7 +443,7 @@ mod tests {
         };
         assert_eq!(stage, "EXECUTE");
         assert_eq!(guards.expect_seq, Some(7));
-        assert_eq!(guards.request_id, "r1");
+        assert_eq!(guards.request_id.as_deref(), Some("r1"));
         assert!(parse(&["transition", "X", "--expect-seq", "seven"]).is_err());
     }
 
@@ -450,6 +482,29 @@ mod tests {
             Ok(Cli { command: Command::Create { ref description, ref target, .. }, .. })
                 if description == "-v2 rollout" && target == "@prod"
         ));
+    }
+
+    #[test]
+    fn an_empty_id_or_request_id_is_refused_not_taken_as_absent() {
+        for args in [
+            &["commit", "-t", ""][..],
+            &["commit", "--txn="][..],
+            &["event", "x", "--request-id", ""][..],
+            &["create", "d", "--request-id", ""][..],
+        ] {
+            let Err(err) = parse(args) else {
+                panic!("{args:?} was accepted");
+            };
+            assert!(err.to_string().contains("empty"), "{args:?}: {err}");
+        }
+        let Ok(Cli {
+            command: Command::Commit { txn, .. },
+            ..
+        }) = parse(&["commit"])
+        else {
+            panic!("parse failed");
+        };
+        assert_eq!(txn.id(), "");
     }
 }
 

@@ -81,6 +81,35 @@ pub struct Daemon {
 /// The tree this invocation means, decided once at start-up.
 static TREE: OnceLock<ClientTree> = OnceLock::new();
 
+/// How long a request may wait for its answer (`--rpc-timeout`); `None`
+/// waits for ever.
+static DEADLINE: OnceLock<Option<Duration>> = OnceLock::new();
+
+/// Sets the request deadline from `--rpc-timeout` seconds (0: none).
+pub fn init_deadline(seconds: u64) {
+    let _ = DEADLINE.set((seconds > 0).then(|| Duration::from_secs(seconds)));
+}
+
+/// The request deadline: 30 s unless `--rpc-timeout` said otherwise.
+pub fn deadline() -> Option<Duration> {
+    *DEADLINE.get_or_init(|| Some(Duration::from_secs(30)))
+}
+
+/// The failure for a daemon that took the connection but did not answer
+/// within the deadline: as good as unreachable for this call (exit 7).
+pub fn no_answer(socket: &Path, waited: Duration) -> Failure {
+    Failure::new(
+        Exit::Unreachable,
+        format!(
+            "ttmd at {} did not answer within {}s; it may be overloaded or stuck \
+             (see its log: journalctl --user -u ttmd), or allow longer with \
+             --rpc-timeout / TTM_RPC_TIMEOUT",
+            socket.display(),
+            waited.as_secs()
+        ),
+    )
+}
+
 /// Works out which tree is meant (`TETRA_DIR`, or the bash `TTM_DIR` /
 /// `TTM_TXNS_DIR`); a contradiction is a usage error.
 pub fn init_tree() -> Result<(), Failure> {
@@ -139,7 +168,14 @@ pub async fn connect_with(socket: &Path, autostart: bool) -> Result<Daemon, Fail
             ));
         }
     };
-    let channel = channel(socket, stream).await?;
+    // A daemon whose accept queue still takes connections while it is
+    // stuck never completes the HTTP/2 handshake.
+    let channel = match deadline() {
+        Some(limit) => tokio::time::timeout(limit, channel(socket, stream))
+            .await
+            .map_err(|_| no_answer(socket, limit))??,
+        None => channel(socket, stream).await?,
+    };
     Ok(Daemon {
         client: TtmClient::with_interceptor(channel, VersionHeaders::new())
             .max_decoding_message_size(MAX_RESPONSE_BYTES),
@@ -192,10 +228,33 @@ impl Daemon {
         &mut self,
         rpc: impl AsyncFnOnce(&mut Client) -> Result<Response<T>, Status>,
     ) -> Result<T, Failure> {
+        let reply = match deadline() {
+            Some(limit) => tokio::time::timeout(limit, rpc(&mut self.client))
+                .await
+                .map_err(|_| no_answer(&self.socket, limit))?,
+            None => rpc(&mut self.client).await,
+        };
+        match reply {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => Err(self.explain(status).await),
+        }
+    }
+
+    /// [`Daemon::call`] without the deadline, for a call whose length is
+    /// the caller's to bound (an upload of any size).
+    pub async fn call_unbounded<T>(
+        &mut self,
+        rpc: impl AsyncFnOnce(&mut Client) -> Result<Response<T>, Status>,
+    ) -> Result<T, Failure> {
         match rpc(&mut self.client).await {
             Ok(response) => Ok(response.into_inner()),
             Err(status) => Err(self.explain(status).await),
         }
+    }
+
+    /// Where this daemon was reached, for messages.
+    pub fn socket(&self) -> &Path {
+        &self.socket
     }
 
     /// The failure for a status, with what the user needs to act on it.

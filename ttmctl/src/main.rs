@@ -66,6 +66,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         .build()
         .map_err(|err| Failure::other(format!("cannot start the async runtime: {err}")))?;
     connect::init_tree()?;
+    connect::init_deadline(cli.global.rpc_timeout);
     let mut ctx = Ctx {
         module: cli.global.module.clone(),
         json: cli.global.json,

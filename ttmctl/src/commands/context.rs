@@ -3,6 +3,8 @@
 use std::fs::File;
 use std::io::{self, IsTerminal, Read};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -16,6 +18,7 @@ use ttm_proto::v1::{
 
 use super::{Ctx, preconditions};
 use crate::cli::Guards;
+use crate::connect;
 use crate::exit::Failure;
 use crate::render;
 use crate::shell;
@@ -104,6 +107,7 @@ pub async fn add(
         })),
     };
     let mut daemon = ctx.daemon().await?;
+    let socket = daemon.socket().to_path_buf();
 
     let (sender, receiver) = mpsc::channel(QUEUE);
     sender
@@ -112,13 +116,18 @@ pub async fn add(
         .map_err(|_| Failure::other("the upload queue closed before it started"))?;
     let progress = progress_bar(source.len, ctx.color);
     let bar = progress.clone();
-    let mut reader = tokio::task::spawn_blocking(move || pump(source.reader, sender, bar));
-    let mut call =
-        Box::pin(daemon.call(async move |c| c.add_context(ReceiverStream::new(receiver)).await));
+    let blocked = Blocked::default();
+    let pump_blocked = blocked.clone();
+    let mut reader =
+        tokio::task::spawn_blocking(move || pump(source.reader, sender, bar, &pump_blocked));
+    let mut call = Box::pin(
+        daemon.call_unbounded(async move |c| c.add_context(ReceiverStream::new(receiver)).await),
+    );
 
     let finished = tokio::select! {
         reply = &mut call => Finished::Call(reply),
         read = &mut reader => Finished::Reader(read),
+        waited = blocked.stalled() => Finished::Stalled(waited),
     };
     let reply = match finished {
         Finished::Call(reply) => reply,
@@ -126,7 +135,12 @@ pub async fn add(
             if let Some(bar) = &progress {
                 bar.set_message("waiting for ttmd to store it");
             }
-            call.await
+            match connect::deadline() {
+                Some(limit) => tokio::time::timeout(limit, call)
+                    .await
+                    .unwrap_or_else(|_| Err(connect::no_answer(&socket, limit))),
+                None => call.await,
+            }
         }
         Finished::Reader(Ok(Err(ReadFailed { error, sender }))) => {
             // The request stream must never end cleanly after a failed
@@ -147,6 +161,9 @@ pub async fn add(
                 source.shown
             )))
         }
+        // The stream is left open (the reader still holds the sender), so
+        // the daemon sees the connection drop mid-upload and stores nothing.
+        Finished::Stalled(waited) => Err(connect::no_answer(&socket, waited)),
     };
     if let Some(bar) = progress {
         bar.finish_and_clear();
@@ -185,6 +202,38 @@ fn progress_bar(len: Option<u64>, color: ColorWhen) -> Option<ProgressBar> {
 enum Finished {
     Call(Result<AddContextResponse, Failure>),
     Reader(Result<Result<(), ReadFailed>, tokio::task::JoinError>),
+    /// The daemon took no bytes for this long.
+    Stalled(Duration),
+}
+
+/// Since when the reader has been waiting for the daemon to take a chunk
+/// (`None` while it is reading its input). A slow producer on stdin is
+/// not the daemon's fault; only time spent blocked on the daemon counts
+/// against the request deadline.
+#[derive(Debug, Clone, Default)]
+struct Blocked(Arc<Mutex<Option<Instant>>>);
+
+impl Blocked {
+    fn set(&self, since: Option<Instant>) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = since;
+        }
+    }
+
+    /// Resolves once the reader has been blocked on the daemon for longer
+    /// than the request deadline; never without a deadline.
+    async fn stalled(&self) -> Duration {
+        let Some(limit) = connect::deadline() else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let since = self.0.lock().ok().and_then(|slot| *slot);
+            if since.is_some_and(|since| since.elapsed() > limit) {
+                return limit;
+            }
+        }
+    }
 }
 
 /// A read error, with the sender kept alive so the stream does not end.
@@ -199,6 +248,7 @@ fn pump(
     mut reader: Box<dyn Read + Send>,
     sender: mpsc::Sender<AddContextRequest>,
     progress: Option<ProgressBar>,
+    blocked: &Blocked,
 ) -> Result<(), ReadFailed> {
     loop {
         let mut chunk = vec![0u8; CHUNK];
@@ -217,7 +267,10 @@ fn pump(
             part: Some(Part::Chunk(chunk)),
         };
         // A closed queue means the call already ended; its answer says why.
-        if sender.blocking_send(message).is_err() {
+        blocked.set(Some(Instant::now()));
+        let sent = sender.blocking_send(message);
+        blocked.set(None);
+        if sent.is_err() {
             return Ok(());
         }
         if filled < CHUNK {

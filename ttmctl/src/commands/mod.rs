@@ -94,49 +94,52 @@ pub async fn run(cli: Cli, ctx: &mut Ctx) -> Result<(), Failure> {
             agent,
             no_activate,
             request_id,
-        } => txns::create(ctx, description, target, agent, no_activate, request_id).await,
+        } => {
+            let request_id = request_id.unwrap_or_default();
+            txns::create(ctx, description, target, agent, no_activate, request_id).await
+        }
         Command::Active => txns::active(ctx).await,
         Command::Activate { id, guards } => txns::activate(ctx, &id, &guards).await,
-        Command::Dir { txn } => txns::dir(ctx, &txn.txn).await,
+        Command::Dir { txn } => txns::dir(ctx, txn.id()).await,
         Command::List { stage } => txns::list(ctx, stage).await,
-        Command::State { txn } => txns::state(ctx, &txn.txn).await,
-        Command::Status { txn, follow } => status::status(ctx, &txn.txn, follow).await,
+        Command::State { txn } => txns::state(ctx, txn.id()).await,
+        Command::Status { txn, follow } => status::status(ctx, txn.id(), follow).await,
         Command::Events {
             txn,
             event_type,
             from,
             follow,
-        } => streams::events(ctx, &txn.txn, event_type, from, follow).await,
+        } => streams::events(ctx, txn.id(), event_type, from, follow).await,
         Command::Watch => streams::watch(ctx).await,
         Command::Transition { stage, txn, guards } => {
-            mutate::transition(ctx, &txn.txn, stage, &guards).await
+            mutate::transition(ctx, txn.id(), stage, &guards).await
         }
-        Command::Commit { txn, guards } => mutate::commit(ctx, &txn.txn, &guards).await,
+        Command::Commit { txn, guards } => mutate::commit(ctx, txn.id(), &guards).await,
         Command::Fail {
             message,
             txn,
             guards,
-        } => mutate::fail(ctx, &txn.txn, message, &guards).await,
-        Command::Retry { to, txn, guards } => mutate::retry(ctx, &txn.txn, to, &guards).await,
+        } => mutate::fail(ctx, txn.id(), message, &guards).await,
+        Command::Retry { to, txn, guards } => mutate::retry(ctx, txn.id(), to, &guards).await,
         Command::Update { patch, txn, guards } => {
-            mutate::update(ctx, &txn.txn, &patch, &guards).await
+            mutate::update(ctx, txn.id(), &patch, &guards).await
         }
         Command::Event {
             event_type,
             data,
             txn,
             guards,
-        } => mutate::event(ctx, &txn.txn, event_type, data.as_deref(), &guards).await,
+        } => mutate::event(ctx, txn.id(), event_type, data.as_deref(), &guards).await,
         Command::Ctx(CtxCommand::Add {
             file,
             description,
             txn,
             guards,
-        }) => context::add(ctx, &txn.txn, &file, description, &guards).await,
-        Command::Ctx(CtxCommand::List { txn }) => context::list(ctx, &txn.txn).await,
-        Command::Ctx(CtxCommand::Env { txn }) => context::env(ctx, &txn.txn).await,
-        Command::Ctx(CtxCommand::Digest { txn }) => context::digest(ctx, &txn.txn).await,
-        Command::Resolve { txn, guards } => targets::resolve(ctx, &txn.txn, &guards).await,
+        }) => context::add(ctx, txn.id(), &file, description, &guards).await,
+        Command::Ctx(CtxCommand::List { txn }) => context::list(ctx, txn.id()).await,
+        Command::Ctx(CtxCommand::Env { txn }) => context::env(ctx, txn.id()).await,
+        Command::Ctx(CtxCommand::Digest { txn }) => context::digest(ctx, txn.id()).await,
+        Command::Resolve { txn, guards } => targets::resolve(ctx, txn.id(), &guards).await,
         Command::Connector { target } => targets::connector(ctx, target).await,
         Command::Top => top::top(ctx).await,
         Command::Completions { shell } => help::completions(ctx, shell),
@@ -160,7 +163,7 @@ fn preconditions(guards: &Guards) -> Option<Preconditions> {
     Some(Preconditions {
         expect_stage: guards.expect_stage.clone(),
         expect_seq: guards.expect_seq,
-        request_id: guards.request_id.clone(),
+        request_id: guards.request_id.clone().unwrap_or_default(),
     })
 }
 
