@@ -19,3 +19,9 @@ pub const ERROR: &str = "ttm-error";
 /// The value of [`ERROR`] when the daemon serves another tree than the one
 /// the request named: for this call, no daemon answered.
 pub const WRONG_TREE: &str = "wrong-tree";
+
+/// The value of [`ERROR`] on the UNAVAILABLE that ends a stream because
+/// ttmd is stopping: a restart explains it, so a follower reconnects and
+/// resumes instead of failing (UNAVAILABLE alone also means "the tree
+/// cannot be written").
+pub const SHUTTING_DOWN: &str = "shutting-down";

@@ -11,6 +11,7 @@ mod crash;
 mod daemon;
 mod deadlines;
 mod faults;
+mod follow_restart;
 mod fsm;
 mod golden;
 mod idempotency;

@@ -423,38 +423,3 @@ fn watch_reports_each_change_once() {
         "a change reported twice or an extra change"
     );
 }
-
-/// SIGTERM with followers connected: the daemon exits 0, and each follower
-/// (`events --follow`, `status --follow`, `watch`) ends with a message and
-/// a non-zero exit instead of hanging.
-#[test]
-fn sigterm_ends_followers_with_a_message() {
-    let mut d = Daemon::start_new();
-    let id = d.create("followed at shutdown");
-    let events = d.spawn_ctl(&["events", "--follow", "--json", "-t", &id]);
-    events.line(HANG);
-    events.line(HANG);
-    let status = d.spawn_ctl(&["status", "--follow", "--json", "-t", &id]);
-    status.json_line(HANG);
-    let watch = d.spawn_ctl(&["watch", "--json"]);
-    ttm_tests::sync_watch(&d, &watch);
-
-    d.stop(); // exit 0 within STOP_TIMEOUT, socket removed
-    for follower in [events, status, watch] {
-        let out = follower.wait(HANG);
-        assert!(
-            out.code() > 0,
-            "`{}` exited {} after the daemon stopped\nstderr: {}",
-            out.what,
-            out.status,
-            out.stderr
-        );
-        assert!(
-            out.stderr.starts_with("ttmctl: "),
-            "`{}`: no message: {:?}",
-            out.what,
-            out.stderr
-        );
-        out.stderr_has(&["shutting down"]);
-    }
-}

@@ -163,9 +163,13 @@ pub enum Command {
     Status {
         #[command(flatten)]
         txn: TxnArg,
-        /// Keep printing events until the transaction is DONE or FAIL.
+        /// Keep printing events until the transaction is DONE or FAIL
+        /// (across daemon restarts).
         #[arg(long, short = 'f')]
         follow: bool,
+        /// With --follow: give up after this long (exit 11), e.g. 90s, 30m.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "follow")]
+        timeout: Option<u64>,
     },
     /// Print the transaction's events.
     Events {
@@ -177,9 +181,13 @@ pub enum Command {
         /// First seq to print (inclusive).
         #[arg(long, value_name = "SEQ", default_value_t = 0)]
         from: u64,
-        /// Keep printing new events as they are written.
+        /// Keep printing new events as they are written (across daemon
+        /// restarts).
         #[arg(long, short = 'f')]
         follow: bool,
+        /// With --follow: stop after this long (exit 11), e.g. 90s, 30m.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "follow")]
+        timeout: Option<u64>,
     },
     /// Move the transaction to STAGE.
     Transition {

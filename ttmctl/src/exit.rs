@@ -12,6 +12,7 @@
 //! | 7 | ttmd unreachable, could not be started, or incompatible with this ttmctl |
 //! | 8 | RESOURCE_EXHAUSTED or UNAVAILABLE: disk full, read-only tree, a limit |
 //! | 9 | `status --follow`: the transaction ended in FAIL |
+//! | 11 | a wait ran out: `status --follow --timeout`, `events --follow --timeout` |
 
 use std::fmt;
 use std::io;
@@ -30,7 +31,8 @@ Exit codes:
   6  permission denied
   7  ttmd unreachable, failed to start, or incompatible with this ttmctl
   8  storage or limits: RESOURCE_EXHAUSTED / UNAVAILABLE
-  9  status --follow: the transaction ended in FAIL";
+  9  status --follow: the transaction ended in FAIL
+ 11  a wait ran out (--timeout of status/events --follow)";
 
 /// One row of the table above.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +47,7 @@ pub enum Exit {
     Unreachable = 7,
     Storage = 8,
     TxnFailed = 9,
+    WaitTimedOut = 11,
 }
 
 impl Exit {
@@ -62,6 +65,9 @@ pub struct Failure {
     pub message: String,
     /// The daemon did not know the RPC; the caller may add both versions.
     pub unimplemented: bool,
+    /// The connection broke or ttmd is stopping: a follow may reconnect
+    /// and go on (see `commands::follow`).
+    pub resumable: bool,
 }
 
 impl Failure {
@@ -70,6 +76,7 @@ impl Failure {
             exit,
             message: message.into(),
             unimplemented: false,
+            resumable: false,
         }
     }
 
@@ -183,10 +190,12 @@ pub fn from_status(status: &Status) -> Failure {
     // cause as `source`; one sent by ttmd never does. UNAVAILABLE from ttmd
     // means its tree cannot be written, from tonic that ttmd went away.
     if std::error::Error::source(status).is_some() {
-        return Failure::new(
+        let mut failure = Failure::new(
             Exit::Unreachable,
             format!("lost the connection to ttmd: {}", error_chain(status)),
         );
+        failure.resumable = true;
+        return failure;
     }
     // A daemon serving another tree is, for this call, no daemon at all.
     if status
@@ -198,6 +207,7 @@ pub fn from_status(status: &Status) -> Failure {
     }
     let mut failure = Failure::new(exit_for(status.code()), status_message(status));
     failure.unimplemented = status.code() == Code::Unimplemented;
+    failure.resumable = crate::commands::follow::restart_explains(status);
     failure
 }
 

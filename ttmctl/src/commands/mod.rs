@@ -4,6 +4,7 @@
 
 mod context;
 mod daemon;
+pub mod follow;
 mod help;
 mod mutate;
 mod status;
@@ -103,13 +104,18 @@ pub async fn run(cli: Cli, ctx: &mut Ctx) -> Result<(), Failure> {
         Command::Dir { txn } => txns::dir(ctx, txn.id()).await,
         Command::List { stage } => txns::list(ctx, stage).await,
         Command::State { txn } => txns::state(ctx, txn.id()).await,
-        Command::Status { txn, follow } => status::status(ctx, txn.id(), follow).await,
+        Command::Status {
+            txn,
+            follow,
+            timeout,
+        } => status::status(ctx, txn.id(), follow, timeout).await,
         Command::Events {
             txn,
             event_type,
             from,
             follow,
-        } => streams::events(ctx, txn.id(), event_type, from, follow).await,
+            timeout,
+        } => streams::events(ctx, txn.id(), event_type, from, follow, timeout).await,
         Command::Watch => streams::watch(ctx).await,
         Command::Transition { stage, txn, guards } => {
             mutate::transition(ctx, txn.id(), stage, &guards).await

@@ -4,14 +4,14 @@
 use std::collections::VecDeque;
 
 use serde_json::{Value, json};
-use tonic::Streaming;
 use ttm_core::event::{Body, Event as Typed};
 use ttm_core::fsm::{DONE, FAIL};
 use ttm_proto::v1::events_response::Kind;
 use ttm_proto::v1::{
-    Event, EventsRequest, EventsResponse, GetStateRequest, ListContextRequest, TxnRef, TxnState,
+    ContextFile, Event, EventsRequest, GetStateRequest, ListContextRequest, TxnState,
 };
 
+use super::follow::{self, EventFollow};
 use super::streams::print_event;
 use super::{Ctx, required, state_value};
 use crate::connect::Daemon;
@@ -36,111 +36,137 @@ enum End {
 /// `--json`: `{"state": {...}, "ctx": [...], "events": [...]}` (pretty);
 /// with `--follow` that document on one line, then each new event's line
 /// from events.ndjson, one per line.
-pub async fn status(ctx: &mut Ctx, id: &str, follow: bool) -> Result<(), Failure> {
+pub async fn status(
+    ctx: &mut Ctx,
+    id: &str,
+    follow: bool,
+    timeout: Option<u64>,
+) -> Result<(), Failure> {
+    let until = follow::give_up_at(timeout);
     let mut daemon = ctx.daemon().await?;
-    let request = GetStateRequest { txn: ctx.txn(id) };
-    let state = required(
-        daemon
-            .call(async move |c| c.get_state(request).await)
-            .await?
-            .state,
-    )?;
-    // From here on the resolved id, not "the active one", which may change.
-    let txn = Some(TxnRef {
-        module: ctx.module.clone(),
-        txn_id: state.txn_id.clone(),
-    });
-    let request = ListContextRequest { txn: txn.clone() };
-    let context = daemon
-        .call(async move |c| c.list_context(request).await)
-        .await?;
-    let digest = if state.ctx_digest.is_empty() {
-        context.ctx_digest.clone()
-    } else {
-        state.ctx_digest.clone()
-    };
-    let ended = end_of(&state);
+    let mut view = View::load(ctx, &mut daemon, id, follow).await?;
+    let ended = end_of(&view.state);
     let following = follow && ended.is_none();
 
     // Events are numbered by line, so the last five of the state's view
     // start at seq - 4; one stream serves the summary and the follow.
+    // From here on the resolved id, not "the active one", which may change.
     let request = EventsRequest {
-        txn,
-        from_seq: state.seq.saturating_sub(RECENT as u64 - 1).max(1),
+        txn: ctx.txn(&view.state.txn_id),
+        from_seq: view.state.seq.saturating_sub(RECENT as u64 - 1).max(1),
         event: String::new(),
         follow: following,
     };
-    let mut stream = daemon.call(async move |c| c.events(request).await).await?;
-
-    let mut recent: VecDeque<Event> = VecDeque::new();
-    // Whether the summary is out and events now print as they come.
-    let mut live = false;
-    while let Some(kind) = next(&mut daemon, &mut stream).await? {
-        match kind {
-            Kind::Event(event) if !live && (!following || event.seq <= state.seq) => {
-                recent.push_back(event);
-                if recent.len() > RECENT {
-                    recent.pop_front();
-                }
-            }
-            Kind::Event(event) => {
-                if !live {
-                    print_summary(ctx, &state, &context.files, &digest, &recent, follow)?;
-                    live = true;
-                }
-                print_event(ctx, &event)?;
-                ctx.out.flush()?;
-                if event.seq > state.seq
-                    && let Some(end) = end_of_event(&event)
-                {
-                    return finish(ctx, &state.txn_id, end);
-                }
-            }
-            // The replay is over: whatever comes next is new.
-            Kind::CaughtUp(_) | Kind::Heartbeat(_) => {
-                if following && !live {
-                    print_summary(ctx, &state, &context.files, &digest, &recent, follow)?;
-                    live = true;
-                }
-            }
+    let mut events = EventFollow::start(daemon, ctx.socket.clone(), request).await?;
+    loop {
+        let txn_id = &view.state.txn_id;
+        let next = follow::within(until, events.next(), || {
+            format!("{txn_id} had not finished")
+        });
+        let Some(kind) = next.await? else {
+            break;
+        };
+        if let Some(end) = view.take(ctx, kind, following)? {
+            return finish(ctx, &view.state.txn_id, end);
         }
     }
-    if !live {
-        print_summary(ctx, &state, &context.files, &digest, &recent, follow)?;
-    }
+    view.summary_once(ctx)?;
     match ended {
-        Some(end) if follow => finish(ctx, &state.txn_id, end),
+        Some(end) if follow => finish(ctx, &view.state.txn_id, end),
         _ if following => Err(Failure::other(format!(
             "the event stream of {} ended before the transaction did",
-            state.txn_id
+            view.state.txn_id
         ))),
         _ => Ok(()),
     }
 }
 
-/// The next message of an events stream; `None` when the daemon ended it.
-async fn next(
-    daemon: &mut Daemon,
-    stream: &mut Streaming<EventsResponse>,
-) -> Result<Option<Kind>, Failure> {
-    loop {
-        match stream.message().await {
-            Ok(Some(EventsResponse { kind: Some(kind) })) => return Ok(Some(kind)),
-            Ok(Some(_)) => {}
-            Ok(None) => return Ok(None),
-            Err(status) => return Err(daemon.explain(status).await),
+/// What `status` shows: the state, its ctx, the latest events until the
+/// summary is printed, then each new event.
+struct View {
+    state: TxnState,
+    files: Vec<ContextFile>,
+    digest: String,
+    recent: VecDeque<Event>,
+    /// The summary is out and events now print as they come.
+    live: bool,
+    follow: bool,
+}
+
+impl View {
+    async fn load(ctx: &Ctx, daemon: &mut Daemon, id: &str, follow: bool) -> Result<View, Failure> {
+        let request = GetStateRequest { txn: ctx.txn(id) };
+        let reply = daemon
+            .call(async move |c| c.get_state(request).await)
+            .await?;
+        let state = required(reply.state)?;
+        let request = ListContextRequest {
+            txn: ctx.txn(&state.txn_id),
+        };
+        let context = daemon
+            .call(async move |c| c.list_context(request).await)
+            .await?;
+        let digest = if state.ctx_digest.is_empty() {
+            context.ctx_digest
+        } else {
+            state.ctx_digest.clone()
+        };
+        Ok(View {
+            state,
+            files: context.files,
+            digest,
+            recent: VecDeque::new(),
+            live: false,
+            follow,
+        })
+    }
+
+    /// One message of the stream; `Some` once a new event ended the
+    /// transaction.
+    fn take(&mut self, ctx: &mut Ctx, kind: Kind, following: bool) -> Result<Option<End>, Failure> {
+        match kind {
+            Kind::Event(event) if !self.live && (!following || event.seq <= self.state.seq) => {
+                self.recent.push_back(event);
+                if self.recent.len() > RECENT {
+                    self.recent.pop_front();
+                }
+            }
+            Kind::Event(event) => {
+                self.summary_once(ctx)?;
+                print_event(ctx, &event)?;
+                ctx.out.flush()?;
+                if event.seq > self.state.seq {
+                    return Ok(end_of_event(&event));
+                }
+            }
+            // The replay is over: whatever comes next is new.
+            Kind::CaughtUp(_) | Kind::Heartbeat(_) => {
+                if following {
+                    self.summary_once(ctx)?;
+                }
+            }
         }
+        Ok(None)
+    }
+
+    fn summary_once(&mut self, ctx: &mut Ctx) -> Result<(), Failure> {
+        if !self.live {
+            self.live = true;
+            print_summary(ctx, self)?;
+        }
+        Ok(())
     }
 }
 
-fn print_summary(
-    ctx: &mut Ctx,
-    state: &TxnState,
-    files: &[ttm_proto::v1::ContextFile],
-    digest: &str,
-    recent: &VecDeque<Event>,
-    follow: bool,
-) -> Result<(), Failure> {
+fn print_summary(ctx: &mut Ctx, view: &View) -> Result<(), Failure> {
+    let View {
+        state,
+        files,
+        digest,
+        recent,
+        follow,
+        ..
+    } = view;
     if ctx.json {
         let events = recent
             .iter()
@@ -151,7 +177,7 @@ fn print_summary(
             "ctx": files.iter().map(render::ctx_file_json).collect::<Vec<_>>(),
             "events": events,
         });
-        if follow {
+        if *follow {
             ctx.out.json_line(&document)?;
         } else {
             ctx.out.json(&document)?;

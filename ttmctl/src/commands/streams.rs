@@ -4,49 +4,66 @@ use std::io::{IsTerminal, Write};
 
 use serde_json::json;
 use ttm_proto::v1::events_response::Kind;
-use ttm_proto::v1::{Event, EventsRequest, WatchRequest};
+use ttm_proto::v1::{Event, EventsRequest, GetStateRequest, WatchRequest};
 
-use super::Ctx;
+use super::follow::{self, EventFollow, WatchFollow};
+use super::{Ctx, required};
 use crate::exit::Failure;
 use crate::render;
 
 /// Human: one `render::event_line` per event. `--json`: each event's line
-/// from events.ndjson, verbatim. Ends when the daemon ends the stream
-/// (at once without `--follow`).
+/// from events.ndjson, verbatim. Ends when the daemon ends the stream (at
+/// once without `--follow`); a follow rides out daemon restarts and ends
+/// only on an error a restart does not explain, or on `--timeout` (exit 11).
 pub async fn events(
     ctx: &mut Ctx,
     id: &str,
     event_type: String,
     from: u64,
     follow: bool,
+    timeout: Option<u64>,
 ) -> Result<(), Failure> {
+    let until = follow::give_up_at(timeout);
+    let mut daemon = ctx.daemon().await?;
+    // A follow pins the transaction: "the active one" may be another
+    // after a reconnect.
+    let txn = if follow && id.is_empty() {
+        let request = GetStateRequest { txn: ctx.txn(id) };
+        let state = daemon
+            .call(async move |c| c.get_state(request).await)
+            .await?;
+        ctx.txn(&required(state.state)?.txn_id)
+    } else {
+        ctx.txn(id)
+    };
+    let shown = txn.as_ref().map(|t| t.txn_id.clone()).unwrap_or_default();
     let request = EventsRequest {
-        txn: ctx.txn(id),
+        txn,
         from_seq: from,
         event: event_type,
         follow,
     };
-    let mut daemon = ctx.daemon().await?;
-    let mut stream = daemon.call(async move |c| c.events(request).await).await?;
+    let mut events = EventFollow::start(daemon, ctx.socket.clone(), request).await?;
     loop {
-        let message = match stream.message().await {
-            Ok(Some(message)) => message,
-            Ok(None) => return Ok(()),
-            Err(status) => return Err(daemon.explain(status).await),
+        let next = follow::within(until, events.next(), || {
+            format!("{shown} was still being followed")
+        });
+        let Some(message) = next.await? else {
+            return Ok(());
         };
-        match message.kind {
-            Some(Kind::Event(event)) => {
+        match message {
+            Kind::Event(event) => {
                 print_event(ctx, &event)?;
                 if follow {
                     ctx.out.flush()?;
                 }
             }
-            Some(Kind::CaughtUp(caught_up)) => {
+            Kind::CaughtUp(caught_up) => {
                 if follow && !ctx.json {
                     note(ctx, &format!("-- caught up at seq {} --", caught_up.seq))?;
                 }
             }
-            Some(Kind::Heartbeat(_)) | None => {}
+            Kind::Heartbeat(_) => {}
         }
     }
 }
@@ -76,19 +93,15 @@ fn note(ctx: &mut Ctx, text: &str) -> Result<(), Failure> {
 
 /// Human: one `render::watch_line` per change. `--json`: one object per line
 /// `{"kind","module","txn_id","from","to","seq","ts"}`. Heartbeats are not
-/// printed. Runs until interrupted or the daemon ends the stream.
+/// printed. Runs until interrupted, across daemon restarts.
 pub async fn watch(ctx: &mut Ctx) -> Result<(), Failure> {
     let request = WatchRequest {
         module: ctx.module.clone(),
     };
-    let mut daemon = ctx.daemon().await?;
-    let mut stream = daemon.call(async move |c| c.watch(request).await).await?;
+    let daemon = ctx.daemon().await?;
+    let mut changes = WatchFollow::start(daemon, ctx.socket.clone(), request).await?;
     loop {
-        let change = match stream.message().await {
-            Ok(Some(change)) => change,
-            Ok(None) => return Ok(()),
-            Err(status) => return Err(daemon.explain(status).await),
-        };
+        let change = changes.next().await?;
         if change.heartbeat.is_some() {
             continue;
         }

@@ -19,13 +19,19 @@ pub fn to_status(err: Error) -> Status {
     if noteworthy {
         tracing::warn!(error = %err, "request failed");
     }
+    // The code alone is ambiguous for these two; the marker lets ttmctl
+    // tell "wrong daemon" (its own exit code) and "stopping" (a follower
+    // resumes after the restart) apart from the other uses of the code.
+    let marker = match err {
+        Error::WrongTree(_) => Some(ttm_proto::headers::WRONG_TREE),
+        Error::ShuttingDown => Some(ttm_proto::headers::SHUTTING_DOWN),
+        _ => None,
+    };
     let mut status = Status::new(code, err.to_string());
-    if matches!(err, Error::WrongTree(_)) {
-        // FAILED_PRECONDITION alone is ambiguous; the marker lets ttmctl
-        // tell "wrong daemon" apart and answer with its own exit code.
+    if let Some(marker) = marker {
         status.metadata_mut().insert(
             ttm_proto::headers::ERROR,
-            MetadataValue::from_static(ttm_proto::headers::WRONG_TREE),
+            MetadataValue::from_static(marker),
         );
     }
     status
@@ -116,7 +122,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_wrong_tree_carries_the_marker() {
+    fn only_a_wrong_tree_and_a_shutdown_carry_a_marker() {
         let marker = |s: &Status| {
             s.metadata()
                 .get(ttm_proto::headers::ERROR)
@@ -128,7 +134,13 @@ mod tests {
             marker(&wrong).as_deref(),
             Some(ttm_proto::headers::WRONG_TREE)
         );
+        assert_eq!(
+            marker(&to_status(Error::ShuttingDown)).as_deref(),
+            Some(ttm_proto::headers::SHUTTING_DOWN)
+        );
         assert_eq!(marker(&to_status(Error::ApiMismatch("x".into()))), None);
         assert_eq!(marker(&to_status(Error::Refused("x".into()))), None);
+        let disk = Error::io("appending to", "/t", std::io::Error::from_raw_os_error(30));
+        assert_eq!(marker(&to_status(disk)), None, "read-only tree: no resume");
     }
 }
