@@ -118,53 +118,16 @@ pub async fn add(
     let bar = progress.clone();
     let blocked = Blocked::default();
     let pump_blocked = blocked.clone();
-    let mut reader =
+    let reader =
         tokio::task::spawn_blocking(move || pump(source.reader, sender, bar, &pump_blocked));
-    let mut call = Box::pin(
-        daemon.call_unbounded(async move |c| c.add_context(ReceiverStream::new(receiver)).await),
-    );
-
-    let finished = tokio::select! {
-        reply = &mut call => Finished::Call(reply),
-        read = &mut reader => Finished::Reader(read),
-        waited = blocked.stalled() => Finished::Stalled(waited),
+    let call =
+        daemon.call_unbounded(async move |c| c.add_context(ReceiverStream::new(receiver)).await);
+    let upload = Upload {
+        shown: &source.shown,
+        socket: &socket,
+        progress: progress.as_ref(),
     };
-    let reply = match finished {
-        Finished::Call(reply) => reply,
-        Finished::Reader(Ok(Ok(()))) => {
-            if let Some(bar) = &progress {
-                bar.set_message("waiting for ttmd to store it");
-            }
-            match connect::deadline() {
-                Some(limit) => tokio::time::timeout(limit, call)
-                    .await
-                    .unwrap_or_else(|_| Err(connect::no_answer(&socket, limit))),
-                None => call.await,
-            }
-        }
-        Finished::Reader(Ok(Err(ReadFailed { error, sender }))) => {
-            // The request stream must never end cleanly after a failed
-            // read, or the daemon would store a truncated file. Cancel the
-            // call first, then leak the sender so the stream stays open
-            // until the process exits and the connection drops mid-stream.
-            drop(call);
-            std::mem::forget(sender);
-            Err(Failure::other(format!(
-                "cannot read {}: {error}",
-                source.shown
-            )))
-        }
-        Finished::Reader(Err(join)) => {
-            drop(call);
-            Err(Failure::other(format!(
-                "reading {} stopped: {join}",
-                source.shown
-            )))
-        }
-        // The stream is left open (the reader still holds the sender), so
-        // the daemon sees the connection drop mid-upload and stores nothing.
-        Finished::Stalled(waited) => Err(connect::no_answer(&socket, waited)),
-    };
+    let reply = upload.settle(call, reader, blocked).await;
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
@@ -204,6 +167,64 @@ enum Finished {
     Reader(Result<Result<(), ReadFailed>, tokio::task::JoinError>),
     /// The daemon took no bytes for this long.
     Stalled(Duration),
+}
+
+/// An upload under way: what the messages need to name.
+struct Upload<'a> {
+    shown: &'a str,
+    socket: &'a Path,
+    progress: Option<&'a ProgressBar>,
+}
+
+impl Upload<'_> {
+    /// Waits for whichever ends first: the call (ttmd answered, maybe
+    /// refusing), the reader (then the answer, within the deadline), or
+    /// the daemon taking no bytes for longer than the deadline.
+    async fn settle(
+        &self,
+        call: impl Future<Output = Result<AddContextResponse, Failure>>,
+        mut reader: tokio::task::JoinHandle<Result<(), ReadFailed>>,
+        blocked: Blocked,
+    ) -> Result<AddContextResponse, Failure> {
+        let mut call = std::pin::pin!(call);
+        let finished = tokio::select! {
+            reply = &mut call => Finished::Call(reply),
+            read = &mut reader => Finished::Reader(read),
+            waited = blocked.stalled() => Finished::Stalled(waited),
+        };
+        match finished {
+            Finished::Call(reply) => reply,
+            Finished::Reader(Ok(Ok(()))) => {
+                if let Some(bar) = self.progress {
+                    bar.set_message("waiting for ttmd to store it");
+                }
+                match connect::deadline() {
+                    Some(limit) => tokio::time::timeout(limit, call)
+                        .await
+                        .unwrap_or_else(|_| Err(connect::no_answer(self.socket, limit))),
+                    None => call.await,
+                }
+            }
+            Finished::Reader(Ok(Err(ReadFailed { error, sender }))) => {
+                // The request stream must never end cleanly after a failed
+                // read, or the daemon would store a truncated file. Leak
+                // the sender so the stream stays open until the process
+                // exits and the connection drops mid-stream (the call is
+                // dropped, cancelled, when this returns).
+                std::mem::forget(sender);
+                let shown = self.shown;
+                Err(Failure::other(format!("cannot read {shown}: {error}")))
+            }
+            Finished::Reader(Err(join)) => {
+                let shown = self.shown;
+                Err(Failure::other(format!("reading {shown} stopped: {join}")))
+            }
+            // The stream is left open (the reader still holds the sender),
+            // so the daemon sees the connection drop mid-upload and stores
+            // nothing.
+            Finished::Stalled(waited) => Err(connect::no_answer(self.socket, waited)),
+        }
+    }
 }
 
 /// Since when the reader has been waiting for the daemon to take a chunk

@@ -1,4 +1,6 @@
-//! Store tests on real temporary directories.
+//! Store tests on real temporary directories. (Over 500 lines on purpose:
+//! one test per behaviour of the store, sharing the fixtures at the top;
+//! no production code lives here.)
 
 use std::fs;
 use std::io::Write;

@@ -12,7 +12,7 @@ use ratatui::widgets::{
 use ttm_core::event::{Body, Event as Typed};
 use ttm_proto::v1::Event;
 
-use super::app::{App, Link, Mode};
+use super::app::{App, Link, Mode, Row};
 use crate::render;
 use crate::term::{self, StageKind, Tone};
 
@@ -33,6 +33,7 @@ pub fn draw(frame: &mut Frame, app: &App, now: DateTime<Utc>) {
 }
 
 /// Styles that collapse to nothing when colour is off.
+#[derive(Debug, Clone, Copy)]
 struct Look {
     color: bool,
 }
@@ -157,30 +158,7 @@ fn draw_table(frame: &mut Frame, app: &App, area: Rect, now: DateTime<Utc>) {
         .max()
         .unwrap_or(0)
         .clamp(8, 48) as u16;
-    let rows = visible.iter().map(|row| {
-        let s = &row.state;
-        let last = row
-            .last_event
-            .as_ref()
-            .map(last_event_text)
-            .unwrap_or_default();
-        let id = if s.active {
-            Span::styled(
-                format!("* {}", s.txn_id),
-                Style::new().add_modifier(Modifier::BOLD),
-            )
-        } else {
-            Span::raw(format!("  {}", s.txn_id))
-        };
-        TableRow::new(vec![
-            Cell::from(id),
-            Cell::from(Span::styled(s.stage.clone(), look.stage(&s.stage))),
-            Cell::from(Line::from(s.iteration.to_string()).right_aligned()),
-            Cell::from(age(&s.created, now)),
-            Cell::from(term::relative(&s.last_checkpoint, now)),
-            Cell::from(last),
-        ])
-    });
+    let rows = visible.iter().map(|row| table_row(row, look, now));
     let header = TableRow::new(vec![
         "  ID",
         "STAGE",
@@ -212,20 +190,52 @@ fn draw_table(frame: &mut Frame, app: &App, area: Rect, now: DateTime<Utc>) {
     let mut state = TableState::default().with_selected(app.selected_index());
     frame.render_stateful_widget(table, area, &mut state);
     if visible.is_empty() {
-        let note = match (&app.link, &app.filter) {
-            (Link::Connecting, _) => "waiting for ttmd…".to_owned(),
-            (_, Some(stage)) => format!("no transaction in stage {stage} (a: show all)"),
-            _ => format!("no transactions in module {} yet", app.module),
-        };
-        let inner = Rect {
-            x: area.x + 2,
-            y: area.y + 2,
-            width: area.width.saturating_sub(4),
-            height: 1,
-        };
-        if area.height > 3 {
-            frame.render_widget(Paragraph::new(note).style(look.dim()), inner);
-        }
+        draw_empty_note(frame, app, area, look);
+    }
+}
+
+/// One transaction's row: `*` and bold for the active one, the stage
+/// coloured, times relative, the latest event as text.
+fn table_row(row: &Row, look: Look, now: DateTime<Utc>) -> TableRow<'static> {
+    let s = &row.state;
+    let last = row
+        .last_event
+        .as_ref()
+        .map(last_event_text)
+        .unwrap_or_default();
+    let id = if s.active {
+        Span::styled(
+            format!("* {}", s.txn_id),
+            Style::new().add_modifier(Modifier::BOLD),
+        )
+    } else {
+        Span::raw(format!("  {}", s.txn_id))
+    };
+    TableRow::new(vec![
+        Cell::from(id),
+        Cell::from(Span::styled(s.stage.clone(), look.stage(&s.stage))),
+        Cell::from(Line::from(s.iteration.to_string()).right_aligned()),
+        Cell::from(age(&s.created, now)),
+        Cell::from(term::relative(&s.last_checkpoint, now)),
+        Cell::from(last),
+    ])
+}
+
+/// Why the table is empty, inside its frame.
+fn draw_empty_note(frame: &mut Frame, app: &App, area: Rect, look: Look) {
+    let note = match (&app.link, &app.filter) {
+        (Link::Connecting, _) => "waiting for ttmd…".to_owned(),
+        (_, Some(stage)) => format!("no transaction in stage {stage} (a: show all)"),
+        _ => format!("no transactions in module {} yet", app.module),
+    };
+    let inner = Rect {
+        x: area.x + 2,
+        y: area.y + 2,
+        width: area.width.saturating_sub(4),
+        height: 1,
+    };
+    if area.height > 3 {
+        frame.render_widget(Paragraph::new(note).style(look.dim()), inner);
     }
 }
 
