@@ -186,6 +186,32 @@ impl State {
         s
     }
 
+    /// Refuses `body` if folding it would make `state.json` larger than
+    /// `limit` bytes (`limits.state`): only user fields and error texts
+    /// grow a state, so only those changes pay for the trial fold.
+    pub fn check_size(&self, body: &Body, limit: usize) -> Result<(), crate::Error> {
+        if !matches!(body, Body::Updated { .. } | Body::Fail { .. }) {
+            return Ok(());
+        }
+        let mut next = self.clone();
+        let line = Logged {
+            ts: Some(self.last_checkpoint.clone()),
+            request_id: None,
+            event: Event::Body(body.clone()),
+        };
+        next.apply_logged(self.seq + 1, &line);
+        let size = next.to_pretty_json().len();
+        if size <= limit {
+            return Ok(());
+        }
+        Err(crate::Error::StateTooLarge(format!(
+            "this change would make the state.json of {} {size} bytes, over the limit of \
+             {limit} bytes (limits.state in ttmd.toml); nothing was written. Keep large \
+             data in ctx files (`ttmctl ctx add`) and put only references in the state",
+            self.txn_id
+        )))
+    }
+
     /// Whether the transaction is DONE or FAIL.
     pub fn is_terminal(&self) -> bool {
         super::fsm::is_terminal(&self.stage)

@@ -1,0 +1,105 @@
+//! No reply outgrows what standard gRPC clients accept by default (4 MiB):
+//! `List` answers in pages that grpcio and ttmctl follow to the end, and a
+//! change that would make a state (which replies carry) larger than
+//! `limits.state` is refused before anything is written.
+
+use std::path::Path;
+
+use ttm_tests::{Daemon, STALL, read_events, run_watched, tree_activity};
+
+/// As many transactions as make the old single `List` reply pass 4 MiB:
+/// each row carries its ~60 KB description (twice in full rows).
+const TXNS: usize = 80;
+
+fn big_module(daemon: &Daemon) -> Vec<String> {
+    let description = "d".repeat(60_000);
+    (0..TXNS)
+        .map(|_| {
+            daemon
+                .ctl(&["create", "--no-activate", &description])
+                .ok()
+                .trim()
+                .to_owned()
+        })
+        .collect()
+}
+
+fn grpcio_list(python: &Path, daemon: &Daemon) -> String {
+    let mut cmd = ttm_tests::clean_command(python);
+    cmd.arg(ttm_tests::repo_root().join("tests/py/grpcio_cases.py"))
+        .arg(&daemon.socket)
+        .args(["ttm", "list"])
+        .env("TETRA_DIR", &daemon.root)
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    run_watched(cmd, None, STALL, || tree_activity(&daemon.root)).ok()
+}
+
+#[test]
+fn a_module_whose_listing_passes_4_mib_is_listed_whole_in_pages() {
+    let daemon = Daemon::start_new();
+    let ids = big_module(&daemon);
+
+    // ttmctl follows the pages: every row, oldest first, as before.
+    let table = daemon.ctl(&["list"]).ok();
+    let listed: Vec<&str> = table
+        .lines()
+        .filter_map(|l| l.split_whitespace().find(|w| ids.iter().any(|id| id == w)))
+        .collect();
+    assert_eq!(listed, ids, "ttmctl list rows");
+    let json = daemon.ctl(&["list", "--json"]).json();
+    let rows: Vec<&str> = json["txns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["txn_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(rows, ids, "ttmctl list --json rows");
+    let completed = daemon.ctl(&["__txn-ids"]).ok();
+    assert_eq!(completed.lines().count(), TXNS, "completion ids");
+
+    // grpcio with its default 4 MiB receive limit.
+    let Some(python) = crate::languages::python() else {
+        return;
+    };
+    let out = grpcio_list(&python, &daemon);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some(format!("full {TXNS}").as_str()), "{out}");
+    assert_eq!(
+        lines.next(),
+        Some(format!("brief {TXNS}").as_str()),
+        "{out}"
+    );
+    assert_eq!(lines.collect::<Vec<_>>(), ids, "grpcio rows");
+}
+
+#[test]
+fn an_update_past_the_state_limit_is_refused_and_writes_nothing() {
+    let daemon = Daemon::start_with_args(&["--limit-state", "200000"]);
+    let id = daemon.create("big state");
+    let dir = daemon.txn_dir("ttm", &id);
+    let patch = |key: &str| format!("{{\"{key}\": \"{}\"}}", "v".repeat(120_000));
+    daemon
+        .ctl_stdin(&["update", "-", "-t", &id], patch("a").as_bytes())
+        .ok();
+    let state_before = std::fs::read(dir.join("state.json")).unwrap();
+    let events_before = read_events(&dir).len();
+
+    let out = daemon.ctl_stdin(&["update", "-", "-t", &id], patch("b").as_bytes());
+    out.expect_code(8)
+        .stderr_has(&["limits.state", "200000", "nothing was written"]);
+    assert_eq!(std::fs::read(dir.join("state.json")).unwrap(), state_before);
+    assert_eq!(
+        read_events(&dir).len(),
+        events_before,
+        "an event was logged"
+    );
+    // A failure's error text grows the state too, and is bounded alike.
+    let error = "e".repeat(120_000);
+    daemon
+        .ctl(&["fail", &error, "-t", &id])
+        .expect_code(8)
+        .stderr_has(&["limits.state"]);
+    assert_eq!(read_events(&dir).len(), events_before);
+    // Smaller changes still go through.
+    daemon.ctl(&["update", "{\"small\": 1}", "-t", &id]).ok();
+}
