@@ -103,3 +103,41 @@ fn an_update_past_the_state_limit_is_refused_and_writes_nothing() {
     // Smaller changes still go through.
     daemon.ctl(&["update", "{\"small\": 1}", "-t", &id]).ok();
 }
+
+/// Another program may append a line of any size to events.ndjson; the
+/// `Events` stream sends a note in its place rather than a message no
+/// standard client accepts, and the lines after it still arrive.
+#[test]
+fn a_huge_line_appended_by_another_program_does_not_break_events() {
+    let daemon = Daemon::start_new();
+    let id = daemon.create("huge line");
+    let dir = daemon.txn_dir("ttm", &id);
+    let n = read_events(&dir).len() as u64;
+    let line = format!(
+        "{{\"event\":\"note\",\"ts\":\"2025-10-18T14:30:22Z\",\"blob\":\"{}\"}}\n",
+        "b".repeat(5 * 1024 * 1024)
+    );
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("events.ndjson"))
+        .unwrap();
+    std::io::Write::write_all(&mut log, line.as_bytes()).unwrap();
+    drop(log);
+    let folded = ttm_tests::wait_until(STALL, || {
+        daemon.ctl(&["state", "-t", &id]).json()["seq"] == n + 1
+    });
+    assert!(folded, "the appended line was never folded in");
+    daemon.ctl(&["event", "after", "-t", &id]).ok();
+
+    let out = daemon.ctl(&["--json", "events", "-t", &id]).ok();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len() as u64, n + 2, "{out:.2000}");
+    let note = &lines[n as usize];
+    assert_eq!(note["seq"], n + 1, "{note}");
+    assert_eq!(note["event"], "note", "{note}");
+    assert_eq!(note["ttm_omitted_bytes"], line.len() - 1, "{note}");
+    assert_eq!(lines[n as usize + 1]["event"], "after");
+}
