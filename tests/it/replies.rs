@@ -141,3 +141,45 @@ fn a_huge_line_appended_by_another_program_does_not_break_events() {
     assert_eq!(note["ttm_omitted_bytes"], line.len() - 1, "{note}");
     assert_eq!(lines[n as usize + 1]["event"], "after");
 }
+
+/// `ListContext` pages like `List`: ctx/ of a transaction with so many (and
+/// so long) file names that one reply would pass 4 MiB is listed whole by
+/// ttmctl and by grpcio with its default limits.
+#[test]
+fn a_ctx_listing_that_passes_4_mib_is_listed_whole_in_pages() {
+    const FILES: usize = 10_000;
+    let mut daemon = Daemon::start_new();
+    let id = daemon.create("many files");
+    daemon.stop();
+    // Files put into ctx/ by hand are listed too; empty ones cost no disk.
+    let ctx = daemon.txn_dir("ttm", &id).join("ctx");
+    let long = "n".repeat(200);
+    for i in 0..FILES {
+        std::fs::File::create(ctx.join(format!("{}_{long}.txt", 100 + 10 * i))).unwrap();
+    }
+    daemon.start();
+
+    let json = daemon.ctl(&["--json", "ctx", "list", "-t", &id]).json();
+    let files = json.as_array().unwrap();
+    assert_eq!(files.len(), FILES + 2, "ttmctl ctx list --json");
+    let numbers: Vec<u64> = files
+        .iter()
+        .map(|f| f["number"].as_u64().unwrap())
+        .collect();
+    let mut sorted = numbers.clone();
+    sorted.sort_unstable();
+    assert_eq!(numbers, sorted, "numeric order across pages");
+    assert_eq!(files[FILES + 1]["evidence_index"], FILES as u64);
+
+    let Some(python) = crate::languages::python() else {
+        return;
+    };
+    let mut cmd = ttm_tests::clean_command(&python);
+    cmd.arg(ttm_tests::repo_root().join("tests/py/grpcio_cases.py"))
+        .arg(&daemon.socket)
+        .args(["ttm", "list-context", &id])
+        .env("TETRA_DIR", &daemon.root)
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    let out = run_watched(cmd, None, STALL, || tree_activity(&daemon.root)).ok();
+    assert_eq!(out.trim(), format!("files {}", FILES + 2));
+}

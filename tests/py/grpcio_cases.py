@@ -11,6 +11,8 @@ default limits (4 MiB receive).
     grpcio_cases.py SOCKET MODULE list
         every transaction, full rows then brief, following pages; prints
         "full N", "brief N", then the ids, one a line.
+    grpcio_cases.py SOCKET MODULE list-context TXN_ID
+        every ctx file, following pages; prints "files N".
 """
 
 import os
@@ -89,6 +91,18 @@ def list_all(stub, pb, meta, module):
         print(row.txn_id)
 
 
+def list_context(stub, pb, meta, txn):
+    files, token = [], ""
+    while True:
+        page = stub.ListContext(pb.ListContextRequest(txn=txn, page_token=token),
+                                metadata=meta, timeout=WAIT)
+        files.extend(page.files)
+        token = page.next_page_token
+        if not token:
+            break
+    print(f"files {len(files)}")
+
+
 def main():
     socket, module, case, *rest = sys.argv[1:]
     with tempfile.TemporaryDirectory(prefix="ttm-py-") as scratch:
@@ -100,6 +114,8 @@ def main():
             cancel(stub, pb, meta, txn, rest[1], int(rest[2]))
         elif case == "half-close":
             half_close(stub, pb, meta, pb.TxnRef(module=module, txn_id=rest[0]))
+        elif case == "list-context":
+            list_context(stub, pb, meta, pb.TxnRef(module=module, txn_id=rest[0]))
         elif case == "list":
             list_all(stub, pb, meta, module)
         else:

@@ -14,7 +14,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use ttm_proto::v1::add_context_request::Part;
 use ttm_proto::v1::{
     AddContextEnd, AddContextHeader, AddContextRequest, AddContextResponse, ContextFile,
-    ListContextRequest,
 };
 
 use super::{Ctx, preconditions};
@@ -324,11 +323,8 @@ fn print_added(ctx: &mut Ctx, reply: &AddContextResponse) -> Result<(), Failure>
 }
 
 async fn list_files(ctx: &Ctx, id: &str) -> Result<(Vec<ContextFile>, String), Failure> {
-    let request = ListContextRequest { txn: ctx.txn(id) };
     let mut daemon = ctx.daemon().await?;
-    let reply = daemon
-        .call(async move |c| c.list_context(request).await)
-        .await?;
+    let reply = super::pages::ctx_files(&mut daemon, ctx.txn(id)).await?;
     Ok((reply.files, reply.ctx_digest))
 }
 

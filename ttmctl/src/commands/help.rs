@@ -262,7 +262,7 @@ pub async fn txn_ids(ctx: &mut Ctx) -> Result<(), Failure> {
     let socket = ctx.socket.clone();
     let list = tokio::time::timeout(Duration::from_secs(2), async move {
         let mut daemon = connect::connect_with(&socket, false).await?;
-        super::txns::list_all(&mut daemon, request).await
+        super::pages::txns(&mut daemon, request).await
     })
     .await;
     if let Ok(Ok(reply)) = list {

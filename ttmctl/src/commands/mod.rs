@@ -6,6 +6,7 @@ mod context;
 mod daemon;
 mod help;
 mod mutate;
+mod pages;
 mod status;
 mod streams;
 mod targets;

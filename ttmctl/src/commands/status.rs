@@ -8,9 +8,7 @@ use tonic::Streaming;
 use ttm_core::event::{Body, Event as Typed};
 use ttm_core::fsm::{DONE, FAIL};
 use ttm_proto::v1::events_response::Kind;
-use ttm_proto::v1::{
-    Event, EventsRequest, EventsResponse, GetStateRequest, ListContextRequest, TxnRef, TxnState,
-};
+use ttm_proto::v1::{Event, EventsRequest, EventsResponse, GetStateRequest, TxnRef, TxnState};
 
 use super::streams::print_event;
 use super::{Ctx, required, state_value};
@@ -50,10 +48,7 @@ pub async fn status(ctx: &mut Ctx, id: &str, follow: bool) -> Result<(), Failure
         module: ctx.module.clone(),
         txn_id: state.txn_id.clone(),
     });
-    let request = ListContextRequest { txn: txn.clone() };
-    let context = daemon
-        .call(async move |c| c.list_context(request).await)
-        .await?;
+    let context = super::pages::ctx_files(&mut daemon, txn.clone()).await?;
     let digest = if state.ctx_digest.is_empty() {
         context.ctx_digest.clone()
     } else {

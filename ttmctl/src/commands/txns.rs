@@ -105,35 +105,11 @@ pub async fn list(ctx: &mut Ctx, stage: String) -> Result<(), Failure> {
         ..Default::default()
     };
     let mut daemon = ctx.daemon().await?;
-    let reply = list_all(&mut daemon, request).await?;
+    let reply = super::pages::txns(&mut daemon, request).await?;
     if ctx.json {
         list_json(ctx, &mut daemon, &stage, &reply).await
     } else {
         list_human(ctx, &stage, &reply)
-    }
-}
-
-/// The whole listing: `List` answers a page at a time (each reply well
-/// under gRPC's 4 MiB), so follow `next_page_token` to the end.
-pub async fn list_all(daemon: &mut Daemon, first: ListRequest) -> Result<ListResponse, Failure> {
-    let mut request = first;
-    let mut all = ListResponse::default();
-    loop {
-        let page_request = request.clone();
-        let page = daemon
-            .call(async move |c| c.list(page_request).await)
-            .await?;
-        all.txns.extend(page.txns);
-        all.quarantined.extend(page.quarantined);
-        if page.next_page_token.is_empty() {
-            return Ok(all);
-        }
-        if page.next_page_token == request.page_token {
-            return Err(Failure::other(
-                "ttmd answered List with the same page again; report this as a bug in ttmd",
-            ));
-        }
-        request.page_token = page.next_page_token;
     }
 }
 

@@ -5,6 +5,7 @@ use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 use ttm_proto::v1 as pb;
 
+use super::page;
 use super::status::to_status;
 use super::{TtmService, blocking, checked_guards};
 use crate::core::event::Body;
@@ -77,19 +78,22 @@ impl TtmService {
             let sizes: std::collections::HashMap<String, u64> =
                 entries.iter().map(|e| (e.name.clone(), e.bytes)).collect();
             let order = ctx::evidence_order(entries.into_iter().map(|e| e.name).collect());
-            let files = order
-                .into_iter()
-                .map(|(name, index)| pb::ContextFile {
-                    number: ctx::number_of(&name).unwrap_or(0),
-                    bytes: sizes.get(&name).copied().unwrap_or(0),
-                    path: dir.join(&name).to_string_lossy().into_owned(),
-                    evidence_index: index,
-                    name,
+            let start = page::ctx_files_after(&order, &r.page_token)?;
+            let size = page::page_size(r.page_size, page::DEFAULT_CTX_PAGE_SIZE);
+            let name_of = |(name, _): &(String, u32)| name.clone();
+            let (files, next) = page::fill(&order, start, size, name_of, |(name, index)| {
+                Ok(pb::ContextFile {
+                    number: ctx::number_of(name).unwrap_or(0),
+                    bytes: sizes.get(name).copied().unwrap_or(0),
+                    path: dir.join(name).to_string_lossy().into_owned(),
+                    evidence_index: *index,
+                    name: name.clone(),
                 })
-                .collect();
+            })?;
             Ok(pb::ListContextResponse {
                 files,
                 ctx_digest: txn.state().ctx_digest.clone().unwrap_or_default(),
+                next_page_token: next.unwrap_or_default(),
             })
         })
         .await?;

@@ -1,4 +1,4 @@
-//! `List` in pages (AIP-158): a reply holds at most `page_size` rows and
+//! `List` and `ListContext` in pages (AIP-158): a reply holds at most `page_size` rows and
 //! ends before it would pass [`PAGE_BYTES`], so no reply nears the 4 MiB
 //! that standard gRPC clients accept by default, whatever the client asks.
 
@@ -51,30 +51,33 @@ pub fn rows_after(listed: &[Listed], after: Option<&After>) -> usize {
     })
 }
 
-/// The page size a request gets.
-pub fn page_size(asked: u32) -> usize {
+/// The page size a request gets: `default` for 0, at most
+/// [`MAX_PAGE_SIZE`].
+pub fn page_size(asked: u32, default: usize) -> usize {
     match asked as usize {
-        0 => DEFAULT_PAGE_SIZE,
+        0 => default,
         n => n.min(MAX_PAGE_SIZE),
     }
 }
 
-/// Collects rows built by `row` from `listed[start..]` until the page is
-/// full by count or bytes; returns them and whether rows are left.
-pub fn fill<T: prost::Message>(
-    listed: &[Listed],
+/// Collects rows built by `row` from `items[start..]` until the page is
+/// full by count or bytes; returns them and, if items are left, the token
+/// (`token` of the last item sent) that asks for the rest.
+pub fn fill<I, T: prost::Message>(
+    items: &[I],
     start: usize,
     size: usize,
-    mut row: impl FnMut(&Listed) -> Result<T>,
+    token: impl Fn(&I) -> String,
+    mut row: impl FnMut(&I) -> Result<T>,
 ) -> Result<(Vec<T>, Option<String>)> {
     let mut rows = Vec::new();
     let mut bytes = 0usize;
-    for i in start..listed.len() {
-        let next = Some(token_after(&listed[i.saturating_sub(1)]));
+    for i in start..items.len() {
+        let next = Some(token(&items[i.saturating_sub(1)]));
         if rows.len() >= size {
             return Ok((rows, next));
         }
-        let msg = row(&listed[i])?;
+        let msg = row(&items[i])?;
         // Field tag + length prefix: a few bytes on top of each row.
         let len = msg.encoded_len() + 8;
         if !rows.is_empty() && bytes + len > PAGE_BYTES {
@@ -84,6 +87,33 @@ pub fn fill<T: prost::Message>(
         rows.push(msg);
     }
     Ok((rows, None))
+}
+
+/// Rows in a `ListContext` page when the client asks for none in
+/// particular.
+pub const DEFAULT_CTX_PAGE_SIZE: usize = 1000;
+
+/// The ctx files a `ListContext` page starts at: those after the file the
+/// token names, in the listing's order (number, then name), so files added
+/// meanwhile (numbered higher) come in later pages.
+pub fn ctx_files_after(order: &[(String, u32)], token: &str) -> Result<usize> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    if !crate::core::ctx::is_ctx_name(token) {
+        return Err(Error::invalid(format!(
+            "page_token {token:?} is not one this daemon gives out; pass the \
+             next_page_token of the previous ListContext reply, or none for the first page"
+        )));
+    }
+    let key = |n: &str| {
+        (
+            crate::core::ctx::number_of(n).unwrap_or(u64::MAX),
+            n.to_owned(),
+        )
+    };
+    let after = key(token);
+    Ok(order.partition_point(|(name, _)| key(name) <= after))
 }
 
 #[cfg(test)]
@@ -101,8 +131,8 @@ mod tests {
 
     #[test]
     fn sizes_are_capped() {
-        assert_eq!(page_size(0), DEFAULT_PAGE_SIZE);
-        assert_eq!(page_size(7), 7);
-        assert_eq!(page_size(u32::MAX), MAX_PAGE_SIZE);
+        assert_eq!(page_size(0, DEFAULT_PAGE_SIZE), DEFAULT_PAGE_SIZE);
+        assert_eq!(page_size(7, DEFAULT_PAGE_SIZE), 7);
+        assert_eq!(page_size(u32::MAX, DEFAULT_PAGE_SIZE), MAX_PAGE_SIZE);
     }
 }

@@ -125,15 +125,16 @@ impl TtmService {
             let after = page::parse_token(&r.page_token)?;
             let listed = module.list(stage);
             let start = page::rows_after(&listed, after.as_ref());
-            let size = page::page_size(r.page_size);
-            let (txns, next_page_token) = page::fill(&listed, start, size, |listed| {
-                let active = active.as_deref() == Some(listed.id.as_str());
-                if r.brief {
-                    return Ok(txn_row(&listed.summary, &module.name, active));
-                }
-                let state = module.listed_state(listed)?;
-                Ok(txn_state(&state, &module.txns_dir.join(&listed.id), active))
-            })?;
+            let size = page::page_size(r.page_size, page::DEFAULT_PAGE_SIZE);
+            let (txns, next_page_token) =
+                page::fill(&listed, start, size, page::token_after, |listed| {
+                    let active = active.as_deref() == Some(listed.id.as_str());
+                    if r.brief {
+                        return Ok(txn_row(&listed.summary, &module.name, active));
+                    }
+                    let state = module.listed_state(listed)?;
+                    Ok(txn_state(&state, &module.txns_dir.join(&listed.id), active))
+                })?;
             // Quarantined directories come with the first page only.
             let quarantined = match after {
                 Some(_) => Vec::new(),

@@ -92,7 +92,7 @@ async fn module_once(
         brief: true,
         ..Default::default()
     };
-    let list = crate::commands::txns::list_all(daemon, request).await?;
+    let list = crate::commands::pages::txns(daemon, request).await?;
     let latest: Vec<(String, u64)> = list
         .txns
         .iter()
