@@ -183,3 +183,36 @@ fn a_ctx_listing_that_passes_4_mib_is_listed_whole_in_pages() {
     let out = run_watched(cmd, None, STALL, || tree_activity(&daemon.root)).ok();
     assert_eq!(out.trim(), format!("files {}", FILES + 2));
 }
+
+/// A state that grew past the limit before it existed (or before it was
+/// lowered) takes no change that keeps it so large, since each reply would
+/// carry it; changes that shrink it are taken.
+#[test]
+fn an_oversized_state_takes_only_changes_that_shrink_it() {
+    let daemon = Daemon::start_new();
+    let id = daemon.create("old big state");
+    let dir = daemon.txn_dir("ttm", &id);
+    let blob = format!("{{\"blob\": \"{}\", \"other\": 1}}", "v".repeat(150_000));
+    daemon
+        .ctl_stdin(&["update", "-", "-t", &id], blob.as_bytes())
+        .ok();
+    std::fs::write(daemon.root.join("ttmd.toml"), "[limits]\nstate = 100000\n").unwrap();
+    daemon.ctl(&["daemon", "reload"]).ok();
+    let events_before = read_events(&dir).len();
+
+    daemon
+        .ctl(&["transition", "SELECT", "-t", &id])
+        .expect_code(8)
+        .stderr_has(&["limits.state", "100000", "Shrink it first"]);
+    daemon
+        .ctl(&["update", "{\"other\": 2}", "-t", &id])
+        .expect_code(8);
+    assert_eq!(
+        read_events(&dir).len(),
+        events_before,
+        "an event was logged"
+    );
+
+    daemon.ctl(&["update", "{\"blob\": null}", "-t", &id]).ok();
+    daemon.ctl(&["transition", "SELECT", "-t", &id]).ok();
+}
