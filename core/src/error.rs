@@ -31,6 +31,16 @@ pub enum Error {
     /// A configured limit was exceeded.
     #[error("{0}")]
     OverLimit(String),
+    /// A change would make `state.json` larger than `limits.state`; refused
+    /// before anything is written, so no reply carrying a state grows past
+    /// what gRPC clients accept.
+    #[error("{0}")]
+    StateTooLarge(String),
+    /// An upload ended without the client's end-of-upload message, or with
+    /// one that does not match what arrived: cancelled or cut short, so
+    /// nothing was stored.
+    #[error("{0}")]
+    UploadIncomplete(String),
     /// The request names a tree this daemon does not serve; the client
     /// should talk to (or start) that tree's own daemon instead.
     #[error("{0}")]

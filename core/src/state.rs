@@ -186,6 +186,57 @@ impl State {
         s
     }
 
+    /// Refuses `body` if the state it leaves would be larger than `limit`
+    /// bytes (`limits.state`), since replies carry the state; a change that
+    /// makes an oversized state (from before the limit) smaller is let
+    /// through, so it can be shrunk. A user event is answered without the
+    /// state and changes only its seq.
+    pub fn check_size(&self, body: &Body, limit: usize) -> Result<(), crate::Error> {
+        let grows = match body {
+            Body::User { .. } => return Ok(()),
+            Body::Updated { .. } | Body::Fail { .. } => true,
+            _ => false,
+        };
+        // Only user fields and error texts grow a state, so only those
+        // changes pay for a trial fold.
+        let size = if grows {
+            let mut next = self.clone();
+            let line = Logged {
+                ts: Some(self.last_checkpoint.clone()),
+                request_id: None,
+                event: Event::Body(body.clone()),
+            };
+            next.apply_logged(self.seq + 1, &line);
+            next.to_pretty_json().len()
+        } else {
+            self.to_pretty_json().len()
+        };
+        if size <= limit {
+            return Ok(());
+        }
+        let now = self.to_pretty_json().len();
+        if grows && size < now {
+            return Ok(());
+        }
+        Err(crate::Error::StateTooLarge(if now > limit {
+            format!(
+                "the state.json of {} is {now} bytes, over the limit of {limit} bytes \
+                 (limits.state in ttmd.toml), so no change that keeps it so large is \
+                 taken; nothing was written. Shrink it first: set its large keys to null \
+                 with `ttmctl update` (or raise the limit, keeping it well under 4 MiB)",
+                self.txn_id
+            )
+        } else {
+            format!(
+                "this change would make the state.json of {} {size} bytes, over the limit \
+                 of {limit} bytes (limits.state in ttmd.toml); nothing was written. Keep \
+                 large data in ctx files (`ttmctl ctx add`) and put only references in \
+                 the state",
+                self.txn_id
+            )
+        }))
+    }
+
     /// Whether the transaction is DONE or FAIL.
     pub fn is_terminal(&self) -> bool {
         super::fsm::is_terminal(&self.stage)

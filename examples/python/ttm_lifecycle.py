@@ -23,6 +23,7 @@ usage error or a missing dependency.
 """
 
 import argparse
+import hashlib
 import os
 import sys
 import tempfile
@@ -153,15 +154,34 @@ class Follower(threading.Thread):
 
 
 def file_chunks(pb, txn, path, description, chunk_size=64 * 1024):
-    """AddContext's request stream: one header, then the bytes in chunks."""
+    """AddContext's request stream: one header, the bytes in chunks, then
+    AddContextEnd with the count and hash. ttmd stores the file only when the
+    end arrives and matches, so a cancelled upload is never taken as whole."""
     yield pb.AddContextRequest(header=pb.AddContextHeader(
         txn=txn, file_name=os.path.basename(path), description=description))
+    total, digest = 0, hashlib.sha256()
     with open(path, "rb") as f:
         while True:
             chunk = f.read(chunk_size)
             if not chunk:
-                return
+                break
+            total += len(chunk)
+            digest.update(chunk)
             yield pb.AddContextRequest(chunk=chunk)
+    yield pb.AddContextRequest(end=pb.AddContextEnd(bytes=total, sha256=digest.hexdigest()))
+
+
+def list_all(stub, pb, module, meta, brief=True):
+    """Every transaction of a module: List answers a page at a time (each
+    reply well under gRPC's default 4 MiB), so follow next_page_token."""
+    txns, token = [], ""
+    while True:
+        page = stub.List(pb.ListRequest(module=module, brief=brief, page_token=token),
+                         metadata=meta, timeout=CALL_TIMEOUT)
+        txns.extend(page.txns)
+        token = page.next_page_token
+        if not token:
+            return txns
 
 
 def lifecycle(stub, pb, module, description, evidence):
@@ -204,6 +224,8 @@ def lifecycle(stub, pb, module, description, evidence):
     if follower.error is not None:
         raise follower.error
     print(f"followed {len(follower.events)} events until txn_commit")
+    listed = list_all(stub, pb, module, meta)
+    print(f"listed {len(listed)} transactions of module {module}")
     return state.txn_id
 
 

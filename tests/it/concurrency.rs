@@ -199,6 +199,12 @@ async fn add_context(
     messages.extend(data.chunks(CHUNK).map(|chunk| AddContextRequest {
         part: Some(Part::Chunk(chunk.to_vec())),
     }));
+    messages.push(AddContextRequest {
+        part: Some(Part::End(ttm_proto::v1::AddContextEnd {
+            bytes: data.len() as u64,
+            sha256: String::new(),
+        })),
+    });
     c.add_context(tokio_stream::iter(messages))
         .await
         .unwrap_or_else(|e| panic!("AddContext {name} failed: {e}"))

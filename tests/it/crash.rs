@@ -263,6 +263,12 @@ async fn writer(
             messages.extend(data.chunks(16 * 1024).map(|chunk| AddContextRequest {
                 part: Some(Part::Chunk(chunk.to_vec())),
             }));
+            messages.push(AddContextRequest {
+                part: Some(Part::End(ttm_proto::v1::AddContextEnd {
+                    bytes: len as u64,
+                    sha256: String::new(),
+                })),
+            });
             let sha = sha256_hex(&data);
             guarded("AddContext", c.add_context(tokio_stream::iter(messages)))
                 .await

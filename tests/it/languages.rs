@@ -25,7 +25,7 @@ use ttm_tests::{
 
 /// A Python that can `import grpc, grpc_tools`, or `None` (after saying
 /// why) when there is none outside CI; under CI its absence fails.
-fn python() -> Option<PathBuf> {
+pub(crate) fn python() -> Option<PathBuf> {
     let (python, from) = match std::env::var_os("TTM_TEST_PYTHON").filter(|p| !p.is_empty()) {
         Some(p) => (PathBuf::from(p), "$TTM_TEST_PYTHON"),
         None => (

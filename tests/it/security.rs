@@ -770,7 +770,10 @@ fn hostile_rows(id: &str) -> Vec<Row> {
         row(
             "ctx list module ../x",
             InvalidArgument,
-            ListContext(ListContextRequest { txn: t("../x", id) }),
+            ListContext(ListContextRequest {
+                txn: t("../x", id),
+                ..Default::default()
+            }),
         ),
         // Targets.
         row(

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use ttm_proto::v1::add_context_request::Part;
 use ttm_proto::v1::{
-    AddContextHeader, AddContextRequest, AddContextResponse, ContextFile, ListContextRequest,
+    AddContextEnd, AddContextHeader, AddContextRequest, AddContextResponse, ContextFile,
 };
 
 use super::{Ctx, preconditions};
@@ -264,41 +264,52 @@ struct ReadFailed {
 }
 
 /// Copies the source into the request stream, `CHUNK` bytes at a time
-/// (runs on a blocking thread: stdin and files are blocking reads).
+/// (runs on a blocking thread: stdin and files are blocking reads), and
+/// ends it with `AddContextEnd`: the daemon stores the file only then, so
+/// an upload cut short by a cancel or a crash is never taken as whole.
 fn pump(
     mut reader: Box<dyn Read + Send>,
     sender: mpsc::Sender<AddContextRequest>,
     progress: Option<ProgressBar>,
     blocked: &Blocked,
 ) -> Result<(), ReadFailed> {
+    let mut total = 0u64;
     loop {
         let mut chunk = vec![0u8; CHUNK];
         let filled = match fill(&mut reader, &mut chunk) {
             Ok(filled) => filled,
             Err(error) => return Err(ReadFailed { error, sender }),
         };
-        if filled == 0 {
-            return Ok(());
+        if filled > 0 {
+            chunk.truncate(filled);
+            total += filled as u64;
+            if let Some(bar) = &progress {
+                bar.inc(filled as u64);
+            }
+            let part = Part::Chunk(chunk);
+            if !send(&sender, part, blocked) {
+                return Ok(());
+            }
         }
-        chunk.truncate(filled);
-        if let Some(bar) = &progress {
-            bar.inc(filled as u64);
-        }
-        let message = AddContextRequest {
-            part: Some(Part::Chunk(chunk)),
-        };
-        // A closed queue means the call already ended; its answer says why.
-        blocked.set(Some(Instant::now()));
-        let sent = sender.blocking_send(message);
-        blocked.set(None);
-        if sent.is_err() {
-            return Ok(());
-        }
+        // `fill` stops short only at the end of the input.
         if filled < CHUNK {
-            // `fill` stops short only at the end of the input.
+            let end = Part::End(AddContextEnd {
+                bytes: total,
+                sha256: String::new(),
+            });
+            send(&sender, end, blocked);
             return Ok(());
         }
     }
+}
+
+/// Queues one message; false when the call already ended (its answer says
+/// why).
+fn send(sender: &mpsc::Sender<AddContextRequest>, part: Part, blocked: &Blocked) -> bool {
+    blocked.set(Some(Instant::now()));
+    let sent = sender.blocking_send(AddContextRequest { part: Some(part) });
+    blocked.set(None);
+    sent.is_ok()
 }
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.
@@ -333,11 +344,8 @@ fn print_added(ctx: &mut Ctx, reply: &AddContextResponse) -> Result<(), Failure>
 }
 
 async fn list_files(ctx: &Ctx, id: &str) -> Result<(Vec<ContextFile>, String), Failure> {
-    let request = ListContextRequest { txn: ctx.txn(id) };
     let mut daemon = ctx.daemon().await?;
-    let reply = daemon
-        .call(async move |c| c.list_context(request).await)
-        .await?;
+    let reply = super::pages::ctx_files(&mut daemon, ctx.txn(id)).await?;
     Ok((reply.files, reply.ctx_digest))
 }
 

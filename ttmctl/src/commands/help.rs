@@ -257,11 +257,12 @@ pub async fn txn_ids(ctx: &mut Ctx) -> Result<(), Failure> {
         module: ctx.module.clone(),
         stage: String::new(),
         brief: true,
+        ..Default::default()
     };
     let socket = ctx.socket.clone();
     let list = tokio::time::timeout(Duration::from_secs(2), async move {
         let mut daemon = connect::connect_with(&socket, false).await?;
-        daemon.call(async move |c| c.list(request).await).await
+        super::pages::txns(&mut daemon, request).await
     })
     .await;
     if let Ok(Ok(reply)) = list {

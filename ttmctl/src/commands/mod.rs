@@ -7,6 +7,7 @@ mod daemon;
 pub mod follow;
 mod help;
 mod mutate;
+mod pages;
 mod status;
 mod streams;
 mod targets;

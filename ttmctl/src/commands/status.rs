@@ -7,9 +7,7 @@ use serde_json::{Value, json};
 use ttm_core::event::{Body, Event as Typed};
 use ttm_core::fsm::{DONE, FAIL};
 use ttm_proto::v1::events_response::Kind;
-use ttm_proto::v1::{
-    ContextFile, Event, EventsRequest, GetStateRequest, ListContextRequest, TxnState,
-};
+use ttm_proto::v1::{ContextFile, Event, EventsRequest, GetStateRequest, TxnState};
 
 use super::follow::{self, EventFollow};
 use super::streams::print_event;
@@ -100,12 +98,7 @@ impl View {
             .call(async move |c| c.get_state(request).await)
             .await?;
         let state = required(reply.state)?;
-        let request = ListContextRequest {
-            txn: ctx.txn(&state.txn_id),
-        };
-        let context = daemon
-            .call(async move |c| c.list_context(request).await)
-            .await?;
+        let context = super::pages::ctx_files(daemon, ctx.txn(&state.txn_id)).await?;
         let digest = if state.ctx_digest.is_empty() {
             context.ctx_digest
         } else {

@@ -102,9 +102,10 @@ pub async fn list(ctx: &mut Ctx, stage: String) -> Result<(), Failure> {
         module: ctx.module.clone(),
         stage: stage.clone(),
         brief: !ctx.json,
+        ..Default::default()
     };
     let mut daemon = ctx.daemon().await?;
-    let reply = daemon.call(async move |c| c.list(request).await).await?;
+    let reply = super::pages::txns(&mut daemon, request).await?;
     if ctx.json {
         list_json(ctx, &mut daemon, &stage, &reply).await
     } else {

@@ -77,6 +77,8 @@ pub struct Limits {
     pub streams_per_client: usize,
     /// Bytes of one request message (a chunk of a ctx file is one message).
     pub request_bytes: usize,
+    /// Bytes of a transaction's `state.json`, which replies carry whole.
+    pub state: usize,
 }
 
 impl Default for Limits {
@@ -89,6 +91,7 @@ impl Default for Limits {
             streams_total: 1024,
             streams_per_client: 64,
             request_bytes: 4 * 1024 * 1024,
+            state: 1024 * 1024,
         }
     }
 }

@@ -169,6 +169,19 @@ pub const SETTINGS: &[Setting] = &[
         ops: field!(Num<usize> => limits.payload),
     },
     Setting {
+        key: "limits.state",
+        flag: "limit-state",
+        env: "TTM_LIMIT_STATE",
+        value_name: "BYTES",
+        help: "Largest state.json in bytes; a change that would pass it is refused \
+               [default: 1 MiB]. Replies carry the state, so keep it well under 4 MiB, \
+               what gRPC clients accept by default",
+        reload: Reload::Live,
+        example: "1048576",
+        note: "",
+        ops: field!(Num<usize> => limits.state),
+    },
+    Setting {
         key: "limits.ctx_file",
         flag: "limit-ctx-file",
         env: "TTM_LIMIT_CTX_FILE",

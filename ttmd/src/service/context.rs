@@ -5,6 +5,7 @@ use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 use ttm_proto::v1 as pb;
 
+use super::page;
 use super::status::to_status;
 use super::{TtmService, blocking, checked_guards};
 use crate::core::event::Body;
@@ -77,19 +78,22 @@ impl TtmService {
             let sizes: std::collections::HashMap<String, u64> =
                 entries.iter().map(|e| (e.name.clone(), e.bytes)).collect();
             let order = ctx::evidence_order(entries.into_iter().map(|e| e.name).collect());
-            let files = order
-                .into_iter()
-                .map(|(name, index)| pb::ContextFile {
-                    number: ctx::number_of(&name).unwrap_or(0),
-                    bytes: sizes.get(&name).copied().unwrap_or(0),
-                    path: dir.join(&name).to_string_lossy().into_owned(),
-                    evidence_index: index,
-                    name,
+            let start = page::ctx_files_after(&order, &r.page_token)?;
+            let size = page::page_size(r.page_size, page::DEFAULT_CTX_PAGE_SIZE);
+            let name_of = |(name, _): &(String, u32)| name.clone();
+            let (files, next) = page::fill(&order, start, size, name_of, |(name, index)| {
+                Ok(pb::ContextFile {
+                    number: ctx::number_of(name).unwrap_or(0),
+                    bytes: sizes.get(name).copied().unwrap_or(0),
+                    path: dir.join(name).to_string_lossy().into_owned(),
+                    evidence_index: *index,
+                    name: name.clone(),
                 })
-                .collect();
+            })?;
             Ok(pb::ListContextResponse {
                 files,
                 ctx_digest: txn.state().ctx_digest.clone().unwrap_or_default(),
+                next_page_token: next.unwrap_or_default(),
             })
         })
         .await?;
@@ -119,6 +123,7 @@ async fn first_header(
         Some(pb::AddContextRequest {
             part: Some(Part::Header(h)),
         }) => Ok(h),
+        None => Err(to_status(incomplete(0))),
         _ => Err(to_status(Error::invalid(
             "AddContext must start with a header message",
         ))),
@@ -126,7 +131,11 @@ async fn first_header(
 }
 
 /// Writes an incoming evidence stream to `temp`, hashing as it goes, with
-/// memory bounded by one chunk. Returns the size and sha256.
+/// memory bounded by one chunk. Returns the size and sha256 once the client
+/// has sent `AddContextEnd` matching what arrived and then closed its side:
+/// a stream that stops without it (cancelled, reset, cut off, or a client
+/// whose cancel half-closes first) is refused, and the caller's guard
+/// removes the partial file.
 async fn receive_file(
     temp: &std::path::Path,
     file: std::fs::File,
@@ -138,11 +147,16 @@ async fn receive_file(
     let mut file = tokio::fs::File::from_std(file);
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;
-    while let Some(msg) = stream.message().await? {
-        let Some(Part::Chunk(chunk)) = msg.part else {
-            return Err(to_status(Error::invalid(
-                "AddContext sends one header, then only chunks",
-            )));
+    let end = loop {
+        let chunk = match stream.message().await?.and_then(|m| m.part) {
+            Some(Part::Chunk(chunk)) => chunk,
+            Some(Part::End(end)) => break end,
+            Some(Part::Header(_)) => {
+                return Err(to_status(Error::invalid(
+                    "AddContext sends one header, then chunks, then one AddContextEnd",
+                )));
+            }
+            None => return Err(to_status(incomplete(bytes))),
         };
         bytes += chunk.len() as u64;
         if bytes > limit {
@@ -154,7 +168,16 @@ async fn receive_file(
         file.write_all(&chunk)
             .await
             .map_err(|e| to_status(Error::io("writing", temp, e)))?;
+    };
+    // The end marker must be the last message: only the close after it
+    // says the client did not cancel in between.
+    if stream.message().await?.is_some() {
+        return Err(to_status(Error::invalid(
+            "AddContext takes nothing after AddContextEnd; nothing was stored",
+        )));
     }
+    let sha256 = ctx::hex(&hasher.finalize());
+    check_end(&end, bytes, &sha256).map_err(to_status)?;
     file.flush()
         .await
         .map_err(|e| to_status(Error::io("writing", temp, e)))?;
@@ -163,7 +186,34 @@ async fn receive_file(
             .await
             .map_err(|e| to_status(Error::io("syncing", temp, e)))?;
     }
-    Ok((bytes, ctx::hex(&hasher.finalize())))
+    Ok((bytes, sha256))
+}
+
+fn incomplete(bytes: u64) -> Error {
+    Error::UploadIncomplete(format!(
+        "the upload ended after {bytes} bytes without AddContextEnd, so it may be cut short \
+         (cancelled, or a client older than this API); nothing was stored. Send the file \
+         again with a client that ends uploads with AddContextEnd (ttmctl does)"
+    ))
+}
+
+/// Whether what the client says it sent is what arrived.
+fn check_end(end: &pb::AddContextEnd, bytes: u64, sha256: &str) -> Result<(), Error> {
+    if end.bytes != bytes {
+        return Err(Error::UploadIncomplete(format!(
+            "the client says it sent {} bytes but {bytes} arrived; nothing was stored. \
+             Send the file again",
+            end.bytes
+        )));
+    }
+    if !end.sha256.is_empty() && !end.sha256.eq_ignore_ascii_case(sha256) {
+        return Err(Error::UploadIncomplete(format!(
+            "the client's sha256 {} differs from that of the {bytes} bytes that arrived \
+             ({sha256}); nothing was stored. Send the file again",
+            end.sha256
+        )));
+    }
+    Ok(())
 }
 
 /// What `AddContext` answers: the stored file as its event records it.

@@ -8,6 +8,7 @@ mod caller;
 mod context;
 mod convert;
 mod mutations;
+mod page;
 mod shared;
 pub mod status;
 mod streams;
@@ -104,7 +105,12 @@ impl TtmService {
             let g = checked_guards(pre)?;
             let (module, txn) = this.txn(r)?;
             let fsm = module.fsm();
-            let outcome = txn.mutate(&fsm, &g, &client, |s, now| make(&fsm, s, now))?;
+            let limit = this.shared.config().limits.state;
+            let outcome = txn.mutate(&fsm, &g, &client, |s, now| {
+                let body = make(&fsm, s, now)?;
+                s.check_size(&body, limit)?;
+                Ok(body)
+            })?;
             module.announce(&outcome);
             let state = reply_state.then(|| this.state_msg(&module, &txn, &outcome.state));
             Ok((state, outcome))

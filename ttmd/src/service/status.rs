@@ -45,7 +45,8 @@ fn code(err: &Error) -> Code {
         Error::Refused(_) => Code::FailedPrecondition,
         Error::Conflict(_) => Code::Aborted,
         Error::NotAllowed(_) => Code::PermissionDenied,
-        Error::OverLimit(_) => Code::ResourceExhausted,
+        Error::OverLimit(_) | Error::StateTooLarge(_) => Code::ResourceExhausted,
+        Error::UploadIncomplete(_) => Code::InvalidArgument,
         Error::Io { source, .. } => io_code(source),
         // A file in the tree the daemon cannot use: the request cannot be
         // served until someone fixes the file.
@@ -109,6 +110,8 @@ mod tests {
             (Error::Conflict("x".into()), Code::Aborted),
             (Error::NotAllowed("x".into()), Code::PermissionDenied),
             (Error::OverLimit("x".into()), Code::ResourceExhausted),
+            (Error::StateTooLarge("x".into()), Code::ResourceExhausted),
+            (Error::UploadIncomplete("x".into()), Code::InvalidArgument),
             (Error::WrongTree("x".into()), Code::FailedPrecondition),
             (Error::ApiMismatch("x".into()), Code::FailedPrecondition),
             (Error::ShuttingDown, Code::Unavailable),

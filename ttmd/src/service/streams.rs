@@ -352,14 +352,41 @@ fn event_message(line: Line, filter: &str) -> Option<pb::EventsResponse> {
         return None;
     }
     let ts = field("ts");
+    let json = within_reply(line.text, line.seq, &kind, &ts);
     Some(pb::EventsResponse {
         kind: Some(Kind::Event(pb::Event {
             seq: line.seq,
             event: kind,
             ts,
-            json: line.text,
+            json,
         })),
     })
+}
+
+/// The longest line an `Event` message carries whole. The daemon's own
+/// lines are far smaller (payloads are bounded by limits.payload), but
+/// another program may append any line, and a message past 4 MiB would end
+/// the stream of every standard gRPC client.
+pub const EVENT_JSON_MAX: usize = 2 * 1024 * 1024;
+
+/// `text`, or for a line too long to send a small object in its place that
+/// says so and where to read it (the file keeps the line whole).
+fn within_reply(text: String, seq: u64, kind: &str, ts: &str) -> String {
+    if text.len() <= EVENT_JSON_MAX {
+        return text;
+    }
+    serde_json::json!({
+        "ts": ts,
+        "event": kind,
+        "seq": seq,
+        "ttm_omitted_bytes": text.len(),
+        "ttm_note": format!(
+            "line {seq} of events.ndjson is {} bytes, more than the {EVENT_JSON_MAX} an \
+             Events message carries; read it from the file",
+            text.len()
+        ),
+    })
+    .to_string()
 }
 
 /// Streams the changes of a module's transactions as they happen.

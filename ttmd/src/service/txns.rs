@@ -4,6 +4,7 @@ use tonic::{Request, Response, Status};
 use ttm_proto::v1 as pb;
 
 use super::convert::{txn_row, txn_state};
+use super::page;
 use super::{TtmService, blocking, checked_guards, or_default, validate_request_id};
 use crate::core::fsm;
 use crate::core::{Error, Result};
@@ -121,24 +122,33 @@ impl TtmService {
             let module = this.module(&r.module, false)?;
             let active = module.active_id()?;
             let stage = Some(r.stage.as_str()).filter(|s| !s.is_empty());
-            let txns = module
-                .list(stage)
-                .iter()
-                .map(|listed| {
+            let after = page::parse_token(&r.page_token)?;
+            let listed = module.list(stage);
+            let start = page::rows_after(&listed, after.as_ref());
+            let size = page::page_size(r.page_size, page::DEFAULT_PAGE_SIZE);
+            let (txns, next_page_token) =
+                page::fill(&listed, start, size, page::token_after, |listed| {
                     let active = active.as_deref() == Some(listed.id.as_str());
                     if r.brief {
                         return Ok(txn_row(&listed.summary, &module.name, active));
                     }
                     let state = module.listed_state(listed)?;
                     Ok(txn_state(&state, &module.txns_dir.join(&listed.id), active))
-                })
-                .collect::<Result<_>>()?;
-            let quarantined = module
-                .quarantined()
-                .into_iter()
-                .map(|(txn_id, reason)| pb::Quarantined { txn_id, reason })
-                .collect();
-            Ok(pb::ListResponse { txns, quarantined })
+                })?;
+            // Quarantined directories come with the first page only.
+            let quarantined = match after {
+                Some(_) => Vec::new(),
+                None => module
+                    .quarantined()
+                    .into_iter()
+                    .map(|(txn_id, reason)| pb::Quarantined { txn_id, reason })
+                    .collect(),
+            };
+            Ok(pb::ListResponse {
+                txns,
+                quarantined,
+                next_page_token: next_page_token.unwrap_or_default(),
+            })
         })
         .await?;
         Ok(Response::new(reply))

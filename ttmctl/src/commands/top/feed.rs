@@ -90,8 +90,9 @@ async fn module_once(
         module: module.to_owned(),
         stage: String::new(),
         brief: true,
+        ..Default::default()
     };
-    let list = daemon.call(async move |c| c.list(request).await).await?;
+    let list = crate::commands::pages::txns(daemon, request).await?;
     let latest: Vec<(String, u64)> = list
         .txns
         .iter()

@@ -46,6 +46,8 @@ pub async fn top(ctx: &mut Ctx) -> Result<(), Failure> {
         module: ctx.module.clone(),
         stage: String::new(),
         brief: true,
+        page_size: 1,
+        ..Default::default()
     };
     daemon.call(async move |c| c.list(request).await).await?;
 

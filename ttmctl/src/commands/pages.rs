@@ -1,0 +1,61 @@
+//! Following the pages of `List` and `ListContext`: the daemon answers a
+//! page at a time so no reply nears gRPC's 4 MiB; commands print the whole.
+
+use ttm_proto::v1::{ListContextRequest, ListContextResponse, ListRequest, ListResponse, TxnRef};
+
+use crate::connect::Daemon;
+use crate::exit::Failure;
+
+/// The whole listing: `List` answers a page at a time (each reply well
+/// under gRPC's 4 MiB), so follow `next_page_token` to the end.
+pub async fn txns(daemon: &mut Daemon, first: ListRequest) -> Result<ListResponse, Failure> {
+    let mut request = first;
+    let mut all = ListResponse::default();
+    loop {
+        let page_request = request.clone();
+        let page = daemon
+            .call(async move |c| c.list(page_request).await)
+            .await?;
+        all.txns.extend(page.txns);
+        all.quarantined.extend(page.quarantined);
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        if page.next_page_token == request.page_token {
+            return Err(Failure::other(
+                "ttmd answered List with the same page again; report this as a bug in ttmd",
+            ));
+        }
+        request.page_token = page.next_page_token;
+    }
+}
+
+/// Every ctx file: `ListContext` answers a page at a time (each reply well
+/// under gRPC's 4 MiB), so follow `next_page_token` to the end.
+pub async fn ctx_files(
+    daemon: &mut Daemon,
+    txn: Option<TxnRef>,
+) -> Result<ListContextResponse, Failure> {
+    let mut request = ListContextRequest {
+        txn,
+        ..Default::default()
+    };
+    let mut all = ListContextResponse::default();
+    loop {
+        let page_request = request.clone();
+        let page = daemon
+            .call(async move |c| c.list_context(page_request).await)
+            .await?;
+        all.files.extend(page.files);
+        all.ctx_digest = page.ctx_digest;
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        if page.next_page_token == request.page_token {
+            return Err(Failure::other(
+                "ttmd answered ListContext with the same page again; report this as a bug in ttmd",
+            ));
+        }
+        request.page_token = page.next_page_token;
+    }
+}
