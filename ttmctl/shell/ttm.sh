@@ -468,8 +468,9 @@ _ttm_status() {
 # ------------------------------------------------------------- public API --
 
 # ttm_init: checks that ttmd answers (ttmctl starts it unless
-# TTM_NO_AUTOSTART=1) and that TTM_DIR/TTM_TXNS_DIR make sense. Writes
-# nothing; safe to call any number of times.
+# TTM_NO_AUTOSTART=1) and that TTM_DIR/TTM_TXNS_DIR make sense. ttmd makes
+# $TETRA_DIR/ttm/txns when it starts, as the original's ttm_init did; the
+# shims write nothing themselves. Safe to call any number of times.
 ttm_init() {
     local _ttm_err _ttm_rc=0
     # The smallest question: which transaction is active. 3 (no module yet)

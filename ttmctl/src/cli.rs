@@ -285,6 +285,15 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Move live transactions an older version left in a stage the module's
+    /// FSM does not know or cannot leave (RAG flows the bash wrapper stored
+    /// as EXECUTE) to a stage they can continue from (a dry run unless
+    /// --yes).
+    Migrate {
+        /// Really move them (without it, only say which would move where).
+        #[arg(long)]
+        yes: bool,
+    },
     /// The daemon itself: status, stop, reload (never starts one).
     #[command(subcommand)]
     Daemon(DaemonCommand),

@@ -9,7 +9,8 @@ use ttm_core::event::{Body, Event as Typed};
 use ttm_core::fsm::{DONE, FAIL};
 use ttm_proto::v1::events_response::Kind;
 use ttm_proto::v1::{
-    Event, EventsRequest, EventsResponse, GetStateRequest, ListContextRequest, TxnRef, TxnState,
+    Event, EventsRequest, EventsResponse, GetStateRequest, ListContextRequest, ListContextResponse,
+    TxnRef, TxnState,
 };
 
 use super::streams::print_event;
@@ -36,29 +37,14 @@ enum End {
 /// `--json`: `{"state": {...}, "ctx": [...], "events": [...]}` (pretty);
 /// with `--follow` that document on one line, then each new event's line
 /// from events.ndjson, one per line.
+// Long: one loop over one stream serves the summary and the follow.
 pub async fn status(ctx: &mut Ctx, id: &str, follow: bool) -> Result<(), Failure> {
     let mut daemon = ctx.daemon().await?;
-    let request = GetStateRequest { txn: ctx.txn(id) };
-    let state = required(
-        daemon
-            .call(async move |c| c.get_state(request).await)
-            .await?
-            .state,
-    )?;
-    // From here on the resolved id, not "the active one", which may change.
+    let (state, context, digest) = state_and_context(ctx, &mut daemon, id).await?;
     let txn = Some(TxnRef {
         module: ctx.module.clone(),
         txn_id: state.txn_id.clone(),
     });
-    let request = ListContextRequest { txn: txn.clone() };
-    let context = daemon
-        .call(async move |c| c.list_context(request).await)
-        .await?;
-    let digest = if state.ctx_digest.is_empty() {
-        context.ctx_digest.clone()
-    } else {
-        state.ctx_digest.clone()
-    };
     let ended = end_of(&state);
     let following = follow && ended.is_none();
 
@@ -75,6 +61,9 @@ pub async fn status(ctx: &mut Ctx, id: &str, follow: bool) -> Result<(), Failure
     let mut recent: VecDeque<Event> = VecDeque::new();
     // Whether the summary is out and events now print as they come.
     let mut live = false;
+    // A lone stage_transition into DONE or FAIL (see follow_step) ends
+    // the follow at the next pause.
+    let mut pending: Option<End> = None;
     while let Some(kind) = next(&mut daemon, &mut stream).await? {
         match kind {
             Kind::Event(event) if !live && (!following || event.seq <= state.seq) => {
@@ -91,7 +80,7 @@ pub async fn status(ctx: &mut Ctx, id: &str, follow: bool) -> Result<(), Failure
                 print_event(ctx, &event)?;
                 ctx.out.flush()?;
                 if event.seq > state.seq
-                    && let Some(end) = end_of_event(&event)
+                    && let Some(end) = follow_step(&event, &mut pending)
                 {
                     return finish(ctx, &state.txn_id, end);
                 }
@@ -102,13 +91,16 @@ pub async fn status(ctx: &mut Ctx, id: &str, follow: bool) -> Result<(), Failure
                     print_summary(ctx, &state, &context.files, &digest, &recent, follow)?;
                     live = true;
                 }
+                if let Some(end) = pending.take() {
+                    return finish(ctx, &state.txn_id, end);
+                }
             }
         }
     }
     if !live {
         print_summary(ctx, &state, &context.files, &digest, &recent, follow)?;
     }
-    match ended {
+    match pending.or(ended) {
         Some(end) if follow => finish(ctx, &state.txn_id, end),
         _ if following => Err(Failure::other(format!(
             "the event stream of {} ended before the transaction did",
@@ -116,6 +108,48 @@ pub async fn status(ctx: &mut Ctx, id: &str, follow: bool) -> Result<(), Failure
         ))),
         _ => Ok(()),
     }
+}
+
+/// The transaction's state (by the resolved id from here on, not "the
+/// active one", which may change), its ctx files and digest.
+async fn state_and_context(
+    ctx: &mut Ctx,
+    daemon: &mut Daemon,
+    id: &str,
+) -> Result<(TxnState, ListContextResponse, String), Failure> {
+    let request = GetStateRequest { txn: ctx.txn(id) };
+    let state = required(
+        daemon
+            .call(async move |c| c.get_state(request).await)
+            .await?
+            .state,
+    )?;
+    let txn = Some(TxnRef {
+        module: ctx.module.clone(),
+        txn_id: state.txn_id.clone(),
+    });
+    let request = ListContextRequest { txn };
+    let context = daemon
+        .call(async move |c| c.list_context(request).await)
+        .await?;
+    let digest = if state.ctx_digest.is_empty() {
+        context.ctx_digest.clone()
+    } else {
+        state.ctx_digest.clone()
+    };
+    Ok((state, context, digest))
+}
+
+/// What a new event means for a follow: the end, now; or, for a
+/// stage_transition into DONE or FAIL, the end unless the `txn_commit` or
+/// `txn_fail` ttmd writes right after it comes first (kept in `pending`).
+fn follow_step(event: &Event, pending: &mut Option<End>) -> Option<End> {
+    let end = end_of_event(event)?;
+    if event.event == "stage_transition" {
+        *pending = Some(end);
+        return None;
+    }
+    Some(end)
 }
 
 /// The next message of an events stream; `None` when the daemon ended it.
@@ -205,6 +239,7 @@ fn end_of_event(event: &Event) -> Option<End> {
             | Body::EvidenceAdded { .. }
             | Body::TesResolved { .. }
             | Body::Retry { .. }
+            | Body::Migrated { .. }
             | Body::Activated
             | Body::Adopted { .. }
             | Body::User { .. },

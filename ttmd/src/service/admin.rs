@@ -55,6 +55,29 @@ impl TtmService {
         }))
     }
 
+    pub(super) async fn migrate(
+        &self,
+        req: Request<pb::MigrateRequest>,
+    ) -> Result<Response<pb::MigrateResponse>, Status> {
+        let client = self.caller(&req)?;
+        let r = req.into_inner();
+        let this = self.clone();
+        let moves = blocking(move || match this.module(&r.module, false) {
+            Ok(module) => module.migrate(r.apply, &client),
+            // A module nobody created a transaction in has nothing to move.
+            Err(Error::Unknown(_)) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        })
+        .await?;
+        Ok(Response::new(pb::MigrateResponse {
+            migrations: moves
+                .into_iter()
+                .map(|(txn_id, from, to)| pb::Migration { txn_id, from, to })
+                .collect(),
+            applied: r.apply,
+        }))
+    }
+
     pub(super) async fn daemon_status(
         &self,
         req: Request<pb::DaemonStatusRequest>,

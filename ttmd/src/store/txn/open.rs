@@ -297,6 +297,7 @@ fn made_stage(event: &Event, stage: &str) -> bool {
             | Body::EvidenceAdded { .. }
             | Body::TesResolved { .. }
             | Body::Retry { .. }
+            | Body::Migrated { .. }
             | Body::Activated
             | Body::Adopted { .. }
             | Body::User { .. },
