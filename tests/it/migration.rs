@@ -308,3 +308,47 @@ fn item13_a_legacy_flow_in_execute_is_migrated_and_continues() {
         (Some("DONE"), Some("base"))
     );
 }
+
+// Item 9's sibling: the two lines of a commit are one append; a crash that
+// keeps only the first leaves nothing half-done behind.
+#[test]
+fn item9_a_commit_cut_short_after_its_stage_transition_is_undone_at_start_up() {
+    let mut d = Daemon::start_new();
+    let id = d.create("torn");
+    d.ctl(&["transition", "EXECUTE"]).ok();
+    d.stop();
+    let log = d.txn_dir("ttm", &id).join("events.ndjson");
+    let before = fs::read_to_string(&log).unwrap();
+    let seq = before.lines().count() + 1;
+    let half = format!(
+        "{{\"ts\":\"2025-10-18T09:00:00.000Z\",\"event\":\"stage_transition\",\"seq\":{seq},\"from\":\"EXECUTE\",\"to\":\"DONE\"}}\n{{\"ts\":\"2025-10"
+    );
+    fs::write(&log, format!("{before}{half}")).unwrap();
+    d.start();
+    assert_eq!(fs::read_to_string(&log).unwrap(), before);
+    assert_eq!(d.state_json("ttm", &id)["stage"], "EXECUTE");
+    assert!(
+        d.daemon_stderr()
+            .contains("whose txn_commit/txn_fail a crash lost")
+    );
+    // The client's retry of the commit it never saw answered goes through.
+    d.ctl(&["commit", "--request-id", "c1"]).ok();
+    let events = read_events(&d.txn_dir("ttm", &id));
+    let kinds: Vec<_> = events[events.len() - 2..]
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["stage_transition", "txn_commit"]);
+
+    // A bash-written transition into DONE (no seq) is the bash version's
+    // own record and stays.
+    let other = d.create("bash done");
+    d.stop();
+    let log = d.txn_dir("ttm", &other).join("events.ndjson");
+    let mut text = fs::read_to_string(&log).unwrap();
+    text.push_str("{\"ts\":\"2025-10-18T09:00:00Z\",\"event\":\"stage_transition\",\"from\":\"NEW\",\"to\":\"DONE\"}\n");
+    fs::write(&log, &text).unwrap();
+    d.start();
+    assert_eq!(fs::read_to_string(&log).unwrap(), text);
+    assert_eq!(d.state_json("ttm", &other)["stage"], "DONE");
+}
