@@ -89,6 +89,13 @@ fn item1_an_absolute_active_link_into_the_tree_is_adopted_and_one_elsewhere_refu
     ttm_tests::assert_same_tree(&before, &ttm_tests::snapshot(&elsewhere), "outside");
     d.ctl(&["activate", BASH_TXN]).ok();
     assert_eq!(fs::read_link(&active).unwrap(), Path::new(BASH_TXN));
+
+    // One a bash script writes while ttmd runs is adopted at the next request.
+    let rag_active = d.root.join("rag/txns/active");
+    fs::remove_file(&rag_active).unwrap();
+    symlink(d.root.join("rag/txns").join(BASH_FLOW), &rag_active).unwrap();
+    assert_eq!(d.ctl(&["--module", "rag", "active"]).ok(), BASH_FLOW);
+    assert_eq!(fs::read_link(&rag_active).unwrap(), Path::new(BASH_FLOW));
 }
 
 // Item 2 (and issue 15 item 11): a fresh tree.
@@ -351,4 +358,30 @@ fn item9_a_commit_cut_short_after_its_stage_transition_is_undone_at_start_up() {
     d.start();
     assert_eq!(fs::read_to_string(&log).unwrap(), text);
     assert_eq!(d.state_json("ttm", &other)["stage"], "DONE");
+}
+
+// Item 9's sibling in the shims: a subscription to the original's
+// txn.stage_changed hears a commit once, as the original published it once.
+#[test]
+fn item9_txn_stage_changed_is_heard_once_per_commit() {
+    let d = Daemon::start_new();
+    let out = bash(
+        &d,
+        &format!(
+            "{STRICT}id=$(txn_create heard)
+             seen() {{ printf '%s\\n' \"$1\" >>\"$W/seen\"; }}
+             ttm_subscribe txn.stage_changed seen
+             txn_transition EXECUTE >/dev/null
+             txn_commit >/dev/null
+             for _ in $(seq 100); do
+                 [[ -f $W/seen && $(wc -l <\"$W/seen\") -ge 2 ]] && break
+                 sleep 0.1
+             done
+             sleep 0.5    # a txn_commit heard too would come with its transition
+             ttm_unsubscribe
+             cat \"$W/seen\""
+        ),
+        &[],
+    );
+    assert_eq!(out.ok(), "stage_transition\nstage_transition");
 }
