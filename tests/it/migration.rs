@@ -107,6 +107,11 @@ fn item2_a_fresh_tree_has_the_default_module_and_lists_nothing() {
     assert_eq!(out.code(), 0, "{out:?}");
     let out = d.ctl(&["--module", "rag", "--json", "list"]);
     assert_eq!(out.json()["txns"], serde_json::json!([]), "{out:?}");
+    // Nor is there anything to archive, collect or migrate in it.
+    for args in [["archive"], ["gc"], ["migrate"]] {
+        let out = d.ctl(&[&["--module", "rag"][..], &args[..]].concat());
+        assert!(out.ok().contains(" 0 transaction(s)"), "{args:?}: {out:?}");
+    }
     // Reading a module that does not exist yet creates nothing.
     assert!(!d.root.join("rag").exists());
     // A mutation naming an unknown transaction is still NOT_FOUND.

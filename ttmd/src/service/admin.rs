@@ -1,4 +1,5 @@
-//! The daemon itself and retention: archive, gc, status, reload, stop.
+//! The daemon itself, retention and migration: archive, gc, migrate,
+//! status, reload, stop.
 
 use tonic::{Request, Response, Status};
 use ttm_proto::v1 as pb;
@@ -27,8 +28,12 @@ impl TtmService {
                     quote(s)
                 )));
             }
-            this.module(&r.module, false)?
-                .archive(r.older_than_secs, stage, r.apply)
+            match this.module(&r.module, false) {
+                Ok(module) => module.archive(r.older_than_secs, stage, r.apply),
+                // A module nobody created a transaction in has nothing to archive.
+                Err(Error::Unknown(_)) => Ok(Vec::new()),
+                Err(e) => Err(e),
+            }
         })
         .await?;
         Ok(Response::new(pb::ArchiveResponse {
@@ -44,9 +49,10 @@ impl TtmService {
         self.caller(&req)?;
         let r = req.into_inner();
         let this = self.clone();
-        let txn_ids = blocking(move || {
-            this.module(&r.module, false)?
-                .gc(r.older_than_secs, r.keep as usize, r.apply)
+        let txn_ids = blocking(move || match this.module(&r.module, false) {
+            Ok(module) => module.gc(r.older_than_secs, r.keep as usize, r.apply),
+            Err(Error::Unknown(_)) => Ok(Vec::new()),
+            Err(e) => Err(e),
         })
         .await?;
         Ok(Response::new(pb::GcResponse {
