@@ -225,8 +225,8 @@ impl Fsm {
         let mut words = format!("allowed next stages: {}", next.join(", "));
         if super::migrate::is_stuck(self, from) {
             words.push_str(&format!(
-                "; {from} is {} this module's FSM, as an older version left it: `ttmctl \
-                 migrate` moves such transactions to a stage they can continue from",
+                "; {from} is {} this module's FSM (an older version left it there): \
+                 `ttmctl migrate` moves such transactions to a stage they can continue from",
                 if self.knows(from) {
                     "a dead end of"
                 } else {

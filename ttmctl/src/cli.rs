@@ -285,10 +285,9 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
-    /// Move live transactions an older version left in a stage the module's
-    /// FSM does not know or cannot leave (RAG flows the bash wrapper stored
-    /// as EXECUTE) to a stage they can continue from (a dry run unless
-    /// --yes).
+    /// Move transactions an older version left stuck (RAG flows the bash
+    /// wrapper stored as EXECUTE) to a stage they can continue from (a dry
+    /// run unless --yes).
     Migrate {
         /// Really move them (without it, only say which would move where).
         #[arg(long)]
