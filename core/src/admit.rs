@@ -28,6 +28,10 @@ pub fn admit(fsm: &Fsm, state: &State, body: &Body) -> Result<Admit> {
     match body {
         Body::Transition { to, .. } => fsm.transition(&state.stage, to).map(|_| Admit::Log),
         Body::Retry { to, .. } => fsm.retry_target(&state.stage, Some(to)).map(|_| Admit::Log),
+        Body::Migrated { to, .. } => {
+            refuse_if_final(state)?;
+            super::migrate::check(fsm, state, to).map(|()| Admit::Log)
+        }
         Body::Activated if state.is_terminal() => Ok(Admit::PointerOnly),
         Body::Activated
         | Body::Commit { .. }
@@ -79,6 +83,40 @@ pub fn transition(fsm: &Fsm, s: &State, to: &str, now: DateTime<Utc>) -> Result<
             iteration: step.iterate.then_some(s.iteration + 1),
         },
     })
+}
+
+/// The lines a change is logged as, in order, the last one being `body`
+/// (the one a request id and the reply name). A move to DONE or FAIL is
+/// preceded by its `stage_transition`, as the bash version logged it, so
+/// `txn_events ID stage_transition | grep '"to":"DONE"'` finds it, while
+/// `txn_commit` (with `duration_ms`) and `txn_fail` (with `error`) keep
+/// SPEC §5's meaning. The store appends them in one write and one sync.
+pub fn lines(body: Body) -> Vec<Body> {
+    let terminal = match &body {
+        Body::Commit { from, .. } => Some((from.clone(), DONE)),
+        Body::Fail { from, .. } => Some((from.clone(), FAIL)),
+        Body::Start { .. }
+        | Body::Transition { .. }
+        | Body::Updated { .. }
+        | Body::EvidenceAdded { .. }
+        | Body::TesResolved { .. }
+        | Body::Retry { .. }
+        | Body::Migrated { .. }
+        | Body::Activated
+        | Body::Adopted { .. }
+        | Body::User { .. } => None,
+    };
+    match terminal {
+        Some((from, to)) => vec![
+            Body::Transition {
+                from,
+                to: to.to_string(),
+                iteration: None,
+            },
+            body,
+        ],
+        None => vec![body],
+    }
 }
 
 /// The event a `commit` records, with the time since `txn_start`.
@@ -181,6 +219,32 @@ mod tests {
                 .to_string()
                 .contains("(except `retry`)")
         );
+    }
+
+    #[test]
+    fn a_terminal_move_is_preceded_by_its_stage_transition() {
+        let commit = Body::Commit {
+            from: "EXECUTE".into(),
+            duration_ms: 3,
+        };
+        let logged = lines(commit.clone());
+        assert_eq!(
+            logged,
+            [
+                Body::Transition {
+                    from: "EXECUTE".into(),
+                    to: DONE.into(),
+                    iteration: None
+                },
+                commit
+            ]
+        );
+        let fail = Body::Fail {
+            from: "NEW".into(),
+            error: "e".into(),
+        };
+        assert!(matches!(&lines(fail)[0], Body::Transition { to, .. } if to == FAIL));
+        assert_eq!(lines(Body::Activated), [Body::Activated]);
     }
 
     #[test]

@@ -127,7 +127,19 @@ pub fn validate_source_name(file_name: &str) -> Result<()> {
 /// source file, else `evidence`; `<ext>` is the source's whole extension.
 pub fn evidence_name(number: u64, description: &str, file_name: &str) -> Result<String> {
     validate_source_name(file_name)?;
-    let (stem, ext) = split_name(file_name);
+    let (mut stem, mut ext) = split_name(file_name);
+    let described = !slug(description, NAME_MAX).is_empty();
+    let dot_name = stem.strip_prefix('.').is_some_and(|n| {
+        !n.is_empty()
+            && n.len() < EXT_MAX
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    });
+    if described && ext.is_empty() && dot_name {
+        // A dotfile named by a description keeps its name as the
+        // extension, as the bash version kept it: `.env` → `120_secrets.env`.
+        (stem, ext) = ("", stem);
+    }
     let ext_ok = ext.len() <= EXT_MAX
         && ext.split('.').skip(1).all(|p| {
             !p.is_empty()
@@ -190,6 +202,8 @@ mod tests {
             (110, "", "config.yaml", "110_config.yaml"),
             (120, "Deploy Config!", "x", "120_deploy-config"),
             (130, "", ".bashrc", "130_bashrc"),
+            (120, "secrets", ".env", "120_secrets.env"),
+            (150, "my artifact", "a.txt", "150_my-artifact.txt"),
             (140, "", "", "140_evidence"),
             (1000, "", "Notes v2.TXT", "1000_notes-v2.TXT"),
         ];

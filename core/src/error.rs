@@ -21,6 +21,10 @@ pub enum Error {
     /// transaction's stage, a finished transaction, no active transaction.
     #[error("{0}")]
     Refused(String),
+    /// A symlink in the tree points where the daemon will not follow: an
+    /// absolute `active` link outside its module.
+    #[error("{0}")]
+    UnsafeLink(String),
     /// A compare-and-set guard (`expect_stage`, `expect_seq`) did not match:
     /// another writer got there first.
     #[error("{0}")]

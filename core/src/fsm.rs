@@ -213,6 +213,30 @@ impl Fsm {
         }
     }
 
+    /// Every move a transaction in live stage `from` may make, in words:
+    /// the `transition`s, and `commit` (to DONE, from any live stage, also
+    /// where fsm.json lists no edge to DONE); for a stage the FSM cannot
+    /// leave, the way out (`ttmctl migrate`).
+    pub fn allowed_moves(&self, from: &str) -> String {
+        let mut next = self.next_stages(from);
+        if !next.iter().any(|s| s == DONE) {
+            next.push(format!("{DONE} (with `commit`)"));
+        }
+        let mut words = format!("allowed next stages: {}", next.join(", "));
+        if super::migrate::is_stuck(self, from) {
+            words.push_str(&format!(
+                "; {from} is {} this module's FSM (an older version left it there): \
+                 `ttmctl migrate` moves such transactions to a stage they can continue from",
+                if self.knows(from) {
+                    "a dead end of"
+                } else {
+                    "not a stage of"
+                }
+            ));
+        }
+        words
+    }
+
     /// The one transition function: may a transaction in `from` move to
     /// `to`? `FAIL` is reachable from every non-terminal stage; nothing
     /// leaves `DONE` or `FAIL` (see [`Fsm::retry_target`] for the way back).
@@ -230,8 +254,8 @@ impl Fsm {
         }
         let refuse = |why: &str| {
             Error::Refused(format!(
-                "cannot move from {from} to {to}: {why}; allowed next stages: {}",
-                self.next_stages(from).join(", ")
+                "cannot move from {from} to {to}: {why}; {}",
+                self.allowed_moves(from)
             ))
         };
         if !self.knows(to) {

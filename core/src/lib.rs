@@ -9,8 +9,10 @@ pub mod error;
 pub mod event;
 pub mod fsm;
 pub mod id;
+pub mod migrate;
 pub mod state;
 pub mod summary;
+pub mod templates;
 pub mod topology;
 
 pub use error::{Error, Result};

@@ -121,6 +121,7 @@ impl State {
                 }
             }
             Body::Commit { .. } => self.stage = DONE.into(),
+            Body::Migrated { to, .. } => self.stage = to.clone(),
             Body::Fail { error, .. } => {
                 self.stage = FAIL.into();
                 self.last_error = Some(error.clone());

@@ -226,8 +226,8 @@ last change  <TS>
 digest       <SHA>
 dir          <ROOT>/ttm/txns/deploy-api-v2-1-0-YYYYMMDDTHHMMSS
 ctx (3 files)
-  000_policy.md   170
-  010_request.md   72
+  000_policy.md   287
+  010_request.md  136
   100_notes         6
 events
    1  <TS>  txn_start         txn_id=deploy-api-v2-1-0-YYYYMMDDTHHMMSS description=\"Deploy API v2.1.0\" target=@staging agent=human module=ttm stage=NEW ctx_digest=<SHA>

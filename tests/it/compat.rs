@@ -437,10 +437,9 @@ fn a_legacy_script_from_the_docs_runs_unchanged_under_set_e() {
 }
 
 // The original test suite's first check: ttm_init leaves $TETRA_DIR/ttm/txns
-// on a fresh tree. The shims cannot create it (only ttmd writes the tree),
-// and ttmd answers "unknown module ttm" there until issue 16 item 2.
+// on a fresh tree. The shims cannot create it (only ttmd writes the tree);
+// ttmd makes the default module when it starts (issue 16 item 2).
 #[test]
-#[ignore = "needs issue 16 item 2 (daemon)"]
 fn the_original_suites_first_check_sees_ttm_txns_after_ttm_init() {
     let d = Daemon::start_new();
     let out = bash(

@@ -60,7 +60,7 @@ fn followers_of_each_kind_ride_out_a_stop_and_a_start() {
     sync_watch(&d, &watch);
 
     d.ctl(&["commit", "-t", &id]).ok();
-    read_through(&events, &mut seen, 4);
+    read_through(&events, &mut seen, 5);
     let out = status.wait(HANG);
     assert_eq!(out.code(), 0, "status --follow: {}", out.stderr);
     assert!(out.stdout.contains("txn_commit"), "{}", out.stdout);
@@ -140,12 +140,14 @@ fn a_status_follow_across_three_restarts_with_writers_sees_every_event_once() {
         .iter()
         .map(|e| e["event"].as_str().unwrap_or("?"))
         .collect();
-    // txn_start, activated, 60 events, then the commit: all of it, once.
+    // txn_start, activated, 60 events, then the commit (its
+    // stage_transition and txn_commit): all of it, once.
     assert_eq!(
         *seqs.last().unwrap(),
-        3 + (WRITERS * EACH) as u64,
+        4 + (WRITERS * EACH) as u64,
         "events: {kinds:?}"
     );
+    assert_eq!(kinds.last(), Some(&"txn_commit"));
     assert_eq!(
         log.len() as u64,
         *seqs.last().unwrap(),

@@ -108,6 +108,8 @@ fn full_lifecycle() {
             "stage_transition",
             "stage_transition",
             "stage_transition",
+            // The commit's own move, written with it (issue 16 item 9).
+            "stage_transition",
             "txn_commit"
         ]
     );

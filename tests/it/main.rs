@@ -18,6 +18,7 @@ mod idempotency;
 mod in_process;
 mod languages;
 mod lifecycle;
+mod migration;
 mod races;
 mod reconcile;
 mod replies;

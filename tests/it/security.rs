@@ -253,6 +253,7 @@ enum Call {
     Watch(WatchRequest),
     Archive(ArchiveRequest),
     Gc(GcRequest),
+    Migrate(MigrateRequest),
     /// Raw bytes as the protobuf body of `/ttm.v1.Ttm/<method>`.
     Raw(&'static str, Vec<u8>),
 }
@@ -855,6 +856,14 @@ fn hostile_rows(id: &str) -> Vec<Row> {
                 apply: true,
             }),
         ),
+        row(
+            "migrate module ../ttm",
+            InvalidArgument,
+            Migrate(MigrateRequest {
+                module: "../ttm".into(),
+                apply: true,
+            }),
+        ),
         // The daemon's own RPCs take any text.
         row(
             "hello client_version 1 MiB",
@@ -989,6 +998,7 @@ async fn send(socket: &Path, call: Call, meta: &Option<(&'static str, Vec<u8>)>)
         },
         Call::Archive(m) => c.archive(request(m, meta)).await.map(drop),
         Call::Gc(m) => c.gc(request(m, meta)).await.map(drop),
+        Call::Migrate(m) => c.migrate(request(m, meta)).await.map(drop),
         Call::Raw(method, bytes) => {
             let mut g = tonic::client::Grpc::new(ttm_tests::channel(socket).await);
             g.ready().await.unwrap();

@@ -407,7 +407,8 @@ fn every_documented_durability_serves_a_lifecycle() {
             "DONE"
         );
         let dir = d.txn_dir("ttm", &id);
-        assert_eq!(ttm_tests::check_log(&dir).len(), 5, "{durability}");
+        // start, activated, evidence, transition, the commit's transition, commit
+        assert_eq!(ttm_tests::check_log(&dir).len(), 6, "{durability}");
         d.assert_state_is_fold("ttm", &id);
     }
 }

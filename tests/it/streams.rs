@@ -46,10 +46,11 @@ fn events_follow_sees_every_new_event_once() {
     }
     d.ctl(&["transition", "EXECUTE"]).ok();
     d.ctl(&["commit"]).ok();
-    let seen: Vec<Value> = (0..7).map(|_| follower.json_line(HANG)).collect();
+    // The commit is two lines: its stage_transition, then txn_commit.
+    let seen: Vec<Value> = (0..8).map(|_| follower.json_line(HANG)).collect();
     let seqs: Vec<u64> = seen.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-    assert_eq!(seqs, (3..=9).collect::<Vec<_>>());
-    assert_eq!(seen[6]["event"], "txn_commit");
+    assert_eq!(seqs, (3..=10).collect::<Vec<_>>());
+    assert_eq!(seen[7]["event"], "txn_commit");
     assert_eq!(
         follower.try_line(Duration::from_millis(300)),
         None,

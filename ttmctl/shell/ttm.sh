@@ -468,8 +468,9 @@ _ttm_status() {
 # ------------------------------------------------------------- public API --
 
 # ttm_init: checks that ttmd answers (ttmctl starts it unless
-# TTM_NO_AUTOSTART=1) and that TTM_DIR/TTM_TXNS_DIR make sense. Writes
-# nothing; safe to call any number of times.
+# TTM_NO_AUTOSTART=1) and that TTM_DIR/TTM_TXNS_DIR make sense. ttmd makes
+# $TETRA_DIR/ttm/txns when it starts, as the original's ttm_init did; the
+# shims write nothing themselves. Safe to call any number of times.
 ttm_init() {
     local _ttm_err _ttm_rc=0
     # The smallest question: which transaction is active. 3 (no module yet)
@@ -570,8 +571,9 @@ ttm_publish() {
 # never evaluated) as `HANDLER TYPE ID LINE` for every event of type EVENT
 # appended to transaction ID's log (default: the one active now) from now
 # on; LINE is the raw JSON line. EVENT `*` matches every event;
-# txn.stage_changed (the original's name) matches stage_transition,
-# txn_commit, txn_fail and txn_retry. The subscription is a background
+# txn.stage_changed (the original's name) matches each change of stage
+# once: stage_transition (ttmd logs one before each txn_commit and
+# txn_fail), txn_retry and stage_migrated. The subscription is a background
 # `ttmctl events --follow` in a subshell (its pid is in $! afterwards); the
 # handler runs there, asynchronously, with stdin from /dev/null. It ends by
 # itself when the transaction ends (DONE or FAIL), when ttmd stops, or when
@@ -669,7 +671,7 @@ _ttm_subscription() {
             "*" | "$_ttm_type") ;;
             txn.stage_changed)
                 case $_ttm_type in
-                    stage_transition | txn_commit | txn_fail | txn_retry) ;;
+                    stage_transition | txn_retry | stage_migrated) ;;
                     *) continue ;;
                 esac
                 ;;

@@ -293,6 +293,14 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Move transactions an older version left stuck (RAG flows the bash
+    /// wrapper stored as EXECUTE) to a stage they can continue from (a dry
+    /// run unless --yes).
+    Migrate {
+        /// Really move them (without it, only say which would move where).
+        #[arg(long)]
+        yes: bool,
+    },
     /// The daemon itself: status, stop, reload (never starts one).
     #[command(subcommand)]
     Daemon(DaemonCommand),

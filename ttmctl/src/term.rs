@@ -199,9 +199,12 @@ pub fn tone(event: &Event) -> Tone {
     match typed(event) {
         Typed::Body(Body::Commit { .. }) => Tone::Done,
         Typed::Body(Body::Fail { .. }) => Tone::Failed,
-        Typed::Body(Body::Transition { .. } | Body::Retry { .. } | Body::Start { .. }) => {
-            Tone::Moved
-        }
+        Typed::Body(
+            Body::Transition { .. }
+            | Body::Migrated { .. }
+            | Body::Retry { .. }
+            | Body::Start { .. },
+        ) => Tone::Moved,
         Typed::Body(
             Body::Updated { .. }
             | Body::EvidenceAdded { .. }

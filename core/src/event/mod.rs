@@ -26,6 +26,7 @@ pub const BUILTIN_TYPES: &[&str] = &[
     "txn_retry",
     "activated",
     "state_adopted",
+    "stage_migrated",
 ];
 
 /// What an event says, apart from the envelope every line has.
@@ -68,6 +69,10 @@ pub enum Body {
     Commit { from: String, duration_ms: u64 },
     /// The transaction moved to FAIL.
     Fail { from: String, error: String },
+    /// A transaction left in a stage its module's FSM does not know (or
+    /// cannot leave), by an older version, was moved to one it can continue
+    /// from (`ttmctl migrate`).
+    Migrated { from: String, to: String },
     /// A FAIL transaction went back to a live stage.
     Retry { to: String, iteration: u64 },
     /// The transaction became its module's active one.
@@ -107,6 +112,7 @@ impl Body {
             Body::Commit { .. } => "txn_commit",
             Body::Fail { .. } => "txn_fail",
             Body::Retry { .. } => "txn_retry",
+            Body::Migrated { .. } => "stage_migrated",
             Body::Activated => "activated",
             Body::Adopted { .. } => "state_adopted",
             Body::User { event, .. } => event,
@@ -189,6 +195,10 @@ impl Body {
             Body::Retry { to, iteration } => {
                 put("to", to.as_str().into());
                 put("iteration", (*iteration).into());
+            }
+            Body::Migrated { from, to } => {
+                put("from", from.as_str().into());
+                put("to", to.as_str().into());
             }
             Body::Activated => {}
             Body::Adopted { state } => put("state", Value::Object(state.clone())),

@@ -100,6 +100,8 @@ impl Body {
     /// type. Defaults are the ones the fold has always used for lines the
     /// bash version wrote (no `stage`, `module` or `ctx_digest` in its
     /// `txn_start`, no `from` in its commit).
+    // Long: one arm per event type, each reading its fields; kept whole, as
+    // `to_object` is, so a type's reading is in one place.
     fn read(kind: &str, o: &Map<String, Value>) -> Option<Body> {
         let from = || text_or(o, "from", "");
         Some(match kind {
@@ -145,6 +147,10 @@ impl Body {
             "txn_retry" => Body::Retry {
                 to: text_of(o, "to")?,
                 iteration: o.get("iteration").and_then(Value::as_u64)?,
+            },
+            "stage_migrated" => Body::Migrated {
+                from: from(),
+                to: text_of(o, "to")?,
             },
             "activated" => Body::Activated,
             "state_adopted" => Body::Adopted {
@@ -218,6 +224,10 @@ mod tests {
                 iteration: 2,
             },
             Body::Activated,
+            Body::Migrated {
+                from: "EXECUTE".into(),
+                to: "SUBMIT".into(),
+            },
             Body::Adopted { state: Map::new() },
             Body::User {
                 event: "progress".into(),

@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use ttm_proto::v1::{
-    ArchiveRequest, DaemonStatusRequest, GcRequest, ReloadRequest, ShutdownRequest,
+    ArchiveRequest, DaemonStatusRequest, GcRequest, MigrateRequest, ReloadRequest, ShutdownRequest,
 };
 
 use super::Ctx;
 use crate::connect::{self, Daemon};
 use crate::exit::Failure;
+use crate::term;
 
 async fn existing(ctx: &Ctx) -> Result<Daemon, Failure> {
     connect::connect_with(&ctx.socket, false).await
@@ -143,6 +144,41 @@ pub async fn gc(ctx: &mut Ctx, older_than: u64, keep: u32, yes: bool) -> Result<
     let mut daemon = ctx.daemon().await?;
     let reply = daemon.call(async move |c| c.gc(request).await).await?;
     report(ctx, "delete", "deleted", reply.txn_ids, reply.applied)
+}
+
+/// `migrate`: says what it would move, or moved, one line per transaction.
+pub async fn migrate(ctx: &mut Ctx, yes: bool) -> Result<(), Failure> {
+    let request = MigrateRequest {
+        module: ctx.module.clone(),
+        apply: yes,
+    };
+    let mut daemon = ctx.daemon().await?;
+    let reply = daemon.call(async move |c| c.migrate(request).await).await?;
+    let moves: Vec<_> = reply
+        .migrations
+        .iter()
+        .map(|m| json!({"txn_id": m.txn_id, "from": m.from, "to": m.to}))
+        .collect();
+    if ctx.json {
+        return ctx
+            .out
+            .json(&json!({ "applied": reply.applied, "migrations": moves }));
+    }
+    let n = reply.migrations.len();
+    ctx.out.line(&if reply.applied {
+        format!("moved {n} transaction(s)")
+    } else {
+        format!("would move {n} transaction(s) (dry run; add --yes to do it)")
+    })?;
+    for m in &reply.migrations {
+        ctx.out.line(&format!(
+            "  {}  {} → {}",
+            term::clean(&m.txn_id),
+            term::clean(&m.from),
+            term::clean(&m.to)
+        ))?;
+    }
+    Ok(())
 }
 
 fn report(

@@ -87,6 +87,7 @@ pub async fn run(cli: Cli, ctx: &mut Ctx) -> Result<(), Failure> {
             keep,
             yes,
         } => daemon::gc(ctx, older_than.unwrap_or(0), keep, yes).await,
+        Command::Migrate { yes } => daemon::migrate(ctx, yes).await,
         Command::Daemon(DaemonCommand::Status) => daemon::status(ctx).await,
         Command::Daemon(DaemonCommand::Stop) => daemon::stop(ctx).await,
         Command::Daemon(DaemonCommand::Reload) => daemon::reload(ctx).await,

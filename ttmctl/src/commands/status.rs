@@ -69,7 +69,7 @@ pub async fn status(
         }
     }
     view.summary_once(ctx)?;
-    match ended {
+    match view.pending.take().or(ended) {
         Some(end) if follow => finish(ctx, &view.state.txn_id, end),
         _ if following => Err(Failure::other(format!(
             "the event stream of {} ended before the transaction did",
@@ -89,6 +89,9 @@ struct View {
     /// The summary is out and events now print as they come.
     live: bool,
     follow: bool,
+    /// A lone stage_transition into DONE or FAIL (see `follow_step`) ends
+    /// the follow at the next pause.
+    pending: Option<End>,
 }
 
 impl View {
@@ -111,6 +114,7 @@ impl View {
             recent: VecDeque::new(),
             live: false,
             follow,
+            pending: None,
         })
     }
 
@@ -129,13 +133,16 @@ impl View {
                 print_event(ctx, &event)?;
                 ctx.out.flush()?;
                 if event.seq > self.state.seq {
-                    return Ok(end_of_event(&event));
+                    return Ok(follow_step(&event, &mut self.pending));
                 }
             }
             // The replay is over: whatever comes next is new.
             Kind::CaughtUp(_) | Kind::Heartbeat(_) => {
                 if following {
                     self.summary_once(ctx)?;
+                }
+                if let Some(end) = self.pending.take() {
+                    return Ok(Some(end));
                 }
             }
         }
@@ -149,6 +156,18 @@ impl View {
         }
         Ok(())
     }
+}
+
+/// What a new event means for a follow: the end, now; or, for a
+/// stage_transition into DONE or FAIL, the end unless the `txn_commit` or
+/// `txn_fail` ttmd writes right after it comes first (kept in `pending`).
+fn follow_step(event: &Event, pending: &mut Option<End>) -> Option<End> {
+    let end = end_of_event(event)?;
+    if event.event == "stage_transition" {
+        *pending = Some(end);
+        return None;
+    }
+    Some(end)
 }
 
 fn print_summary(ctx: &mut Ctx, view: &View) -> Result<(), Failure> {
@@ -224,6 +243,7 @@ fn end_of_event(event: &Event) -> Option<End> {
             | Body::EvidenceAdded { .. }
             | Body::TesResolved { .. }
             | Body::Retry { .. }
+            | Body::Migrated { .. }
             | Body::Activated
             | Body::Adopted { .. }
             | Body::User { .. },

@@ -1,4 +1,5 @@
-//! The daemon itself and retention: archive, gc, status, reload, stop.
+//! The daemon itself, retention and migration: archive, gc, migrate,
+//! status, reload, stop.
 
 use tonic::{Request, Response, Status};
 use ttm_proto::v1 as pb;
@@ -27,8 +28,12 @@ impl TtmService {
                     quote(s)
                 )));
             }
-            this.module(&r.module, false)?
-                .archive(r.older_than_secs, stage, r.apply)
+            match this.module(&r.module, false) {
+                Ok(module) => module.archive(r.older_than_secs, stage, r.apply),
+                // A module nobody created a transaction in has nothing to archive.
+                Err(Error::Unknown(_)) => Ok(Vec::new()),
+                Err(e) => Err(e),
+            }
         })
         .await?;
         Ok(Response::new(pb::ArchiveResponse {
@@ -44,13 +49,37 @@ impl TtmService {
         self.caller(&req)?;
         let r = req.into_inner();
         let this = self.clone();
-        let txn_ids = blocking(move || {
-            this.module(&r.module, false)?
-                .gc(r.older_than_secs, r.keep as usize, r.apply)
+        let txn_ids = blocking(move || match this.module(&r.module, false) {
+            Ok(module) => module.gc(r.older_than_secs, r.keep as usize, r.apply),
+            Err(Error::Unknown(_)) => Ok(Vec::new()),
+            Err(e) => Err(e),
         })
         .await?;
         Ok(Response::new(pb::GcResponse {
             txn_ids,
+            applied: r.apply,
+        }))
+    }
+
+    pub(super) async fn migrate(
+        &self,
+        req: Request<pb::MigrateRequest>,
+    ) -> Result<Response<pb::MigrateResponse>, Status> {
+        let client = self.caller(&req)?;
+        let r = req.into_inner();
+        let this = self.clone();
+        let moves = blocking(move || match this.module(&r.module, false) {
+            Ok(module) => module.migrate(r.apply, &client),
+            // A module nobody created a transaction in has nothing to move.
+            Err(Error::Unknown(_)) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        })
+        .await?;
+        Ok(Response::new(pb::MigrateResponse {
+            migrations: moves
+                .into_iter()
+                .map(|(txn_id, from, to)| pb::Migration { txn_id, from, to })
+                .collect(),
             applied: r.apply,
         }))
     }

@@ -309,6 +309,13 @@ impl Ttm for TtmService {
         TtmService::gc(self, req).await
     }
 
+    async fn migrate(
+        &self,
+        req: Request<pb::MigrateRequest>,
+    ) -> Result<Response<pb::MigrateResponse>, Status> {
+        TtmService::migrate(self, req).await
+    }
+
     async fn daemon_status(
         &self,
         req: Request<pb::DaemonStatusRequest>,

@@ -43,6 +43,8 @@ fn code(err: &Error) -> Code {
         Error::Unknown(_) => Code::NotFound,
         Error::Malformed(_) => Code::InvalidArgument,
         Error::Refused(_) => Code::FailedPrecondition,
+        // The request cannot be served until someone fixes the link.
+        Error::UnsafeLink(_) => Code::FailedPrecondition,
         Error::Conflict(_) => Code::Aborted,
         Error::NotAllowed(_) => Code::PermissionDenied,
         Error::OverLimit(_) | Error::StateTooLarge(_) => Code::ResourceExhausted,

@@ -119,8 +119,14 @@ impl TtmService {
             if !r.stage.is_empty() {
                 fsm::validate_stage_name(&r.stage)?;
             }
-            let module = this.module(&r.module, false)?;
-            let active = module.active_id()?;
+            let module = match this.module(&r.module, false) {
+                Ok(m) => m,
+                // A module nobody created a transaction in yet lists
+                // nothing, as the bash version listed a missing directory.
+                Err(Error::Unknown(_)) => return Ok(pb::ListResponse::default()),
+                Err(e) => return Err(e),
+            };
+            let active = module.active_id_or_none()?;
             let stage = Some(r.stage.as_str()).filter(|s| !s.is_empty());
             let after = page::parse_token(&r.page_token)?;
             let listed = module.list(stage);

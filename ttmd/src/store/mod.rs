@@ -74,6 +74,12 @@ impl Store {
                 tracing::error!(module = %name, error = %e, "module not served");
             }
         }
+        // The default module exists from the start, as the bash version's
+        // `ttm_init` made `$TETRA_DIR/ttm/txns`: scripts that look there (or
+        // list it) before their first create find an empty module.
+        if let Err(e) = store.module(id::DEFAULT_MODULE, true) {
+            tracing::error!(module = id::DEFAULT_MODULE, error = %e, "module not served");
+        }
         Ok(store)
     }
 

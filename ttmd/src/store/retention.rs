@@ -44,7 +44,7 @@ impl Module {
     ) -> Result<Vec<String>> {
         let _guard = self.exclusive();
         let now = Utc::now();
-        let active = self.active_id()?;
+        let active = self.active_id_or_none()?;
         let chosen: Vec<Listed> = self
             .list(stage)
             .into_iter()

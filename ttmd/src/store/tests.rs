@@ -607,7 +607,8 @@ fn only_a_finished_transaction_whose_files_agree_is_probed() {
     let (id, dir) = finished_txn(tmp.path(), Some("make-it-once"));
     let (summary, rid) = txn::probe_finished(&dir).expect("a clean finished transaction");
     assert_eq!((summary.txn_id(), summary.stage()), (id.as_str(), "DONE"));
-    assert_eq!(summary.seq, 4);
+    // start, activated, progress, the commit's stage_transition, commit
+    assert_eq!(summary.seq, 5);
     assert_eq!(rid.as_deref(), Some("make-it-once"));
 
     let log = fs::read(dir.join(EVENTS_FILE)).unwrap();
@@ -622,13 +623,13 @@ fn only_a_finished_transaction_whose_files_agree_is_probed() {
         (
             "state.json behind",
             log.clone(),
-            text.replace("\"seq\": 4", "\"seq\": 3").into(),
+            text.replace("\"seq\": 5", "\"seq\": 4").into(),
         ),
         ("torn tail", [&log[..], b"{\"ts\""].concat(), state.clone()),
         (
             "foreign line last",
             [&log[..], b"{\"event\":\"bash.note\"}\n"].concat(),
-            text.replace("\"seq\": 4", "\"seq\": 5").into(),
+            text.replace("\"seq\": 5", "\"seq\": 6").into(),
         ),
         ("no state.json", log.clone(), Vec::new()),
         (

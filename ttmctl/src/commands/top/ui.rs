@@ -126,7 +126,7 @@ fn age(created: &str, now: DateTime<Utc>) -> String {
 /// `stage_transition NEW → EXECUTE`, `progress pct=50`, …
 fn last_event_text(event: &Event) -> String {
     let detail = match term::typed(event) {
-        Typed::Body(Body::Transition { from, to, .. }) => {
+        Typed::Body(Body::Transition { from, to, .. } | Body::Migrated { from, to }) => {
             format!("{} → {}", term::clean(&from), term::clean(&to))
         }
         Typed::Body(

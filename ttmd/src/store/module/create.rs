@@ -13,6 +13,7 @@ use crate::core::ctx::{self, Entry};
 use crate::core::event::{Body, Event, Logged, Meta};
 use crate::core::id::{self, quote};
 use crate::core::state::{self, State};
+use crate::core::templates;
 use crate::core::{Error, Result};
 use crate::store::fsio::{self, Durability};
 use crate::store::txn::{
@@ -93,10 +94,11 @@ impl Module {
         for sub in [CTX_DIR, BUILD_DIR, ARTIFACTS_DIR] {
             fsio::ensure_dir(&build.join(sub))?;
         }
-        let entries = self.write_ctx_files(&build.join(CTX_DIR), new)?;
         let mut n = 1;
         loop {
             let id = id::txn_id(&new.description, now, n);
+            // RAG's prompt names the id, so the files follow each attempt.
+            let entries = self.write_ctx_files(&build.join(CTX_DIR), &id, new)?;
             self.write_log_and_view(build, &id, new, client, ts, &entries)?;
             let target = self.txns_dir.join(&id);
             match txn::rename_noreplace(build, &target) {
@@ -112,20 +114,11 @@ impl Module {
         }
     }
 
-    /// The policy and request files every transaction starts with.
-    fn write_ctx_files(&self, ctx_dir: &Path, new: &NewTxn) -> Result<Vec<Entry>> {
-        let policy = format!(
-            "# Policy\n\nmodule: {}\nstages: transitions follow the module's FSM; DONE and FAIL \
-             are final\nwriter: ttmd is the only writer of this directory except build/ and \
-             artifacts/\n",
-            self.name
-        );
-        let request = format!(
-            "# Request\n\ndescription: {}\ntarget: {}\nagent: {}\n",
-            new.description, new.target, new.agent
-        );
+    /// The ctx files transaction `id` starts with ([`templates`]).
+    fn write_ctx_files(&self, ctx_dir: &Path, id: &str, new: &NewTxn) -> Result<Vec<Entry>> {
+        let files = templates::initial_ctx(&self.name, id, &new.description, &new.target);
         let mut entries = Vec::new();
-        for (name, text) in [(ctx::POLICY_FILE, policy), (ctx::REQUEST_FILE, request)] {
+        for (name, text) in files {
             fsio::atomic_write(ctx_dir, name, text.as_bytes(), Durability::None)?;
             entries.push(Entry {
                 name: name.to_string(),
@@ -178,17 +171,10 @@ impl Module {
         let view = folded.to_pretty_json();
         fsio::atomic_write(build, STATE_FILE, view.as_bytes(), Durability::None)?;
         let ctx_dir = build.join(CTX_DIR);
-        fsio::sync_all(
-            &[
-                build.join(EVENTS_FILE),
-                build.join(STATE_FILE),
-                ctx_dir.join(ctx::POLICY_FILE),
-                ctx_dir.join(ctx::REQUEST_FILE),
-                ctx_dir,
-                build.to_path_buf(),
-            ],
-            self.durability,
-        )
+        let mut paths = vec![build.join(EVENTS_FILE), build.join(STATE_FILE)];
+        paths.extend(entries.iter().map(|e| ctx_dir.join(&e.name)));
+        paths.extend([ctx_dir, build.to_path_buf()]);
+        fsio::sync_all(&paths, self.durability)
     }
 }
 

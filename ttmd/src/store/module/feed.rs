@@ -69,7 +69,9 @@ fn change_of(event: &Event) -> Option<(ChangeKind, String)> {
     };
     match body {
         Body::Start { .. } => Some((ChangeKind::Created, String::new())),
-        Body::Transition { from, .. } => Some((ChangeKind::StageChanged, from.clone())),
+        Body::Transition { from, .. } | Body::Migrated { from, .. } => {
+            Some((ChangeKind::StageChanged, from.clone()))
+        }
         // The line names only where it went; the stage it left is FAIL.
         Body::Retry { .. } => Some((ChangeKind::StageChanged, String::new())),
         Body::Activated => Some((ChangeKind::Activated, String::new())),

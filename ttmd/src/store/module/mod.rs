@@ -4,11 +4,13 @@
 //! - `create.rs`: creating a transaction;
 //! - `active.rs`: the `active` symlink and activation;
 //! - `feed.rs`: the change feed for `Watch`;
+//! - `migrate.rs`: moving transactions older versions left stuck;
 //! - `reconcile.rs`: transaction directories added or removed by hand.
 
 mod active;
 mod create;
 mod feed;
+mod migrate;
 mod reconcile;
 
 pub use create::{NewTxn, validate_new};
@@ -75,6 +77,8 @@ pub struct Module {
     create_requests: Mutex<HashMap<String, String>>,
     /// Feed of changes for `Watch`.
     changes: broadcast::Sender<Change>,
+    /// The last `active` target reported as unusable, so it is reported once.
+    active_noted: Mutex<Option<PathBuf>>,
 }
 
 impl Module {
@@ -128,8 +132,13 @@ impl Module {
             quarantined: Mutex::new(BTreeMap::new()),
             create_requests: Mutex::new(HashMap::new()),
             changes,
+            active_noted: Mutex::new(None),
         };
         module.load_all()?;
+        // Adopts (or reports) an `active` link the bash version left.
+        if let Err(e) = module.active_id() {
+            tracing::warn!(module = name, "{e}");
+        }
         Ok(module)
     }
 

@@ -345,9 +345,13 @@ impl Txn {
         })
     }
 
-    /// Appends one event (without syncing) and advances the in-memory
-    /// state. Returns the outcome and where the log ends after the line; the
-    /// caller waits for [`Txn::make_durable`] before answering.
+    /// Appends the lines of one event (without syncing) — usually one; a
+    /// commit or failure is preceded by its `stage_transition`
+    /// ([`crate::core::admit::lines`]) — in one write, and advances the
+    /// in-memory state. Only the last line, the event the mutation is
+    /// answered with, carries the request id. Returns the outcome and where
+    /// the log ends; the caller waits for [`Txn::make_durable`] before
+    /// answering, so all the lines become durable with one sync.
     fn append(
         &self,
         inner: &mut Inner,
@@ -356,34 +360,46 @@ impl Txn {
         guards: &Guards,
         client: &Client,
     ) -> Result<(Outcome, u64)> {
-        let meta = Meta {
-            ts: state::timestamp(now),
-            seq: inner.state.seq + 1,
-            request_id: guards.request_id.clone(),
-            client: client.clone(),
-        };
-        let line = body.to_line(&meta);
+        let bodies = crate::core::admit::lines(body);
+        let last = bodies.len();
+        let mut text = String::new();
+        let mut recorded = Vec::with_capacity(last);
+        for (i, body) in bodies.into_iter().enumerate() {
+            let meta = Meta {
+                ts: state::timestamp(now),
+                seq: inner.state.seq + 1 + i as u64,
+                request_id: guards.request_id.clone().filter(|_| i + 1 == last),
+                client: client.clone(),
+            };
+            let offset = inner.len + text.len() as u64;
+            text.push_str(&body.to_line(&meta));
+            recorded.push((offset, meta, body));
+        }
         let path = self.dir.join(EVENTS_FILE);
         let len = inner.len;
         let log = inner.log_file(&path)?;
-        log::append(log, len, &line, Durability::None, &path)?;
-        self.mark(meta.seq, len);
-        inner.len += line.len() as u64;
-        let event = Arc::new(Recorded {
-            seq: meta.seq,
-            line: Logged {
-                ts: Some(meta.ts),
-                request_id: meta.request_id,
-                event: Event::Body(body),
-            },
-        });
-        Arc::make_mut(&mut inner.state).apply_logged(event.seq, &event.line);
-        if let Some(id) = &guards.request_id {
-            inner.requests.insert(id.clone(), event.clone());
+        log::append(log, len, &text, Durability::None, &path)?;
+        inner.len += text.len() as u64;
+        let mut event = None;
+        for (offset, meta, body) in recorded {
+            self.mark(meta.seq, offset);
+            let rec = Arc::new(Recorded {
+                seq: meta.seq,
+                line: Logged {
+                    ts: Some(meta.ts),
+                    request_id: meta.request_id,
+                    event: Event::Body(body),
+                },
+            });
+            Arc::make_mut(&mut inner.state).apply_logged(rec.seq, &rec.line);
+            event = Some(rec);
+        }
+        if let (Some(id), Some(e)) = (&guards.request_id, &event) {
+            inner.requests.insert(id.clone(), e.clone());
         }
         let outcome = Outcome {
             state: inner.state.clone(),
-            event: Some(event),
+            event,
             replayed: false,
         };
         Ok((outcome, inner.len))

@@ -81,21 +81,33 @@ fn remove_leftovers(dir: &Path, repairs: &mut Vec<String>) {
 }
 
 /// Reads the log's complete lines; a torn final line (a fragment without
-/// its newline, what a crash mid-append leaves) is cut off, the only change
-/// recovery ever makes to a log's existing bytes.
+/// its newline, what a crash mid-append leaves) is cut off, and so is the
+/// first half of a commit or failure whose second line a crash lost (see
+/// [`half_of_a_pair`]): the only changes recovery ever makes to a log's
+/// existing bytes, both to an append that was never acknowledged.
 fn read_log(dir: &Path, repairs: &mut Vec<String>) -> Result<RecoveredLog> {
     let path = dir.join(EVENTS_FILE);
     let bytes = fsio::read_file(&path).map_err(|e| fsio::nofollow_error("reading", &path, e))?;
     let file = fsio::open_append(&path, false).map_err(|e| Error::io("opening", &path, e))?;
-    let (lines, used) = log::parse_lines(&bytes, 1);
+    let (mut lines, mut used) = log::parse_lines(&bytes, 1);
     if used < bytes.len() {
-        file.set_len(used as u64)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| Error::io("truncating torn line of", &path, e))?;
         repairs.push(format!(
             "dropped a torn final line of {} bytes from {EVENTS_FILE}",
             bytes.len() - used
         ));
+    }
+    if lines.len() > 1 && lines.last().is_some_and(half_of_a_pair) {
+        let half = lines.pop().map_or(0, |l| l.bytes) as usize;
+        used -= half;
+        repairs.push(format!(
+            "dropped a final stage_transition into DONE/FAIL whose txn_commit/txn_fail a \
+             crash lost ({half} bytes): that commit or failure was never acknowledged"
+        ));
+    }
+    if used < bytes.len() {
+        file.set_len(used as u64)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| Error::io("truncating the unacknowledged end of", &path, e))?;
     }
     Ok(RecoveredLog {
         path,
@@ -103,6 +115,21 @@ fn read_log(dir: &Path, repairs: &mut Vec<String>) -> Result<RecoveredLog> {
         lines,
         len: used as u64,
     })
+}
+
+/// Whether `line` is a `stage_transition` into DONE or FAIL that ttmd
+/// wrote (it carries its own line number as `seq`): ttmd writes one only
+/// right before the `txn_commit` or `txn_fail` of the same append, so as a
+/// log's last line it is half of an append a crash cut short. Lines the
+/// bash version or a person wrote carry no matching `seq` and stay.
+fn half_of_a_pair(line: &Line) -> bool {
+    let Some(o) = &line.object else {
+        return false;
+    };
+    let text = |k: &str| o.get(k).and_then(Value::as_str);
+    text("event") == Some("stage_transition")
+        && matches!(text("to"), Some(DONE | FAIL))
+        && o.get("seq").and_then(Value::as_u64) == Some(line.seq)
 }
 
 fn report_malformed(lines: &[Line], repairs: &mut Vec<String>) {
@@ -297,6 +324,7 @@ fn made_stage(event: &Event, stage: &str) -> bool {
             | Body::EvidenceAdded { .. }
             | Body::TesResolved { .. }
             | Body::Retry { .. }
+            | Body::Migrated { .. }
             | Body::Activated
             | Body::Adopted { .. }
             | Body::User { .. },
