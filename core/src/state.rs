@@ -152,13 +152,16 @@ impl State {
     }
 
     /// Sets top-level keys. `adopt` also takes the derived fields (used for a
-    /// state.json the bash version wrote); `seq` and `module` always stay.
+    /// state.json the bash version wrote, and for the new id of a copied
+    /// transaction); `seq` and `module` always stay.
     fn merge(&mut self, patch: &Map<String, Value>, adopt: bool) {
         for (k, v) in patch {
             match k.as_str() {
                 "description" => set_text(&mut self.description, v),
                 "target" => set_text(&mut self.target, v),
                 "agent" => set_text(&mut self.agent, v),
+                // A copied directory takes its directory's name (SPEC §8).
+                "txn_id" if adopt => set_text(&mut self.txn_id, v),
                 "seq" | "module" | "txn_id" => {}
                 "stage" if adopt => set_text(&mut self.stage, v),
                 "iteration" if adopt => {

@@ -38,6 +38,8 @@ fn code(err: &Error) -> Code {
         Error::Malformed(_) => Code::InvalidArgument,
         Error::Refused(_) => Code::FailedPrecondition,
         Error::Conflict(_) => Code::Aborted,
+        // Not a race (ABORTED) but a key that names another request.
+        Error::RequestIdReused(_) => Code::AlreadyExists,
         Error::NotAllowed(_) => Code::PermissionDenied,
         Error::OverLimit(_) => Code::ResourceExhausted,
         Error::Io { source, .. } => io_code(source),

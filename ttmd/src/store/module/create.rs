@@ -52,7 +52,13 @@ impl Module {
             let _ = fs::remove_dir_all(&build);
         }
         let id = result?;
-        fsio::sync_dir(&self.txns_dir, self.durability)?;
+        // In place and visible: from here on nothing fails the call (a
+        // retry without a request id would create a second one).
+        if let Err(e) = fsio::sync_dir(&self.txns_dir, self.durability) {
+            tracing::warn!(module = %self.name, error = %e, "cannot sync txns/ yet; the checkpoint retries");
+            self.txns_dirty
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         if let Some(rid) = &new.request_id {
             lock(&self.create_requests).insert(rid.clone(), id.clone());
         }
@@ -97,6 +103,12 @@ impl Module {
         let mut n = 1;
         loop {
             let id = id::txn_id(&new.description, now, n);
+            // Ids are unique among archived transactions too: archiving
+            // this one later must not find its name taken.
+            if fs::symlink_metadata(self.archive_dir().join(&id)).is_ok() {
+                n += 1;
+                continue;
+            }
             self.write_log_and_view(build, &id, new, client, ts, &entries)?;
             let target = self.txns_dir.join(&id);
             match txn::rename_noreplace(build, &target) {

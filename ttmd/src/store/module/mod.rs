@@ -75,6 +75,8 @@ pub struct Module {
     create_requests: Mutex<HashMap<String, String>>,
     /// Feed of changes for `Watch`.
     changes: broadcast::Sender<Change>,
+    /// Syncing `txns/` after a creation failed; the checkpoint retries.
+    txns_dirty: std::sync::atomic::AtomicBool,
 }
 
 impl Module {
@@ -128,6 +130,7 @@ impl Module {
             quarantined: Mutex::new(BTreeMap::new()),
             create_requests: Mutex::new(HashMap::new()),
             changes,
+            txns_dirty: std::sync::atomic::AtomicBool::new(false),
         };
         module.load_all()?;
         Ok(module)
@@ -256,6 +259,13 @@ impl Module {
     /// transactions nobody uses, keeping their summaries. Run by the
     /// checkpoint.
     pub fn checkpoint(&self) {
+        use std::sync::atomic::Ordering;
+        if self.txns_dirty.swap(false, Ordering::AcqRel)
+            && let Err(e) = fsio::sync_dir(&self.txns_dir, self.durability)
+        {
+            tracing::warn!(module = %self.name, error = %e, "cannot sync txns/; will retry");
+            self.txns_dirty.store(true, Ordering::Release);
+        }
         let loaded: Vec<Arc<Txn>> = read(&self.txns).values().cloned().collect();
         for t in &loaded {
             if let Err(e) = t.sync_view() {

@@ -19,7 +19,7 @@ use super::{
     file_id, fold_lines, rename_noreplace,
 };
 use crate::core::ctx;
-use crate::core::event::{Body, Event, Logged, Meta};
+use crate::core::event::{self, Body, Event, Logged, Meta};
 use crate::core::fsm::{DONE, FAIL};
 use crate::core::state::{self, State};
 use crate::core::summary::Summary;
@@ -54,10 +54,13 @@ impl Txn {
         fsio::require_real_dir(dir, "transaction directory")?;
         let mut repairs = Vec::new();
         remove_leftovers(dir, &mut repairs);
-        let mut log = read_log(dir, &mut repairs)?;
+        let (mut log, torn) = read_log(dir, &mut repairs)?;
+        let mut folded = fold_lines(&log.lines, module).map_err(|e| log.corrupt(e.to_string()))?;
+        refuse_view_ahead(dir, &log, &folded, durability)?;
+        drop_torn(&log, torn, &mut repairs)?;
         repairs.extend(finish_pending_evidence(&dir.join(CTX_DIR), &log.lines));
         report_malformed(&log.lines, &mut repairs);
-        let mut folded = fold_lines(&log.lines, module).map_err(|e| log.corrupt(e.to_string()))?;
+        adopt_copy(dir, &mut log, &mut folded, durability, &mut repairs)?;
         let stale = check_view(dir, &mut log, &mut folded, durability, &mut repairs)?;
         if stale {
             // Like any view a write replaces (unsynced unless strict): the
@@ -80,29 +83,88 @@ fn remove_leftovers(dir: &Path, repairs: &mut Vec<String>) {
     }
 }
 
-/// Reads the log's complete lines; a torn final line (a fragment without
-/// its newline, what a crash mid-append leaves) is cut off, the only change
-/// recovery ever makes to a log's existing bytes.
-fn read_log(dir: &Path, repairs: &mut Vec<String>) -> Result<RecoveredLog> {
+/// Reads the log's complete lines, and the size of a torn final line (a
+/// fragment without its newline, what a crash mid-append leaves), which
+/// [`drop_torn`] cuts off once the log is known to be no shorter than its
+/// view: the only change recovery ever makes to a log's existing bytes.
+fn read_log(dir: &Path, repairs: &mut Vec<String>) -> Result<(RecoveredLog, usize)> {
     let path = dir.join(EVENTS_FILE);
     let bytes = fsio::read_file(&path).map_err(|e| fsio::nofollow_error("reading", &path, e))?;
     let file = fsio::open_append(&path, false).map_err(|e| Error::io("opening", &path, e))?;
-    let (lines, used) = log::parse_lines(&bytes, 1);
-    if used < bytes.len() {
-        file.set_len(used as u64)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| Error::io("truncating torn line of", &path, e))?;
+    let (mut lines, mut used) = log::parse_lines(&bytes, 1);
+    if end_whole_last_line(&file, &bytes[used..], lines.len() as u64 + 1) {
+        // A whole event that lost only its newline (by hand: a crash never
+        // acknowledged it, so keeping it is as right as dropping it).
+        lines.extend(log::parse_lines(&[&bytes[used..], b"\n"].concat(), lines.len() as u64 + 1).0);
+        used = bytes.len() + 1;
         repairs.push(format!(
-            "dropped a torn final line of {} bytes from {EVENTS_FILE}",
-            bytes.len() - used
+            "restored the newline the last line of {EVENTS_FILE} lost"
         ));
     }
-    Ok(RecoveredLog {
+    let torn = bytes.len().saturating_sub(used);
+    let log = RecoveredLog {
         path,
         file,
         lines,
         len: used as u64,
-    })
+    };
+    Ok((log, torn))
+}
+
+fn drop_torn(log: &RecoveredLog, torn: usize, repairs: &mut Vec<String>) -> Result<()> {
+    if torn == 0 {
+        return Ok(());
+    }
+    log.file
+        .set_len(log.len)
+        .and_then(|()| log.file.sync_data())
+        .map_err(|e| Error::io("truncating torn line of", &log.path, e))?;
+    repairs.push(format!(
+        "dropped a torn final line of {torn} bytes from {EVENTS_FILE}"
+    ));
+    Ok(())
+}
+
+/// Refuses a log shorter than its view: the view is written only after its
+/// line is durable, so a view ahead of the log means lines were cut from
+/// the log by hand, not by a crash (unless nothing is synced at all). The
+/// transaction is quarantined, its files left as they are.
+fn refuse_view_ahead(
+    dir: &Path,
+    log: &RecoveredLog,
+    folded: &State,
+    durability: Durability,
+) -> Result<()> {
+    let view_seq = fsio::read_file(&dir.join(STATE_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok())
+        .and_then(|v| v.get("seq")?.as_u64());
+    match view_seq {
+        Some(seq) if seq > folded.seq && durability != Durability::None => {
+            Err(log.corrupt(format!(
+                "has {} line(s) but {STATE_FILE} shows seq {seq}: lines were removed from the \
+                 log behind ttmd's back, so acknowledged events are missing; restore the log \
+                 (from a backup) or move the directory away",
+                folded.seq
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Ends `tail` (the log's final bytes after its last newline) with a
+/// newline if it is one whole event line numbered `seq`: a JSON object
+/// whose own `seq` says so. Returns whether it did.
+fn end_whole_last_line(file: &File, tail: &[u8], seq: u64) -> bool {
+    use std::io::Write;
+    let whole = !tail.is_empty()
+        && serde_json::from_slice::<Map<String, Value>>(tail)
+            .is_ok_and(|o| o.get("seq").and_then(Value::as_u64) == Some(seq));
+    whole
+        && (&*file)
+            .write_all(b"\n")
+            .and_then(|()| file.sync_data())
+            .is_ok()
 }
 
 fn report_malformed(lines: &[Line], repairs: &mut Vec<String>) {
@@ -133,7 +195,9 @@ fn check_view(
         .filter_map(|l| l.object.as_ref())
         .all(|o| !o.contains_key("seq"));
     match on_disk {
-        Some(Value::Object(legacy)) if log_is_legacy && !legacy.contains_key("seq") => {
+        Some(Value::Object(mut legacy)) if log_is_legacy && !legacy.contains_key("seq") => {
+            // The id is the directory's name, never the file's say.
+            legacy.remove("txn_id");
             adopt(log, folded, legacy, durability)?;
             repairs.push("adopted a state.json written by the bash version".into());
         }
@@ -150,6 +214,38 @@ fn check_view(
         )),
     }
     Ok(true)
+}
+
+/// A directory whose log names another transaction (`cp -r txns/A
+/// txns/B`) is that transaction's copy: the directory name is the id (SPEC
+/// §8), so a `state_adopted` line gives it that id and records
+/// `copied_from`; it is never served under the original's id.
+fn adopt_copy(
+    dir: &Path,
+    log: &mut RecoveredLog,
+    folded: &mut State,
+    durability: Durability,
+    repairs: &mut Vec<String>,
+) -> Result<()> {
+    let name = dir_name(dir);
+    if folded.txn_id == name {
+        return Ok(());
+    }
+    let original = folded.txn_id.clone();
+    let mut adopted = Map::new();
+    adopted.insert("txn_id".into(), name.as_str().into());
+    adopted.insert("copied_from".into(), original.as_str().into());
+    adopt(log, folded, adopted, durability)?;
+    repairs.push(format!(
+        "adopted a copy of transaction {original} under its directory name {name}"
+    ));
+    Ok(())
+}
+
+fn dir_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Takes over a state.json the bash version wrote: its fields (user updates
@@ -182,6 +278,23 @@ fn adopt(
     Ok(())
 }
 
+/// The request ids the log records: the event each produced and the
+/// request's digest, if its line has one.
+fn request_ids(lines: &[Line], logged: Vec<Logged>) -> super::Requests {
+    lines
+        .iter()
+        .zip(logged)
+        .filter_map(|(l, line)| {
+            let id = line.request_id.clone()?;
+            let digest = l
+                .object
+                .as_ref()
+                .and_then(|o| o.get(event::REQUEST_DIGEST)?.as_str().map(str::to_string));
+            Some((id, (Arc::new(Recorded { seq: l.seq, line }), digest)))
+        })
+        .collect()
+}
+
 /// The loaded transaction: recovered log and state, its request ids and
 /// the seq → offset index.
 fn assemble(
@@ -192,16 +305,12 @@ fn assemble(
     view_dirty: bool,
 ) -> Txn {
     let logged: Vec<Logged> = log.lines.iter().map(Line::logged).collect();
-    let create_request = logged.first().and_then(|l| l.request_id.clone());
-    let requests = log
-        .lines
-        .iter()
-        .zip(logged)
-        .filter_map(|(l, line)| {
-            let id = line.request_id.clone()?;
-            Some((id, Arc::new(Recorded { seq: l.seq, line })))
-        })
-        .collect();
+    // A copy's creation request belongs to the original.
+    let create_request = logged
+        .first()
+        .and_then(|l| l.request_id.clone())
+        .filter(|_| folded.extra.get("copied_from").is_none());
+    let requests = request_ids(&log.lines, logged);
     let mut marks = Vec::with_capacity(log.lines.len() / MARK_EVERY as usize + 1);
     let mut offset = 0u64;
     for l in &log.lines {
@@ -216,10 +325,7 @@ fn assemble(
     };
     let folded = Arc::new(folded);
     Txn {
-        id: dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        id: dir_name(dir),
         dir: dir.to_path_buf(),
         create_request,
         durability,
@@ -230,6 +336,7 @@ fn assemble(
             len: log.len,
             ctx: None,
             requests,
+            damaged: None,
         }),
         snapshot: Mutex::new(folded),
         committed: watch::Sender::new(committed),
@@ -238,6 +345,7 @@ fn assemble(
         view: Mutex::new(()),
         removed: AtomicBool::new(false),
         view_dirty: AtomicBool::new(view_dirty),
+        ctx_dirty: AtomicBool::new(false),
         marks: Mutex::new(marks),
     }
 }
@@ -252,7 +360,8 @@ fn assemble(
 pub fn probe_finished(dir: &Path) -> Option<(Summary, Option<String>)> {
     let state: State =
         serde_json::from_slice(&fsio::read_file(&dir.join(STATE_FILE)).ok()?).ok()?;
-    if !matches!(state.stage.as_str(), DONE | FAIL) {
+    if !matches!(state.stage.as_str(), DONE | FAIL) || state.txn_id != dir_name(dir) {
+        // Live, or a copy under another name: loaded (and adopted) fully.
         return None;
     }
     let log = fsio::read_file(&dir.join(EVENTS_FILE)).ok()?;

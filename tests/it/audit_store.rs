@@ -1,0 +1,339 @@
+//! The store-side findings of the outside audit (issue 15, issue 16 item
+//! 7): hand edits and careless scripts against a running daemon. Each test
+//! is named after what it guards; every wait polls with a hang guard.
+
+use std::fs;
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use ttm_tests::{Daemon, check_log};
+
+/// Hang guard of every wait for the daemon to notice a change.
+const GUARD: Duration = Duration::from_secs(20);
+
+fn daemon() -> Daemon {
+    Daemon::with_tree(|root| fs::create_dir_all(root.join("ttm/txns")).unwrap())
+}
+
+#[track_caller]
+fn eventually(d: &Daemon, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + GUARD;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still not so after {GUARD:?}\nttmd's log:\n{}",
+            d.daemon_stderr()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The reason `id` is listed as quarantined, if it is.
+fn quarantined(d: &Daemon, id: &str) -> Option<String> {
+    let list = d.ctl(&["--json", "list"]).json();
+    list["quarantined"]
+        .as_array()?
+        .iter()
+        .find(|q| q["txn_id"] == id || q["id"] == id)
+        .map(|q| q.to_string())
+}
+
+fn listed_ids(d: &Daemon) -> Vec<String> {
+    let list = d.ctl(&["--json", "list"]).json();
+    list["txns"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|t| t["txn_id"].as_str().unwrap_or("?").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn cut(path: &Path, by: u64) {
+    let len = fs::metadata(path).unwrap().len();
+    let f = fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_len(len - by).unwrap();
+}
+
+// ------------------------------------------------ 2: a log that shrank --
+
+/// `truncate -s -20 events.ndjson`, then a write and a plain `events`: the
+/// write is refused (never glued onto the cut line), `events` ends with an
+/// error (never hangs), and the transaction is listed as quarantined, with
+/// the reason, also after a restart.
+#[test]
+fn a_truncated_log_is_reported_never_glued_or_hung() {
+    let mut d = daemon();
+    let id = d.create("t");
+    d.ctl(&["event", "e", "{}"]).ok();
+    let log = d.txn_dir("ttm", &id).join("events.ndjson");
+    cut(&log, 20);
+    let cut_len = fs::metadata(&log).unwrap().len();
+
+    let write = d.ctl(&["event", "x", "{}"]);
+    assert_ne!(write.code(), 0, "a write to a cut log succeeded");
+    assert_eq!(
+        fs::metadata(&log).unwrap().len(),
+        cut_len,
+        "something was glued"
+    );
+    let events = d.ctl(&["events", "-t", &id]);
+    assert_ne!(events.code(), 0, "events on a cut log: {}", events.stdout);
+
+    eventually(&d, "the transaction quarantined", || {
+        quarantined(&d, &id).is_some()
+    });
+    let why = quarantined(&d, &id).unwrap_or_default();
+    assert!(why.contains("removed") || why.contains("shorter"), "{why}");
+    assert!(!listed_ids(&d).contains(&id));
+    d.ctl(&["event", "y", "{}", "-t", &id]).expect_code(4);
+    d.restart();
+    assert!(quarantined(&d, &id).is_some(), "adopted at restart");
+    assert_eq!(fs::metadata(&log).unwrap().len(), cut_len);
+}
+
+/// `: > events.ndjson`: no acknowledged write lands in the emptied log.
+#[test]
+fn an_emptied_log_takes_no_acknowledged_writes() {
+    let d = daemon();
+    let id = d.create("emptied");
+    let log = d.txn_dir("ttm", &id).join("events.ndjson");
+    fs::write(&log, b"").unwrap();
+    for i in 0..5 {
+        let out = d.ctl(&["event", "x", "{}", "-t", &id]);
+        assert_ne!(out.code(), 0, "write {i} to an emptied log acknowledged");
+    }
+    assert_eq!(fs::metadata(&log).unwrap().len(), 0);
+    eventually(&d, "the transaction quarantined", || {
+        quarantined(&d, &id).is_some()
+    });
+}
+
+/// A log whose last line lost its newline by hand (`truncate -s -1`): the
+/// newline is restored, nothing is glued, the next write is the next line.
+#[test]
+fn a_log_that_lost_its_last_newline_gets_it_back() {
+    let mut d = daemon();
+    let id = d.create("newline");
+    d.ctl(&["event", "e", "{}"]).ok();
+    let dir = d.txn_dir("ttm", &id);
+    cut(&dir.join("events.ndjson"), 1);
+    d.ctl(&["event", "x", "{}"]).ok();
+    let lines = check_log(&dir);
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    d.stop();
+    cut(&dir.join("events.ndjson"), 1);
+    d.start();
+    d.ctl(&["event", "y", "{}"]).ok();
+    let lines = check_log(&dir);
+    assert_eq!(
+        lines.len(),
+        5,
+        "the last event was dropped at restart: {lines:?}"
+    );
+}
+
+/// A log overwritten in place by another transaction's log (`cp other
+/// events.ndjson`, same inode, longer): never glued onto; the transaction
+/// is reloaded from what is on disk or quarantined.
+#[test]
+fn a_log_overwritten_in_place_is_never_glued_onto() {
+    let d = daemon();
+    let a = d.create("first");
+    let b = d.create("second with a much longer description to be longer");
+    for _ in 0..3 {
+        d.ctl(&[
+            "event",
+            "more",
+            r#"{"pad":"xxxxxxxxxxxxxxxxxxxxxx"}"#,
+            "-t",
+            &b,
+        ])
+        .ok();
+    }
+    let a_log = d.txn_dir("ttm", &a).join("events.ndjson");
+    let b_log = d.txn_dir("ttm", &b).join("events.ndjson");
+    let mut f = fs::OpenOptions::new().write(true).open(&a_log).unwrap();
+    std::io::Write::write_all(&mut f, &fs::read(&b_log).unwrap()).unwrap();
+    drop(f);
+    let _ = d.ctl(&["event", "x", "{}", "-t", &a]);
+    let events = d.ctl(&["--json", "events", "-t", &a]);
+    let _: Vec<Value> = events
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    check_log(&d.txn_dir("ttm", &a));
+}
+
+// ---------------------------------------- 5: a request id used again --
+
+/// `event … --request-id deploy-1`, then `transition EXECUTE --request-id
+/// deploy-1`: refused (exit 4, ALREADY_EXISTS) and the stage unchanged; a
+/// true repeat still answers with the first answer, also after a restart.
+#[test]
+fn a_request_id_reused_for_another_mutation_is_refused() {
+    let mut d = daemon();
+    let id = d.create("reuse");
+    let first = d.ctl(&[
+        "--json",
+        "event",
+        "deploy.step",
+        r#"{"n":1}"#,
+        "--request-id",
+        "deploy-1",
+    ]);
+    first.ok();
+    let reused = d.ctl(&["transition", "EXECUTE", "--request-id", "deploy-1"]);
+    reused
+        .expect_code(4)
+        .stderr_has(&["deploy-1", "different request"]);
+    let other_data = d.ctl(&[
+        "event",
+        "deploy.step",
+        r#"{"n":2}"#,
+        "--request-id",
+        "deploy-1",
+    ]);
+    other_data.expect_code(4);
+    assert_eq!(d.ctl(&["--json", "state"]).json()["stage"], "NEW");
+    let again = d.ctl(&[
+        "--json",
+        "event",
+        "deploy.step",
+        r#"{"n":1}"#,
+        "--request-id",
+        "deploy-1",
+    ]);
+    assert_eq!(
+        again.ok(),
+        first.ok(),
+        "a true repeat answers as the first time"
+    );
+    d.restart();
+    d.ctl(&[
+        "transition",
+        "EXECUTE",
+        "--request-id",
+        "deploy-1",
+        "-t",
+        &id,
+    ])
+    .expect_code(4);
+    d.ctl(&[
+        "event",
+        "deploy.step",
+        r#"{"n":1}"#,
+        "--request-id",
+        "deploy-1",
+        "-t",
+        &id,
+    ])
+    .ok();
+    assert_eq!(check_log(&d.txn_dir("ttm", &id)).len(), 3);
+}
+
+// ------------------------------- 9: a transaction copied under a new name --
+
+/// `cp -r txns/A txns/B`: B is served under its directory name (its
+/// state.json says B, its log records `copied_from` A), A stays A; neither
+/// is listed twice, also after a restart, also for a finished one.
+#[test]
+fn a_transaction_copied_under_a_new_name_is_adopted_under_that_name() {
+    let mut d = daemon();
+    let a = d.create("original");
+    d.ctl(&["commit", "-t", &a]).ok();
+    let live = d.create("live one");
+    let txns = d.root.join("ttm/txns");
+    for (from, to) in [
+        (&a, "copy-of-done-20250101T000000"),
+        (&live, "copy-of-live-20250101T000000"),
+    ] {
+        let out = std::process::Command::new("cp")
+            .arg("-r")
+            .arg(txns.join(from))
+            .arg(txns.join(to))
+            .status()
+            .unwrap();
+        assert!(out.success());
+    }
+    let check = |d: &Daemon| {
+        eventually(d, "both copies listed", || {
+            let ids = listed_ids(d);
+            ids.iter().any(|i| i == "copy-of-done-20250101T000000")
+                && ids.iter().any(|i| i == "copy-of-live-20250101T000000")
+        });
+        let mut ids = listed_ids(d);
+        ids.sort();
+        let before = ids.len();
+        ids.dedup();
+        assert_eq!(before, ids.len(), "listed twice: {ids:?}");
+        assert_eq!(ids.len(), 4, "{ids:?}");
+        for (copy, original) in [
+            ("copy-of-done-20250101T000000", &a),
+            ("copy-of-live-20250101T000000", &live),
+        ] {
+            let s = d.ctl(&["--json", "state", "-t", copy]).json();
+            assert_eq!(s["txn_id"], copy, "{s}");
+            assert_eq!(s["copied_from"], original.as_str(), "{s}");
+            check_log(&d.txn_dir("ttm", copy));
+        }
+    };
+    check(&d);
+    d.restart();
+    check(&d);
+    d.ctl(&["event", "after", "-t", "copy-of-live-20250101T000000"])
+        .ok();
+    assert_eq!(
+        d.ctl(&["--json", "state", "-t", &live]).json()["txn_id"],
+        live.as_str()
+    );
+}
+
+// ------------------------------------------- 12: limits and no-op updates --
+
+/// `update ''` and `update '{}'` are refused as malformed (exit 2); an
+/// update's description obeys the description limit like create's.
+#[test]
+fn an_empty_update_and_an_oversized_description_are_refused() {
+    let d = Daemon::start_with_args(&["--limit-description", "100"]);
+    let id = d.create("limits");
+    for patch in ["", "{}", "  "] {
+        d.ctl(&["update", patch])
+            .expect_code(2)
+            .stderr_has(&["nothing to update"]);
+    }
+    let long = format!(r#"{{"description":"{}"}}"#, "x".repeat(1000));
+    d.ctl(&["update", &long])
+        .expect_code(8)
+        .stderr_has(&["limits.description"]);
+    assert_eq!(check_log(&d.txn_dir("ttm", &id)).len(), 2);
+}
+
+/// An archived transaction keeps its id: a creation in the same second
+/// with the same description gets `-2`, and archiving it works.
+#[test]
+fn ids_are_unique_among_archived_transactions_too() {
+    let d = daemon();
+    let archive = d.root.join("ttm/archive");
+    fs::create_dir_all(&archive).unwrap();
+    // Hold every id of the next seconds as archived.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for s in 0..5 {
+        let out = std::process::Command::new("date")
+            .args(["-u", "-d", &format!("@{}", now + s), "+%Y%m%dT%H%M%S"])
+            .output()
+            .unwrap();
+        let stamp = String::from_utf8(out.stdout).unwrap();
+        fs::create_dir_all(archive.join(format!("same-{}", stamp.trim()))).unwrap();
+    }
+    let id = d.create("same");
+    assert!(id.ends_with("-2"), "{id} reuses an archived id");
+    assert!(!archive.join(&id).exists());
+}
