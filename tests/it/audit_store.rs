@@ -337,3 +337,133 @@ fn ids_are_unique_among_archived_transactions_too() {
     assert!(id.ends_with("-2"), "{id} reuses an archived id");
     assert!(!archive.join(&id).exists());
 }
+
+// ------------------------------- 10: foreign lines that break the FSM --
+
+fn append_line(d: &Daemon, id: &str, line: &str) {
+    let path = d.txn_dir("ttm", id).join("events.ndjson");
+    let mut f = fs::OpenOptions::new().append(true).open(path).unwrap();
+    std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes()).unwrap();
+}
+
+/// The `foreign_line_refused` reports in the log of `id`, by the seq they
+/// name.
+fn reports(d: &Daemon, id: &str) -> Vec<u64> {
+    let text = fs::read_to_string(d.txn_dir("ttm", id).join("events.ndjson")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["event"] == "foreign_line_refused")
+        .filter_map(|e| e["data"]["seq"].as_u64())
+        .collect()
+}
+
+/// A hand-appended `stage_transition` that reopens a DONE transaction, and
+/// one to "BOGUS STAGE": kept in the log, folded as refused, reported once
+/// (an event in the log, also across a restart); the stage stays DONE /
+/// what it was.
+#[test]
+fn foreign_lines_that_break_the_fsm_are_kept_refused_and_reported() {
+    let mut d = daemon();
+    let done = d.create("done one");
+    d.ctl(&["commit", "-t", &done]).ok();
+    let live = d.create("live one");
+    let n_done = check_log(&d.txn_dir("ttm", &done)).len() as u64;
+    let n_live = check_log(&d.txn_dir("ttm", &live)).len() as u64;
+    append_line(
+        &d,
+        &done,
+        r#"{"event":"stage_transition","from":"DONE","to":"NEW"}"#,
+    );
+    append_line(
+        &d,
+        &live,
+        r#"{"event":"stage_transition","from":"NEW","to":"BOGUS STAGE"}"#,
+    );
+
+    eventually(&d, "both lines reported", || {
+        // Using it loads a finished transaction kept as a summary.
+        let _ = d.ctl(&["state", "-t", &done]);
+        reports(&d, &done) == [n_done + 1] && reports(&d, &live) == [n_live + 1]
+    });
+    let stage =
+        |d: &Daemon, id: &str| d.ctl(&["--json", "state", "-t", id]).json()["stage"].clone();
+    assert_eq!(stage(&d, &done), "DONE");
+    assert_eq!(stage(&d, &live), "NEW");
+    d.restart();
+    assert_eq!(stage(&d, &done), "DONE");
+    assert_eq!(stage(&d, &live), "NEW");
+    assert_eq!(
+        reports(&d, &done),
+        [n_done + 1],
+        "reported again at restart"
+    );
+    assert_eq!(reports(&d, &live), [n_live + 1]);
+    d.ctl(&["transition", "NEW", "-t", &done]).expect_code(4);
+}
+
+/// A foreign stage change the FSM allows is folded and announced on
+/// `watch` like the daemon's own.
+#[test]
+fn a_foreign_stage_change_the_fsm_allows_is_announced_on_watch() {
+    let d = daemon();
+    let id = d.create("watched");
+    let watch = d.spawn_ctl(&["watch", "--json"]);
+    ttm_tests::sync_watch(&d, &watch);
+    append_line(
+        &d,
+        &id,
+        r#"{"event":"stage_transition","from":"NEW","to":"SELECT"}"#,
+    );
+    let deadline = Instant::now() + GUARD;
+    loop {
+        let line = watch
+            .try_line(GUARD)
+            .unwrap_or_else(|| panic!("nothing on watch\n{}", d.daemon_stderr()));
+        let change: Value = serde_json::from_str(&line).unwrap();
+        if change["txn_id"] == id.as_str() && change["to"] == "SELECT" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no stage change for {id}: {line}"
+        );
+    }
+    assert_eq!(d.ctl(&["--json", "state"]).json()["stage"], "SELECT");
+}
+
+// --------------------------------- 16.7: hand edits of state.json --
+
+/// RAG's scripts write state.json with jq: a user field they add (`qa_id`)
+/// is logged and survives a restart; a stage they write is refused loudly
+/// (an event) and the view rebuilt: nothing disappears without a trace.
+#[test]
+fn a_hand_edit_of_state_json_is_logged_or_refused_never_silently_reverted() {
+    let mut d = daemon();
+    let id = d.create("rag flow");
+    let dir = d.txn_dir("ttm", &id);
+    let path = dir.join("state.json");
+    let mut edited: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    edited["qa_id"] = "qa-42".into();
+    edited["stage"] = "EXECUTE".into();
+    let tmp = dir.join("state.json.jq");
+    fs::write(&tmp, serde_json::to_string_pretty(&edited).unwrap()).unwrap();
+    fs::rename(&tmp, &path).unwrap();
+
+    let kinds = |d: &Daemon| -> Vec<String> {
+        check_log(&d.txn_dir("ttm", &id))
+            .iter()
+            .map(|e| e["event"].as_str().unwrap_or("?").to_owned())
+            .collect()
+    };
+    eventually(&d, "the edit logged", || {
+        let k = kinds(&d);
+        k.iter().any(|e| e == "state_updated") && k.iter().any(|e| e == "state_edit_refused")
+    });
+    d.restart();
+    let state = d.ctl(&["--json", "state", "-t", &id]).json();
+    assert_eq!(
+        (state["qa_id"].as_str(), state["stage"].as_str()),
+        (Some("qa-42"), Some("NEW")),
+        "{state}"
+    );
+}

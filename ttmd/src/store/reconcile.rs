@@ -256,12 +256,15 @@ fn reconcile_files(m: &Module, t: &super::Txn) -> bool {
         m.forget(&t.id);
         return true;
     }
-    if let Err(e) = t.reconcile_log() {
-        if t.log_damaged() {
+    match t.reconcile_log(&m.fsm()) {
+        Ok(changes) => changes.iter().for_each(|o| m.announce(o)),
+        Err(_) if t.log_damaged() => {
             m.forget(&t.id);
             return true;
         }
-        tracing::warn!(txn = %t.id, error = %e, "cannot pick up lines appended to the log");
+        Err(e) => {
+            tracing::warn!(txn = %t.id, error = %e, "cannot pick up lines appended to the log")
+        }
     }
     reconcile_view(m, t);
     false
@@ -418,16 +421,16 @@ fn txn_file_changed(m: &Module, settling: &mut Settling, id: String, name: &str)
             m.forget(&id);
             settling.insert((m.name.clone(), id), std::time::Instant::now());
         }
-        EVENTS_FILE => {
-            if let Err(e) = t.reconcile_log() {
-                if t.log_damaged() {
-                    m.forget(&id);
-                    settling.insert((m.name.clone(), id), std::time::Instant::now());
-                    return;
-                }
-                tracing::warn!(txn = %t.id, error = %e, "cannot pick up lines appended to the log");
+        EVENTS_FILE => match t.reconcile_log(&m.fsm()) {
+            Ok(changes) => changes.iter().for_each(|o| m.announce(o)),
+            Err(_) if t.log_damaged() => {
+                m.forget(&id);
+                settling.insert((m.name.clone(), id), std::time::Instant::now());
             }
-        }
+            Err(e) => {
+                tracing::warn!(txn = %t.id, error = %e, "cannot pick up lines appended to the log")
+            }
+        },
         STATE_FILE => reconcile_view(m, &t),
         // ctx/, build/, artifacts/ and the rest are never state.
         _ => {}

@@ -182,7 +182,8 @@ impl Module {
         if let Some(t) = read(&self.txns).get(id) {
             return Ok((t.clone(), false));
         }
-        let opened = Txn::open(&self.txns_dir.join(id), &self.name, self.durability);
+        let fsm = self.fsm();
+        let opened = Txn::open(&self.txns_dir.join(id), &self.name, &fsm, self.durability);
         let (txn, repairs) = match opened {
             Ok(v) => {
                 lock(&self.quarantined).remove(id);

@@ -12,10 +12,12 @@
 
 mod commit;
 mod evidence;
+mod fold;
 mod open;
 mod reconcile;
 
 pub use evidence::{NewEvidence, TempEvidence, scan_ctx};
+use fold::fold_lines;
 pub use open::probe_finished;
 
 use std::collections::HashMap;
@@ -235,11 +237,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Folds parsed lines from the start of a log.
-fn fold_lines(lines: &[Line], module: &str) -> Result<State, state::FoldError> {
-    state::fold_logged(lines.iter().map(|l| (l.seq, l.logged())), module)
-}
-
 impl Txn {
     /// The latest state.
     pub fn state(&self) -> Arc<State> {
@@ -308,7 +305,7 @@ impl Txn {
         self.refuse_if_removed()?;
         let (outcome, end) = {
             let mut inner = lock(&self.inner);
-            self.catch_up(&mut inner, true)?;
+            self.catch_up(&mut inner, true, fsm)?;
             match self.replay(&inner, guards)? {
                 Some(done) => (done, inner.len),
                 None => self.admit_and_append(&mut inner, fsm, guards, client, effect, make)?,
@@ -372,7 +369,9 @@ impl Txn {
             .ok()
             .and_then(|(lines, _)| {
                 let upto: Vec<Line> = lines.into_iter().filter(|l| l.seq <= event.seq).collect();
-                fold_lines(&upto, &inner.state.module).ok()
+                fold_lines(&upto, &inner.state.module, None)
+                    .ok()
+                    .map(|(s, _)| s)
             })
             .unwrap_or_else(|| (*inner.state).clone());
         Ok(Some(Outcome {

@@ -20,6 +20,7 @@ use super::{
 };
 use crate::core::ctx;
 use crate::core::event::{self, Body, Event, Logged, Meta};
+use crate::core::fsm::Fsm;
 use crate::core::fsm::{DONE, FAIL};
 use crate::core::state::{self, State};
 use crate::core::summary::Summary;
@@ -29,12 +30,12 @@ use crate::store::log::{self, Line};
 
 /// A log as recovery read it: its complete lines, and the file opened for
 /// appending (adoption writes to it).
-struct RecoveredLog {
-    path: PathBuf,
-    file: File,
-    lines: Vec<Line>,
+pub(super) struct RecoveredLog {
+    pub(super) path: PathBuf,
+    pub(super) file: File,
+    pub(super) lines: Vec<Line>,
     /// Bytes of complete lines.
-    len: u64,
+    pub(super) len: u64,
 }
 
 impl RecoveredLog {
@@ -50,18 +51,28 @@ impl Txn {
     /// Loads a transaction directory: drops a torn final log line, rebuilds
     /// `state.json` if it is missing or disagrees with the log, and adopts a
     /// state.json the bash version wrote. Returns what it had to repair.
-    pub fn open(dir: &Path, module: &str, durability: Durability) -> Result<(Txn, Vec<String>)> {
+    pub fn open(
+        dir: &Path,
+        module: &str,
+        fsm: &Fsm,
+        durability: Durability,
+    ) -> Result<(Txn, Vec<String>)> {
         fsio::require_real_dir(dir, "transaction directory")?;
         let mut repairs = Vec::new();
         remove_leftovers(dir, &mut repairs);
         let (mut log, torn) = read_log(dir, &mut repairs)?;
-        let mut folded = fold_lines(&log.lines, module).map_err(|e| log.corrupt(e.to_string()))?;
+        let (mut folded, refused) =
+            fold_lines(&log.lines, module, Some(fsm)).map_err(|e| log.corrupt(e.to_string()))?;
         refuse_view_ahead(dir, &log, &folded, durability)?;
         drop_torn(&log, torn, &mut repairs)?;
         repairs.extend(finish_pending_evidence(&dir.join(CTX_DIR), &log.lines));
         report_malformed(&log.lines, &mut repairs);
         adopt_copy(dir, &mut log, &mut folded, durability, &mut repairs)?;
         let stale = check_view(dir, &mut log, &mut folded, durability, &mut repairs)?;
+        // After check_view: a report line would hide a bash log from it.
+        let stale =
+            super::fold::report_refused(&mut log, &mut folded, refused, durability, &mut repairs)?
+                || stale;
         if stale {
             // Like any view a write replaces (unsynced unless strict): the
             // checkpoint syncs it, a crash before then rebuilds it. A first
@@ -257,13 +268,22 @@ fn adopt(
     legacy: Map<String, Value>,
     durability: Durability,
 ) -> Result<()> {
+    append_line(log, folded, Body::Adopted { state: legacy }, durability)
+}
+
+/// Appends one line recovery writes, and folds it.
+pub(super) fn append_line(
+    log: &mut RecoveredLog,
+    folded: &mut State,
+    body: Body,
+    durability: Durability,
+) -> Result<()> {
     let meta = Meta {
         ts: state::timestamp(Utc::now()),
         seq: folded.seq + 1,
         request_id: None,
         client: None,
     };
-    let body = Body::Adopted { state: legacy };
     let line = body.to_line(&meta);
     log::append(&mut log.file, log.len, &line, durability, &log.path)?;
     log.len += line.len() as u64;

@@ -8,13 +8,15 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::{EVENTS_FILE, Guards, Inner, Outcome, STATE_FILE, Txn, file_id, lock};
-use crate::core::event::{Body, Logged};
+use chrono::Utc;
+
+use super::{EVENTS_FILE, Guards, Inner, Outcome, Recorded, STATE_FILE, Txn, file_id, lock};
+use crate::core::event::Body;
 use crate::core::fsm::Fsm;
 use crate::core::state::{RESERVED_FIELDS, State};
 use crate::core::{Error, Result};
 use crate::store::fsio::{self, Durability};
-use crate::store::log;
+use crate::store::log::{self, Line};
 
 impl Txn {
     /// Whether the log at its path is no longer the one loaded (removed,
@@ -27,16 +29,19 @@ impl Txn {
     /// Picks up lines another program appended to the log (complete lines
     /// only; a fragment waits for its writer), folds them and publishes them
     /// to followers. Our own appends are already counted and change nothing.
-    pub fn reconcile_log(&self) -> Result<()> {
+    /// Returns what watchers should hear: stage changes the FSM allows,
+    /// and the reports of refused ones.
+    pub fn reconcile_log(&self, fsm: &Fsm) -> Result<Vec<Outcome>> {
         if self.is_removed() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        let end = {
+        let (changes, end) = {
             let mut inner = lock(&self.inner);
-            self.catch_up(&mut inner, false)?;
-            inner.len
+            let changes = self.catch_up(&mut inner, false, fsm)?;
+            (changes, inner.len)
         };
-        self.make_durable(end)
+        self.make_durable(end)?;
+        Ok(changes)
     }
 
     /// Takes in a hand-edited `state.json` (RAG's `jq` scripts, the bash
@@ -199,11 +204,17 @@ impl Txn {
     }
 
     /// Folds lines other programs appended since our last write, so the
-    /// next seq is the next line number.
+    /// next seq is the next line number; a line that breaks the FSM is kept
+    /// but folded as refused, and reported ([`FOREIGN_REFUSED`]).
     /// With `end_fragment`, a final foreign fragment without its newline is
     /// ended (a mutation is about to append); without, it is left for its
-    /// writer to finish.
-    pub(super) fn catch_up(&self, inner: &mut Inner, end_fragment: bool) -> Result<()> {
+    /// writer to finish. Returns the stage changes and reports it folded.
+    pub(super) fn catch_up(
+        &self,
+        inner: &mut Inner,
+        end_fragment: bool,
+        fsm: &Fsm,
+    ) -> Result<Vec<Outcome>> {
         let path = self.dir.join(EVENTS_FILE);
         let size = match &inner.log {
             Some(f) => f.metadata(),
@@ -212,44 +223,84 @@ impl Txn {
         .map_err(|e| Error::io("inspecting", &path, e))?
         .len();
         if !self.log_still_ours(inner, size)? {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        let (lines, end) = self.read_lines(inner.len, size, inner.state.seq + 1)?;
+        let (mut lines, end) = self.read_lines(inner.len, size, inner.state.seq + 1)?;
         let mut offset = inner.len;
         for l in &lines {
             self.mark(l.seq, offset);
             offset += l.bytes;
         }
-        for l in &lines {
+        inner.len = end;
+        if end < size && end_fragment {
+            // A foreign line without its newline: end it, or our line would
+            // be glued onto it. Ending it makes it a line like any other,
+            // folded as such (the sync comes with the mutation's own).
+            let log = inner.log_file(&path)?;
+            log::append(log, size, "\n", Durability::None, &path)?;
+            let next = lines.last().map_or(inner.state.seq, |l| l.seq) + 1;
+            let (ended, _) = self.read_lines(end, size + 1, next)?;
+            self.mark(next, end);
+            lines.extend(ended);
+            inner.len = size + 1;
+        }
+        if lines.is_empty() {
+            return Ok(Vec::new());
+        }
+        tracing::info!(txn = %self.id, lines = lines.len(), "folded lines appended by another program");
+        self.fold_foreign(inner, &lines, fsm)
+    }
+
+    /// Folds lines another program wrote; see [`Txn::catch_up`].
+    fn fold_foreign(&self, inner: &mut Inner, lines: &[Line], fsm: &Fsm) -> Result<Vec<Outcome>> {
+        let mut changes = Vec::new();
+        let mut refused = Vec::new();
+        for l in lines {
             if l.object.is_none() {
                 tracing::warn!(txn = %self.id, seq = l.seq,
                     "line {} of {EVENTS_FILE} is not a JSON object; it keeps its seq and is skipped by the fold", l.seq);
             }
-            Arc::make_mut(&mut inner.state).apply_logged(l.seq, &l.logged());
+            let logged = l.logged();
+            let before = inner.state.stage.clone();
+            let checked = Some(fsm).filter(|_| super::fold::by_others(l));
+            match Arc::make_mut(&mut inner.state).apply_checked(l.seq, &logged, checked) {
+                Some(why) => refused.push((l.seq, logged.event.kind().to_string(), why)),
+                None if inner.state.stage != before => changes.push(Outcome {
+                    state: inner.state.clone(),
+                    event: Some(Arc::new(Recorded {
+                        seq: l.seq,
+                        line: logged,
+                    })),
+                    replayed: false,
+                }),
+                None => {}
+            }
         }
-        if end < size && end_fragment {
-            // A foreign line without its newline: end it, or our line would
-            // be glued onto it.
-            // Ending it makes it a line like any other, folded as such (the
-            // sync comes with the mutation's own).
-            let log = inner.log_file(&path)?;
-            log::append(log, size, "\n", Durability::None, &path)?;
-            let next = inner.state.seq + 1;
-            let (ended, _) = self.read_lines(end, size + 1, next)?;
-            self.mark(next, end);
-            let ended = ended
-                .first()
-                .map_or_else(|| Logged::read(None), |l| l.logged());
-            Arc::make_mut(&mut inner.state).apply_logged(next, &ended);
-            inner.len = size + 1;
-        } else {
-            inner.len = end;
+        for (seq, kind, why) in refused {
+            tracing::warn!(txn = %self.id, seq, "line {seq} of {EVENTS_FILE} ({kind}) was written by another program and breaks the FSM: {why}; it stays in the log, folded as refused");
+            let client = Some(serde_json::json!({ "agent": "ttmd" }));
+            let report = refused_report(seq, &kind, &why);
+            let (outcome, _) =
+                self.append(inner, report, Utc::now(), &Guards::default(), &client)?;
+            changes.push(outcome);
         }
-        if lines.is_empty() && !end_fragment {
-            return Ok(());
-        }
-        tracing::info!(txn = %self.id, lines = lines.len(), "folded lines appended by another program");
-        Ok(())
+        Ok(changes)
+    }
+}
+
+/// The event type that reports a line another program wrote whose change
+/// of stage the fold refused (SPEC §8).
+pub const FOREIGN_REFUSED: &str = "foreign_line_refused";
+
+/// The report of a refused foreign line: its seq, its event type, why.
+pub(super) fn refused_report(seq: u64, kind: &str, why: &str) -> Body {
+    let mut data = Map::new();
+    data.insert("seq".into(), seq.into());
+    data.insert("event".into(), kind.into());
+    data.insert("reason".into(), why.into());
+    Body::User {
+        event: FOREIGN_REFUSED.into(),
+        data,
     }
 }
 
