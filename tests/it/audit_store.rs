@@ -369,6 +369,8 @@ fn foreign_lines_that_break_the_fsm_are_kept_refused_and_reported() {
     let live = d.create("live one");
     let n_done = check_log(&d.txn_dir("ttm", &done)).len() as u64;
     let n_live = check_log(&d.txn_dir("ttm", &live)).len() as u64;
+    let watch = d.spawn_ctl(&["watch", "--json"]);
+    ttm_tests::sync_watch(&d, &watch);
     append_line(
         &d,
         &done,
@@ -385,6 +387,21 @@ fn foreign_lines_that_break_the_fsm_are_kept_refused_and_reported() {
         let _ = d.ctl(&["state", "-t", &done]);
         reports(&d, &done) == [n_done + 1] && reports(&d, &live) == [n_live + 1]
     });
+    // Watchers hear the refusal as a warning.
+    let deadline = Instant::now() + GUARD;
+    loop {
+        let line = watch
+            .try_line(GUARD)
+            .unwrap_or_else(|| panic!("no warning on watch\n{}", d.daemon_stderr()));
+        let change: Value = serde_json::from_str(&line).unwrap();
+        if change["kind"] == "warning" && change["txn_id"] == live.as_str() {
+            let text = change["warning"].as_str().unwrap_or("");
+            assert!(text.contains("BOGUS"), "{change}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no warning for {live}: {line}");
+    }
+    drop(watch);
     let stage =
         |d: &Daemon, id: &str| d.ctl(&["--json", "state", "-t", id]).json()["stage"].clone();
     assert_eq!(stage(&d, &done), "DONE");
@@ -449,9 +466,11 @@ fn a_hand_edit_of_state_json_is_logged_or_refused_never_silently_reverted() {
     fs::write(&tmp, serde_json::to_string_pretty(&edited).unwrap()).unwrap();
     fs::rename(&tmp, &path).unwrap();
 
+    // Raw lines: check_log would race the view, written after its line.
     let kinds = |d: &Daemon| -> Vec<String> {
-        check_log(&d.txn_dir("ttm", &id))
-            .iter()
+        let log = fs::read_to_string(d.txn_dir("ttm", &id).join("events.ndjson")).unwrap();
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .map(|e| e["event"].as_str().unwrap_or("?").to_owned())
             .collect()
     };

@@ -427,6 +427,7 @@ fn change_message(module: &str, c: Change) -> pb::WatchResponse {
         seq: c.seq,
         ts: c.ts,
         heartbeat: None,
+        warning: c.warning,
     }
 }
 
@@ -439,5 +440,6 @@ fn kind(k: ChangeKind) -> pb::ChangeKind {
         ChangeKind::Failed => pb::ChangeKind::Failed,
         ChangeKind::Removed => pb::ChangeKind::Removed,
         ChangeKind::Archived => pb::ChangeKind::Archived,
+        ChangeKind::Warning => pb::ChangeKind::Warning,
     }
 }

@@ -71,6 +71,7 @@ impl Module {
             to: state.stage.clone(),
             seq: state.seq,
             ts: ts.clone(),
+            warning: String::new(),
         });
         if new.activate {
             self.point_active(&id)?;
@@ -81,6 +82,7 @@ impl Module {
                 to: state.stage.clone(),
                 seq: state.seq,
                 ts,
+                warning: String::new(),
             });
         }
         Ok(txn)

@@ -19,6 +19,7 @@ mod reconcile;
 pub use evidence::{NewEvidence, TempEvidence, scan_ctx};
 use fold::fold_lines;
 pub use open::probe_finished;
+pub use reconcile::{EDIT_REFUSED, FOREIGN_REFUSED};
 
 use std::collections::HashMap;
 use std::fs::{self, File};
