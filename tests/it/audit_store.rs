@@ -486,3 +486,39 @@ fn a_hand_edit_of_state_json_is_logged_or_refused_never_silently_reverted() {
         "{state}"
     );
 }
+
+/// What the legacy bash `txn_transition EXECUTE` does to a DONE id: a
+/// `stage_transition` line without `seq` appended, then `jq '.stage=…'` on
+/// state.json. The transaction stays DONE, at run time and after a restart;
+/// the line stays in the log, reported.
+#[test]
+fn a_legacy_bash_transition_never_reopens_a_done_transaction() {
+    let mut d = daemon();
+    let id = d.create("legacy target");
+    d.ctl(&["commit", "-t", &id]).ok();
+    let dir = d.txn_dir("ttm", &id);
+    append_line(
+        &d,
+        &id,
+        r#"{"ts":"2025-10-18T14:30:25Z","event":"stage_transition","from":"DONE","to":"EXECUTE"}"#,
+    );
+    let mut view: Value =
+        serde_json::from_slice(&fs::read(dir.join("state.json")).unwrap()).unwrap();
+    view["stage"] = "EXECUTE".into();
+    let tmp = dir.join("state.json.tmp");
+    fs::write(&tmp, serde_json::to_string_pretty(&view).unwrap()).unwrap();
+    fs::rename(&tmp, dir.join("state.json")).unwrap();
+
+    let stage = |d: &Daemon| d.ctl(&["--json", "state", "-t", &id]).json()["stage"].clone();
+    eventually(&d, "the line reported", || {
+        let _ = stage(&d);
+        !reports(&d, &id).is_empty()
+    });
+    assert_eq!(stage(&d), "DONE");
+    d.restart();
+    assert_eq!(stage(&d), "DONE");
+    eventually(&d, "state.json says DONE", || {
+        fs::read_to_string(dir.join("state.json")).is_ok_and(|t| t.contains("\"DONE\""))
+    });
+    assert_eq!(reports(&d, &id).len(), 1);
+}

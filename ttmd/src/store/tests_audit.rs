@@ -133,3 +133,40 @@ fn a_request_id_reused_for_another_request_is_refused() {
     );
     assert_eq!(t.state().seq, 2);
 }
+
+#[test]
+fn a_copied_directory_is_loaded_under_its_own_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (original, copy) = {
+        let store = open(tmp.path());
+        let m = store.module("ttm", true).unwrap();
+        let mut new = new_txn("t");
+        new.request_id = Some("create-1".into());
+        let t = m.create(&new, &None).unwrap();
+        let copy = m.txns_dir.join("copy-20250101T000000");
+        fs::create_dir_all(copy.join("ctx")).unwrap();
+        for f in ["events.ndjson", "state.json"] {
+            fs::copy(t.dir.join(f), copy.join(f)).unwrap();
+        }
+        (t.id.clone(), "copy-20250101T000000".to_string())
+    };
+    let store = open(tmp.path());
+    let m = store.module("ttm", false).unwrap();
+    let c = m.txn(&copy).unwrap();
+    assert_eq!(c.state().txn_id, copy);
+    assert_eq!(c.state().extra["copied_from"], original.as_str());
+    assert_eq!(
+        c.create_request, None,
+        "the creation request is the original's"
+    );
+    assert_eq!(m.txn(&original).unwrap().state().txn_id, original);
+    let mut ids: Vec<String> = m
+        .list(None)
+        .into_iter()
+        .map(|l| l.summary.txn_id().to_string())
+        .collect();
+    ids.sort();
+    let mut want = vec![copy, original];
+    want.sort();
+    assert_eq!(ids, want);
+}

@@ -360,3 +360,45 @@ fn diff_edit(want: &State, have: &[u8]) -> Option<(Map<String, Value>, Map<Strin
     }
     Some((patch, reserved))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view() -> State {
+        let start: Map<String, Value> = serde_json::from_str(
+            r#"{"ts":"2025-10-17T14:30:22.000Z","event":"txn_start","seq":1,"txn_id":"t-20251017T143022",
+                "description":"d","target":"@local","agent":"human","module":"rag","stage":"NEW"}"#,
+        )
+        .unwrap();
+        let mut s = State::start(&start, "rag").unwrap();
+        s.extra.insert("owner".into(), "ops".into());
+        s
+    }
+
+    #[test]
+    fn an_edit_splits_into_user_fields_and_refused_reserved_ones() {
+        let want = view();
+        let mut have = serde_json::to_value(&want).unwrap();
+        have["qa_id"] = "qa-1".into();
+        have["stage"] = "APPLY".into();
+        have["agent"] = 5.into();
+        have.as_object_mut().unwrap().remove("owner");
+        let (patch, reserved) = diff_edit(&want, have.to_string().as_bytes()).unwrap();
+        assert_eq!(patch["qa_id"], "qa-1");
+        assert_eq!(patch["owner"], Value::Null);
+        assert_eq!(patch.len(), 2, "{patch:?}");
+        assert_eq!(reserved["stage"], "APPLY");
+        assert_eq!(reserved["agent"], 5);
+    }
+
+    #[test]
+    fn a_stale_view_or_a_non_object_is_no_edit() {
+        let mut want = view();
+        let mut stale = serde_json::to_value(&want).unwrap();
+        stale["owner"] = "old".into();
+        want.seq = 5;
+        assert!(diff_edit(&want, stale.to_string().as_bytes()).is_none());
+        assert!(diff_edit(&want, b"[1]").is_none());
+    }
+}
