@@ -108,7 +108,7 @@ fn an_emptied_log_takes_no_acknowledged_writes() {
     }
     assert_eq!(fs::metadata(&log).unwrap().len(), 0);
     eventually(&d, "the transaction quarantined", || {
-        quarantined(&d, &id).is_some()
+        quarantined(&d, &id).is_some_and(|why| why.contains("removed"))
     });
 }
 

@@ -61,9 +61,11 @@ impl Txn {
         let mut repairs = Vec::new();
         remove_leftovers(dir, &mut repairs);
         let (mut log, torn) = read_log(dir, &mut repairs)?;
+        // Lines cut from the log (`: >` leaves none to fold) are named
+        // as such before the fold's own complaint.
+        refuse_view_ahead(dir, &log, durability)?;
         let (mut folded, refused) =
             fold_lines(&log.lines, module, Some(fsm)).map_err(|e| log.corrupt(e.to_string()))?;
-        refuse_view_ahead(dir, &log, &folded, durability)?;
         drop_torn(&log, torn, &mut repairs)?;
         repairs.extend(finish_pending_evidence(&dir.join(CTX_DIR), &log.lines));
         report_malformed(&log.lines, &mut repairs);
@@ -140,25 +142,18 @@ fn drop_torn(log: &RecoveredLog, torn: usize, repairs: &mut Vec<String>) -> Resu
 /// line is durable, so a view ahead of the log means lines were cut from
 /// the log by hand, not by a crash (unless nothing is synced at all). The
 /// transaction is quarantined, its files left as they are.
-fn refuse_view_ahead(
-    dir: &Path,
-    log: &RecoveredLog,
-    folded: &State,
-    durability: Durability,
-) -> Result<()> {
+fn refuse_view_ahead(dir: &Path, log: &RecoveredLog, durability: Durability) -> Result<()> {
+    let lines = log.lines.len() as u64;
     let view_seq = fsio::read_file(&dir.join(STATE_FILE))
         .ok()
         .and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok())
         .and_then(|v| v.get("seq")?.as_u64());
     match view_seq {
-        Some(seq) if seq > folded.seq && durability != Durability::None => {
-            Err(log.corrupt(format!(
-                "has {} line(s) but {STATE_FILE} shows seq {seq}: lines were removed from the \
-                 log behind ttmd's back, so acknowledged events are missing; restore the log \
-                 (from a backup) or move the directory away",
-                folded.seq
-            )))
-        }
+        Some(seq) if seq > lines && durability != Durability::None => Err(log.corrupt(format!(
+            "has {lines} line(s) but {STATE_FILE} shows seq {seq}: lines were removed from the \
+             log behind ttmd's back, so acknowledged events are missing; restore the log (from \
+             a backup) or move the directory away"
+        ))),
         _ => Ok(()),
     }
 }
