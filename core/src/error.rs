@@ -29,6 +29,10 @@ pub enum Error {
     /// another writer got there first.
     #[error("{0}")]
     Conflict(String),
+    /// A request id was used again for a different request (another RPC,
+    /// event type or parameters); a true repeat returns the first answer.
+    #[error("{0}")]
+    RequestIdReused(String),
     /// The caller is not allowed to talk to this daemon.
     #[error("{0}")]
     NotAllowed(String),

@@ -177,6 +177,11 @@ impl Fsm {
         &self.stages[0]
     }
 
+    /// The non-terminal stages, in order.
+    pub fn stages(&self) -> &[String] {
+        &self.stages
+    }
+
     /// Whether `stage` is one of this FSM's stages (terminal ones included).
     pub fn knows(&self, stage: &str) -> bool {
         is_terminal(stage) || self.stages.iter().any(|s| s == stage)

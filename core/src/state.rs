@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::event::{Body, Event, Logged};
-use super::fsm::{DONE, FAIL};
+use super::fsm::{DONE, FAIL, Fsm, is_terminal, validate_stage_name};
 
 /// Fields the daemon derives; an `update` may not set them.
 pub const RESERVED_FIELDS: &[&str] = &[
@@ -105,10 +105,72 @@ impl State {
     /// malformed lines change nothing but `seq` and the checkpoint, so lines
     /// appended by other programs can never break the fold.
     pub fn apply_logged(&mut self, seq: u64, line: &Logged) {
+        self.apply_checked(seq, line, None);
+    }
+
+    /// Why the fold refuses what `line` does to the stage, judged against
+    /// the state before it: a final transaction stays final (only a
+    /// `txn_retry` leaves FAIL), a stage must be a well-formed name, and,
+    /// given the module's FSM (for lines other programs wrote), one it
+    /// knows. `None`: the line is folded as written. The daemon's own lines
+    /// never meet a refusal: `admit` checked them before they were written.
+    pub fn refusal(&self, line: &Logged, fsm: Option<&Fsm>) -> Option<String> {
+        let Event::Body(body) = &line.event else {
+            return None;
+        };
+        let to = match body {
+            Body::Transition { to, .. } | Body::Retry { to, .. } => to.as_str(),
+            Body::Commit { .. } => DONE,
+            Body::Fail { .. } => FAIL,
+            _ => return None,
+        };
+        let kind = body.kind();
+        let retry = matches!(body, Body::Retry { .. });
+        // A move to DONE/FAIL is logged as its stage_transition, then the
+        // txn_commit/txn_fail that completes it (duration, error): the
+        // second line finds the stage already final and changes no stage.
+        let completes = matches!(body, Body::Commit { .. } | Body::Fail { .. }) && self.stage == to;
+        if self.is_terminal() && !(retry && self.stage == FAIL) && !completes {
+            return Some(format!(
+                "a {kind} to {to} would reopen or change a {} transaction, which is final",
+                self.stage
+            ));
+        }
+        if retry && self.stage != FAIL {
+            return Some(format!(
+                "a {kind} applies only to a FAIL transaction, not {}",
+                self.stage
+            ));
+        }
+        if validate_stage_name(to).is_err() || (retry && is_terminal(to)) {
+            return Some(format!("{to:?} is not a stage a {kind} can move to"));
+        }
+        if let Some(fsm) = fsm.filter(|f| !f.knows(to)) {
+            return Some(format!(
+                "{to} is not a stage of this module (stages: {}, DONE, FAIL)",
+                fsm.stages().join(", ")
+            ));
+        }
+        None
+    }
+
+    /// Folds one line, unless [`State::refusal`] refuses what it does to
+    /// the stage: then only its `seq` and time are taken. Returns the
+    /// refusal.
+    pub fn apply_checked(&mut self, seq: u64, line: &Logged, fsm: Option<&Fsm>) -> Option<String> {
+        let refused = self.refusal(line, fsm);
         self.seq = seq;
         if let Some(ts) = &line.ts {
             self.last_checkpoint = ts.clone();
         }
+        if refused.is_some() {
+            return refused;
+        }
+        self.apply_body(line);
+        None
+    }
+
+    fn apply_body(&mut self, line: &Logged) {
         let Event::Body(body) = &line.event else {
             // Foreign or malformed: kept in the log, no meaning to fold.
             return;
@@ -153,15 +215,23 @@ impl State {
     }
 
     /// Sets top-level keys. `adopt` also takes the derived fields (used for a
-    /// state.json the bash version wrote); `seq` and `module` always stay.
+    /// state.json the bash version wrote, and for the new id of a copied
+    /// transaction); `seq` and `module` always stay.
     fn merge(&mut self, patch: &Map<String, Value>, adopt: bool) {
         for (k, v) in patch {
             match k.as_str() {
                 "description" => set_text(&mut self.description, v),
                 "target" => set_text(&mut self.target, v),
                 "agent" => set_text(&mut self.agent, v),
+                // A copied directory takes its directory's name (SPEC §8).
+                "txn_id" if adopt => set_text(&mut self.txn_id, v),
                 "seq" | "module" | "txn_id" => {}
-                "stage" if adopt => set_text(&mut self.stage, v),
+                // A final transaction stays final, and a stage is a name.
+                "stage" if adopt && !self.is_terminal() => {
+                    if v.as_str().is_some_and(|s| validate_stage_name(s).is_ok()) {
+                        set_text(&mut self.stage, v);
+                    }
+                }
                 "iteration" if adopt => {
                     if let Some(i) = v.as_u64() {
                         self.iteration = i;
@@ -437,5 +507,83 @@ mod tests {
         );
         let now = Utc.with_ymd_and_hms(2025, 10, 18, 14, 30, 25).unwrap();
         assert_eq!(duration_ms(&s.created, now), 3000);
+    }
+
+    fn foreign(text: &str) -> Logged {
+        Logged::parse(text.as_bytes())
+    }
+
+    #[test]
+    fn a_final_transaction_stays_final_and_stages_stay_names() {
+        let mut s = fold_all(vec![
+            start(),
+            Body::Commit {
+                from: "NEW".into(),
+                duration_ms: 1,
+            },
+        ]);
+        let reopen = foreign(r#"{"event":"stage_transition","from":"DONE","to":"NEW"}"#);
+        let why = s.apply_checked(3, &reopen, None);
+        assert!(why.is_some_and(|w| w.contains("final")));
+        assert_eq!((s.stage.as_str(), s.seq), ("DONE", 3));
+        let fail = foreign(r#"{"event":"txn_fail","error":"x"}"#);
+        assert!(s.apply_checked(4, &fail, None).is_some());
+        assert_eq!(s.stage, "DONE");
+
+        let mut live = fold_all(vec![start()]);
+        let bogus = foreign(r#"{"event":"stage_transition","from":"NEW","to":"BOGUS STAGE"}"#);
+        assert!(live.apply_checked(2, &bogus, None).is_some());
+        assert_eq!(live.stage, "NEW");
+        let unknown = foreign(r#"{"event":"stage_transition","from":"NEW","to":"ZZZ"}"#);
+        assert!(
+            live.apply_checked(3, &unknown, Some(&Fsm::default()))
+                .is_some()
+        );
+        assert!(
+            live.apply_checked(3, &unknown, None).is_none(),
+            "well-formed, no FSM given"
+        );
+        let retry = foreign(r#"{"event":"txn_retry","to":"NEW","iteration":2}"#);
+        assert!(
+            live.apply_checked(4, &retry, None).is_some(),
+            "retry of a live one"
+        );
+    }
+
+    #[test]
+    fn the_commit_or_failure_after_its_stage_transition_completes_the_move() {
+        let mut done = fold_all(vec![start()]);
+        let to_done = foreign(r#"{"event":"stage_transition","from":"NEW","to":"DONE"}"#);
+        assert!(done.apply_checked(2, &to_done, None).is_none());
+        let commit = foreign(r#"{"event":"txn_commit","from":"NEW","duration_ms":5}"#);
+        assert_eq!(done.apply_checked(3, &commit, None), None);
+        assert_eq!((done.stage.as_str(), done.seq), ("DONE", 3));
+
+        let mut failed = fold_all(vec![start()]);
+        let to_fail = foreign(r#"{"event":"stage_transition","from":"NEW","to":"FAIL"}"#);
+        assert!(failed.apply_checked(2, &to_fail, None).is_none());
+        let fail = foreign(r#"{"event":"txn_fail","from":"NEW","error":"boom"}"#);
+        assert_eq!(failed.apply_checked(3, &fail, None), None);
+        assert_eq!(failed.last_error.as_deref(), Some("boom"));
+        // Completing is not changing: a commit still cannot end a FAIL.
+        assert!(failed.apply_checked(4, &commit, None).is_some());
+        assert_eq!(failed.stage, "FAIL");
+    }
+
+    #[test]
+    fn adopting_a_legacy_view_never_reopens_a_final_transaction() {
+        let mut s = fold_all(vec![
+            start(),
+            Body::Commit {
+                from: "NEW".into(),
+                duration_ms: 1,
+            },
+        ]);
+        let legacy: Map<String, Value> = serde_json::from_str(r#"{"stage":"EXECUTE"}"#).unwrap();
+        s.apply_logged(
+            3,
+            &Logged::read(Some(&obj(Body::Adopted { state: legacy }, 3))),
+        );
+        assert_eq!(s.stage, "DONE");
     }
 }

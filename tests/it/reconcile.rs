@@ -548,43 +548,55 @@ fn a_malformed_appended_line_keeps_its_seq() {
 
 // ---------------------------------------------------------- state.json --
 
-/// A hand-edited state.json that contradicts the log is rebuilt from the
-/// log, with a warning in the daemon's log; no event is written or
-/// streamed, and the daemon goes on from the log's state.
+/// A hand-edited state.json (SPEC §8): the changed user field becomes a
+/// logged `state_updated`, the changed reserved field (`stage`) a
+/// `state_edit_refused` event and a warning; both are streamed, the view is
+/// rebuilt from the log, and the daemon goes on from the log's state.
 #[test]
-fn a_hand_edited_state_json_is_rebuilt_from_the_log() {
+fn a_hand_edited_state_json_is_logged_or_refused_never_lost() {
     let d = daemon();
     let id = d.create("hand edited");
     d.ctl(&["update", r#"{"owner":"ops"}"#, "-t", &id]).ok();
     let dir = d.txn_dir("ttm", &id);
     let path = dir.join("state.json");
     let (mut stream, n) = GrpcFollow::open(&d, &id);
-    let original = fs::read(&path).unwrap();
 
     let mut edited = read_json(&path);
     edited["stage"] = "DONE".into();
     edited["owner"] = "mallory".into();
-    fs::write(&path, serde_json::to_string_pretty(&edited).unwrap() + "\n").unwrap();
+    let tmp = dir.join("state.json.edit");
+    fs::write(&tmp, serde_json::to_string_pretty(&edited).unwrap() + "\n").unwrap();
+    fs::rename(&tmp, &path).unwrap();
 
-    eventually(&d, "state.json rebuilt from the log", || {
-        fs::read(&path).is_ok_and(|now| now == original)
-    });
+    let updated = stream.event();
+    assert_eq!(
+        (updated.seq, updated.event.as_str()),
+        (n + 1, "state_updated")
+    );
+    assert!(updated.json.contains("mallory"), "{}", updated.json);
+    let refused = stream.event();
+    assert_eq!(
+        (refused.seq, refused.event.as_str()),
+        (n + 2, "state_edit_refused")
+    );
+    assert!(refused.json.contains("stage"), "{}", refused.json);
     eventually(&d, "a warning about the edit in the daemon's log", || {
-        d.daemon_stderr()
-            .contains("state.json was changed behind ttmd's back")
+        d.daemon_stderr().contains("state.json edited by hand")
     });
-    stream.quiet(Duration::from_millis(500));
-    assert_eq!(log_lines(&dir).len() as u64, n, "an event was written");
     let state = d.ctl(&["state", "-t", &id]).json();
     assert_eq!(
         (state["stage"].as_str(), state["owner"].as_str()),
-        (Some("NEW"), Some("ops")),
+        (Some("NEW"), Some("mallory")),
         "{state}"
     );
+    eventually(&d, "state.json rebuilt from the log", || {
+        state_seq(&dir) == Some(n + 2)
+    });
+    assert_eq!(read_json(&path)["stage"], "NEW");
 
     // The daemon goes on from the log's state, not the edit's.
     d.ctl(&["transition", "SELECT", "-t", &id]).ok();
-    assert_eq!(stream.event().seq, n + 1);
+    assert_eq!(stream.event().seq, n + 3);
     check_log(&dir);
     assert_eq!(read_json(&path)["stage"], "SELECT");
 }

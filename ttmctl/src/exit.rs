@@ -6,7 +6,7 @@
 //! | 1 | any other error (INTERNAL, UNKNOWN, malformed answer, local I/O) |
 //! | 2 | usage error: bad flags or arguments, unreadable input file, or INVALID_ARGUMENT from ttmd |
 //! | 3 | NOT_FOUND: unknown transaction, module or target |
-//! | 4 | FAILED_PRECONDITION: refused transition, DONE/FAIL transaction, no active transaction |
+//! | 4 | FAILED_PRECONDITION: refused transition, DONE/FAIL transaction, no active transaction; ALREADY_EXISTS: a request id reused for a different request |
 //! | 5 | ABORTED: `--expect-stage` / `--expect-seq` did not match (compare-and-set conflict) |
 //! | 6 | PERMISSION_DENIED: ttmd does not serve this user |
 //! | 7 | ttmd unreachable, could not be started, or incompatible with this ttmctl |
@@ -26,7 +26,8 @@ Exit codes:
   1  other error
   2  usage error, unreadable input, or INVALID_ARGUMENT from ttmd
   3  not found (transaction, module, target)
-  4  refused: transition not allowed, transaction DONE/FAIL, no active transaction
+  4  refused: transition not allowed, transaction DONE/FAIL, no active transaction,
+     request id already used for a different request
   5  compare-and-set conflict (--expect-stage / --expect-seq did not match)
   6  permission denied
   7  ttmd unreachable, failed to start, or incompatible with this ttmctl

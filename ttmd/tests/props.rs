@@ -434,8 +434,16 @@ fn model(lines: &[Map<String, Value>]) -> (String, u64, Option<String>) {
     let mut stage = s(&lines[0], "stage").unwrap_or_else(|| "NEW".into());
     let mut iteration = 1;
     let mut last_error = None;
+    // SPEC §8: a final transaction stays final (only a retry leaves
+    // FAIL), and a stage is always a well-formed name.
+    let named = |to: &Option<String>| {
+        to.as_deref()
+            .is_some_and(|t| fsm::validate_stage_name(t).is_ok())
+    };
     for l in &lines[1..] {
+        let is_final = fsm::is_terminal(&stage);
         match l["event"].as_str().unwrap_or_default() {
+            "stage_transition" if is_final || (l.contains_key("to") && !named(&s(l, "to"))) => {}
             "stage_transition" => {
                 stage = s(l, "to").unwrap_or(stage);
                 iteration = l
@@ -443,11 +451,17 @@ fn model(lines: &[Map<String, Value>]) -> (String, u64, Option<String>) {
                     .and_then(Value::as_u64)
                     .unwrap_or(iteration);
             }
+            "txn_commit" | "txn_fail" if is_final => {}
             "txn_commit" => stage = DONE.into(),
             "txn_fail" => {
                 stage = FAIL.into();
                 last_error = Some(s(l, "error").unwrap_or_default());
             }
+            "txn_retry"
+                if l.contains_key("to")
+                    && (stage != FAIL
+                        || !named(&s(l, "to"))
+                        || s(l, "to").is_some_and(|t| fsm::is_terminal(&t))) => {}
             "txn_retry" => {
                 stage = s(l, "to").unwrap_or(stage);
                 iteration = l
@@ -458,11 +472,10 @@ fn model(lines: &[Map<String, Value>]) -> (String, u64, Option<String>) {
             }
             "state_adopted" => {
                 let st = l["state"].as_object().unwrap();
-                stage = st
-                    .get("stage")
-                    .and_then(Value::as_str)
-                    .map(String::from)
-                    .unwrap_or(stage);
+                let adopted = st.get("stage").and_then(Value::as_str).map(String::from);
+                if !is_final && named(&adopted) {
+                    stage = adopted.unwrap_or(stage);
+                }
                 iteration = st
                     .get("iteration")
                     .and_then(Value::as_u64)

@@ -219,6 +219,19 @@ impl Body {
     }
 }
 
+/// Key of a line's request digest: what the request that carried its
+/// `request_id` asked for, so a reused id asking for something else is told
+/// apart from a true repeat.
+pub const REQUEST_DIGEST: &str = "request_digest";
+
+/// The digest of a request's canonical parameters (`what`: the RPC and its
+/// parameters, as the service spells them): 16 hex digits of sha256.
+pub fn request_digest(what: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let hash = Sha256::digest(what.as_bytes());
+    hash.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
 /// `object` as one log line: compact JSON and its newline.
 pub fn line(object: &Map<String, Value>) -> String {
     // Serialising a map cannot fail (its keys are strings).

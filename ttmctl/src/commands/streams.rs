@@ -106,7 +106,7 @@ pub async fn watch(ctx: &mut Ctx) -> Result<(), Failure> {
             continue;
         }
         if ctx.json {
-            ctx.out.json_line(&json!({
+            let mut line = json!({
                 "kind": render::change_kind(change.kind),
                 "module": change.module,
                 "txn_id": change.txn_id,
@@ -114,7 +114,11 @@ pub async fn watch(ctx: &mut Ctx) -> Result<(), Failure> {
                 "to": change.to,
                 "seq": change.seq,
                 "ts": change.ts,
-            }))?;
+            });
+            if !change.warning.is_empty() {
+                line["warning"] = change.warning.into();
+            }
+            ctx.out.json_line(&line)?;
         } else {
             let palette = ctx.palette();
             ctx.out.line(&render::watch_line_styled(&change, palette))?;

@@ -84,7 +84,11 @@ pub fn watch_line_styled(change: &WatchResponse, palette: Palette) -> String {
         change.txn_id,
         stages
     );
-    line.trim_end().to_owned()
+    if change.warning.is_empty() {
+        return line.trim_end().to_owned();
+    }
+    // A refused hand edit or foreign line: say what, on the same line.
+    format!("{}  ! {}", line.trim_end(), change.warning)
 }
 
 /// `created`, `stage_changed`, …: the enum's proto name without its prefix.

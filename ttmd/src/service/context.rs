@@ -8,7 +8,7 @@ use ttm_proto::v1 as pb;
 use super::page;
 use super::status::to_status;
 use super::{TtmService, blocking, checked_guards};
-use crate::core::event::Body;
+use crate::core::event::{self, Body};
 use crate::core::{Error, ctx};
 use crate::store::Durability;
 use crate::store::txn::{self, Outcome};
@@ -48,6 +48,11 @@ impl TtmService {
         )
         .await?;
         let this = self.clone();
+        let mut g = g;
+        g.request_digest = Some(event::request_digest(&format!(
+            "ctx\0{}\0{}\0{sha256}",
+            h.description, h.file_name
+        )));
         let outcome = blocking(move || {
             let evidence = txn::NewEvidence {
                 bytes,

@@ -23,7 +23,7 @@ use tonic::{Request, Response, Status, Streaming};
 use ttm_proto::v1 as pb;
 use ttm_proto::v1::ttm_server::Ttm;
 
-use crate::core::event::Body;
+use crate::core::event::{self, Body};
 use crate::core::fsm;
 use crate::core::id::quote;
 use crate::core::state;
@@ -87,10 +87,14 @@ impl TtmService {
     /// Runs one mutation of a transaction on a blocking thread. The reply's
     /// state message is built only if `reply_state` (an append answers with
     /// its seq alone, and is the hot path).
+    /// `what` names the request's RPC and parameters: a request id reused
+    /// for another `what` is refused.
+    #[allow(clippy::too_many_arguments)]
     async fn mutate<F>(
         &self,
         r: Option<pb::TxnRef>,
         pre: Option<pb::Preconditions>,
+        what: String,
         client: Client,
         reply_state: bool,
         make: F,
@@ -102,7 +106,8 @@ impl TtmService {
     {
         let this = self.clone();
         blocking(move || {
-            let g = checked_guards(pre)?;
+            let mut g = checked_guards(pre)?;
+            g.request_digest = Some(event::request_digest(&what));
             let (module, txn) = this.txn(r)?;
             let fsm = module.fsm();
             let limit = this.shared.config().limits.state;

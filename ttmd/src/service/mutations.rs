@@ -23,9 +23,14 @@ impl TtmService {
         // A malformed name is bad input whatever the guards say.
         fsm::validate_stage_name(&to).map_err(to_status)?;
         let (state, _) = self
-            .mutate(r.txn, r.pre, client, true, move |fsm, s, now| {
-                admit::transition(fsm, s, &to, now)
-            })
+            .mutate(
+                r.txn,
+                r.pre,
+                format!("transition\0{to}"),
+                client,
+                true,
+                move |fsm, s, now| admit::transition(fsm, s, &to, now),
+            )
             .await?;
         Ok(Response::new(pb::TransitionResponse { state }))
     }
@@ -37,7 +42,7 @@ impl TtmService {
         let client = self.caller(&req)?;
         let r = req.into_inner();
         let (state, outcome) = self
-            .mutate(r.txn, r.pre, client, true, |_, s, now| {
+            .mutate(r.txn, r.pre, "commit".into(), client, true, |_, s, now| {
                 Ok(admit::commit(s, now))
             })
             .await?;
@@ -64,12 +69,19 @@ impl TtmService {
             r.error
         };
         let (state, _) = self
-            .mutate(r.txn, r.pre, client, true, move |_, s, _| {
-                Ok(Body::Fail {
-                    from: s.stage.clone(),
-                    error,
-                })
-            })
+            .mutate(
+                r.txn,
+                r.pre,
+                format!("fail\0{error}"),
+                client,
+                true,
+                move |_, s, _| {
+                    Ok(Body::Fail {
+                        from: s.stage.clone(),
+                        error,
+                    })
+                },
+            )
             .await?;
         Ok(Response::new(pb::FailResponse { state }))
     }
@@ -82,9 +94,14 @@ impl TtmService {
         let r = req.into_inner();
         let to = Some(r.to).filter(|t| !t.is_empty());
         let (state, _) = self
-            .mutate(r.txn, r.pre, client, true, move |fsm, s, _| {
-                admit::retry(fsm, s, to.as_deref())
-            })
+            .mutate(
+                r.txn,
+                r.pre,
+                format!("retry\0{to:?}"),
+                client,
+                true,
+                move |fsm, s, _| admit::retry(fsm, s, to.as_deref()),
+            )
             .await?;
         Ok(Response::new(pb::RetryResponse { state }))
     }
@@ -109,14 +126,23 @@ impl TtmService {
                     return Err(Error::invalid(format!("{k} must be a string")));
                 }
             }
+            if patch.is_empty() {
+                return Err(Error::invalid(
+                    "nothing to update: the patch is an empty object; give at least one field",
+                ));
+            }
             if let Some(Value::String(t)) = patch.get("target") {
                 crate::core::topology::validate_target(t)?;
+            }
+            if let Some(Value::String(d)) = patch.get("description") {
+                check_description(d, self.shared.config().limits.description)?;
             }
             Ok(patch)
         })()
         .map_err(to_status)?;
+        let what = format!("update\0{}", Value::Object(patch.clone()));
         let (state, _) = self
-            .mutate(r.txn, r.pre, client, true, move |_, _, _| {
+            .mutate(r.txn, r.pre, what, client, true, move |_, _, _| {
                 Ok(Body::Updated { patch })
             })
             .await?;
@@ -136,8 +162,9 @@ impl TtmService {
         })()
         .map_err(to_status)?;
         let kind = r.event;
+        let what = format!("event\0{kind}\0{}", Value::Object(data.clone()));
         let (_, outcome) = self
-            .mutate(r.txn, r.pre, client, false, move |_, _, _| {
+            .mutate(r.txn, r.pre, what, client, false, move |_, _, _| {
                 Ok(Body::User { event: kind, data })
             })
             .await?;
@@ -154,14 +181,21 @@ impl TtmService {
         let r = req.into_inner();
         let shared = self.shared.clone();
         let (state, outcome) = self
-            .mutate(r.txn, r.pre, client, true, move |_, s, _| {
-                let resolved = shared.store.topology()?.resolve(&s.target)?;
-                Ok(Body::TesResolved {
-                    target: s.target.clone(),
-                    plan: resolved.plan,
-                    connector: resolved.connector,
-                })
-            })
+            .mutate(
+                r.txn,
+                r.pre,
+                "resolve".into(),
+                client,
+                true,
+                move |_, s, _| {
+                    let resolved = shared.store.topology()?.resolve(&s.target)?;
+                    Ok(Body::TesResolved {
+                        target: s.target.clone(),
+                        plan: resolved.plan,
+                        connector: resolved.connector,
+                    })
+                },
+            )
             .await?;
         let (target, plan, connector_json) = match outcome.body() {
             Some(Body::TesResolved {
@@ -180,4 +214,16 @@ impl TtmService {
             connector_json,
         }))
     }
+}
+
+/// The limit on a description, for every path that sets one (create's is
+/// in `validate_new`).
+fn check_description(d: &str, limit: usize) -> crate::core::Result<()> {
+    if d.len() > limit {
+        return Err(Error::OverLimit(format!(
+            "description is {} bytes; the limit is {limit} (limits.description)",
+            d.len()
+        )));
+    }
+    Ok(())
 }

@@ -46,6 +46,8 @@ fn code(err: &Error) -> Code {
         // The request cannot be served until someone fixes the link.
         Error::UnsafeLink(_) => Code::FailedPrecondition,
         Error::Conflict(_) => Code::Aborted,
+        // Not a race (ABORTED) but a key that names another request.
+        Error::RequestIdReused(_) => Code::AlreadyExists,
         Error::NotAllowed(_) => Code::PermissionDenied,
         Error::OverLimit(_) | Error::StateTooLarge(_) => Code::ResourceExhausted,
         Error::UploadIncomplete(_) => Code::InvalidArgument,

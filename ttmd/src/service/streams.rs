@@ -269,7 +269,19 @@ impl Follower {
     async fn read_to(&mut self, end: u64) -> Result<(), Ended> {
         let mut chunk = READ_CHUNK;
         while self.offset < end {
-            let (lines, new_offset) = self.read(end.min(self.offset + chunk)).await?;
+            let to = end.min(self.offset + chunk);
+            let (lines, new_offset) = self.read(to).await?;
+            if lines.is_empty() && to == end {
+                // `end` is where a durable line ended: no line ending there
+                // means the file changed under what ttmd wrote. Waiting
+                // would wait forever.
+                let changed = format!(
+                    "the log of transaction {} changed behind ttmd's back (no line ends where \
+                     ttmd wrote one); it is reloaded from disk or quarantined: ask again",
+                    self.txn.id
+                );
+                return self.fail(Error::Refused(changed)).await;
+            }
             if lines.is_empty() {
                 // One line longer than the chunk: widen and read again.
                 chunk = chunk.saturating_mul(2);
@@ -442,6 +454,7 @@ fn change_message(module: &str, c: Change) -> pb::WatchResponse {
         seq: c.seq,
         ts: c.ts,
         heartbeat: None,
+        warning: c.warning,
     }
 }
 
@@ -454,5 +467,6 @@ fn kind(k: ChangeKind) -> pb::ChangeKind {
         ChangeKind::Failed => pb::ChangeKind::Failed,
         ChangeKind::Removed => pb::ChangeKind::Removed,
         ChangeKind::Archived => pb::ChangeKind::Archived,
+        ChangeKind::Warning => pb::ChangeKind::Warning,
     }
 }

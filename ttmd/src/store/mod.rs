@@ -216,3 +216,5 @@ fn load_topology(root: &Path) -> Result<Arc<Topology>, String> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_audit;

@@ -233,7 +233,7 @@ fn rescan(store: &Store, w: &mut Watches) {
         }
         for id in m.loaded_ids() {
             if let Ok(t) = m.txn(&id) {
-                reconcile_files(&t);
+                reconcile_files(&m, &t);
             }
         }
     }
@@ -247,12 +247,34 @@ fn pick_up_modules(store: &Store) {
     }
 }
 
-fn reconcile_files(t: &super::Txn) {
-    if let Err(e) = t.reconcile_log() {
-        tracing::warn!(txn = %t.id, error = %e, "cannot pick up lines appended to the log");
+/// Picks up what changed in a loaded transaction's files. A log that
+/// changed under what ttmd wrote gets the transaction unloaded, and loaded
+/// again (or quarantined) from disk by the next look at the directory.
+/// Returns whether it was unloaded.
+fn reconcile_files(m: &Module, t: &super::Txn) -> bool {
+    if t.log_replaced() {
+        m.forget(&t.id);
+        return true;
     }
-    if let Err(e) = t.reconcile_state() {
-        tracing::warn!(txn = %t.id, error = %e, "cannot rebuild state.json");
+    match t.reconcile_log(&m.fsm()) {
+        Ok(changes) => changes.iter().for_each(|o| m.announce(o)),
+        Err(_) if t.log_damaged() => {
+            m.forget(&t.id);
+            return true;
+        }
+        Err(e) => {
+            tracing::warn!(txn = %t.id, error = %e, "cannot pick up lines appended to the log")
+        }
+    }
+    reconcile_view(m, t);
+    false
+}
+
+/// Takes in a hand edit of `state.json`; watchers hear what it logged.
+fn reconcile_view(m: &Module, t: &super::Txn) {
+    match t.reconcile_state(&m.fsm()) {
+        Ok(logged) => logged.iter().for_each(|o| m.announce(o)),
+        Err(e) => tracing::warn!(txn = %t.id, error = %e, "cannot take in the edit of state.json"),
     }
 }
 
@@ -300,9 +322,11 @@ fn adopt_module(store: &Store, w: &mut Watches, settling: &mut Settling, module:
     for id in m.ids_on_disk() {
         if m.is_loaded(&id) {
             w.add(&m.txns_dir.join(&id));
-            if let Ok(t) = m.txn(&id) {
+            if let Ok(t) = m.txn(&id)
+                && reconcile_files(&m, &t)
+            {
                 // Changes made before the watch existed.
-                reconcile_files(&t);
+                settling.insert((module.to_string(), id), std::time::Instant::now());
             }
         } else if !m.knows(&id) {
             w.add(&m.txns_dir.join(&id));
@@ -372,10 +396,12 @@ fn txn_dir_changed(m: &Module, w: &mut Watches, settling: &mut Settling, name: S
     if !m.knows(&name) {
         // New (or quarantined): load it once it has settled.
         settling.insert((m.name.clone(), name), std::time::Instant::now());
-    } else if let Ok(t) = m.txn(&name) {
-        // Loaded before its watch existed (created by ttmd itself): look
-        // once for what changed in between.
-        reconcile_files(&t);
+    } else if let Ok(t) = m.txn(&name)
+        && reconcile_files(m, &t)
+    {
+        // Loaded before its watch existed (created by ttmd itself): looked
+        // once for what changed in between, and its log had.
+        settling.insert((m.name.clone(), name), std::time::Instant::now());
     }
 }
 
@@ -395,16 +421,17 @@ fn txn_file_changed(m: &Module, settling: &mut Settling, id: String, name: &str)
             m.forget(&id);
             settling.insert((m.name.clone(), id), std::time::Instant::now());
         }
-        EVENTS_FILE => {
-            if let Err(e) = t.reconcile_log() {
-                tracing::warn!(txn = %t.id, error = %e, "cannot pick up lines appended to the log");
+        EVENTS_FILE => match t.reconcile_log(&m.fsm()) {
+            Ok(changes) => changes.iter().for_each(|o| m.announce(o)),
+            Err(_) if t.log_damaged() => {
+                m.forget(&id);
+                settling.insert((m.name.clone(), id), std::time::Instant::now());
             }
-        }
-        STATE_FILE => {
-            if let Err(e) = t.reconcile_state() {
-                tracing::warn!(txn = %t.id, error = %e, "cannot rebuild state.json");
+            Err(e) => {
+                tracing::warn!(txn = %t.id, error = %e, "cannot pick up lines appended to the log")
             }
-        }
+        },
+        STATE_FILE => reconcile_view(m, &t),
         // ctx/, build/, artifacts/ and the rest are never state.
         _ => {}
     }

@@ -86,6 +86,7 @@ impl Module {
                 to: String::new(),
                 seq: l.summary.seq,
                 ts: state::timestamp(now),
+                warning: String::new(),
             });
             moved.push(l.id);
         }

@@ -124,6 +124,7 @@ impl Module {
                 to: outcome.state.stage.clone(),
                 seq: outcome.state.seq,
                 ts: state::timestamp(Utc::now()),
+                warning: String::new(),
             });
         }
         Ok(outcome)

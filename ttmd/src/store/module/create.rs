@@ -53,7 +53,13 @@ impl Module {
             let _ = fs::remove_dir_all(&build);
         }
         let id = result?;
-        fsio::sync_dir(&self.txns_dir, self.durability)?;
+        // In place and visible: from here on nothing fails the call (a
+        // retry without a request id would create a second one).
+        if let Err(e) = fsio::sync_dir(&self.txns_dir, self.durability) {
+            tracing::warn!(module = %self.name, error = %e, "cannot sync txns/ yet; the checkpoint retries");
+            self.txns_dirty
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         if let Some(rid) = &new.request_id {
             lock(&self.create_requests).insert(rid.clone(), id.clone());
         }
@@ -66,6 +72,7 @@ impl Module {
             to: state.stage.clone(),
             seq: state.seq,
             ts: ts.clone(),
+            warning: String::new(),
         });
         if new.activate {
             self.point_active(&id)?;
@@ -76,6 +83,7 @@ impl Module {
                 to: state.stage.clone(),
                 seq: state.seq,
                 ts,
+                warning: String::new(),
             });
         }
         Ok(txn)
@@ -97,6 +105,12 @@ impl Module {
         let mut n = 1;
         loop {
             let id = id::txn_id(&new.description, now, n);
+            // Ids are unique among archived transactions too: archiving
+            // this one later must not find its name taken.
+            if fs::symlink_metadata(self.archive_dir().join(&id)).is_ok() {
+                n += 1;
+                continue;
+            }
             // RAG's prompt names the id, so the files follow each attempt.
             let entries = self.write_ctx_files(&build.join(CTX_DIR), &id, new)?;
             self.write_log_and_view(build, &id, new, client, ts, &entries)?;

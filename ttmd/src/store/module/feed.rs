@@ -3,7 +3,11 @@
 
 use super::Module;
 use crate::core::event::{Body, Event};
-use crate::store::txn::Outcome;
+use crate::store::txn::{EDIT_REFUSED, FOREIGN_REFUSED, Outcome};
+
+/// The events that report a refused hand edit or foreign line: watchers
+/// hear them as warnings.
+const REFUSALS: &[&str] = &[EDIT_REFUSED, FOREIGN_REFUSED];
 
 /// A change worth telling module watchers about.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,6 +21,8 @@ pub struct Change {
     pub to: String,
     pub seq: u64,
     pub ts: String,
+    /// For [`ChangeKind::Warning`]: what was refused and why.
+    pub warning: String,
 }
 
 /// The kinds of [`Change`].
@@ -31,6 +37,9 @@ pub enum ChangeKind {
     Removed,
     /// The transaction was moved into the module's archive.
     Archived,
+    /// A hand edit or foreign line was refused; [`Change::warning`] says
+    /// what.
+    Warning,
 }
 
 impl Module {
@@ -50,6 +59,13 @@ impl Module {
         let Some((kind, from)) = change_of(&event.line.event) else {
             return;
         };
+        let warning = match (&kind, &event.line.event) {
+            (ChangeKind::Warning, Event::Body(Body::User { event, data })) => {
+                let why = data.get("reason").and_then(|r| r.as_str()).unwrap_or("");
+                format!("{event}: {why}")
+            }
+            _ => String::new(),
+        };
         self.tell(Change {
             kind,
             txn_id: outcome.state.txn_id.clone(),
@@ -57,6 +73,7 @@ impl Module {
             to: outcome.state.stage.clone(),
             seq: outcome.state.seq,
             ts: event.line.ts.clone().unwrap_or_default(),
+            warning,
         });
     }
 }
@@ -77,6 +94,9 @@ fn change_of(event: &Event) -> Option<(ChangeKind, String)> {
         Body::Activated => Some((ChangeKind::Activated, String::new())),
         Body::Commit { from, .. } => Some((ChangeKind::Committed, from.clone())),
         Body::Fail { from, .. } => Some((ChangeKind::Failed, from.clone())),
+        Body::User { event, .. } if REFUSALS.contains(&event.as_str()) => {
+            Some((ChangeKind::Warning, String::new()))
+        }
         Body::Updated { .. }
         | Body::EvidenceAdded { .. }
         | Body::TesResolved { .. }

@@ -79,6 +79,8 @@ pub struct Module {
     changes: broadcast::Sender<Change>,
     /// The last `active` target reported as unusable, so it is reported once.
     active_noted: Mutex<Option<PathBuf>>,
+    /// Syncing `txns/` after a creation failed; the checkpoint retries.
+    txns_dirty: std::sync::atomic::AtomicBool,
 }
 
 impl Module {
@@ -133,6 +135,7 @@ impl Module {
             create_requests: Mutex::new(HashMap::new()),
             changes,
             active_noted: Mutex::new(None),
+            txns_dirty: std::sync::atomic::AtomicBool::new(false),
         };
         module.load_all()?;
         // Adopts (or reports) an `active` link the bash version left.
@@ -188,7 +191,8 @@ impl Module {
         if let Some(t) = read(&self.txns).get(id) {
             return Ok((t.clone(), false));
         }
-        let opened = Txn::open(&self.txns_dir.join(id), &self.name, self.durability);
+        let fsm = self.fsm();
+        let opened = Txn::open(&self.txns_dir.join(id), &self.name, &fsm, self.durability);
         let (txn, repairs) = match opened {
             Ok(v) => {
                 lock(&self.quarantined).remove(id);
@@ -265,6 +269,13 @@ impl Module {
     /// transactions nobody uses, keeping their summaries. Run by the
     /// checkpoint.
     pub fn checkpoint(&self) {
+        use std::sync::atomic::Ordering;
+        if self.txns_dirty.swap(false, Ordering::AcqRel)
+            && let Err(e) = fsio::sync_dir(&self.txns_dir, self.durability)
+        {
+            tracing::warn!(module = %self.name, error = %e, "cannot sync txns/; will retry");
+            self.txns_dirty.store(true, Ordering::Release);
+        }
         let loaded: Vec<Arc<Txn>> = read(&self.txns).values().cloned().collect();
         for t in &loaded {
             if let Err(e) = t.sync_view() {

@@ -36,6 +36,7 @@ impl Module {
                 to: String::new(),
                 seq: gone.seq,
                 ts: state::timestamp(Utc::now()),
+                warning: String::new(),
             });
             return;
         }
@@ -55,6 +56,7 @@ impl Module {
                         to: s.stage.clone(),
                         seq: s.seq,
                         ts: s.last_checkpoint.clone(),
+                        warning: String::new(),
                     });
                 }
             }
@@ -98,6 +100,7 @@ impl Module {
             to: String::new(),
             seq: s.seq,
             ts: state::timestamp(Utc::now()),
+            warning: String::new(),
         });
     }
 }

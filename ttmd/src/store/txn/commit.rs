@@ -2,7 +2,7 @@
 //! then publishes `state.json`, the snapshot and the followers' end mark;
 //! the checkpoint's deferred view syncs; the seq → offset index.
 
-use super::{Committed, EVENTS_FILE, MARK_EVERY, STATE_FILE, Txn, lock};
+use super::{CTX_DIR, Committed, EVENTS_FILE, MARK_EVERY, STATE_FILE, Txn, lock};
 use crate::core::summary::Summary;
 use crate::core::{Error, Result};
 use crate::store::fsio::{self, Durability};
@@ -83,6 +83,13 @@ impl Txn {
     /// Syncs `state.json` and its directory if a replacement was left
     /// unsynced (see [`Durability::Fsync`]). Called by the checkpoint.
     pub fn sync_view(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.ctx_dirty.swap(false, Ordering::AcqRel)
+            && let Err(e) = fsio::sync_dir(&self.dir.join(CTX_DIR), self.durability)
+        {
+            self.ctx_dirty.store(true, Ordering::Release);
+            return Err(e);
+        }
         if !self
             .view_dirty
             .swap(false, std::sync::atomic::Ordering::AcqRel)

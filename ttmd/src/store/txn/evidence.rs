@@ -99,7 +99,14 @@ impl Effect for Store<'_> {
         if let Some(entries) = &mut inner.ctx {
             entries.push(entry);
         }
-        rename_noreplace(&pending.path, &target).map_err(|e| Error::io("storing", &target, e))
+        // The line is appended: whatever fails now must not fail the call
+        // (a retry without a request id would store the file twice).
+        // Recovery finishes the rename, since the log names the file.
+        if let Err(e) = rename_noreplace(&pending.path, &target) {
+            tracing::warn!(file = %target.display(), error = %e,
+                "evidence is logged but still under its pending name; the next start finishes it");
+        }
+        Ok(())
     }
 }
 
@@ -142,8 +149,14 @@ impl Txn {
             store.entry = Some(entry);
             Ok(body)
         })?;
-        if !outcome.replayed {
-            fsio::sync_dir(&ctx_dir, self.durability)?;
+        if !outcome.replayed
+            && let Err(e) = fsio::sync_dir(&ctx_dir, self.durability)
+        {
+            // The log line is durable: the evidence is stored (recovery
+            // finishes a rename the crash lost). The checkpoint retries.
+            tracing::warn!(txn = %self.id, error = %e, "cannot sync ctx/ yet; the checkpoint retries");
+            self.ctx_dirty
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         Ok(outcome)
     }

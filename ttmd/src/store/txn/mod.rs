@@ -12,11 +12,14 @@
 
 mod commit;
 mod evidence;
+mod fold;
 mod open;
 mod reconcile;
 
 pub use evidence::{NewEvidence, TempEvidence, scan_ctx};
+use fold::fold_lines;
 pub use open::probe_finished;
+pub use reconcile::{EDIT_REFUSED, FOREIGN_REFUSED};
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -29,7 +32,7 @@ use tokio::sync::watch;
 
 use crate::core::admit::{Admit, admit};
 use crate::core::ctx::Entry;
-use crate::core::event::{Body, Event, Logged, Meta};
+use crate::core::event::{self, Body, Event, Logged, Meta};
 use crate::core::fsm::Fsm;
 use crate::core::state::{self, State};
 use crate::core::{Error, Result};
@@ -58,6 +61,10 @@ pub struct Guards {
     pub expect_seq: Option<u64>,
     /// Return the first answer if this key was already used.
     pub request_id: Option<String>,
+    /// What the request asks for, digested ([`event::request_digest`]):
+    /// recorded with the id, and a reuse of the id with another digest is
+    /// refused rather than answered with the first request's answer.
+    pub request_digest: Option<String>,
 }
 
 /// How far the log is durably written; followers read up to here.
@@ -108,6 +115,9 @@ impl Outcome {
     }
 }
 
+/// Request id → the event it produced and the request's digest.
+type Requests = HashMap<String, (Arc<Recorded>, Option<String>)>;
+
 /// Who asked for a mutation, recorded as the event's `client`.
 pub type Client = Option<Value>;
 
@@ -140,6 +150,9 @@ pub struct Txn {
     removed: std::sync::atomic::AtomicBool,
     /// `state.json` was replaced without a sync; the checkpoint syncs it.
     view_dirty: std::sync::atomic::AtomicBool,
+    /// Syncing ctx/ after a stored evidence file failed; the checkpoint
+    /// retries.
+    ctx_dirty: std::sync::atomic::AtomicBool,
     /// (seq, byte offset) of every [`MARK_EVERY`]-th line, so a follower
     /// starting near the end of a long log seeks instead of scanning it.
     marks: Mutex<Vec<(u64, u64)>>,
@@ -161,8 +174,13 @@ struct Inner {
     len: u64,
     /// ctx/ entries with their hashes, computed on first need.
     ctx: Option<Vec<Entry>>,
-    /// request id → the event it produced.
-    requests: HashMap<String, Arc<Recorded>>,
+    /// request id → the event it produced and the request's digest (if
+    /// its line records one).
+    requests: Requests,
+    /// Why the log can no longer be appended to (it shrank or changed
+    /// under what ttmd wrote); set once, never cleared: the watcher
+    /// reloads the transaction from disk, which quarantines it.
+    damaged: Option<String>,
 }
 
 /// What a mutation does on disk besides appending its line: evidence is
@@ -220,11 +238,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Folds parsed lines from the start of a log.
-fn fold_lines(lines: &[Line], module: &str) -> Result<State, state::FoldError> {
-    state::fold_logged(lines.iter().map(|l| (l.seq, l.logged())), module)
-}
-
 impl Txn {
     /// The latest state.
     pub fn state(&self) -> Arc<State> {
@@ -255,6 +268,11 @@ impl Txn {
         f.seek(SeekFrom::Start(from))
             .and_then(|_| f.take(to - from).read_to_end(&mut buf))
             .map_err(|e| Error::io("reading", &path, e))?;
+        if (buf.len() as u64) < to - from {
+            // Bytes ttmd wrote (or counted) are gone: waiting for them
+            // would wait forever.
+            return Err(reconcile::shrank(&path, from + buf.len() as u64, to));
+        }
         let (lines, used) = log::parse_lines(&buf, first_seq);
         Ok((lines, from + used as u64))
     }
@@ -288,8 +306,8 @@ impl Txn {
         self.refuse_if_removed()?;
         let (outcome, end) = {
             let mut inner = lock(&self.inner);
-            self.catch_up(&mut inner, true)?;
-            match self.replay(&inner, guards) {
+            self.catch_up(&mut inner, true, fsm)?;
+            match self.replay(&inner, guards)? {
                 Some(done) => (done, inner.len),
                 None => self.admit_and_append(&mut inner, fsm, guards, client, effect, make)?,
             }
@@ -327,22 +345,41 @@ impl Txn {
     /// Answers a repeated request id with its first outcome: the event it
     /// wrote and the state right after it (refolded from the log, so later
     /// events do not leak into the answer; retries are rare).
-    fn replay(&self, inner: &Inner, guards: &Guards) -> Option<Outcome> {
-        let id = guards.request_id.as_ref()?;
-        let event = inner.requests.get(id)?.clone();
+    /// A reuse of the id by a different request is refused.
+    fn replay(&self, inner: &Inner, guards: &Guards) -> Result<Option<Outcome>> {
+        let Some(id) = guards.request_id.as_ref() else {
+            return Ok(None);
+        };
+        let Some((event, first)) = inner.requests.get(id) else {
+            return Ok(None);
+        };
+        if let (Some(first), Some(now)) = (first, &guards.request_digest)
+            && first != now
+        {
+            return Err(Error::RequestIdReused(format!(
+                "request id {id} was already used on transaction {} for a different request \
+                 (seq {}, {}); nothing was changed. Use a new request id for a new request",
+                self.id,
+                event.seq,
+                event.line.event.kind()
+            )));
+        }
+        let event = event.clone();
         let state = self
             .read_lines(0, inner.len, 1)
             .ok()
             .and_then(|(lines, _)| {
                 let upto: Vec<Line> = lines.into_iter().filter(|l| l.seq <= event.seq).collect();
-                fold_lines(&upto, &inner.state.module).ok()
+                fold_lines(&upto, &inner.state.module, None)
+                    .ok()
+                    .map(|(s, _)| s)
             })
             .unwrap_or_else(|| (*inner.state).clone());
-        Some(Outcome {
+        Ok(Some(Outcome {
             state: Arc::new(state),
             event: Some(event),
             replayed: true,
-        })
+        }))
     }
 
     /// Appends the lines of one event (without syncing) — usually one; a
@@ -365,14 +402,21 @@ impl Txn {
         let mut text = String::new();
         let mut recorded = Vec::with_capacity(last);
         for (i, body) in bodies.into_iter().enumerate() {
+            let answered = i + 1 == last;
             let meta = Meta {
                 ts: state::timestamp(now),
                 seq: inner.state.seq + 1 + i as u64,
-                request_id: guards.request_id.clone().filter(|_| i + 1 == last),
+                request_id: guards.request_id.clone().filter(|_| answered),
                 client: client.clone(),
             };
+            let mut object = body.to_object(&meta);
+            if meta.request_id.is_some()
+                && let Some(d) = &guards.request_digest
+            {
+                object.insert(event::REQUEST_DIGEST.into(), d.as_str().into());
+            }
             let offset = inner.len + text.len() as u64;
-            text.push_str(&body.to_line(&meta));
+            text.push_str(&event::line(&object));
             recorded.push((offset, meta, body));
         }
         let path = self.dir.join(EVENTS_FILE);
@@ -395,7 +439,8 @@ impl Txn {
             event = Some(rec);
         }
         if let (Some(id), Some(e)) = (&guards.request_id, &event) {
-            inner.requests.insert(id.clone(), e.clone());
+            let digest = guards.request_digest.clone();
+            inner.requests.insert(id.clone(), (e.clone(), digest));
         }
         let outcome = Outcome {
             state: inner.state.clone(),

@@ -19,7 +19,8 @@ use super::{
     file_id, fold_lines, rename_noreplace,
 };
 use crate::core::ctx;
-use crate::core::event::{Body, Event, Logged, Meta};
+use crate::core::event::{self, Body, Event, Logged, Meta};
+use crate::core::fsm::Fsm;
 use crate::core::fsm::{DONE, FAIL};
 use crate::core::state::{self, State};
 use crate::core::summary::Summary;
@@ -29,12 +30,12 @@ use crate::store::log::{self, Line};
 
 /// A log as recovery read it: its complete lines, and the file opened for
 /// appending (adoption writes to it).
-struct RecoveredLog {
-    path: PathBuf,
-    file: File,
-    lines: Vec<Line>,
+pub(super) struct RecoveredLog {
+    pub(super) path: PathBuf,
+    pub(super) file: File,
+    pub(super) lines: Vec<Line>,
     /// Bytes of complete lines.
-    len: u64,
+    pub(super) len: u64,
 }
 
 impl RecoveredLog {
@@ -50,15 +51,30 @@ impl Txn {
     /// Loads a transaction directory: drops a torn final log line, rebuilds
     /// `state.json` if it is missing or disagrees with the log, and adopts a
     /// state.json the bash version wrote. Returns what it had to repair.
-    pub fn open(dir: &Path, module: &str, durability: Durability) -> Result<(Txn, Vec<String>)> {
+    pub fn open(
+        dir: &Path,
+        module: &str,
+        fsm: &Fsm,
+        durability: Durability,
+    ) -> Result<(Txn, Vec<String>)> {
         fsio::require_real_dir(dir, "transaction directory")?;
         let mut repairs = Vec::new();
         remove_leftovers(dir, &mut repairs);
-        let mut log = read_log(dir, &mut repairs)?;
+        let (mut log, torn) = read_log(dir, &mut repairs)?;
+        // Lines cut from the log (`: >` leaves none to fold) are named
+        // as such before the fold's own complaint.
+        refuse_view_ahead(dir, &log, durability)?;
+        let (mut folded, refused) =
+            fold_lines(&log.lines, module, Some(fsm)).map_err(|e| log.corrupt(e.to_string()))?;
+        drop_torn(&log, torn, &mut repairs)?;
         repairs.extend(finish_pending_evidence(&dir.join(CTX_DIR), &log.lines));
         report_malformed(&log.lines, &mut repairs);
-        let mut folded = fold_lines(&log.lines, module).map_err(|e| log.corrupt(e.to_string()))?;
+        adopt_copy(dir, &mut log, &mut folded, durability, &mut repairs)?;
         let stale = check_view(dir, &mut log, &mut folded, durability, &mut repairs)?;
+        // After check_view: a report line would hide a bash log from it.
+        let stale =
+            super::fold::report_refused(&mut log, &mut folded, refused, durability, &mut repairs)?
+                || stale;
         if stale {
             // Like any view a write replaces (unsynced unless strict): the
             // checkpoint syncs it, a crash before then rebuilds it. A first
@@ -80,41 +96,108 @@ fn remove_leftovers(dir: &Path, repairs: &mut Vec<String>) {
     }
 }
 
-/// Reads the log's complete lines; a torn final line (a fragment without
-/// its newline, what a crash mid-append leaves) is cut off, and so is the
-/// first half of a commit or failure whose second line a crash lost (see
-/// [`half_of_a_pair`]): the only changes recovery ever makes to a log's
-/// existing bytes, both to an append that was never acknowledged.
-fn read_log(dir: &Path, repairs: &mut Vec<String>) -> Result<RecoveredLog> {
+/// Reads the log's complete lines, and what recovery will cut from its
+/// end once the log is known to be no shorter than its view ([`drop_torn`]):
+/// a torn final line (a fragment without its newline, what a crash
+/// mid-append leaves), and the first half of a commit or failure whose
+/// second line a crash lost (see [`half_of_a_pair`]). Those are the only
+/// changes recovery ever makes to a log's existing bytes, both to an append
+/// that was never acknowledged.
+fn read_log(dir: &Path, repairs: &mut Vec<String>) -> Result<(RecoveredLog, Cut)> {
     let path = dir.join(EVENTS_FILE);
     let bytes = fsio::read_file(&path).map_err(|e| fsio::nofollow_error("reading", &path, e))?;
     let file = fsio::open_append(&path, false).map_err(|e| Error::io("opening", &path, e))?;
     let (mut lines, mut used) = log::parse_lines(&bytes, 1);
-    if used < bytes.len() {
+    if end_whole_last_line(&file, &bytes[used..], lines.len() as u64 + 1) {
+        // A whole event that lost only its newline (by hand: a crash never
+        // acknowledged it, so keeping it is as right as dropping it).
+        lines.extend(log::parse_lines(&[&bytes[used..], b"\n"].concat(), lines.len() as u64 + 1).0);
+        used = bytes.len() + 1;
         repairs.push(format!(
-            "dropped a torn final line of {} bytes from {EVENTS_FILE}",
-            bytes.len() - used
+            "restored the newline the last line of {EVENTS_FILE} lost"
         ));
     }
+    let torn = bytes.len().saturating_sub(used);
+    let mut half = 0;
     if lines.len() > 1 && lines.last().is_some_and(half_of_a_pair) {
-        let half = lines.pop().map_or(0, |l| l.bytes) as usize;
+        half = lines.pop().map_or(0, |l| l.bytes) as usize;
         used -= half;
+    }
+    let log = RecoveredLog {
+        path,
+        file,
+        lines,
+        len: used as u64,
+    };
+    Ok((log, Cut { torn, half }))
+}
+
+/// Bytes recovery cuts from the end of a log (see [`read_log`]).
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    /// A final fragment without its newline.
+    torn: usize,
+    /// A final `stage_transition` into DONE/FAIL without its second line.
+    half: usize,
+}
+
+fn drop_torn(log: &RecoveredLog, cut: Cut, repairs: &mut Vec<String>) -> Result<()> {
+    if cut.torn + cut.half == 0 {
+        return Ok(());
+    }
+    log.file
+        .set_len(log.len)
+        .and_then(|()| log.file.sync_data())
+        .map_err(|e| Error::io("truncating the unacknowledged end of", &log.path, e))?;
+    if cut.torn > 0 {
+        let torn = cut.torn;
+        repairs.push(format!(
+            "dropped a torn final line of {torn} bytes from {EVENTS_FILE}"
+        ));
+    }
+    if cut.half > 0 {
+        let half = cut.half;
         repairs.push(format!(
             "dropped a final stage_transition into DONE/FAIL whose txn_commit/txn_fail a \
              crash lost ({half} bytes): that commit or failure was never acknowledged"
         ));
     }
-    if used < bytes.len() {
-        file.set_len(used as u64)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| Error::io("truncating the unacknowledged end of", &path, e))?;
+    Ok(())
+}
+
+/// Refuses a log shorter than its view: the view is written only after its
+/// line is durable, so a view ahead of the log means lines were cut from
+/// the log by hand, not by a crash (unless nothing is synced at all). The
+/// transaction is quarantined, its files left as they are.
+fn refuse_view_ahead(dir: &Path, log: &RecoveredLog, durability: Durability) -> Result<()> {
+    let lines = log.lines.len() as u64;
+    let view_seq = fsio::read_file(&dir.join(STATE_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok())
+        .and_then(|v| v.get("seq")?.as_u64());
+    match view_seq {
+        Some(seq) if seq > lines && durability != Durability::None => Err(log.corrupt(format!(
+            "has {lines} line(s) but {STATE_FILE} shows seq {seq}: lines were removed from the \
+             log behind ttmd's back, so acknowledged events are missing; restore the log (from \
+             a backup) or move the directory away"
+        ))),
+        _ => Ok(()),
     }
-    Ok(RecoveredLog {
-        path,
-        file,
-        lines,
-        len: used as u64,
-    })
+}
+
+/// Ends `tail` (the log's final bytes after its last newline) with a
+/// newline if it is one whole event line numbered `seq`: a JSON object
+/// whose own `seq` says so. Returns whether it did.
+fn end_whole_last_line(file: &File, tail: &[u8], seq: u64) -> bool {
+    use std::io::Write;
+    let whole = !tail.is_empty()
+        && serde_json::from_slice::<Map<String, Value>>(tail)
+            .is_ok_and(|o| o.get("seq").and_then(Value::as_u64) == Some(seq));
+    whole
+        && (&*file)
+            .write_all(b"\n")
+            .and_then(|()| file.sync_data())
+            .is_ok()
 }
 
 /// Whether `line` is a `stage_transition` into DONE or FAIL that ttmd
@@ -160,7 +243,9 @@ fn check_view(
         .filter_map(|l| l.object.as_ref())
         .all(|o| !o.contains_key("seq"));
     match on_disk {
-        Some(Value::Object(legacy)) if log_is_legacy && !legacy.contains_key("seq") => {
+        Some(Value::Object(mut legacy)) if log_is_legacy && !legacy.contains_key("seq") => {
+            // The id is the directory's name, never the file's say.
+            legacy.remove("txn_id");
             adopt(log, folded, legacy, durability)?;
             repairs.push("adopted a state.json written by the bash version".into());
         }
@@ -179,6 +264,38 @@ fn check_view(
     Ok(true)
 }
 
+/// A directory whose log names another transaction (`cp -r txns/A
+/// txns/B`) is that transaction's copy: the directory name is the id (SPEC
+/// §8), so a `state_adopted` line gives it that id and records
+/// `copied_from`; it is never served under the original's id.
+fn adopt_copy(
+    dir: &Path,
+    log: &mut RecoveredLog,
+    folded: &mut State,
+    durability: Durability,
+    repairs: &mut Vec<String>,
+) -> Result<()> {
+    let name = dir_name(dir);
+    if folded.txn_id == name {
+        return Ok(());
+    }
+    let original = folded.txn_id.clone();
+    let mut adopted = Map::new();
+    adopted.insert("txn_id".into(), name.as_str().into());
+    adopted.insert("copied_from".into(), original.as_str().into());
+    adopt(log, folded, adopted, durability)?;
+    repairs.push(format!(
+        "adopted a copy of transaction {original} under its directory name {name}"
+    ));
+    Ok(())
+}
+
+fn dir_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Takes over a state.json the bash version wrote: its fields (user updates
 /// lived only there) are logged as `state_adopted`, so the fold reproduces
 /// them from now on.
@@ -188,13 +305,22 @@ fn adopt(
     legacy: Map<String, Value>,
     durability: Durability,
 ) -> Result<()> {
+    append_line(log, folded, Body::Adopted { state: legacy }, durability)
+}
+
+/// Appends one line recovery writes, and folds it.
+pub(super) fn append_line(
+    log: &mut RecoveredLog,
+    folded: &mut State,
+    body: Body,
+    durability: Durability,
+) -> Result<()> {
     let meta = Meta {
         ts: state::timestamp(Utc::now()),
         seq: folded.seq + 1,
         request_id: None,
         client: None,
     };
-    let body = Body::Adopted { state: legacy };
     let line = body.to_line(&meta);
     log::append(&mut log.file, log.len, &line, durability, &log.path)?;
     log.len += line.len() as u64;
@@ -209,6 +335,23 @@ fn adopt(
     Ok(())
 }
 
+/// The request ids the log records: the event each produced and the
+/// request's digest, if its line has one.
+fn request_ids(lines: &[Line], logged: Vec<Logged>) -> super::Requests {
+    lines
+        .iter()
+        .zip(logged)
+        .filter_map(|(l, line)| {
+            let id = line.request_id.clone()?;
+            let digest = l
+                .object
+                .as_ref()
+                .and_then(|o| o.get(event::REQUEST_DIGEST)?.as_str().map(str::to_string));
+            Some((id, (Arc::new(Recorded { seq: l.seq, line }), digest)))
+        })
+        .collect()
+}
+
 /// The loaded transaction: recovered log and state, its request ids and
 /// the seq → offset index.
 fn assemble(
@@ -219,16 +362,12 @@ fn assemble(
     view_dirty: bool,
 ) -> Txn {
     let logged: Vec<Logged> = log.lines.iter().map(Line::logged).collect();
-    let create_request = logged.first().and_then(|l| l.request_id.clone());
-    let requests = log
-        .lines
-        .iter()
-        .zip(logged)
-        .filter_map(|(l, line)| {
-            let id = line.request_id.clone()?;
-            Some((id, Arc::new(Recorded { seq: l.seq, line })))
-        })
-        .collect();
+    // A copy's creation request belongs to the original.
+    let create_request = logged
+        .first()
+        .and_then(|l| l.request_id.clone())
+        .filter(|_| folded.extra.get("copied_from").is_none());
+    let requests = request_ids(&log.lines, logged);
     let mut marks = Vec::with_capacity(log.lines.len() / MARK_EVERY as usize + 1);
     let mut offset = 0u64;
     for l in &log.lines {
@@ -243,10 +382,7 @@ fn assemble(
     };
     let folded = Arc::new(folded);
     Txn {
-        id: dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        id: dir_name(dir),
         dir: dir.to_path_buf(),
         create_request,
         durability,
@@ -257,6 +393,7 @@ fn assemble(
             len: log.len,
             ctx: None,
             requests,
+            damaged: None,
         }),
         snapshot: Mutex::new(folded),
         committed: watch::Sender::new(committed),
@@ -265,6 +402,7 @@ fn assemble(
         view: Mutex::new(()),
         removed: AtomicBool::new(false),
         view_dirty: AtomicBool::new(view_dirty),
+        ctx_dirty: AtomicBool::new(false),
         marks: Mutex::new(marks),
     }
 }
@@ -279,7 +417,8 @@ fn assemble(
 pub fn probe_finished(dir: &Path) -> Option<(Summary, Option<String>)> {
     let state: State =
         serde_json::from_slice(&fsio::read_file(&dir.join(STATE_FILE)).ok()?).ok()?;
-    if !matches!(state.stage.as_str(), DONE | FAIL) {
+    if !matches!(state.stage.as_str(), DONE | FAIL) || state.txn_id != dir_name(dir) {
+        // Live, or a copy under another name: loaded (and adopted) fully.
         return None;
     }
     let log = fsio::read_file(&dir.join(EVENTS_FILE)).ok()?;
