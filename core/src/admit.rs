@@ -35,6 +35,10 @@ pub fn admit(fsm: &Fsm, state: &State, body: &Body) -> Result<Admit> {
         | Body::Updated { .. }
         | Body::EvidenceAdded { .. }
         | Body::TesResolved { .. }
+        | Body::LeaseRequested { .. }
+        | Body::LeaseAcquired { .. }
+        | Body::LeaseReleased { .. }
+        | Body::LeaseExpired { .. }
         | Body::User { .. } => refuse_if_final(state).map(|()| Admit::Log),
         // Written when the log is made (create) or taken over (recovery),
         // never as a change of a running transaction.

@@ -25,6 +25,17 @@ pub enum Error {
     /// another writer got there first.
     #[error("{0}")]
     Conflict(String),
+    /// A fence (`--fence NAME=TOKEN`) is not current: the lease was lost,
+    /// released or granted to someone else since.
+    #[error("{0}")]
+    Fenced(String),
+    /// A lease is held by another transaction and the caller chose not to
+    /// wait (`--no-wait`).
+    #[error("{0}")]
+    LeaseBusy(String),
+    /// A wait for a lease ran out (`--wait-timeout`).
+    #[error("{0}")]
+    WaitTimedOut(String),
     /// The caller is not allowed to talk to this daemon.
     #[error("{0}")]
     NotAllowed(String),
