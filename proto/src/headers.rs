@@ -19,3 +19,10 @@ pub const ERROR: &str = "ttm-error";
 /// The value of [`ERROR`] when the daemon serves another tree than the one
 /// the request named: for this call, no daemon answered.
 pub const WRONG_TREE: &str = "wrong-tree";
+
+/// Value of [`ERROR`] on a refusal because a lease is held by another
+/// transaction and the caller would not wait (ttmctl exit 10).
+pub const LEASE_BUSY: &str = "lease-busy";
+
+/// Value of [`ERROR`] when a wait for a lease ran out (ttmctl exit 11).
+pub const WAIT_TIMEOUT: &str = "wait-timeout";

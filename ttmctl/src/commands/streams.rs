@@ -93,7 +93,7 @@ pub async fn watch(ctx: &mut Ctx) -> Result<(), Failure> {
             continue;
         }
         if ctx.json {
-            ctx.out.json_line(&json!({
+            let mut line = json!({
                 "kind": render::change_kind(change.kind),
                 "module": change.module,
                 "txn_id": change.txn_id,
@@ -101,7 +101,12 @@ pub async fn watch(ctx: &mut Ctx) -> Result<(), Failure> {
                 "to": change.to,
                 "seq": change.seq,
                 "ts": change.ts,
-            }))?;
+            });
+            if !change.lease.is_empty() {
+                line["lease"] = change.lease.clone().into();
+                line["token"] = change.token.into();
+            }
+            ctx.out.json_line(&line)?;
         } else {
             let palette = ctx.palette();
             ctx.out.line(&render::watch_line_styled(&change, palette))?;

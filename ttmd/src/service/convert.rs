@@ -51,5 +51,6 @@ pub fn guards(pre: Option<pb::Preconditions>) -> Guards {
         expect_stage: pre.expect_stage.filter(|s| !s.is_empty()),
         expect_seq: pre.expect_seq,
         request_id: Some(pre.request_id).filter(|r| !r.is_empty()),
+        fences: pre.fences.into_iter().map(|f| (f.name, f.token)).collect(),
     }
 }

@@ -15,11 +15,23 @@ pub fn to_status(err: Error) -> Status {
     let noteworthy = matches!(
         code,
         Code::Internal | Code::Unavailable | Code::ResourceExhausted
-    ) && !matches!(err, Error::ShuttingDown);
+    ) && !matches!(err, Error::ShuttingDown | Error::LeaseBusy(_));
     if noteworthy {
         tracing::warn!(error = %err, "request failed");
     }
     let mut status = Status::new(code, err.to_string());
+    // Busy and a wait that ran out share their codes with other causes;
+    // the marker gives each its own exit code in ttmctl (SPEC §17).
+    let marker = match &err {
+        Error::LeaseBusy(_) => Some(ttm_proto::headers::LEASE_BUSY),
+        Error::WaitTimedOut(_) => Some(ttm_proto::headers::WAIT_TIMEOUT),
+        _ => None,
+    };
+    if let Some(m) = marker {
+        status
+            .metadata_mut()
+            .insert(ttm_proto::headers::ERROR, MetadataValue::from_static(m));
+    }
     if matches!(err, Error::WrongTree(_)) {
         // FAILED_PRECONDITION alone is ambiguous; the marker lets ttmctl
         // tell "wrong daemon" apart and answer with its own exit code.
@@ -37,7 +49,11 @@ fn code(err: &Error) -> Code {
         Error::Unknown(_) => Code::NotFound,
         Error::Malformed(_) => Code::InvalidArgument,
         Error::Refused(_) => Code::FailedPrecondition,
-        Error::Conflict(_) => Code::Aborted,
+        Error::Conflict(_) | Error::Fenced(_) => Code::Aborted,
+        // Busy is the holder's state, not the caller's fault or a conflict
+        // of guards; a timed-out wait is the caller's own deadline.
+        Error::LeaseBusy(_) => Code::Unavailable,
+        Error::WaitTimedOut(_) => Code::DeadlineExceeded,
         Error::NotAllowed(_) => Code::PermissionDenied,
         Error::OverLimit(_) => Code::ResourceExhausted,
         Error::Io { source, .. } => io_code(source),

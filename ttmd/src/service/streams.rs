@@ -415,6 +415,8 @@ fn change_message(module: &str, c: Change) -> pb::WatchResponse {
         seq: c.seq,
         ts: c.ts,
         heartbeat: None,
+        lease: c.lease.as_ref().map(|l| l.0.clone()).unwrap_or_default(),
+        token: c.lease.map_or(0, |l| l.1),
     }
 }
 
@@ -427,5 +429,9 @@ fn kind(k: ChangeKind) -> pb::ChangeKind {
         ChangeKind::Failed => pb::ChangeKind::Failed,
         ChangeKind::Removed => pb::ChangeKind::Removed,
         ChangeKind::Archived => pb::ChangeKind::Archived,
+        ChangeKind::LeaseRequested => pb::ChangeKind::LeaseRequested,
+        ChangeKind::LeaseAcquired => pb::ChangeKind::LeaseAcquired,
+        ChangeKind::LeaseReleased => pb::ChangeKind::LeaseReleased,
+        ChangeKind::LeaseExpired => pb::ChangeKind::LeaseExpired,
     }
 }

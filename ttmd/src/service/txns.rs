@@ -43,11 +43,35 @@ impl TtmService {
             }
             crate::store::module::validate_new(&new, this.shared.config().limits.description)?;
             let module = this.module(&r.module, true)?;
-            let txn = module.create(&new, &client)?;
-            Ok(this.state_msg(&module, &txn, &txn.state()))
+            if r.leases.is_empty() {
+                let txn = module.create(&new, &client)?;
+                return Ok((this.state_msg(&module, &txn, &txn.state()), Vec::new()));
+            }
+            let ttl = crate::core::lease::ttl_or_default(r.lease_ttl_ms)?;
+            let policy = super::leases::policy_of(r.wait_policy);
+            let mut create = || {
+                let txn = module.create(&new, &client)?;
+                Ok((module.name.clone(), txn.id.clone()))
+            };
+            let (key, standings) =
+                this.shared
+                    .leases
+                    .acquire_at_create(&r.leases, ttl, policy, &mut create)?;
+            let txn = module.txn(&key.1)?;
+            let leases = r
+                .leases
+                .iter()
+                .zip(standings)
+                .map(|(n, s)| super::leases::standing_msg(n, s))
+                .collect();
+            Ok((this.state_msg(&module, &txn, &txn.state()), leases))
         })
         .await?;
-        Ok(Response::new(pb::CreateResponse { state: Some(state) }))
+        let (state, leases) = state;
+        Ok(Response::new(pb::CreateResponse {
+            state: Some(state),
+            leases,
+        }))
     }
 
     pub(super) async fn get_active(

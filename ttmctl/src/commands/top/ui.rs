@@ -138,6 +138,10 @@ fn last_event_text(event: &Event) -> String {
             | Body::Retry { .. }
             | Body::Activated
             | Body::Adopted { .. }
+            | Body::LeaseRequested { .. }
+            | Body::LeaseAcquired { .. }
+            | Body::LeaseReleased { .. }
+            | Body::LeaseExpired { .. }
             | Body::User { .. },
         )
         | Typed::Foreign { .. }

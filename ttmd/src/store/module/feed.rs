@@ -17,6 +17,8 @@ pub struct Change {
     pub to: String,
     pub seq: u64,
     pub ts: String,
+    /// For lease changes: the lease's name and token (0 for a queue entry).
+    pub lease: Option<(String, u64)>,
 }
 
 /// The kinds of [`Change`].
@@ -31,6 +33,14 @@ pub enum ChangeKind {
     Removed,
     /// The transaction was moved into the module's archive.
     Archived,
+    /// A lease was asked for (the transaction joined its queue).
+    LeaseRequested,
+    /// A lease was granted.
+    LeaseAcquired,
+    /// A lease was let go (or a wait given up).
+    LeaseReleased,
+    /// A lease was lost: its holder was silent past the TTL.
+    LeaseExpired,
 }
 
 impl Module {
@@ -50,6 +60,17 @@ impl Module {
         let Some((kind, from)) = change_of(&event.line.event) else {
             return;
         };
+        let lease = match &event.line.event {
+            Event::Body(
+                Body::LeaseRequested {
+                    name, ticket: n, ..
+                }
+                | Body::LeaseAcquired { name, token: n, .. }
+                | Body::LeaseReleased { name, token: n }
+                | Body::LeaseExpired { name, token: n },
+            ) => Some((name.clone(), *n)),
+            _ => None,
+        };
         self.tell(Change {
             kind,
             txn_id: outcome.state.txn_id.clone(),
@@ -57,6 +78,7 @@ impl Module {
             to: outcome.state.stage.clone(),
             seq: outcome.state.seq,
             ts: event.line.ts.clone().unwrap_or_default(),
+            lease,
         });
     }
 }
@@ -75,6 +97,10 @@ fn change_of(event: &Event) -> Option<(ChangeKind, String)> {
         Body::Activated => Some((ChangeKind::Activated, String::new())),
         Body::Commit { from, .. } => Some((ChangeKind::Committed, from.clone())),
         Body::Fail { from, .. } => Some((ChangeKind::Failed, from.clone())),
+        Body::LeaseRequested { .. } => Some((ChangeKind::LeaseRequested, String::new())),
+        Body::LeaseAcquired { .. } => Some((ChangeKind::LeaseAcquired, String::new())),
+        Body::LeaseReleased { .. } => Some((ChangeKind::LeaseReleased, String::new())),
+        Body::LeaseExpired { .. } => Some((ChangeKind::LeaseExpired, String::new())),
         Body::Updated { .. }
         | Body::EvidenceAdded { .. }
         | Body::TesResolved { .. }

@@ -58,6 +58,9 @@ pub struct Guards {
     pub expect_seq: Option<u64>,
     /// Return the first answer if this key was already used.
     pub request_id: Option<String>,
+    /// Refuse unless the transaction still holds each lease with that
+    /// fencing token.
+    pub fences: Vec<(String, u64)>,
 }
 
 /// How far the log is durably written; followers read up to here.
@@ -439,7 +442,7 @@ pub(crate) fn check_guards(state: &State, guards: &Guards) -> Result<()> {
             state.txn_id, state.seq, state.stage
         )));
     }
-    Ok(())
+    crate::core::lease::check_fences(&state.txn_id, &state.leases, &guards.fences)
 }
 
 /// Renames without replacing anything already at `to`.

@@ -299,6 +299,10 @@ fn made_stage(event: &Event, stage: &str) -> bool {
             | Body::Retry { .. }
             | Body::Activated
             | Body::Adopted { .. }
+            | Body::LeaseRequested { .. }
+            | Body::LeaseAcquired { .. }
+            | Body::LeaseReleased { .. }
+            | Body::LeaseExpired { .. }
             | Body::User { .. },
         )
         | Event::Foreign { .. }
