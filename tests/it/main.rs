@@ -16,6 +16,7 @@ mod golden;
 mod idempotency;
 mod in_process;
 mod languages;
+mod leases;
 mod lifecycle;
 mod races;
 mod reconcile;

@@ -280,6 +280,7 @@ fn pre(stage: Option<&str>, seq: Option<u64>, request_id: &str) -> Option<Precon
         expect_stage: stage.map(String::from),
         expect_seq: seq,
         request_id: request_id.into(),
+        ..Default::default()
     })
 }
 
@@ -334,6 +335,7 @@ fn hostile_rows(id: &str) -> Vec<Row> {
             agent: agent.into(),
             no_activate: false,
             request_id: rid.into(),
+            ..Default::default()
         })
     };
     let transition = |txn, stage: &str, pre| {
