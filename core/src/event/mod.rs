@@ -143,6 +143,7 @@ impl Body {
     /// per event type, each laying out its fields in file order: longer
     /// than most functions, kept whole so a line's layout reads in one
     /// place (the golden files pin it).
+    // Long: one arm per event type, each line's layout in one place.
     pub fn to_object(&self, meta: &Meta) -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("ts".into(), meta.ts.clone().into());

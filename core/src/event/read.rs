@@ -100,6 +100,7 @@ impl Body {
     /// type. Defaults are the ones the fold has always used for lines the
     /// bash version wrote (no `stage`, `module` or `ctx_digest` in its
     /// `txn_start`, no `from` in its commit).
+    // Long: one arm per built-in type, each type's fields read in one place.
     fn read(kind: &str, o: &Map<String, Value>) -> Option<Body> {
         let from = || text_or(o, "from", "");
         Some(match kind {

@@ -65,6 +65,7 @@ pub trait LeaseBackend: std::fmt::Debug + Send + Sync {
 
     /// Creates a transaction and acquires `names` for it in one step, so
     /// with [`Policy::NoWait`] a busy lease means nothing is created.
+    // Long: a declaration without a body, which the length check reads on to the trait's end.
     fn acquire_at_create(
         &self,
         names: &[String],
