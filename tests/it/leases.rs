@@ -460,3 +460,58 @@ fn check_after_restart(d: &Daemon, live: &[String]) {
     let tokens: BTreeSet<u64> = hs.iter().map(|h| h.token).collect();
     assert_eq!(tokens.len(), hs.len(), "a token repeated: {hs:#?}");
 }
+
+#[test]
+fn shims_lease_heartbeat_and_release() {
+    let d = Daemon::start_new();
+    let script = r#"set -euo pipefail
+source "$TTM_SHELL/ttm.sh"
+trap 'echo earlier-trap-ran' EXIT
+id=$(txn_create "shim holder")
+tok=$(TTM_LEASE_FLAGS="--lease-ttl 1s" txn_lease @prod "$id")
+txn_heartbeat_start "$id" 0.2
+echo "id=$id tok=$tok hb=$_TTM_HEARTBEAT_PID"
+sleep 2.5
+"$TTMCTL" --json leases | tr -d "\n"; echo
+txn_release @prod "$id"
+txn_heartbeat_start "$id" 0.2
+echo "hb2=$_TTM_HEARTBEAT_PID"
+"#;
+    let out = crate::shims::bash(&d, script, &[]);
+    assert_eq!(out.code(), 0, "{}\n{}", out.stdout, out.stderr);
+    let mut lines = out.stdout.lines();
+    let head = lines.next().unwrap();
+    let id = head
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("id="))
+        .unwrap();
+    let hb: u32 = head
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("hb="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let listed: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    // Heartbeats kept the 1 s lease alive through 2.5 s.
+    assert_eq!(listed["leases"][0]["holder"]["txn_id"], id);
+    assert!(!has_event(&d, id, "lease_expired"));
+    assert!(has_event(&d, id, "lease_released"));
+    let hb2: u32 = lines
+        .next()
+        .unwrap()
+        .strip_prefix("hb2=")
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The EXIT trap stopped the heartbeat and still ran the earlier trap.
+    assert_eq!(lines.last(), Some("earlier-trap-ran"));
+    assert!(!signal(hb, "0"), "the first heartbeat outlived its stop");
+    assert!(!signal(hb2, "0"), "the heartbeat outlived the shell");
+    // Usage errors are exit 2, like ttmctl's.
+    let bad = crate::shims::bash(
+        &d,
+        "source \"$TTM_SHELL/ttm.sh\"; txn_lease; echo rc=$?; txn_heartbeat_start x soon; echo rc=$?",
+        &[],
+    );
+    assert_eq!(bad.stdout.trim(), "rc=2\nrc=2");
+}
