@@ -191,7 +191,7 @@ fn a_killed_holder_loses_the_lease_after_its_ttl_and_the_next_proceeds() {
     // The holder keeps its lease alive with heartbeats while it lives.
     let holder = Spawned::spawn(script(
         &d,
-        r#"id=$(ttmctl create holder --no-activate --lease @prod --lease-ttl 1s) || exit 1
+        r#"id=$(ttmctl create holder --no-activate --lease @prod --lease-ttl 3s) || exit 1
 echo "$id"
 while true; do ttmctl heartbeat -t "$id" || exit 2; sleep 0.2; done"#,
     ));
@@ -225,7 +225,7 @@ fn a_paused_holder_finds_its_fenced_writes_refused() {
     let d = Daemon::start_new();
     let paused = Spawned::spawn(script(
         &d,
-        r#"id=$(ttmctl create paused --no-activate --lease @prod --lease-ttl 500ms) || exit 1
+        r#"id=$(ttmctl create paused --no-activate --lease @prod --lease-ttl 2s) || exit 1
 eval "$(ttmctl ctx env -t "$id")"
 echo "$id $TTM_FENCE_PROD"
 kill -STOP $$
@@ -468,10 +468,10 @@ fn shims_lease_heartbeat_and_release() {
 source "$TTM_SHELL/ttm.sh"
 trap 'echo earlier-trap-ran' EXIT
 id=$(txn_create "shim holder")
-tok=$(TTM_LEASE_FLAGS="--lease-ttl 1s" txn_lease @prod "$id")
+tok=$(TTM_LEASE_FLAGS="--lease-ttl 2s" txn_lease @prod "$id")
 txn_heartbeat_start "$id" 0.2
 echo "id=$id tok=$tok hb=$_TTM_HEARTBEAT_PID"
-sleep 2.5
+sleep 3
 "$TTMCTL" --json leases | tr -d "\n"; echo
 txn_release @prod "$id"
 txn_heartbeat_start "$id" 0.2
@@ -492,7 +492,7 @@ echo "hb2=$_TTM_HEARTBEAT_PID"
         .parse()
         .unwrap();
     let listed: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
-    // Heartbeats kept the 1 s lease alive through 2.5 s.
+    // Heartbeats kept the 2 s lease alive through 3 s.
     assert_eq!(listed["leases"][0]["holder"]["txn_id"], id);
     assert!(!has_event(&d, id, "lease_expired"));
     assert!(has_event(&d, id, "lease_released"));
@@ -514,4 +514,51 @@ echo "hb2=$_TTM_HEARTBEAT_PID"
         &[],
     );
     assert_eq!(bad.stdout.trim(), "rc=2\nrc=2");
+}
+
+#[test]
+fn leases_show_in_list_status_and_the_watch_feed() {
+    let d = Daemon::start_new();
+    let watch = d.spawn_ctl(&["watch", "--json"]);
+    let a = d.ctl(&["create", "a", "--lease", "@prod"]).ok();
+    let b = d.ctl(&["create", "b", "--no-activate"]).ok();
+    let waiter = d.spawn_ctl(&["lease", "acquire", "@prod", "-t", &b]);
+    let progress = Progress::new();
+    progress.wait("b to join the queue", || {
+        has_event(&d, &b, "lease_requested").then_some(())
+    });
+    let list = d.ctl(&["list"]).ok();
+    assert!(
+        list.contains("holds @prod") && list.contains("awaits @prod"),
+        "{list}"
+    );
+    let status = d.ctl(&["status", "-t", &a]).ok();
+    assert!(status.contains("holds @prod"), "{status}");
+    let human = d.ctl(&["leases"]).ok();
+    assert!(human.contains(&a) && human.contains(&b), "{human}");
+    d.ctl(&["lease", "release", "@prod", "-t", &a]).ok();
+    let token: u64 = waiter.line(HANG).parse().unwrap();
+    // A holder that goes silent: its expiry is announced too.
+    d.ctl(&["create", "c", "--lease", "@dev", "--lease-ttl", "200ms"])
+        .ok();
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|(k, n, _)| k == "lease_expired" && n == "@dev")
+    {
+        let change = watch.json_line(HANG);
+        if let Some(name) = change["lease"].as_str() {
+            let kind = change["kind"].as_str().unwrap().to_owned();
+            if kind == "lease_acquired" && change["txn_id"] == b.as_str() {
+                assert_eq!(change["token"], token);
+            }
+            seen.push((kind, name.to_owned(), change["txn_id"].clone()));
+        }
+    }
+    for k in ["lease_requested", "lease_acquired", "lease_released"] {
+        assert!(
+            seen.iter().any(|(x, n, _)| x == k && n == "@prod"),
+            "{k} not announced: {seen:?}"
+        );
+    }
 }

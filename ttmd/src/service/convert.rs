@@ -24,6 +24,8 @@ pub fn txn_state(state: &State, dir: &std::path::Path, active: bool) -> pb::TxnS
         json: state.to_pretty_json(),
         active,
         dir: dir.to_string_lossy().into_owned(),
+        leases_held: state.leases.held.keys().cloned().collect(),
+        leases_awaited: state.leases.awaited.keys().cloned().collect(),
     }
 }
 

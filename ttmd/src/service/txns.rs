@@ -131,6 +131,27 @@ impl TtmService {
         Ok(Response::new(pb::GetStateResponse { state: Some(state) }))
     }
 
+    /// Brief rows come from summaries, which carry no leases: the lease
+    /// backend's table says who holds and who waits.
+    fn note_leases(&self, module: &str, rows: &mut [pb::TxnState]) {
+        let mut by_txn: std::collections::HashMap<String, (Vec<String>, Vec<String>)> =
+            std::collections::HashMap::new();
+        for l in self.shared.leases.list() {
+            if let Some(h) = l.holder.filter(|h| h.txn.0 == module) {
+                by_txn.entry(h.txn.1).or_default().0.push(l.name.clone());
+            }
+            for w in l.queue.into_iter().filter(|w| w.txn.0 == module) {
+                by_txn.entry(w.txn.1).or_default().1.push(l.name.clone());
+            }
+        }
+        for row in rows {
+            if let Some((held, awaited)) = by_txn.remove(&row.txn_id) {
+                row.leases_held = held;
+                row.leases_awaited = awaited;
+            }
+        }
+    }
+
     pub(super) async fn list(
         &self,
         req: Request<pb::ListRequest>,
@@ -145,7 +166,7 @@ impl TtmService {
             let module = this.module(&r.module, false)?;
             let active = module.active_id()?;
             let stage = Some(r.stage.as_str()).filter(|s| !s.is_empty());
-            let txns = module
+            let mut txns: Vec<pb::TxnState> = module
                 .list(stage)
                 .iter()
                 .map(|listed| {
@@ -157,6 +178,9 @@ impl TtmService {
                     Ok(txn_state(&state, &module.txns_dir.join(&listed.id), active))
                 })
                 .collect::<Result<_>>()?;
+            if r.brief {
+                this.note_leases(&module.name, &mut txns);
+            }
             let quarantined = module
                 .quarantined()
                 .into_iter()

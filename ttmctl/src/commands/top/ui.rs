@@ -168,6 +168,12 @@ fn draw_table(frame: &mut Frame, app: &App, area: Rect, now: DateTime<Utc>) {
             .as_ref()
             .map(last_event_text)
             .unwrap_or_default();
+        let leases = crate::render::lease_note(s);
+        let last = if leases.is_empty() {
+            last
+        } else {
+            format!("[{}] {last}", leases.trim())
+        };
         let id = if s.active {
             Span::styled(
                 format!("* {}", s.txn_id),
