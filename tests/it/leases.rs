@@ -562,3 +562,27 @@ fn leases_show_in_list_status_and_the_watch_feed() {
         );
     }
 }
+
+/// Any mutation is a sign of life, also the ones that do not go through
+/// the common mutation helper (evidence uploads, activation).
+#[test]
+fn evidence_and_activation_renew_the_lease() {
+    let d = Daemon::start_new();
+    let id = d
+        .ctl(&["create", "busy", "--lease", "@prod", "--lease-ttl", "2s"])
+        .ok();
+    let file = d.tmp().join("part.txt");
+    fs::write(&file, "x").unwrap();
+    let f = file.to_str().unwrap();
+    for i in 0..8 {
+        if i % 2 == 0 {
+            d.ctl(&["ctx", "add", f, "part", "-t", &id]).ok();
+        } else {
+            d.ctl(&["activate", &id]).ok();
+        }
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    assert!(!has_event(&d, &id, "lease_expired"), "renewed by its work");
+    let listed = d.ctl(&["leases", "--json"]).json();
+    assert_eq!(listed["leases"][0]["holder"]["txn_id"], id.as_str());
+}

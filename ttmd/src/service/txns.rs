@@ -109,6 +109,7 @@ impl TtmService {
             }
             let module = this.module(&tref.module, false)?;
             let outcome = module.activate(&tref.txn_id, &g, &client)?;
+            this.showed_life(&module, &outcome.state);
             let txn = module.txn(&tref.txn_id)?;
             Ok(this.state_msg(&module, &txn, &outcome.state))
         })
