@@ -196,7 +196,12 @@ impl Waiting {
             tokio::select! {
                 r = changes.changed() => if r.is_err() { return },
                 () = timeout => return self.give_up(wait.unwrap_or_default()).await,
-                () = stop.wait() => return,
+                () = stop.wait() => {
+                    // The wait is the transaction's and survives the restart;
+                    // the caller asks again once ttmd is back.
+                    let _ = self.tx.send(Err(to_status(Error::ShuttingDown))).await;
+                    return;
+                }
                 () = self.tx.closed() => return,
             }
             now = self.leases.standing(&self.name, &self.key);

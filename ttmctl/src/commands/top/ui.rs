@@ -12,7 +12,7 @@ use ratatui::widgets::{
 use ttm_core::event::{Body, Event as Typed};
 use ttm_proto::v1::Event;
 
-use super::app::{App, Link, Mode};
+use super::app::{App, Link, Mode, Row};
 use crate::render;
 use crate::term::{self, StageKind, Tone};
 
@@ -152,6 +152,21 @@ fn last_event_text(event: &Event) -> String {
         .to_owned()
 }
 
+/// The LAST EVENT cell: the leases held or awaited, then the last event.
+fn last_cell(row: &Row) -> String {
+    let last = row
+        .last_event
+        .as_ref()
+        .map(last_event_text)
+        .unwrap_or_default();
+    let leases = crate::render::lease_note(&row.state);
+    if leases.is_empty() {
+        last
+    } else {
+        format!("[{}] {last}", leases.trim())
+    }
+}
+
 fn draw_table(frame: &mut Frame, app: &App, area: Rect, now: DateTime<Utc>) {
     let look = Look { color: app.color };
     let visible = app.visible();
@@ -163,17 +178,7 @@ fn draw_table(frame: &mut Frame, app: &App, area: Rect, now: DateTime<Utc>) {
         .clamp(8, 48) as u16;
     let rows = visible.iter().map(|row| {
         let s = &row.state;
-        let last = row
-            .last_event
-            .as_ref()
-            .map(last_event_text)
-            .unwrap_or_default();
-        let leases = crate::render::lease_note(s);
-        let last = if leases.is_empty() {
-            last
-        } else {
-            format!("[{}] {last}", leases.trim())
-        };
+        let last = last_cell(row);
         let id = if s.active {
             Span::styled(
                 format!("* {}", s.txn_id),
