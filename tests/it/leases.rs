@@ -538,6 +538,12 @@ fn leases_show_in_list_status_and_the_watch_feed() {
     assert!(human.contains(&a) && human.contains(&b), "{human}");
     d.ctl(&["lease", "release", "@prod", "-t", &a]).ok();
     let token: u64 = waiter.line(HANG).parse().unwrap();
+    // Piped, the wait is told in plain lines: who holds it, where we stand.
+    let told = waiter.stderr_so_far();
+    assert!(
+        told.contains(&format!("waiting for @prod: held by {a}")) && told.contains("position 1"),
+        "{told}"
+    );
     // A holder that goes silent: its expiry is announced too.
     d.ctl(&["create", "c", "--lease", "@dev", "--lease-ttl", "200ms"])
         .ok();
@@ -585,4 +591,30 @@ fn evidence_and_activation_renew_the_lease() {
     assert!(!has_event(&d, &id, "lease_expired"), "renewed by its work");
     let listed = d.ctl(&["leases", "--json"]).json();
     assert_eq!(listed["leases"][0]["holder"]["txn_id"], id.as_str());
+}
+
+/// Tokens keep growing after the transactions that held them are archived
+/// and deleted, and across restarts: the ledger outlives them.
+#[test]
+fn tokens_outlive_archive_gc_and_restart() {
+    let mut d = Daemon::start_new();
+    let mut last = 0;
+    for round in 0..3 {
+        let id = d
+            .ctl(&["create", &format!("r{round}"), "--lease", "db-migrations"])
+            .ok();
+        let token = acquired_token(&d, &id);
+        assert!(token > last, "token {token} after {last}");
+        last = token;
+        d.ctl(&["commit", "-t", &id]).ok();
+        d.create("keeps the active pointer elsewhere");
+        d.ctl(&["archive", "--yes"]).ok();
+        d.ctl(&["gc", "--yes"]).ok();
+        assert!(!d.txn_dir("ttm", &id).exists());
+        assert!(
+            !d.root.join("ttm/archive").join(&id).exists(),
+            "gc left {id}"
+        );
+        d.restart();
+    }
 }
