@@ -618,3 +618,30 @@ fn tokens_outlive_archive_gc_and_restart() {
         d.restart();
     }
 }
+
+/// A holder whose directory is removed by hand (`rm -r`) lets the next
+/// waiter in at once, not only after its TTL.
+#[test]
+fn a_holder_removed_by_hand_passes_the_lease_on() {
+    let d = Daemon::start_new();
+    let a = d.ctl(&["create", "a", "--lease", "@prod"]).ok();
+    let b = d.ctl(&["create", "b", "--no-activate"]).ok();
+    let waiter = d.spawn_ctl(&[
+        "lease",
+        "acquire",
+        "@prod",
+        "-t",
+        &b,
+        "--wait-timeout",
+        "30s",
+    ]);
+    let progress = Progress::new();
+    progress.wait("b to join the queue", || {
+        has_event(&d, &b, "lease_requested").then_some(())
+    });
+    fs::remove_dir_all(d.txn_dir("ttm", &a)).unwrap();
+    let out = waiter.wait(HANG);
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    let token: u64 = out.stdout.trim().parse().unwrap();
+    assert_eq!(token, acquired_token(&d, &b));
+}

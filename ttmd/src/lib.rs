@@ -101,7 +101,13 @@ fn start_background(
     socket: &std::path::Path,
     stop: &Shutdown,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut background = vec![tokio::spawn(leases::run_expiry(shared.leases.clone()))];
+    let mut background = vec![
+        tokio::spawn(leases::run_expiry(shared.leases.clone())),
+        tokio::spawn(leases::follow_ends(
+            shared.leases.clone(),
+            shared.store.clone(),
+        )),
+    ];
     if sighup {
         background.push(tokio::spawn(reload_on_sighup(shared.clone())));
     }

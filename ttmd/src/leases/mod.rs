@@ -101,6 +101,46 @@ pub trait LeaseBackend: std::fmt::Debug + Send + Sync {
     fn changes(&self) -> watch::Receiver<u64>;
 }
 
+/// Ends the leases of transactions that finish or vanish without passing
+/// through a lease-aware path (a directory removed by hand, a transaction
+/// archived): it follows every module's change feed, subscribing to new
+/// modules as leases change. Aborted with the daemon.
+pub async fn follow_ends(
+    backend: std::sync::Arc<dyn LeaseBackend>,
+    store: std::sync::Arc<crate::store::Store>,
+) {
+    use crate::store::module::ChangeKind;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut changes = backend.changes();
+    loop {
+        for module in store.modules() {
+            if !seen.insert(module.name.clone()) {
+                continue;
+            }
+            let Ok(mut feed) = store.watch(&module.name) else {
+                continue;
+            };
+            let (b, name) = (backend.clone(), module.name.clone());
+            tokio::spawn(async move {
+                loop {
+                    let change = match feed.recv().await {
+                        Ok(c) => c,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    };
+                    if matches!(change.kind, ChangeKind::Removed | ChangeKind::Archived) {
+                        let (b, key) = (b.clone(), (name.clone(), change.txn_id));
+                        let _ = tokio::task::spawn_blocking(move || b.finished(&key)).await;
+                    }
+                }
+            });
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Runs the expiry timer until the daemon stops (the task is aborted): it
 /// sleeps until the earliest pending expiry, or until something changes.
 pub async fn run_expiry(backend: std::sync::Arc<dyn LeaseBackend>) {
