@@ -39,6 +39,10 @@ pub fn admit(fsm: &Fsm, state: &State, body: &Body) -> Result<Admit> {
         | Body::Updated { .. }
         | Body::EvidenceAdded { .. }
         | Body::TesResolved { .. }
+        | Body::LeaseRequested { .. }
+        | Body::LeaseAcquired { .. }
+        | Body::LeaseReleased { .. }
+        | Body::LeaseExpired { .. }
         | Body::User { .. } => refuse_if_final(state).map(|()| Admit::Log),
         // Written when the log is made (create) or taken over (recovery),
         // never as a change of a running transaction.
@@ -104,6 +108,10 @@ pub fn lines(body: Body) -> Vec<Body> {
         | Body::Migrated { .. }
         | Body::Activated
         | Body::Adopted { .. }
+        | Body::LeaseRequested { .. }
+        | Body::LeaseAcquired { .. }
+        | Body::LeaseReleased { .. }
+        | Body::LeaseExpired { .. }
         | Body::User { .. } => None,
     };
     match terminal {

@@ -33,6 +33,17 @@ pub enum Error {
     /// event type or parameters); a true repeat returns the first answer.
     #[error("{0}")]
     RequestIdReused(String),
+    /// A fence (`--fence NAME=TOKEN`) is not current: the lease was lost,
+    /// released or granted to someone else since.
+    #[error("{0}")]
+    Fenced(String),
+    /// A lease is held by another transaction and the caller chose not to
+    /// wait (`--no-wait`).
+    #[error("{0}")]
+    LeaseBusy(String),
+    /// A wait for a lease ran out (`--wait-timeout`).
+    #[error("{0}")]
+    WaitTimedOut(String),
     /// The caller is not allowed to talk to this daemon.
     #[error("{0}")]
     NotAllowed(String),

@@ -9,6 +9,7 @@ pub mod error;
 pub mod event;
 pub mod fsm;
 pub mod id;
+pub mod lease;
 pub mod migrate;
 pub mod state;
 pub mod summary;

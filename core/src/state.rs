@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use super::event::{Body, Event, Logged};
 use super::fsm::{DONE, FAIL, Fsm, is_terminal, validate_stage_name};
+use super::lease::{Awaited, Held, Leases};
 
 /// Fields the daemon derives; an `update` may not set them.
 pub const RESERVED_FIELDS: &[&str] = &[
@@ -21,6 +22,7 @@ pub const RESERVED_FIELDS: &[&str] = &[
     "module",
     "created",
     "seq",
+    "leases",
 ];
 
 /// The content of `state.json`. Field order is the file's key order.
@@ -39,6 +41,9 @@ pub struct State {
     pub created: String,
     /// The seq of the last event folded in.
     pub seq: u64,
+    /// Leases held and awaited (SPEC §13); absent from the file when none.
+    #[serde(default, skip_serializing_if = "Leases::is_empty")]
+    pub leases: Leases,
     /// User fields merged by `update`, and `tes_plan`/`tes_connector`.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -91,6 +96,7 @@ impl State {
             },
             created: ts,
             seq: 1,
+            leases: Leases::default(),
             extra: Map::new(),
         })
     }
@@ -182,10 +188,15 @@ impl State {
                     self.iteration = *i;
                 }
             }
-            Body::Commit { .. } => self.stage = DONE.into(),
+            // A finished transaction holds and awaits nothing.
+            Body::Commit { .. } => {
+                self.stage = DONE.into();
+                self.leases = Leases::default();
+            }
             Body::Migrated { to, .. } => self.stage = to.clone(),
             Body::Fail { error, .. } => {
                 self.stage = FAIL.into();
+                self.leases = Leases::default();
                 self.last_error = Some(error.clone());
             }
             Body::Retry { to, iteration } => {
@@ -208,9 +219,54 @@ impl State {
                 }
             }
             Body::Adopted { state } => self.merge(state, true),
+            Body::LeaseRequested { .. }
+            | Body::LeaseAcquired { .. }
+            | Body::LeaseReleased { .. }
+            | Body::LeaseExpired { .. } => self.apply_lease(body, line.ts.as_deref()),
             // A second txn_start, an activation, a user event: recorded,
             // and nothing of the state derives from them.
             Body::Start { .. } | Body::Activated | Body::User { .. } => {}
+        }
+    }
+
+    /// Folds a `lease_*` event into the leases held and awaited.
+    fn apply_lease(&mut self, body: &Body, ts: Option<&str>) {
+        let since = ts.unwrap_or_default().to_string();
+        let l = &mut self.leases;
+        match body {
+            Body::LeaseRequested {
+                name,
+                ticket,
+                ttl_ms,
+            } => {
+                let a = Awaited {
+                    ticket: *ticket,
+                    ttl_ms: *ttl_ms,
+                    since,
+                };
+                l.awaited.insert(name.clone(), a);
+            }
+            Body::LeaseAcquired {
+                name,
+                token,
+                ttl_ms,
+            } => {
+                l.awaited.remove(name);
+                let h = Held {
+                    token: *token,
+                    ttl_ms: *ttl_ms,
+                    since,
+                };
+                l.held.insert(name.clone(), h);
+            }
+            Body::LeaseReleased { name, token } | Body::LeaseExpired { name, token } => {
+                if *token == 0 {
+                    l.awaited.remove(name);
+                } else if l.held.get(name).is_some_and(|h| h.token == *token) {
+                    l.held.remove(name);
+                }
+            }
+            _ => {}
         }
     }
 

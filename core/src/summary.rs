@@ -92,6 +92,7 @@ mod tests {
             module: "ttm".into(),
             created: "2026-11-26T12:00:00.000Z".into(),
             seq: 42,
+            leases: Default::default(),
             extra: Map::new(),
         }
     }

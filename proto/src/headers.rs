@@ -25,3 +25,10 @@ pub const WRONG_TREE: &str = "wrong-tree";
 /// resumes instead of failing (UNAVAILABLE alone also means "the tree
 /// cannot be written").
 pub const SHUTTING_DOWN: &str = "shutting-down";
+
+/// Value of [`ERROR`] on a refusal because a lease is held by another
+/// transaction and the caller would not wait (ttmctl exit 10).
+pub const LEASE_BUSY: &str = "lease-busy";
+
+/// Value of [`ERROR`] when a wait for a lease ran out (ttmctl exit 11).
+pub const WAIT_TIMEOUT: &str = "wait-timeout";

@@ -174,6 +174,7 @@ fn pre(request_id: &str) -> Option<Preconditions> {
         expect_stage: None,
         expect_seq: None,
         request_id: request_id.to_owned(),
+        ..Default::default()
     })
 }
 
@@ -293,6 +294,7 @@ async fn writer(
                     agent: String::new(),
                     no_activate: false,
                     request_id: String::new(),
+                    ..Default::default()
                 }),
             )
             .await
@@ -525,6 +527,7 @@ fn kill9_under_load_loses_and_duplicates_nothing() {
                     agent: String::new(),
                     no_activate: false,
                     request_id: String::new(),
+                    ..Default::default()
                 }),
             )
             .await

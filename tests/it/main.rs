@@ -18,6 +18,7 @@ mod golden;
 mod idempotency;
 mod in_process;
 mod languages;
+mod leases;
 mod lifecycle;
 mod migration;
 mod races;

@@ -281,6 +281,7 @@ fn pre(stage: Option<&str>, seq: Option<u64>, request_id: &str) -> Option<Precon
         expect_stage: stage.map(String::from),
         expect_seq: seq,
         request_id: request_id.into(),
+        ..Default::default()
     })
 }
 
@@ -335,6 +336,7 @@ fn hostile_rows(id: &str) -> Vec<Row> {
             agent: agent.into(),
             no_activate: false,
             request_id: rid.into(),
+            ..Default::default()
         })
     };
     let transition = |txn, stage: &str, pre| {

@@ -516,6 +516,67 @@ txn_list() { _ttm_list "" txn_list "${1:-}"; }
 txn_status() { _ttm_status "" "${1:-}"; }
 txn_resolve_tes() { _ttm_resolve "" "$@"; }
 
+# txn_lease NAME [ID]: acquires lease NAME (@target or a name) for the
+# transaction, waiting in the queue (who holds it and the position go to
+# stderr); prints the fencing token. Exit codes are ttmctl's (10 busy, 11 a
+# wait ran out; TTM_LEASE_FLAGS may add --no-wait, --wait-timeout D, ...).
+txn_lease() {
+    [[ -n ${1:-} ]] || { _ttm_usage txn_lease "usage: txn_lease NAME [ID]"; return; }
+    # shellcheck disable=SC2086 # TTM_LEASE_FLAGS is a list of flags
+    _ttm_ctl "" lease acquire "$1" ${2:+"--txn=$2"} ${TTM_LEASE_FLAGS:-}
+}
+
+# txn_release NAME [ID]: lets go of lease NAME (or stops waiting for it).
+txn_release() {
+    [[ -n ${1:-} ]] || { _ttm_usage txn_release "usage: txn_release NAME [ID]"; return; }
+    _ttm_ctl "" lease release "$1" ${2:+"--txn=$2"}
+}
+
+# txn_heartbeat_start [ID] [PERIOD]: keeps the transaction's leases alive
+# from the background, one `ttmctl heartbeat` every PERIOD seconds (default
+# 10; keep it well under the lease TTL). The transaction is pinned now (the
+# active one when no ID). It stops with txn_heartbeat_stop, when this shell
+# exits (an EXIT trap, chained before any trap already set), or, if this
+# shell is killed, at its next beat.
+txn_heartbeat_start() {
+    local _ttm_id=${1:-} _ttm_period=${2:-10}
+    [[ $_ttm_period =~ ^[0-9]+([.][0-9]+)?$ ]] ||
+        { _ttm_usage txn_heartbeat_start "PERIOD must be seconds, e.g. 10 or 0.5"; return; }
+    if [[ -z $_ttm_id ]]; then _ttm_id=$(_ttm_ctl "" active) || return; fi
+    txn_heartbeat_stop
+    (
+        _ttm_sleep=''
+        trap '[[ -n $_ttm_sleep ]] && kill "$_ttm_sleep" 2>/dev/null; exit 0' TERM
+        while kill -0 "$$" 2>/dev/null; do
+            _ttm_ctl "" heartbeat --txn="$_ttm_id" >/dev/null 2>&1
+            sleep "$_ttm_period" &
+            _ttm_sleep=$!
+            wait "$_ttm_sleep"
+        done
+    ) &
+    _TTM_HEARTBEAT_PID=$!
+    local _ttm_prev
+    _ttm_prev=$(trap -p EXIT)
+    if [[ $_ttm_prev != *_ttm_heartbeat_exit* ]]; then
+        # `trap -p` prints the old command shell-quoted; unquote it by eval.
+        eval "set -- ${_ttm_prev:-trap -- '' EXIT}"
+        # shellcheck disable=SC2064 # the old trap is expanded now, on purpose
+        trap "_ttm_heartbeat_exit${3:+; $3}" EXIT
+    fi
+}
+
+# txn_heartbeat_stop: stops the background heartbeat (if any) and waits for it.
+txn_heartbeat_stop() {
+    if [[ -n ${_TTM_HEARTBEAT_PID:-} ]]; then
+        kill -TERM "$_TTM_HEARTBEAT_PID" 2>/dev/null || true
+        wait "$_TTM_HEARTBEAT_PID" 2>/dev/null || true
+        _TTM_HEARTBEAT_PID=
+    fi
+    return 0
+}
+
+_ttm_heartbeat_exit() { txn_heartbeat_stop; }
+
 # txn_events [ID] [TYPE]: the raw lines of events.ndjson (optionally one
 # type). Like the original's grep: 0 when lines were printed, 1 when a TYPE
 # was given and no event has it, >= 2 on errors (ttmctl's code; its generic
@@ -846,4 +907,5 @@ export -f _ttm_root _ttm_ctl _ttm_usage _ttm_json_unescape _ttm_json_quote \
     ttm_publish ttm_subscribe ttm_unsubscribe _ttm_subscription _ttm_is_txn \
     ttm_init generate_txn_id txn_active txn_dir txn_state txn_create txn_update \
     txn_transition txn_commit txn_fail txn_add_ctx txn_list_ctx init_evidence_vars \
-    txn_ctx_digest txn_list txn_status txn_resolve_tes txn_events txn_get_connector ttm
+    txn_ctx_digest txn_list txn_status txn_resolve_tes txn_events txn_get_connector ttm \
+    txn_lease txn_release txn_heartbeat_start txn_heartbeat_stop _ttm_heartbeat_exit

@@ -111,6 +111,41 @@ pub struct Guards {
     /// first answer and changes nothing.
     #[arg(long, value_name = "ID", value_parser = given)]
     pub request_id: Option<String>,
+
+    /// Refuse (exit 5) unless the transaction still holds lease NAME with
+    /// this fencing token (`ctx env` shows it as TTM_FENCE_<NAME>);
+    /// repeatable.
+    #[arg(long = "fence", value_name = "NAME=TOKEN", value_parser = parse_fence)]
+    pub fences: Vec<(String, u64)>,
+}
+
+fn parse_fence(text: &str) -> Result<(String, u64), String> {
+    ttm_core::lease::parse_fence(text).map_err(|e| e.to_string())
+}
+
+/// What to do when a lease is held by another transaction (SPEC §13).
+#[derive(Debug, Args, Clone, Copy)]
+pub struct WaitArgs {
+    /// Don't wait: exit 10 ("busy", naming the holder) when a lease is held.
+    #[arg(long, conflicts_with_all = ["skip_if_busy", "wait_timeout"])]
+    pub no_wait: bool,
+    /// When a lease is held: do nothing (nothing is created or acquired),
+    /// say so on stderr, and exit 0.
+    #[arg(long, conflicts_with = "wait_timeout")]
+    pub skip_if_busy: bool,
+    /// Give up waiting after this long (exit 11): 500ms, 90s, 30m.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration_ms)]
+    pub wait_timeout: Option<u64>,
+}
+
+/// `500ms`, `90s`, `30m`, ... → milliseconds.
+pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    match text.trim().strip_suffix("ms") {
+        Some(ms) => ms
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration like 500ms, 90s or 30m")),
+        None => parse_duration(text).map(|s| s.saturating_mul(1000)),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,6 +168,16 @@ pub enum Command {
         /// first transaction instead of creating another.
         #[arg(long, value_name = "ID", value_parser = given)]
         request_id: Option<String>,
+        /// Acquire this lease (@target or name) at creation; repeatable.
+        /// Waits in the queue unless --no-wait / --skip-if-busy.
+        #[arg(long = "lease", value_name = "NAME")]
+        leases: Vec<String>,
+        /// The leases' TTL: lost when the transaction shows no life for
+        /// this long [default: 60s].
+        #[arg(long, value_name = "DUR", value_parser = parse_duration_ms)]
+        lease_ttl: Option<u64>,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Print the module's active transaction id.
     Active,
@@ -266,6 +311,16 @@ pub enum Command {
     },
     /// Print changes across the module's transactions as they happen.
     Watch,
+    /// Acquire or release a lease for the transaction.
+    #[command(subcommand)]
+    Lease(LeaseCommand),
+    /// List leases: holders, tokens, ages and queues.
+    Leases,
+    /// Show life: renews the TTL of the transaction's leases.
+    Heartbeat {
+        #[command(flatten)]
+        txn: TxnArg,
+    },
     /// Print ttmctl's version.
     Version,
     /// Move finished, inactive transactions into <module>/archive/ (a dry run
@@ -333,6 +388,29 @@ pub enum Command {
     /// completion; never starts ttmd, prints nothing when none answers.
     #[command(name = "__txn-ids", hide = true)]
     TxnIds,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LeaseCommand {
+    /// Acquire lease NAME (@target or name); prints its fencing token.
+    /// Waits in the FIFO queue unless --no-wait / --skip-if-busy.
+    Acquire {
+        /// e.g. @prod or db-migrations.
+        name: String,
+        #[command(flatten)]
+        txn: TxnArg,
+        /// The lease's TTL [default: 60s].
+        #[arg(long, value_name = "DUR", value_parser = parse_duration_ms)]
+        lease_ttl: Option<u64>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Release lease NAME (or stop waiting for it).
+    Release {
+        name: String,
+        #[command(flatten)]
+        txn: TxnArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]

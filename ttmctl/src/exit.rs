@@ -12,7 +12,8 @@
 //! | 7 | ttmd unreachable, could not be started, or incompatible with this ttmctl |
 //! | 8 | RESOURCE_EXHAUSTED or UNAVAILABLE: disk full, read-only tree, a limit |
 //! | 9 | `status --follow`: the transaction ended in FAIL |
-//! | 11 | a wait ran out: `status --follow --timeout`, `events --follow --timeout` |
+//! | 10 | busy: a lease is held by another transaction (`--no-wait`) |
+//! | 11 | a wait ran out: `--wait-timeout`, `status --follow --timeout`, `events --follow --timeout` |
 
 use std::fmt;
 use std::io;
@@ -33,7 +34,8 @@ Exit codes:
   7  ttmd unreachable, failed to start, or incompatible with this ttmctl
   8  storage or limits: RESOURCE_EXHAUSTED / UNAVAILABLE
   9  status --follow: the transaction ended in FAIL
- 11  a wait ran out (--timeout of status/events --follow)";
+ 10  busy: a lease is held by another transaction (--no-wait)
+ 11  a wait ran out (--wait-timeout, --timeout of status/events --follow)";
 
 /// One row of the table above.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +50,7 @@ pub enum Exit {
     Unreachable = 7,
     Storage = 8,
     TxnFailed = 9,
+    Busy = 10,
     WaitTimedOut = 11,
 }
 
@@ -205,6 +208,15 @@ pub fn from_status(status: &Status) -> Failure {
         .is_some_and(|v| v == ttm_proto::headers::WRONG_TREE)
     {
         return Failure::new(Exit::Unreachable, status_message(status));
+    }
+    // Busy and a wait that ran out share their codes with other causes;
+    // the daemon's marker picks their own exit codes (SPEC §17).
+    let marker = status.metadata().get(ttm_proto::headers::ERROR);
+    if marker.is_some_and(|v| v == ttm_proto::headers::LEASE_BUSY) {
+        return Failure::new(Exit::Busy, status_message(status));
+    }
+    if marker.is_some_and(|v| v == ttm_proto::headers::WAIT_TIMEOUT) {
+        return Failure::new(Exit::WaitTimedOut, status_message(status));
     }
     let mut failure = Failure::new(exit_for(status.code()), status_message(status));
     failure.unimplemented = status.code() == Code::Unimplemented;

@@ -211,6 +211,10 @@ pub fn tone(event: &Event) -> Tone {
             | Body::TesResolved { .. }
             | Body::Activated
             | Body::Adopted { .. }
+            | Body::LeaseRequested { .. }
+            | Body::LeaseAcquired { .. }
+            | Body::LeaseReleased { .. }
+            | Body::LeaseExpired { .. }
             | Body::User { .. },
         )
         | Typed::Foreign { .. }

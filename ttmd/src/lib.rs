@@ -6,6 +6,7 @@
 //! binary only parses flags, binds and waits for signals.
 
 pub mod config;
+pub mod leases;
 pub use ttm_core as core;
 pub mod service;
 pub mod shutdown;
@@ -41,6 +42,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
     let store = open_store(&config).await?;
+    let leases = open_leases(&store).await?;
     // Hand edits are picked up from here on; stops when dropped below.
     let reconciler = store::reconcile::start(store.clone());
     let Listener {
@@ -51,7 +53,7 @@ pub async fn run(
     } = listener;
     let stop = Shutdown::new();
     let (grace, sighup) = (config.shutdown_grace, config.reload_on_sighup);
-    let shared = Shared::new(store, config, path.clone(), stop.clone());
+    let shared = Shared::new(store, leases, config, path.clone(), stop.clone());
     let background = start_background(&shared, sighup, &path, &stop);
     let served = serve(shared, listener, shutdown, stop, grace).await;
     for task in background {
@@ -80,6 +82,17 @@ async fn open_store(config: &Config) -> Result<Arc<store::Store>, BoxError> {
     Ok(Arc::new(store))
 }
 
+/// Rebuilds the leases from the recovered logs, before serving.
+async fn open_leases(store: &Arc<store::Store>) -> Result<Arc<dyn leases::LeaseBackend>, BoxError> {
+    let store = store.clone();
+    // The holder's host, named to those told "busy" (SPEC §13).
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    let local = tokio::task::spawn_blocking(move || leases::Local::open(store, host)).await??;
+    Ok(Arc::new(local))
+}
+
 /// The tasks beside the server: SIGHUP reloads and the systemd watchdog.
 /// They hold no state that needs a clean stop, so run aborts them.
 fn start_background(
@@ -88,7 +101,13 @@ fn start_background(
     socket: &std::path::Path,
     stop: &Shutdown,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut background = Vec::new();
+    let mut background = vec![
+        tokio::spawn(leases::run_expiry(shared.leases.clone())),
+        tokio::spawn(leases::follow_ends(
+            shared.leases.clone(),
+            shared.store.clone(),
+        )),
+    ];
     if sighup {
         background.push(tokio::spawn(reload_on_sighup(shared.clone())));
     }

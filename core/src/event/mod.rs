@@ -27,6 +27,10 @@ pub const BUILTIN_TYPES: &[&str] = &[
     "activated",
     "state_adopted",
     "stage_migrated",
+    "lease_requested",
+    "lease_acquired",
+    "lease_released",
+    "lease_expired",
 ];
 
 /// What an event says, apart from the envelope every line has.
@@ -80,6 +84,24 @@ pub enum Body {
     /// A state.json written by the bash version was taken over as is; its
     /// fields become the base the rest of the log folds onto.
     Adopted { state: Map<String, Value> },
+    /// The transaction asked for a lease and joined its queue; the ticket
+    /// orders the queue, also across a restart.
+    LeaseRequested {
+        name: String,
+        ticket: u64,
+        ttl_ms: u64,
+    },
+    /// The transaction was granted a lease with this fencing token.
+    LeaseAcquired {
+        name: String,
+        token: u64,
+        ttl_ms: u64,
+    },
+    /// The transaction let go of a lease it held (`token`) or stopped
+    /// waiting for one (`token` 0).
+    LeaseReleased { name: String, token: u64 },
+    /// The transaction lost a lease: silent past its TTL.
+    LeaseExpired { name: String, token: u64 },
     /// A user event: progress, log lines, anything a script wants recorded.
     User {
         event: String,
@@ -115,6 +137,10 @@ impl Body {
             Body::Migrated { .. } => "stage_migrated",
             Body::Activated => "activated",
             Body::Adopted { .. } => "state_adopted",
+            Body::LeaseRequested { .. } => "lease_requested",
+            Body::LeaseAcquired { .. } => "lease_acquired",
+            Body::LeaseReleased { .. } => "lease_released",
+            Body::LeaseExpired { .. } => "lease_expired",
             Body::User { event, .. } => event,
         }
     }
@@ -202,6 +228,28 @@ impl Body {
             }
             Body::Activated => {}
             Body::Adopted { state } => put("state", Value::Object(state.clone())),
+            Body::LeaseRequested {
+                name,
+                ticket,
+                ttl_ms,
+            } => {
+                put("name", name.as_str().into());
+                put("ticket", (*ticket).into());
+                put("ttl_ms", (*ttl_ms).into());
+            }
+            Body::LeaseAcquired {
+                name,
+                token,
+                ttl_ms,
+            } => {
+                put("name", name.as_str().into());
+                put("token", (*token).into());
+                put("ttl_ms", (*ttl_ms).into());
+            }
+            Body::LeaseReleased { name, token } | Body::LeaseExpired { name, token } => {
+                put("name", name.as_str().into());
+                put("token", (*token).into());
+            }
             Body::User { data, .. } => put("data", Value::Object(data.clone())),
         }
         if let Some(r) = &meta.request_id {

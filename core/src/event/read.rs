@@ -156,6 +156,24 @@ impl Body {
             "state_adopted" => Body::Adopted {
                 state: object_of(o, "state")?,
             },
+            "lease_requested" => Body::LeaseRequested {
+                name: text_of(o, "name")?,
+                ticket: o.get("ticket").and_then(Value::as_u64)?,
+                ttl_ms: o.get("ttl_ms").and_then(Value::as_u64)?,
+            },
+            "lease_acquired" => Body::LeaseAcquired {
+                name: text_of(o, "name")?,
+                token: o.get("token").and_then(Value::as_u64)?,
+                ttl_ms: o.get("ttl_ms").and_then(Value::as_u64)?,
+            },
+            "lease_released" => Body::LeaseReleased {
+                name: text_of(o, "name")?,
+                token: o.get("token").and_then(Value::as_u64)?,
+            },
+            "lease_expired" => Body::LeaseExpired {
+                name: text_of(o, "name")?,
+                token: o.get("token").and_then(Value::as_u64)?,
+            },
             user => {
                 validate_user_type(user).ok()?;
                 Body::User {
@@ -229,6 +247,24 @@ mod tests {
                 to: "SUBMIT".into(),
             },
             Body::Adopted { state: Map::new() },
+            Body::LeaseRequested {
+                name: "@prod".into(),
+                ticket: 3,
+                ttl_ms: 60_000,
+            },
+            Body::LeaseAcquired {
+                name: "@prod".into(),
+                token: 4,
+                ttl_ms: 60_000,
+            },
+            Body::LeaseReleased {
+                name: "@prod".into(),
+                token: 4,
+            },
+            Body::LeaseExpired {
+                name: "db".into(),
+                token: 9,
+            },
             Body::User {
                 event: "progress".into(),
                 data: Map::new(),

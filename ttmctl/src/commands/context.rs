@@ -375,16 +375,47 @@ pub async fn list(ctx: &mut Ctx, id: &str) -> Result<(), Failure> {
 pub async fn env(ctx: &mut Ctx, id: &str) -> Result<(), Failure> {
     let (files, _) = list_files(ctx, id).await?;
     let evidence = evidence(&files);
+    let fences = fences(ctx, id).await?;
     if ctx.json {
         let mut object = Map::new();
         for (index, path) in &evidence {
             object.insert(format!("e{index}"), Value::String((*path).to_owned()));
         }
         object.insert("e_count".to_owned(), json!(evidence.len()));
+        for (name, token) in &fences {
+            object.insert(ttm_core::lease::fence_env_name(name), json!(token));
+        }
         ctx.out.json(&Value::Object(object))
     } else {
-        ctx.out.line(&env_script(&evidence))
+        let mut script = env_script(&evidence);
+        for (name, token) in &fences {
+            // Names pass the lease-name rules, tokens are numbers: no quoting.
+            script.push_str(&format!(
+                "{}={token}\n",
+                ttm_core::lease::fence_env_name(name)
+            ));
+        }
+        ctx.out.line(&script)
     }
+}
+
+/// The leases the transaction holds, with their fencing tokens, as its
+/// state document says (`leases.held`).
+async fn fences(ctx: &Ctx, id: &str) -> Result<Vec<(String, u64)>, Failure> {
+    let request = ttm_proto::v1::GetStateRequest { txn: ctx.txn(id) };
+    let mut daemon = ctx.daemon().await?;
+    let reply = daemon
+        .call(async move |c| c.get_state(request).await)
+        .await?;
+    let state = super::state_value(&super::required(reply.state)?)?;
+    let held = state["leases"]["held"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    Ok(held
+        .into_iter()
+        .filter_map(|(name, h)| Some((name, h["token"].as_u64()?)))
+        .collect())
 }
 
 /// The evidence files (index ≥ 1) by index.

@@ -6,6 +6,7 @@ mod context;
 mod daemon;
 pub mod follow;
 mod help;
+mod leases;
 mod mutate;
 mod pages;
 mod status;
@@ -20,7 +21,7 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 use ttm_proto::v1::{Preconditions, TxnRef, TxnState};
 
-use crate::cli::{Cli, Command, CtxCommand, DaemonCommand, Guards};
+use crate::cli::{Cli, Command, CtxCommand, DaemonCommand, Guards, LeaseCommand};
 use crate::connect::{self, Daemon};
 use crate::exit::Failure;
 use crate::output::{Out, parse_json};
@@ -97,10 +98,34 @@ pub async fn run(cli: Cli, ctx: &mut Ctx) -> Result<(), Failure> {
             agent,
             no_activate,
             request_id,
+            leases,
+            lease_ttl,
+            wait,
         } => {
-            let request_id = request_id.unwrap_or_default();
-            txns::create(ctx, description, target, agent, no_activate, request_id).await
+            let request = ttm_proto::v1::CreateRequest {
+                module: ctx.module.clone(),
+                description,
+                target,
+                agent,
+                no_activate,
+                request_id: request_id.unwrap_or_default(),
+                leases,
+                lease_ttl_ms: lease_ttl.unwrap_or(0),
+                wait_policy: leases::policy(&wait) as i32,
+            };
+            txns::create(ctx, request, wait).await
         }
+        Command::Lease(LeaseCommand::Acquire {
+            name,
+            txn,
+            lease_ttl,
+            wait,
+        }) => leases::acquire(ctx, txn.id(), &name, lease_ttl.unwrap_or(0), wait).await,
+        Command::Lease(LeaseCommand::Release { name, txn }) => {
+            leases::release(ctx, txn.id(), &name).await
+        }
+        Command::Leases => leases::list(ctx).await,
+        Command::Heartbeat { txn } => leases::heartbeat(ctx, txn.id()).await,
         Command::Active => txns::active(ctx).await,
         Command::Activate { id, guards } => txns::activate(ctx, &id, &guards).await,
         Command::Dir { txn } => txns::dir(ctx, txn.id()).await,
@@ -172,6 +197,14 @@ fn preconditions(guards: &Guards) -> Option<Preconditions> {
         expect_stage: guards.expect_stage.clone(),
         expect_seq: guards.expect_seq,
         request_id: guards.request_id.clone().unwrap_or_default(),
+        fences: guards
+            .fences
+            .iter()
+            .map(|(name, token)| ttm_proto::v1::Fence {
+                name: name.clone(),
+                token: *token,
+            })
+            .collect(),
     })
 }
 

@@ -246,6 +246,10 @@ fn end_of_event(event: &Event) -> Option<End> {
             | Body::Migrated { .. }
             | Body::Activated
             | Body::Adopted { .. }
+            | Body::LeaseRequested { .. }
+            | Body::LeaseAcquired { .. }
+            | Body::LeaseReleased { .. }
+            | Body::LeaseExpired { .. }
             | Body::User { .. },
         )
         | Typed::Foreign { .. }

@@ -13,34 +13,68 @@ use crate::exit::{Exit, Failure};
 use crate::render;
 use crate::term;
 
+/// Creates a transaction; with `--lease`, also waits for the leases that
+/// were queued (see `leases::wait_for`). Skipped (`--skip-if-busy`):
+/// nothing created, one line on stderr, exit 0.
 pub async fn create(
     ctx: &mut Ctx,
-    description: String,
-    target: String,
-    agent: String,
-    no_activate: bool,
-    request_id: String,
+    request: CreateRequest,
+    wait: crate::cli::WaitArgs,
 ) -> Result<(), Failure> {
-    let request = CreateRequest {
-        module: ctx.module.clone(),
-        description,
-        target,
-        agent,
-        no_activate,
-        request_id,
-    };
     let mut daemon = ctx.daemon().await?;
-    let reply = daemon.call(async move |c| c.create(request).await).await?;
-    let state = required(reply.state)?;
+    let reply = match daemon.call(async move |c| c.create(request).await).await {
+        Err(f) => return super::leases::skip_if_busy(f, &wait),
+        Ok(reply) => reply,
+    };
+    let mut state = required(reply.state)?;
+    let mut tokens = Vec::new();
+    for lease in reply.leases {
+        let token = if lease.granted {
+            lease.token
+        } else {
+            let id = state.txn_id.clone();
+            match super::leases::wait_for(ctx, &mut daemon, &id, &lease.name, 0, wait).await {
+                Ok(token) => token,
+                Err(f) => return Err(abandon(ctx, &mut daemon, &id, f).await),
+            }
+        };
+        tokens.push((lease.name, token));
+    }
+    if !tokens.is_empty() {
+        let id = state.txn_id.clone();
+        let request = GetStateRequest { txn: ctx.txn(&id) };
+        let reply = daemon
+            .call(async move |c| c.get_state(request).await)
+            .await?;
+        state = required(reply.state)?;
+    }
     if ctx.json {
+        let fences: serde_json::Map<String, Value> =
+            tokens.into_iter().map(|(n, t)| (n, t.into())).collect();
         ctx.out.json(&json!({
             "txn_id": state.txn_id,
             "dir": state.dir,
             "state": state_value(&state)?,
+            "leases": fences,
         }))
     } else {
         ctx.out.line(&state.txn_id)
     }
+}
+
+/// A create whose lease wait failed (ran out, refused): the transaction
+/// it made is failed with the reason, so it does not linger half-started;
+/// the wait's own failure is what the caller is told.
+async fn abandon(ctx: &Ctx, daemon: &mut Daemon, id: &str, f: Failure) -> Failure {
+    let request = ttm_proto::v1::FailRequest {
+        txn: ctx.txn(id),
+        error: format!("could not get its leases: {}", f.message),
+        ..Default::default()
+    };
+    if let Err(e) = daemon.call(async move |c| c.fail(request).await).await {
+        eprintln!("ttmctl: could not mark {id} failed: {}", e.message);
+    }
+    f
 }
 
 pub async fn active(ctx: &mut Ctx) -> Result<(), Failure> {

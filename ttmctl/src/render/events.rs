@@ -70,6 +70,17 @@ pub fn watch_line(change: &WatchResponse) -> String {
 
 /// [`watch_line`], the new stage coloured by `palette`.
 pub fn watch_line_styled(change: &WatchResponse, palette: Palette) -> String {
+    if !change.lease.is_empty() {
+        let line = format!(
+            "{}  {:<13}  {}  {} token {}",
+            change.ts,
+            change_kind(change.kind),
+            change.txn_id,
+            change.lease,
+            change.token
+        );
+        return line;
+    }
     let to = palette.stage(&change.to);
     let stages = match (change.from.as_str(), change.to.as_str()) {
         ("", "") => String::new(),

@@ -26,7 +26,7 @@ pub fn list_table_styled(txns: &[TxnState], palette: Palette) -> Vec<String> {
                 txn.txn_id.clone(),
                 txn.stage.clone(),
                 txn.iteration.to_string(),
-                txn.target.clone(),
+                format!("{}{}", txn.target, lease_note(txn)),
                 txn.description.lines().next().unwrap_or("").to_owned(),
             ]
         })
@@ -64,6 +64,18 @@ pub fn list_table_styled(txns: &[TxnState], palette: Palette) -> Vec<String> {
 /// The `list` table on a terminal: `*` marks the active transaction, the
 /// stage is coloured, the last change is relative ("3 min ago") and the
 /// description is cut to what is left of the terminal's width.
+/// ` holds @prod`, ` awaits @prod`: the leases of a row, or "".
+pub fn lease_note(t: &TxnState) -> String {
+    let mut note = String::new();
+    if !t.leases_held.is_empty() {
+        note.push_str(&format!(" holds {}", t.leases_held.join(",")));
+    }
+    if !t.leases_awaited.is_empty() {
+        note.push_str(&format!(" awaits {}", t.leases_awaited.join(",")));
+    }
+    note
+}
+
 pub fn list_rich(txns: &[TxnState], now: DateTime<Utc>, human: &Human) -> Vec<String> {
     let p = human.palette;
     let cells: Vec<[String; 5]> = txns
@@ -73,7 +85,7 @@ pub fn list_rich(txns: &[TxnState], now: DateTime<Utc>, human: &Human) -> Vec<St
                 t.txn_id.clone(),
                 t.stage.clone(),
                 t.iteration.to_string(),
-                term::one_line(&t.target),
+                term::one_line(&format!("{}{}", t.target, lease_note(t))),
                 term::relative(&t.last_checkpoint, now),
             ]
         })

@@ -24,7 +24,7 @@ pub use events::{change_kind, event_fields, event_line_styled, watch_line_styled
 pub use events::{event_line, watch_line};
 #[cfg(test)]
 pub use list::list_table;
-pub use list::{list_rich, list_table_styled};
+pub use list::{lease_note, list_rich, list_table_styled};
 pub use status::{status_rich, status_summary};
 
 /// A borderless, aligned table for the terminal: `header` in bold, columns

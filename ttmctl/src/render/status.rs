@@ -25,6 +25,10 @@ pub fn status_summary(state: &TxnState, files: &[ContextFile], digest: &str) -> 
     field("stage", &state.stage);
     field("description", &state.description);
     field("target", &state.target);
+    let leases = super::list::lease_note(state);
+    if !leases.is_empty() {
+        field("leases", leases.trim());
+    }
     field("iteration", &state.iteration.to_string());
     field("agent", &state.agent);
     field("created", &state.created);
@@ -94,6 +98,10 @@ impl Page {
             self.lines.push(format!("{:15}{line}", ""));
         }
         self.field("target", target_and_plan(state));
+        let leases = super::list::lease_note(state);
+        if !leases.is_empty() {
+            self.field("leases", leases.trim().to_owned());
+        }
         self.field("agent", term::one_line(&state.agent));
         self.field("module", state.module.clone());
         let when = |ts: &str| format!("{}  {}", term::relative(ts, now), p.dim(&format!("({ts})")));

@@ -63,6 +63,7 @@ impl TtmService {
             let limit = this.shared.config().limits.ctx_files;
             let outcome = txn.add_evidence(&module.fsm(), limit, temp, &evidence, &g, &client)?;
             module.announce(&outcome);
+            this.showed_life(&module, &outcome.state);
             Ok(outcome)
         })
         .await?;

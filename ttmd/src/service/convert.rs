@@ -24,6 +24,8 @@ pub fn txn_state(state: &State, dir: &std::path::Path, active: bool) -> pb::TxnS
         json: state.to_pretty_json(),
         active,
         dir: dir.to_string_lossy().into_owned(),
+        leases_held: state.leases.held.keys().cloned().collect(),
+        leases_awaited: state.leases.awaited.keys().cloned().collect(),
     }
 }
 
@@ -52,5 +54,6 @@ pub fn guards(pre: Option<pb::Preconditions>) -> Guards {
         expect_seq: pre.expect_seq,
         request_id: Some(pre.request_id).filter(|r| !r.is_empty()),
         request_digest: None,
+        fences: pre.fences.into_iter().map(|f| (f.name, f.token)).collect(),
     }
 }

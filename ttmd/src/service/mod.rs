@@ -7,6 +7,7 @@ mod admin;
 mod caller;
 mod context;
 mod convert;
+mod leases;
 mod mutations;
 mod page;
 mod shared;
@@ -73,6 +74,17 @@ impl TtmService {
         txn_state(state, &txn.dir, active)
     }
 
+    /// A mutation is a sign of life: the transaction's leases are renewed,
+    /// or, once it is DONE or FAIL, ended and passed on.
+    fn showed_life(&self, module: &Module, state: &state::State) {
+        let key = (module.name.clone(), state.txn_id.clone());
+        if state.is_terminal() {
+            self.shared.leases.finished(&key);
+        } else {
+            self.shared.leases.renew(&key);
+        }
+    }
+
     fn check_payload(&self, text: &str, what: &str) -> Result<()> {
         let limit = self.shared.config().limits.payload;
         if text.len() > limit {
@@ -117,6 +129,7 @@ impl TtmService {
                 Ok(body)
             })?;
             module.announce(&outcome);
+            this.showed_life(&module, &outcome.state);
             let state = reply_state.then(|| this.state_msg(&module, &txn, &outcome.state));
             Ok((state, outcome))
         })
@@ -152,6 +165,9 @@ fn checked_guards(pre: Option<pb::Preconditions>) -> Result<Guards> {
     }
     if let Some(r) = &g.request_id {
         validate_request_id(r)?;
+    }
+    for (name, _) in &g.fences {
+        crate::core::lease::validate_name(name)?;
     }
     Ok(g)
 }
@@ -340,5 +356,34 @@ impl Ttm for TtmService {
         req: Request<pb::ShutdownRequest>,
     ) -> Result<Response<pb::ShutdownResponse>, Status> {
         TtmService::shutdown(self, req).await
+    }
+
+    type AcquireLeaseStream = streams::Stream<pb::AcquireLeaseResponse>;
+    async fn acquire_lease(
+        &self,
+        req: Request<pb::AcquireLeaseRequest>,
+    ) -> Result<Response<Self::AcquireLeaseStream>, Status> {
+        TtmService::acquire_lease(self, req).await
+    }
+
+    async fn release_lease(
+        &self,
+        req: Request<pb::ReleaseLeaseRequest>,
+    ) -> Result<Response<pb::ReleaseLeaseResponse>, Status> {
+        TtmService::release_lease(self, req).await
+    }
+
+    async fn list_leases(
+        &self,
+        req: Request<pb::ListLeasesRequest>,
+    ) -> Result<Response<pb::ListLeasesResponse>, Status> {
+        TtmService::list_leases(self, req).await
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        TtmService::heartbeat(self, req).await
     }
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::streams;
 use crate::config::Config;
+use crate::leases::LeaseBackend;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 
@@ -16,6 +17,8 @@ use crate::store::Store;
 pub struct Shared {
     /// The tree.
     pub store: Arc<Store>,
+    /// Leases on targets and names (SPEC §13).
+    pub leases: Arc<dyn LeaseBackend>,
     /// The settings in force; a reload swaps them.
     config: RwLock<Arc<Config>>,
     /// When serving began, for uptime.
@@ -36,6 +39,7 @@ impl Shared {
     /// Bookkeeping for a daemon serving `store` on `socket`.
     pub fn new(
         store: Arc<Store>,
+        leases: Arc<dyn LeaseBackend>,
         config: Config,
         socket: PathBuf,
         shutdown: Shutdown,
@@ -47,6 +51,7 @@ impl Shared {
             canonical_root: std::fs::canonicalize(&store.root)
                 .unwrap_or_else(|_| store.root.clone()),
             store,
+            leases,
             shutdown,
             socket,
         })

@@ -15,16 +15,19 @@ pub fn to_status(err: Error) -> Status {
     let noteworthy = matches!(
         code,
         Code::Internal | Code::Unavailable | Code::ResourceExhausted
-    ) && !matches!(err, Error::ShuttingDown);
+    ) && !matches!(err, Error::ShuttingDown | Error::LeaseBusy(_));
     if noteworthy {
         tracing::warn!(error = %err, "request failed");
     }
-    // The code alone is ambiguous for these two; the marker lets ttmctl
-    // tell "wrong daemon" (its own exit code) and "stopping" (a follower
-    // resumes after the restart) apart from the other uses of the code.
+    // The code alone is ambiguous for these; the marker gives each its own
+    // meaning in ttmctl: "wrong daemon" (exit 7), "stopping" (a follower
+    // resumes after the restart), busy (exit 10) and a wait that ran out
+    // (exit 11, SPEC §17).
     let marker = match err {
         Error::WrongTree(_) => Some(ttm_proto::headers::WRONG_TREE),
         Error::ShuttingDown => Some(ttm_proto::headers::SHUTTING_DOWN),
+        Error::LeaseBusy(_) => Some(ttm_proto::headers::LEASE_BUSY),
+        Error::WaitTimedOut(_) => Some(ttm_proto::headers::WAIT_TIMEOUT),
         _ => None,
     };
     let mut status = Status::new(code, err.to_string());
@@ -45,9 +48,13 @@ fn code(err: &Error) -> Code {
         Error::Refused(_) => Code::FailedPrecondition,
         // The request cannot be served until someone fixes the link.
         Error::UnsafeLink(_) => Code::FailedPrecondition,
-        Error::Conflict(_) => Code::Aborted,
+        Error::Conflict(_) | Error::Fenced(_) => Code::Aborted,
         // Not a race (ABORTED) but a key that names another request.
         Error::RequestIdReused(_) => Code::AlreadyExists,
+        // Busy is the holder's state, not the caller's fault or a conflict
+        // of guards; a timed-out wait is the caller's own deadline.
+        Error::LeaseBusy(_) => Code::Unavailable,
+        Error::WaitTimedOut(_) => Code::DeadlineExceeded,
         Error::NotAllowed(_) => Code::PermissionDenied,
         Error::OverLimit(_) | Error::StateTooLarge(_) => Code::ResourceExhausted,
         Error::UploadIncomplete(_) => Code::InvalidArgument,

@@ -455,6 +455,8 @@ fn change_message(module: &str, c: Change) -> pb::WatchResponse {
         ts: c.ts,
         heartbeat: None,
         warning: c.warning,
+        lease: c.lease.as_ref().map(|l| l.0.clone()).unwrap_or_default(),
+        token: c.lease.map_or(0, |l| l.1),
     }
 }
 
@@ -468,5 +470,9 @@ fn kind(k: ChangeKind) -> pb::ChangeKind {
         ChangeKind::Removed => pb::ChangeKind::Removed,
         ChangeKind::Archived => pb::ChangeKind::Archived,
         ChangeKind::Warning => pb::ChangeKind::Warning,
+        ChangeKind::LeaseRequested => pb::ChangeKind::LeaseRequested,
+        ChangeKind::LeaseAcquired => pb::ChangeKind::LeaseAcquired,
+        ChangeKind::LeaseReleased => pb::ChangeKind::LeaseReleased,
+        ChangeKind::LeaseExpired => pb::ChangeKind::LeaseExpired,
     }
 }

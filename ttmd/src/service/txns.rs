@@ -44,11 +44,35 @@ impl TtmService {
             }
             crate::store::module::validate_new(&new, this.shared.config().limits.description)?;
             let module = this.module(&r.module, true)?;
-            let txn = module.create(&new, &client)?;
-            Ok(this.state_msg(&module, &txn, &txn.state()))
+            if r.leases.is_empty() {
+                let txn = module.create(&new, &client)?;
+                return Ok((this.state_msg(&module, &txn, &txn.state()), Vec::new()));
+            }
+            let ttl = crate::core::lease::ttl_or_default(r.lease_ttl_ms)?;
+            let policy = super::leases::policy_of(r.wait_policy);
+            let mut create = || {
+                let txn = module.create(&new, &client)?;
+                Ok((module.name.clone(), txn.id.clone()))
+            };
+            let (key, standings) =
+                this.shared
+                    .leases
+                    .acquire_at_create(&r.leases, ttl, policy, &mut create)?;
+            let txn = module.txn(&key.1)?;
+            let leases = r
+                .leases
+                .iter()
+                .zip(standings)
+                .map(|(n, s)| super::leases::standing_msg(n, s))
+                .collect();
+            Ok((this.state_msg(&module, &txn, &txn.state()), leases))
         })
         .await?;
-        Ok(Response::new(pb::CreateResponse { state: Some(state) }))
+        let (state, leases) = state;
+        Ok(Response::new(pb::CreateResponse {
+            state: Some(state),
+            leases,
+        }))
     }
 
     pub(super) async fn get_active(
@@ -86,6 +110,7 @@ impl TtmService {
             }
             let module = this.module(&tref.module, false)?;
             let outcome = module.activate(&tref.txn_id, &g, &client)?;
+            this.showed_life(&module, &outcome.state);
             let txn = module.txn(&tref.txn_id)?;
             Ok(this.state_msg(&module, &txn, &outcome.state))
         })
@@ -106,6 +131,27 @@ impl TtmService {
         })
         .await?;
         Ok(Response::new(pb::GetStateResponse { state: Some(state) }))
+    }
+
+    /// Brief rows come from summaries, which carry no leases: the lease
+    /// backend's table says who holds and who waits.
+    fn note_leases(&self, module: &str, rows: &mut [pb::TxnState]) {
+        let mut by_txn: std::collections::HashMap<String, (Vec<String>, Vec<String>)> =
+            std::collections::HashMap::new();
+        for l in self.shared.leases.list() {
+            if let Some(h) = l.holder.filter(|h| h.txn.0 == module) {
+                by_txn.entry(h.txn.1).or_default().0.push(l.name.clone());
+            }
+            for w in l.queue.into_iter().filter(|w| w.txn.0 == module) {
+                by_txn.entry(w.txn.1).or_default().1.push(l.name.clone());
+            }
+        }
+        for row in rows {
+            if let Some((held, awaited)) = by_txn.remove(&row.txn_id) {
+                row.leases_held = held;
+                row.leases_awaited = awaited;
+            }
+        }
     }
 
     pub(super) async fn list(
@@ -132,7 +178,7 @@ impl TtmService {
             let listed = module.list(stage);
             let start = page::rows_after(&listed, after.as_ref());
             let size = page::page_size(r.page_size, page::DEFAULT_PAGE_SIZE);
-            let (txns, next_page_token) =
+            let (mut txns, next_page_token) =
                 page::fill(&listed, start, size, page::token_after, |listed| {
                     let active = active.as_deref() == Some(listed.id.as_str());
                     if r.brief {
@@ -141,6 +187,9 @@ impl TtmService {
                     let state = module.listed_state(listed)?;
                     Ok(txn_state(&state, &module.txns_dir.join(&listed.id), active))
                 })?;
+            if r.brief {
+                this.note_leases(&module.name, &mut txns);
+            }
             // Quarantined directories come with the first page only.
             let quarantined = match after {
                 Some(_) => Vec::new(),

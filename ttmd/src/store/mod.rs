@@ -83,6 +83,11 @@ impl Store {
         Ok(store)
     }
 
+    /// How this tree's files are synced.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
     /// The modules in the root now: valid names with a `txns/` directory.
     pub fn module_names_on_disk(&self) -> Result<Vec<String>> {
         let list = fs::read_dir(&self.root).map_err(|e| Error::io("listing", &self.root, e))?;

@@ -81,6 +81,7 @@ impl Module {
             tracing::info!(module = %self.name, txn = %l.id, to = %to.display(), "archived");
             self.tell(Change {
                 kind: ChangeKind::Archived,
+                lease: None,
                 txn_id: l.id.clone(),
                 from: l.summary.stage().to_string(),
                 to: String::new(),

@@ -139,6 +139,10 @@ fn last_event_text(event: &Event) -> String {
             | Body::Retry { .. }
             | Body::Activated
             | Body::Adopted { .. }
+            | Body::LeaseRequested { .. }
+            | Body::LeaseAcquired { .. }
+            | Body::LeaseReleased { .. }
+            | Body::LeaseExpired { .. }
             | Body::User { .. },
         )
         | Typed::Foreign { .. }
@@ -147,6 +151,21 @@ fn last_event_text(event: &Event) -> String {
     format!("{} {}", term::clean(&event.event), detail)
         .trim_end()
         .to_owned()
+}
+
+/// The LAST EVENT cell: the leases held or awaited, then the last event.
+fn last_cell(row: &Row) -> String {
+    let last = row
+        .last_event
+        .as_ref()
+        .map(last_event_text)
+        .unwrap_or_default();
+    let leases = crate::render::lease_note(&row.state);
+    if leases.is_empty() {
+        last
+    } else {
+        format!("[{}] {last}", leases.trim())
+    }
 }
 
 fn draw_table(frame: &mut Frame, app: &App, area: Rect, now: DateTime<Utc>) {
@@ -198,11 +217,7 @@ fn draw_table(frame: &mut Frame, app: &App, area: Rect, now: DateTime<Utc>) {
 /// coloured, times relative, the latest event as text.
 fn table_row(row: &Row, look: Look, now: DateTime<Utc>) -> TableRow<'static> {
     let s = &row.state;
-    let last = row
-        .last_event
-        .as_ref()
-        .map(last_event_text)
-        .unwrap_or_default();
+    let last = last_cell(row);
     let id = if s.active {
         Span::styled(
             format!("* {}", s.txn_id),

@@ -119,6 +119,7 @@ impl Module {
         } else {
             self.tell(Change {
                 kind: ChangeKind::Activated,
+                lease: None,
                 txn_id: txn.id.clone(),
                 from: String::new(),
                 to: outcome.state.stage.clone(),

@@ -67,6 +67,7 @@ impl Module {
         let state = txn.state();
         self.tell(Change {
             kind: ChangeKind::Created,
+            lease: None,
             txn_id: id.clone(),
             from: String::new(),
             to: state.stage.clone(),
@@ -78,6 +79,7 @@ impl Module {
             self.point_active(&id)?;
             self.tell(Change {
                 kind: ChangeKind::Activated,
+                lease: None,
                 txn_id: id,
                 from: String::new(),
                 to: state.stage.clone(),

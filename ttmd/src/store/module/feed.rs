@@ -23,6 +23,8 @@ pub struct Change {
     pub ts: String,
     /// For [`ChangeKind::Warning`]: what was refused and why.
     pub warning: String,
+    /// For lease changes: the lease's name and token (0 for a queue entry).
+    pub lease: Option<(String, u64)>,
 }
 
 /// The kinds of [`Change`].
@@ -40,6 +42,14 @@ pub enum ChangeKind {
     /// A hand edit or foreign line was refused; [`Change::warning`] says
     /// what.
     Warning,
+    /// A lease was asked for (the transaction joined its queue).
+    LeaseRequested,
+    /// A lease was granted.
+    LeaseAcquired,
+    /// A lease was let go (or a wait given up).
+    LeaseReleased,
+    /// A lease was lost: its holder was silent past the TTL.
+    LeaseExpired,
 }
 
 impl Module {
@@ -66,6 +76,17 @@ impl Module {
             }
             _ => String::new(),
         };
+        let lease = match &event.line.event {
+            Event::Body(
+                Body::LeaseRequested {
+                    name, ticket: n, ..
+                }
+                | Body::LeaseAcquired { name, token: n, .. }
+                | Body::LeaseReleased { name, token: n }
+                | Body::LeaseExpired { name, token: n },
+            ) => Some((name.clone(), *n)),
+            _ => None,
+        };
         self.tell(Change {
             kind,
             txn_id: outcome.state.txn_id.clone(),
@@ -74,6 +95,7 @@ impl Module {
             seq: outcome.state.seq,
             ts: event.line.ts.clone().unwrap_or_default(),
             warning,
+            lease,
         });
     }
 }
@@ -97,6 +119,10 @@ fn change_of(event: &Event) -> Option<(ChangeKind, String)> {
         Body::User { event, .. } if REFUSALS.contains(&event.as_str()) => {
             Some((ChangeKind::Warning, String::new()))
         }
+        Body::LeaseRequested { .. } => Some((ChangeKind::LeaseRequested, String::new())),
+        Body::LeaseAcquired { .. } => Some((ChangeKind::LeaseAcquired, String::new())),
+        Body::LeaseReleased { .. } => Some((ChangeKind::LeaseReleased, String::new())),
+        Body::LeaseExpired { .. } => Some((ChangeKind::LeaseExpired, String::new())),
         Body::Updated { .. }
         | Body::EvidenceAdded { .. }
         | Body::TesResolved { .. }

@@ -31,6 +31,7 @@ impl Module {
                 "a finished transaction was removed from the tree");
             self.tell(Change {
                 kind: ChangeKind::Removed,
+                lease: None,
                 txn_id: id.to_string(),
                 from: gone.stage().to_string(),
                 to: String::new(),
@@ -51,6 +52,7 @@ impl Module {
                     let s = txn.state();
                     self.tell(Change {
                         kind: ChangeKind::Created,
+                        lease: None,
                         txn_id: id.to_string(),
                         from: String::new(),
                         to: s.stage.clone(),
@@ -95,6 +97,7 @@ impl Module {
         let s = txn.state();
         self.tell(Change {
             kind: ChangeKind::Removed,
+            lease: None,
             txn_id: id.to_string(),
             from: s.stage.clone(),
             to: String::new(),

@@ -65,6 +65,9 @@ pub struct Guards {
     /// recorded with the id, and a reuse of the id with another digest is
     /// refused rather than answered with the first request's answer.
     pub request_digest: Option<String>,
+    /// Refuse unless the transaction still holds each lease with that
+    /// fencing token.
+    pub fences: Vec<(String, u64)>,
 }
 
 /// How far the log is durably written; followers read up to here.
@@ -500,7 +503,7 @@ pub(crate) fn check_guards(state: &State, guards: &Guards) -> Result<()> {
             state.txn_id, state.seq, state.stage
         )));
     }
-    Ok(())
+    crate::core::lease::check_fences(&state.txn_id, &state.leases, &guards.fences)
 }
 
 /// Renames without replacing anything already at `to`.

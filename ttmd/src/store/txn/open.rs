@@ -466,6 +466,10 @@ fn made_stage(event: &Event, stage: &str) -> bool {
             | Body::Migrated { .. }
             | Body::Activated
             | Body::Adopted { .. }
+            | Body::LeaseRequested { .. }
+            | Body::LeaseAcquired { .. }
+            | Body::LeaseReleased { .. }
+            | Body::LeaseExpired { .. }
             | Body::User { .. },
         )
         | Event::Foreign { .. }
