@@ -451,7 +451,10 @@ fn model(lines: &[Map<String, Value>]) -> (String, u64, Option<String>) {
                     .and_then(Value::as_u64)
                     .unwrap_or(iteration);
             }
-            "txn_commit" | "txn_fail" if is_final => {}
+            // A commit/failure completes the move its stage_transition
+            // began; it cannot turn one final stage into the other.
+            "txn_commit" if is_final && stage != DONE => {}
+            "txn_fail" if is_final && stage != FAIL => {}
             "txn_commit" => stage = DONE.into(),
             "txn_fail" => {
                 stage = FAIL.into();
