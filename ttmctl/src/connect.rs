@@ -211,15 +211,44 @@ async fn channel(socket: &Path, first: UnixStream) -> Result<Channel, Failure> {
         .connect_with_connector(connector)
         .await
         .map_err(|err| {
+            let hint = if closed_by_peer(&err) {
+                CLOSED_HINT
+            } else {
+                ""
+            };
             Failure::new(
                 Exit::Unreachable,
                 format!(
-                    "cannot talk to ttmd at {}: {}",
+                    "cannot talk to ttmd at {}: {}{hint}",
                     socket.display(),
                     error_chain(&err)
                 ),
             )
         })
+}
+
+/// Said when the daemon closed the connection before answering.
+const CLOSED_HINT: &str = "; ttmd closed the connection before answering: it is at its \
+                           connection limit (see its log; limits.connections_per_uid / \
+                           limits.connections_total in ttmd.toml) or stopping; try again";
+
+/// Whether `err` comes from the other side closing the connection.
+fn closed_by_peer(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(current) = next {
+        if let Some(io) = current.downcast_ref::<io::Error>()
+            && matches!(
+                io.kind(),
+                io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::UnexpectedEof
+            )
+        {
+            return true;
+        }
+        next = current.source();
+    }
+    false
 }
 
 impl Daemon {
@@ -263,7 +292,16 @@ impl Daemon {
         if failure.unimplemented {
             failure.message = self.version_mismatch().await;
         } else if failure.exit == Exit::Unreachable {
-            failure.message = format!("{} (socket {})", failure.message, self.socket.display());
+            let hint = if closed_by_peer(&status) {
+                CLOSED_HINT
+            } else {
+                ""
+            };
+            failure.message = format!(
+                "{} (socket {}){hint}",
+                failure.message,
+                self.socket.display()
+            );
         }
         failure
     }

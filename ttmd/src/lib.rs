@@ -6,6 +6,7 @@
 //! binary only parses flags, binds and waits for signals.
 
 pub mod config;
+pub mod conns;
 pub use ttm_core as core;
 pub mod service;
 pub mod shutdown;
@@ -17,7 +18,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use sd_notify::NotifyState;
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use ttm_proto::v1::ttm_server::TtmServer;
@@ -40,6 +40,8 @@ pub async fn run(
     listener: Listener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
+    // Before anything opens files: each connection is one descriptor.
+    let fd_room = conns::raise_nofile();
     let store = open_store(&config).await?;
     // Hand edits are picked up from here on; stops when dropped below.
     let reconciler = store::reconcile::start(store.clone());
@@ -52,8 +54,10 @@ pub async fn run(
     let stop = Shutdown::new();
     let (grace, sighup) = (config.shutdown_grace, config.reload_on_sighup);
     let shared = Shared::new(store, config, path.clone(), stop.clone());
-    let background = start_background(&shared, sighup, &path, &stop);
-    let served = serve(shared, listener, shutdown, stop, grace).await;
+    let mut background = start_background(&shared, sighup, &path, &stop);
+    let (incoming, acceptor) = conns::accept(listener, shared.clone(), fd_room);
+    background.push(acceptor);
+    let served = serve(shared, incoming, shutdown, stop, grace).await;
     for task in background {
         task.abort();
     }
@@ -104,7 +108,7 @@ fn start_background(
 /// most `grace`.
 async fn serve(
     shared: Arc<Shared>,
-    listener: tokio::net::UnixListener,
+    incoming: tokio_stream::wrappers::ReceiverStream<std::io::Result<conns::Tracked>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     stop: Shutdown,
     grace: std::time::Duration,
@@ -125,6 +129,7 @@ async fn serve(
     let request_bytes = shared.config().limits.request_bytes;
     let stopping = stop.clone();
     let server = tonic::transport::Server::builder()
+        .layer(conns::layer::InFlightLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -132,7 +137,7 @@ async fn serve(
             TtmServer::new(TtmService::new(shared.clone()))
                 .max_decoding_message_size(request_bytes.saturating_mul(2)),
         )
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             tokio::select! {
                 _ = shutdown => stopping.trigger(),
                 _ = stopping.wait() => {}

@@ -77,6 +77,12 @@ pub struct Limits {
     pub streams_per_client: usize,
     /// Bytes of one request message (a chunk of a ctx file is one message).
     pub request_bytes: usize,
+    /// Open connections of one peer uid.
+    pub connections_per_uid: usize,
+    /// Open connections, all peers together.
+    pub connections_total: usize,
+    /// Seconds a connection with no request and no open stream stays open.
+    pub idle: Duration,
 }
 
 impl Default for Limits {
@@ -89,6 +95,9 @@ impl Default for Limits {
             streams_total: 1024,
             streams_per_client: 64,
             request_bytes: 4 * 1024 * 1024,
+            connections_per_uid: 1024,
+            connections_total: 4096,
+            idle: Duration::from_secs(300),
         }
     }
 }

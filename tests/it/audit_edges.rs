@@ -1,0 +1,95 @@
+//! The daemon's edges an outside audit found open: connection limits and
+//! idle connections, the socket path, the socket's surroundings, transport
+//! details (issue 15).
+
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use ttm_tests::{Daemon, HANG};
+
+/// Opens `n` connections to `d`'s socket that never send a byte.
+fn idle_connections(d: &Daemon, n: usize) -> Vec<UnixStream> {
+    // Our own descriptors too: the soft limit may be 1024.
+    ttmd::conns::raise_nofile();
+    (0..n)
+        .map(|i| UnixStream::connect(&d.socket).unwrap_or_else(|e| panic!("connection {i}: {e}")))
+        .collect()
+}
+
+/// Whether the daemon closed `conn` (end of file), waiting at most `wait`
+/// for each read. What the server sent first (its HTTP/2 settings) is
+/// skipped.
+fn closed(conn: &mut UnixStream, wait: Duration) -> bool {
+    conn.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+#[test]
+fn twelve_hundred_idle_connections_leave_ttmctl_answering() {
+    let d = Daemon::start_new();
+    let id = d.create("under a flood");
+    let mut flood = idle_connections(&d, 1200);
+    let out = d.ctl(&["state", "-t", &id]);
+    assert_eq!(
+        out.code(),
+        0,
+        "state failed beside 1200 idle connections: {}\n{}",
+        out.stderr,
+        d.daemon_stderr()
+    );
+    let log = d.daemon_stderr();
+    assert!(
+        log.contains("connection limit reached"),
+        "no refusal logged:\n{log}"
+    );
+    // The oldest idle connections gave way: the first one was closed.
+    assert!(
+        closed(&mut flood[0], HANG),
+        "the oldest idle connection is still open"
+    );
+}
+
+#[test]
+fn idle_connections_are_closed_but_a_quiet_follower_is_not() {
+    let d = Daemon::start_with_args(&["--limit-idle-secs", "1", "--heartbeat-secs", "1"]);
+    let id = d.create("idle");
+    let follower = d.spawn_ctl(&["events", "--follow", "--json", "-t", &id]);
+    assert_eq!(follower.json_line(HANG)["seq"], 1);
+    let mut conn = idle_connections(&d, 1).remove(0);
+    // HANG bounds the wait; the timeout itself is one second.
+    assert!(closed(&mut conn, HANG), "an idle connection was not closed");
+    // The follower's stream outlived several idle timeouts: still served.
+    d.ctl(&["update", r#"{"k":1}"#, "-t", &id]).ok();
+    let next = loop {
+        let line = follower.json_line(HANG);
+        if line["event"] != "heartbeat" && line["seq"] != 1 {
+            break line;
+        }
+    };
+    assert_eq!(next["seq"], 2, "the follower missed the update: {next}");
+}
+
+#[test]
+fn a_connection_over_the_limit_with_nothing_idle_is_closed_at_once() {
+    let d = Daemon::start_with_args(&["--limit-connections-per-uid", "1"]);
+    let id = d.create("busy");
+    // The one connection allowed is busy with an open stream.
+    let follower = d.spawn_ctl(&["events", "--follow", "--json", "-t", &id]);
+    assert_eq!(follower.json_line(HANG)["seq"], 1);
+    let out = d.ctl(&["state", "-t", &id]);
+    out.expect_code(7)
+        .stderr_has(&["closed the connection", "connection limit"]);
+    assert!(
+        d.daemon_stderr().contains("no connection is idle"),
+        "refusal not logged:\n{}",
+        d.daemon_stderr()
+    );
+}
