@@ -2,11 +2,14 @@
 //! idle connections, the socket path, the socket's surroundings, transport
 //! details (issue 15).
 
+use std::fs;
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::Duration;
 
-use ttm_tests::{Daemon, HANG};
+use ttm_tests::{CTL_TIMEOUT, Daemon, HANG, Need, clean_command, run, ttmd_bin};
 
 /// Opens `n` connections to `d`'s socket that never send a byte.
 fn idle_connections(d: &Daemon, n: usize) -> Vec<UnixStream> {
@@ -91,5 +94,81 @@ fn a_connection_over_the_limit_with_nothing_idle_is_closed_at_once() {
         d.daemon_stderr().contains("no connection is idle"),
         "refusal not logged:\n{}",
         d.daemon_stderr()
+    );
+}
+
+/// Runs ttmd for `d` with `--socket socket` and expects it to refuse to
+/// start, saying each of `needles`.
+fn refuses_to_start(d: &Daemon, socket: &Path, needles: &[&str]) {
+    let mut cmd = clean_command(ttmd_bin());
+    cmd.arg("--root").arg(&d.root).arg("--socket").arg(socket);
+    run(cmd, None, CTL_TIMEOUT)
+        .expect_code(1)
+        .stderr_has(needles);
+}
+
+#[test]
+fn ttmd_removes_nothing_at_the_socket_path_but_a_dead_socket() {
+    let d = Daemon::stopped();
+    let file = d.tmp().join("notes.txt");
+    fs::write(&file, "precious").unwrap();
+    refuses_to_start(&d, &file, &["notes.txt", "a regular file, not a socket"]);
+    assert_eq!(fs::read_to_string(&file).unwrap(), "precious");
+    let dir = d.tmp().join("adir");
+    fs::create_dir(&dir).unwrap();
+    refuses_to_start(&d, &dir, &["adir", "a directory"]);
+    assert!(dir.is_dir());
+    let link = d.tmp().join("link.sock");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    refuses_to_start(&d, &link, &["link.sock", "a symlink"]);
+    assert_eq!(fs::read_to_string(&file).unwrap(), "precious");
+    // A socket nobody answers on is a dead daemon's: taken over.
+    drop(std::os::unix::net::UnixListener::bind(&d.socket).unwrap());
+    let mut d = d;
+    d.start();
+    d.stop();
+}
+
+#[test]
+fn the_lock_file_is_never_written_through_a_symlink() {
+    let d = Daemon::stopped();
+    let victim = d.tmp().join("victim");
+    fs::write(&victim, "keep me").unwrap();
+    fs::create_dir_all(d.root.join("run")).unwrap();
+    std::os::unix::fs::symlink(&victim, d.root.join("run/ttmd.lock")).unwrap();
+    refuses_to_start(&d, &d.socket, &["ttmd.lock", "symlink"]);
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me");
+}
+
+#[test]
+fn ttmd_refuses_a_socket_directory_others_can_write_unless_sticky() {
+    let mut d = Daemon::stopped();
+    let open = d.tmp().join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    refuses_to_start(
+        &d,
+        &open.join("s.sock"),
+        &["open", "writable by other users"],
+    );
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o1777)).unwrap();
+    d.socket = open.join("s.sock");
+    d.start();
+    d.stop();
+}
+
+#[test]
+fn ttmd_refuses_a_socket_directory_another_user_owns() {
+    if !Need::root("giving a directory to uid 65534").met() {
+        return;
+    }
+    let d = Daemon::stopped();
+    let theirs = d.tmp().join("theirs");
+    fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    refuses_to_start(
+        &d,
+        &theirs.join("s.sock"),
+        &["theirs", "owned by uid 65534"],
     );
 }

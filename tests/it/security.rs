@@ -48,7 +48,9 @@ fn can_drop_privileges() -> bool {
 /// may execute.
 fn open_to_everyone(d: &Daemon) -> PathBuf {
     let chmod = |p: &Path, mode: u32| fs::set_permissions(p, fs::Permissions::from_mode(mode));
-    chmod(d.tmp(), 0o777).unwrap();
+    // Sticky like /tmp: ttmd refuses to (re)start in a directory others
+    // may write to otherwise.
+    chmod(d.tmp(), 0o1777).unwrap();
     chmod(&d.socket, 0o666).unwrap();
     fn readable(p: &Path) {
         let meta = fs::symlink_metadata(p).unwrap();

@@ -246,6 +246,12 @@ fn closed_by_peer(err: &(dyn std::error::Error + 'static)) -> bool {
         {
             return true;
         }
+        if current
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(|e| e.is_closed() || e.is_canceled() || e.is_incomplete_message())
+        {
+            return true;
+        }
         next = current.source();
     }
     false

@@ -49,6 +49,7 @@ pub async fn run(
         listener,
         path,
         owned,
+        bound,
         lock,
     } = listener;
     let stop = Shutdown::new();
@@ -62,9 +63,7 @@ pub async fn run(
         task.abort();
     }
     drop(reconciler);
-    if owned {
-        let _ = std::fs::remove_file(&path);
-    }
+    Listener::remove_bound(&path, owned, bound);
     drop(lock);
     served?;
     tracing::info!("ttmd stopped");

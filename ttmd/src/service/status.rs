@@ -43,7 +43,7 @@ fn code(err: &Error) -> Code {
         Error::Io { source, .. } => io_code(source),
         // A file in the tree the daemon cannot use: the request cannot be
         // served until someone fixes the file.
-        Error::Corrupt { .. } => Code::FailedPrecondition,
+        Error::Corrupt { .. } | Error::UnsafePath(_) => Code::FailedPrecondition,
         Error::WrongTree(_) | Error::ApiMismatch(_) => Code::FailedPrecondition,
         Error::ShuttingDown => Code::Unavailable,
         Error::Gone(_) => Code::NotFound,
@@ -106,6 +106,7 @@ mod tests {
             (Error::WrongTree("x".into()), Code::FailedPrecondition),
             (Error::ApiMismatch("x".into()), Code::FailedPrecondition),
             (Error::ShuttingDown, Code::Unavailable),
+            (Error::UnsafePath("x".into()), Code::FailedPrecondition),
             (Error::Gone("x".into()), Code::NotFound),
             (Error::FellBehind("x".into()), Code::DataLoss),
             (Error::Bug("x".into()), Code::Internal),
