@@ -172,3 +172,45 @@ fn ttmd_refuses_a_socket_directory_another_user_owns() {
         &["theirs", "owned by uid 65534"],
     );
 }
+
+#[test]
+fn gc_with_nothing_archived_is_a_success_that_says_so() {
+    let d = Daemon::start_new();
+    d.create("never archived");
+    let out = d.ctl(&["gc", "--yes"]);
+    assert_eq!(out.code(), 0, "gc --yes failed: {}", out.stderr);
+    assert!(out.stdout.contains("nothing to delete"), "{}", out.stdout);
+    d.ctl(&["gc"]).ok();
+    let json = d.ctl(&["gc", "--yes", "--json"]).json();
+    assert_eq!(json["txn_ids"], serde_json::json!([]));
+}
+
+/// A message whose field 1 has the wrong wire type for any ttm.v1 request
+/// (field 1 is a message or string there): undecodable.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Garbage {
+    #[prost(uint64, tag = "1")]
+    one: u64,
+}
+
+#[tokio::test]
+async fn a_request_that_is_not_protobuf_gets_invalid_argument() {
+    let d = Daemon::start_new();
+    d.create("target");
+    let mut grpc = tonic::client::Grpc::new(ttm_tests::channel(&d.socket).await);
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/ttm.v1.Ttm/GetState");
+    let err = grpc
+        .unary::<Garbage, Garbage, _>(
+            tonic::Request::new(Garbage { one: 7 }),
+            path,
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .expect_err("garbage was accepted");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("not a valid ttm.v1 message"),
+        "{err:?}"
+    );
+}

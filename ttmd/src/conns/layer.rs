@@ -1,6 +1,7 @@
 //! Counts a connection's requests in flight, from the request's arrival to
 //! the end of its response body, so a connection with an open stream (or a
-//! slow request) is never taken for idle.
+//! slow request) is never taken for idle; and corrects the code of requests
+//! tonic could not decode (see [`crate::service::status::fix_decode_error`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -72,7 +73,8 @@ where
             .map(|info| Busy::new(&info.conn));
         let response = self.inner.call(req);
         Box::pin(async move {
-            let response = response.await?;
+            let mut response = response.await?;
+            crate::service::status::fix_decode_error(response.headers_mut());
             Ok(match busy {
                 Some(busy) => {
                     response.map(|body| tonic::body::Body::new(Counted { body, _busy: busy }))
