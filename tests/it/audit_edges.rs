@@ -214,3 +214,28 @@ async fn a_request_that_is_not_protobuf_gets_invalid_argument() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn health_watch_of_an_unknown_service_streams_service_unknown_and_stays_open() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    let mut d = Daemon::start_new();
+    let mut health = HealthClient::new(ttm_tests::channel(&d.socket).await);
+    let request = HealthCheckRequest {
+        service: "no.such.Service".into(),
+    };
+    let mut watch = health.watch(request).await.unwrap().into_inner();
+    let first = tokio::time::timeout(HANG, watch.message()).await.unwrap();
+    assert_eq!(
+        first.unwrap().unwrap().status,
+        ServingStatus::ServiceUnknown as i32
+    );
+    // Still open: no end and no error while nothing changes.
+    let more = tokio::time::timeout(Duration::from_millis(300), watch.message()).await;
+    assert!(more.is_err(), "the watch ended: {more:?}");
+    // And it does not hold up a shutdown.
+    tokio::task::spawn_blocking(move || d.stop()).await.unwrap();
+    let end = tokio::time::timeout(HANG, watch.message()).await.unwrap();
+    assert!(!matches!(end, Ok(Some(_))), "{end:?}");
+}

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod conns;
+mod health;
 pub use ttm_core as core;
 pub mod service;
 pub mod shutdown;
@@ -114,7 +115,7 @@ async fn serve(
 ) -> Result<(), BoxError> {
     // Health: SERVING from here, after recovery; NOT_SERVING once shutdown
     // begins.
-    let (mut health, health_service) = tonic_health::server::health_reporter();
+    let (mut health, health_service) = health::service(stop.clone());
     health.set_serving::<TtmServer<TtmService>>().await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
