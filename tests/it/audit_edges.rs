@@ -239,3 +239,90 @@ async fn health_watch_of_an_unknown_service_streams_service_unknown_and_stays_op
     let end = tokio::time::timeout(HANG, watch.message()).await.unwrap();
     assert!(!matches!(end, Ok(Some(_))), "{end:?}");
 }
+
+/// A ttmd running as uid 65534 on its own tree and socket; killed on drop.
+struct NobodysDaemon {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    socket: std::path::PathBuf,
+}
+
+impl Drop for NobodysDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nobodys_daemon() -> NobodysDaemon {
+    let dir = tempfile::Builder::new().prefix("ttm-").tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let home = dir.path().join("nobody");
+    fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let mut bin = ttmd_bin();
+    let runs = clean_command("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !runs {
+        // The build tree is not reachable by nobody: a copy it can run.
+        bin = dir.path().join("ttmd");
+        fs::copy(ttmd_bin(), &bin).unwrap();
+        fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let socket = home.join("s.sock");
+    let child = clean_command("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&bin)
+        .arg("--root")
+        .arg(home.join("tree"))
+        .arg("--socket")
+        .arg(&socket)
+        .env("HOME", "/nonexistent")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut daemon = NobodysDaemon {
+        child,
+        _dir: dir,
+        socket,
+    };
+    // START_TIMEOUT-style wait for a state, not a bound on work.
+    let up = ttm_tests::wait_until(ttm_tests::START_TIMEOUT, || {
+        ttm_tests::accepts(&daemon.socket)
+    });
+    assert!(
+        up,
+        "nobody's ttmd did not start: {:?}",
+        daemon.child.try_wait()
+    );
+    daemon
+}
+
+#[test]
+fn ttmctl_sends_nothing_to_a_daemon_of_another_uid() {
+    if !Need::root("running a ttmd as uid 65534 with setpriv").met()
+        || !Need::tool("setpriv", "util-linux").met()
+    {
+        return;
+    }
+    let theirs = nobodys_daemon();
+    let ctl = |trust: &str| {
+        let mut cmd = clean_command(ttm_tests::ttmctl_bin());
+        cmd.args(["create", "secret plans"])
+            .env("TTM_SOCKET", &theirs.socket)
+            .env("TTM_NO_AUTOSTART", "1")
+            .env("TTM_DAEMON_UIDS", trust);
+        run(cmd, None, CTL_TIMEOUT)
+    };
+    ctl("")
+        .expect_code(7)
+        .stderr_has(&["uid 65534", "sent", "TTM_DAEMON_UIDS=65534"]);
+    // Trusted: the request goes out (and that daemon decides; it does not
+    // serve root unless told to).
+    let trusted = ctl("65534");
+    assert_ne!(trusted.code(), 7, "{}", trusted.stderr);
+}

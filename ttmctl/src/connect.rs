@@ -168,6 +168,7 @@ pub async fn connect_with(socket: &Path, autostart: bool) -> Result<Daemon, Fail
             ));
         }
     };
+    trust(&stream, socket).map_err(|message| Failure::new(Exit::Unreachable, message))?;
     // A daemon whose accept queue still takes connections while it is
     // stuck never completes the HTTP/2 handshake.
     let channel = match deadline() {
@@ -181,6 +182,37 @@ pub async fn connect_with(socket: &Path, autostart: bool) -> Result<Daemon, Fail
             .max_decoding_message_size(MAX_RESPONSE_BYTES),
         socket: socket.to_path_buf(),
     })
+}
+
+/// Refuses (before anything is sent) a daemon running as a uid that is
+/// neither ours, nor root, nor one the user trusts in `TTM_DAEMON_UIDS`:
+/// whoever can put a socket at the path would otherwise receive our
+/// requests (and with them, as root, a chance to mislead root).
+fn trust(stream: &UnixStream, socket: &Path) -> Result<(), String> {
+    let me = rustix::process::geteuid().as_raw();
+    let theirs = stream
+        .peer_cred()
+        .map_err(|e| {
+            format!(
+                "cannot tell who serves {} ({e}); ttmctl sends nothing to an unknown daemon",
+                socket.display()
+            )
+        })?
+        .uid();
+    let trusted = std::env::var("TTM_DAEMON_UIDS").unwrap_or_default();
+    let listed = trusted
+        .split(',')
+        .any(|u| u.trim().parse::<u32>() == Ok(theirs));
+    if theirs == me || theirs == 0 || listed {
+        return Ok(());
+    }
+    Err(format!(
+        "the daemon at {} runs as uid {theirs}, not as you (uid {me}) or root; ttmctl sent \
+         it nothing. If that is the shared ttmd you mean to use, trust its uid with \
+         TTM_DAEMON_UIDS={theirs}; otherwise remove that socket or use your own \
+         (--socket / TTM_SOCKET)",
+        socket.display()
+    ))
 }
 
 /// A missing socket file, or a stale one whose daemon is gone.
@@ -202,7 +234,11 @@ async fn channel(socket: &Path, first: UnixStream) -> Result<Channel, Failure> {
         async move {
             let stream = match ready {
                 Some(stream) => stream,
-                None => UnixStream::connect(&path).await?,
+                None => {
+                    let stream = UnixStream::connect(&path).await?;
+                    trust(&stream, &path).map_err(io::Error::other)?;
+                    stream
+                }
             };
             Ok::<_, io::Error>(TokioIo::new(stream))
         }
