@@ -326,3 +326,93 @@ fn ttmctl_sends_nothing_to_a_daemon_of_another_uid() {
     let trusted = ctl("65534");
     assert_ne!(trusted.code(), 7, "{}", trusted.stderr);
 }
+
+/// A line of /proc/PID/status, as a number (`Threads`, `VmRSS` in kB).
+fn proc_status(pid: u32, key: &str) -> u64 {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+async fn open_streams(socket: &Path) -> u64 {
+    let mut c = ttm_tests::grpc(socket).await;
+    let status = c.daemon_status(ttm_proto::v1::DaemonStatusRequest::default());
+    status.await.unwrap().into_inner().open_streams
+}
+
+/// 1,000 followers that never read cost no thread each, and the memory they
+/// took is given back once they leave.
+#[tokio::test]
+async fn a_thousand_idle_followers_cost_no_thread_each() {
+    use ttm_proto::v1::{AppendEventRequest, EventsRequest};
+    const FOLLOWERS: usize = 1000;
+    let d = Daemon::start_with_args(&[
+        "--limit-streams-per-client",
+        "2000",
+        "--limit-streams-total",
+        "2000",
+    ]);
+    let id = d.create("followed by many");
+    let pid = d.pid();
+    let rss_before = proc_status(pid, "VmRSS");
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        clients.push(ttm_tests::grpc(&d.socket).await);
+    }
+    let mut streams = Vec::new();
+    for i in 0..FOLLOWERS {
+        let request = EventsRequest {
+            txn: ttm_tests::txn_ref("ttm", &id),
+            follow: true,
+            ..Default::default()
+        };
+        let c = &mut clients[i % 10];
+        streams.push(c.events(request).await.unwrap().into_inner());
+    }
+    let mut writer = ttm_tests::grpc(&d.socket).await;
+    let mut threads = proc_status(pid, "Threads");
+    for i in 0..20 {
+        writer
+            .append_event(AppendEventRequest {
+                txn: ttm_tests::txn_ref("ttm", &id),
+                event: "progress".into(),
+                data_json: format!(r#"{{"i":{i}}}"#),
+                pre: None,
+            })
+            .await
+            .unwrap();
+        threads = threads.max(proc_status(pid, "Threads"));
+    }
+    let rss_during = proc_status(pid, "VmRSS");
+    // Workers, the blocking reads' permits, the file watcher, a few more.
+    assert!(threads <= 40, "{threads} threads for {FOLLOWERS} followers");
+    drop(streams);
+    drop(clients);
+    let gone = tokio::time::timeout(HANG, async {
+        while open_streams(&d.socket).await > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "the followers' streams did not end");
+    // Generous: 1.2 times, plus 8 MB for the allocator's own caches. The
+    // daemon gives memory back a little after a burst: wait for it (HANG
+    // bounds the wait; it is no speed test).
+    let bound = rss_before * 12 / 10 + 8 * 1024;
+    let mut rss_after = proc_status(pid, "VmRSS");
+    let started = std::time::Instant::now();
+    while rss_after > bound && started.elapsed() < HANG {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        rss_after = proc_status(pid, "VmRSS");
+    }
+    eprintln!(
+        "threads at most {threads}; RSS kB: before {rss_before}, with followers {rss_during}, \
+         after {rss_after}"
+    );
+    assert!(
+        rss_after <= bound,
+        "RSS {rss_before} kB before, {rss_after} kB after the followers left"
+    );
+}

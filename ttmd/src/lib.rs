@@ -8,6 +8,7 @@
 pub mod config;
 pub mod conns;
 mod health;
+mod memory;
 pub use ttm_core as core;
 pub mod service;
 pub mod shutdown;
@@ -92,7 +93,7 @@ fn start_background(
     socket: &std::path::Path,
     stop: &Shutdown,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut background = Vec::new();
+    let mut background = vec![tokio::spawn(memory::trim_after_bursts(shared.clone()))];
     if sighup {
         background.push(tokio::spawn(reload_on_sighup(shared.clone())));
     }
