@@ -416,3 +416,21 @@ async fn a_thousand_idle_followers_cost_no_thread_each() {
         "RSS {rss_before} kB before, {rss_after} kB after the followers left"
     );
 }
+
+#[tokio::test]
+async fn gzip_compressed_requests_are_accepted() {
+    use tonic::codec::CompressionEncoding::Gzip;
+    let d = Daemon::start_new();
+    let id = d.create("compressed");
+    let channel = ttm_tests::channel(&d.socket).await;
+    let mut c = ttm_proto::v1::ttm_client::TtmClient::new(channel)
+        .send_compressed(Gzip)
+        .accept_compressed(Gzip);
+    let state = c
+        .get_state(ttm_proto::v1::GetStateRequest {
+            txn: ttm_tests::txn_ref("ttm", &id),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("a gzip request was refused: {e:?}"));
+    assert_eq!(state.into_inner().state.unwrap().txn_id, id);
+}

@@ -135,8 +135,12 @@ async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
+            // gzip both ways for clients that ask (grpcurl, grpcio with a
+            // compression option); ttmctl does not, it gains nothing locally.
             TtmServer::new(TtmService::new(shared.clone()))
-                .max_decoding_message_size(request_bytes.saturating_mul(2)),
+                .max_decoding_message_size(request_bytes.saturating_mul(2))
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                .send_compressed(tonic::codec::CompressionEncoding::Gzip),
         )
         .serve_with_incoming_shutdown(incoming, async move {
             tokio::select! {
