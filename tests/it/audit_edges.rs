@@ -342,11 +342,49 @@ async fn open_streams(socket: &Path) -> u64 {
     status.await.unwrap().into_inner().open_streams
 }
 
+/// `n` follow streams of `id`'s events over 10 connections, never read.
+async fn followers(
+    d: &Daemon,
+    id: &str,
+    n: usize,
+) -> (
+    Vec<ttm_proto::v1::ttm_client::TtmClient<tonic::transport::Channel>>,
+    Vec<tonic::Streaming<ttm_proto::v1::EventsResponse>>,
+) {
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        clients.push(ttm_tests::grpc(&d.socket).await);
+    }
+    let mut streams = Vec::new();
+    for i in 0..n {
+        let request = ttm_proto::v1::EventsRequest {
+            txn: ttm_tests::txn_ref("ttm", id),
+            follow: true,
+            ..Default::default()
+        };
+        let c = &mut clients[i % 10];
+        streams.push(c.events(request).await.unwrap().into_inner());
+    }
+    (clients, streams)
+}
+
+/// The daemon's RSS once it is at most `bound` kB, or after HANG (the
+/// daemon gives memory back a little after a burst; no speed test).
+async fn rss_falls_to(pid: u32, bound: u64) -> u64 {
+    let started = std::time::Instant::now();
+    let mut rss = proc_status(pid, "VmRSS");
+    while rss > bound && started.elapsed() < HANG {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        rss = proc_status(pid, "VmRSS");
+    }
+    rss
+}
+
 /// 1,000 followers that never read cost no thread each, and the memory they
 /// took is given back once they leave.
 #[tokio::test]
 async fn a_thousand_idle_followers_cost_no_thread_each() {
-    use ttm_proto::v1::{AppendEventRequest, EventsRequest};
+    use ttm_proto::v1::AppendEventRequest;
     const FOLLOWERS: usize = 1000;
     let d = Daemon::start_with_args(&[
         "--limit-streams-per-client",
@@ -357,20 +395,7 @@ async fn a_thousand_idle_followers_cost_no_thread_each() {
     let id = d.create("followed by many");
     let pid = d.pid();
     let rss_before = proc_status(pid, "VmRSS");
-    let mut clients = Vec::new();
-    for _ in 0..10 {
-        clients.push(ttm_tests::grpc(&d.socket).await);
-    }
-    let mut streams = Vec::new();
-    for i in 0..FOLLOWERS {
-        let request = EventsRequest {
-            txn: ttm_tests::txn_ref("ttm", &id),
-            follow: true,
-            ..Default::default()
-        };
-        let c = &mut clients[i % 10];
-        streams.push(c.events(request).await.unwrap().into_inner());
-    }
+    let (clients, streams) = followers(&d, &id, FOLLOWERS).await;
     let mut writer = ttm_tests::grpc(&d.socket).await;
     let mut threads = proc_status(pid, "Threads");
     for i in 0..20 {
@@ -397,16 +422,9 @@ async fn a_thousand_idle_followers_cost_no_thread_each() {
     })
     .await;
     assert!(gone.is_ok(), "the followers' streams did not end");
-    // Generous: 1.2 times, plus 8 MB for the allocator's own caches. The
-    // daemon gives memory back a little after a burst: wait for it (HANG
-    // bounds the wait; it is no speed test).
+    // Generous: 1.2 times, plus 8 MB for the allocator's own caches.
     let bound = rss_before * 12 / 10 + 8 * 1024;
-    let mut rss_after = proc_status(pid, "VmRSS");
-    let started = std::time::Instant::now();
-    while rss_after > bound && started.elapsed() < HANG {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        rss_after = proc_status(pid, "VmRSS");
-    }
+    let rss_after = rss_falls_to(pid, bound).await;
     eprintln!(
         "threads at most {threads}; RSS kB: before {rss_before}, with followers {rss_during}, \
          after {rss_after}"

@@ -863,15 +863,16 @@ fn hostile_rows(id: &str) -> Vec<Row> {
                 api_version: u32::MAX,
             }),
         ),
-        // Not UTF-8 / not protobuf: refused while decoding.
+        // Not UTF-8 / not protobuf: refused while decoding, as the
+        // client's fault (tonic itself would say INTERNAL).
         row(
             "get_state id not UTF-8 (raw)",
-            Code::Internal,
+            Code::InvalidArgument,
             Raw("GetState", raw_get_state(b"\xff\xfe/../x")),
         ),
         row(
             "create from garbage bytes (raw)",
-            Code::Internal,
+            Code::InvalidArgument,
             Raw("Create", vec![0xff; 64]),
         ),
     ];
