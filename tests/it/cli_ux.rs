@@ -740,8 +740,11 @@ fn top_under_tmux_shows_transactions_follows_changes_and_quits_on_q() {
     ])
     .ok();
 
-    tmux.wait_for("the three transactions", |s| {
-        ids.iter().all(|id| s.contains(id.as_str())) && s.contains("● live")
+    // The rows, the live mark and the backfilled events arrive separately.
+    tmux.wait_for("the three transactions and their events", |s| {
+        ids.iter().all(|id| s.contains(id.as_str()))
+            && s.contains("● live")
+            && s.contains("progress")
     });
     let screen = tmux.screen();
     eprintln!("{screen}");
