@@ -113,8 +113,13 @@ impl Registry {
         total: usize,
     ) -> Option<Arc<Conn>> {
         let total = total.min(self.fd_room);
-        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        let live: Vec<Arc<Conn>> = conns
+        // The lock is released before `live` is dropped: the last reference
+        // to a connection may be in it, and `Conn::drop` takes the lock.
+        // Only the accept loop admits, so nothing slips in between.
+        let live: Vec<Arc<Conn>> = self
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
             .values()
             .filter_map(Weak::upgrade)
             .filter(|c| !c.closing.load(Ordering::Relaxed))
@@ -149,7 +154,10 @@ impl Registry {
             waker: Mutex::new(None),
             registry: Arc::downgrade(self),
         });
-        conns.insert(conn.id, Arc::downgrade(&conn));
+        self.conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(conn.id, Arc::downgrade(&conn));
         Some(conn)
     }
 
