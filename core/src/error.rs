@@ -81,6 +81,11 @@ pub enum Error {
     /// not the request's fault, and a bug to report.
     #[error("{0}")]
     Bug(String),
+    /// A path the daemon was told to use is not safe to use: something
+    /// other than a socket where the socket goes, a directory others may
+    /// write to or another user owns.
+    #[error("{0}")]
+    UnsafePath(String),
     /// The file system refused an operation on the tree.
     #[error("{action} {}: {source}", path.display())]
     Io {

@@ -740,9 +740,8 @@ fn top_under_tmux_shows_transactions_follows_changes_and_quits_on_q() {
     ])
     .ok();
 
-    // The rows come from one List, the followed events from a stream that
-    // starts after it: wait for both, not only the rows.
-    tmux.wait_for("the three transactions and the followed events", |s| {
+    // The rows, the live mark and the backfilled events arrive separately.
+    tmux.wait_for("the three transactions and their events", |s| {
         ids.iter().all(|id| s.contains(id.as_str()))
             && s.contains("● live")
             && s.contains("progress")

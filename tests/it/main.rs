@@ -2,6 +2,7 @@
 //! Build the binaries first: `cargo build --workspace --bins`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod audit_edges;
 mod audit_store;
 mod bad_input;
 mod cli_ux;

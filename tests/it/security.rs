@@ -48,7 +48,9 @@ fn can_drop_privileges() -> bool {
 /// may execute.
 fn open_to_everyone(d: &Daemon) -> PathBuf {
     let chmod = |p: &Path, mode: u32| fs::set_permissions(p, fs::Permissions::from_mode(mode));
-    chmod(d.tmp(), 0o777).unwrap();
+    // Sticky like /tmp: ttmd refuses to (re)start in a directory others
+    // may write to otherwise.
+    chmod(d.tmp(), 0o1777).unwrap();
     chmod(&d.socket, 0o666).unwrap();
     fn readable(p: &Path) {
         let meta = fs::symlink_metadata(p).unwrap();
@@ -875,15 +877,16 @@ fn hostile_rows(id: &str) -> Vec<Row> {
                 api_version: u32::MAX,
             }),
         ),
-        // Not UTF-8 / not protobuf: refused while decoding.
+        // Not UTF-8 / not protobuf: refused while decoding, as the
+        // client's fault (tonic itself would say INTERNAL).
         row(
             "get_state id not UTF-8 (raw)",
-            Code::Internal,
+            Code::InvalidArgument,
             Raw("GetState", raw_get_state(b"\xff\xfe/../x")),
         ),
         row(
             "create from garbage bytes (raw)",
-            Code::Internal,
+            Code::InvalidArgument,
             Raw("Create", vec![0xff; 64]),
         ),
     ];

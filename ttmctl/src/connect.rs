@@ -168,6 +168,7 @@ pub async fn connect_with(socket: &Path, autostart: bool) -> Result<Daemon, Fail
             ));
         }
     };
+    trust(&stream, socket).map_err(|message| Failure::new(Exit::Unreachable, message))?;
     // A daemon whose accept queue still takes connections while it is
     // stuck never completes the HTTP/2 handshake.
     let channel = match deadline() {
@@ -181,6 +182,37 @@ pub async fn connect_with(socket: &Path, autostart: bool) -> Result<Daemon, Fail
             .max_decoding_message_size(MAX_RESPONSE_BYTES),
         socket: socket.to_path_buf(),
     })
+}
+
+/// Refuses (before anything is sent) a daemon running as a uid that is
+/// neither ours, nor root, nor one the user trusts in `TTM_DAEMON_UIDS`:
+/// whoever can put a socket at the path would otherwise receive our
+/// requests (and with them, as root, a chance to mislead root).
+fn trust(stream: &UnixStream, socket: &Path) -> Result<(), String> {
+    let me = rustix::process::geteuid().as_raw();
+    let theirs = stream
+        .peer_cred()
+        .map_err(|e| {
+            format!(
+                "cannot tell who serves {} ({e}); ttmctl sends nothing to an unknown daemon",
+                socket.display()
+            )
+        })?
+        .uid();
+    let trusted = std::env::var("TTM_DAEMON_UIDS").unwrap_or_default();
+    let listed = trusted
+        .split(',')
+        .any(|u| u.trim().parse::<u32>() == Ok(theirs));
+    if theirs == me || theirs == 0 || listed {
+        return Ok(());
+    }
+    Err(format!(
+        "the daemon at {} runs as uid {theirs}, not as you (uid {me}) or root; ttmctl sent \
+         it nothing. If that is the shared ttmd you mean to use, trust its uid with \
+         TTM_DAEMON_UIDS={theirs}; otherwise remove that socket or use your own \
+         (--socket / TTM_SOCKET)",
+        socket.display()
+    ))
 }
 
 /// A missing socket file, or a stale one whose daemon is gone.
@@ -202,7 +234,11 @@ async fn channel(socket: &Path, first: UnixStream) -> Result<Channel, Failure> {
         async move {
             let stream = match ready {
                 Some(stream) => stream,
-                None => UnixStream::connect(&path).await?,
+                None => {
+                    let stream = UnixStream::connect(&path).await?;
+                    trust(&stream, &path).map_err(io::Error::other)?;
+                    stream
+                }
             };
             Ok::<_, io::Error>(TokioIo::new(stream))
         }
@@ -211,15 +247,50 @@ async fn channel(socket: &Path, first: UnixStream) -> Result<Channel, Failure> {
         .connect_with_connector(connector)
         .await
         .map_err(|err| {
+            let hint = if closed_by_peer(&err) {
+                CLOSED_HINT
+            } else {
+                ""
+            };
             Failure::new(
                 Exit::Unreachable,
                 format!(
-                    "cannot talk to ttmd at {}: {}",
+                    "cannot talk to ttmd at {}: {}{hint}",
                     socket.display(),
                     error_chain(&err)
                 ),
             )
         })
+}
+
+/// Said when the daemon closed the connection before answering.
+const CLOSED_HINT: &str = "; ttmd closed the connection before answering: it is at its \
+                           connection limit (see its log; limits.connections_per_uid / \
+                           limits.connections_total in ttmd.toml) or stopping; try again";
+
+/// Whether `err` comes from the other side closing the connection.
+fn closed_by_peer(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(current) = next {
+        if let Some(io) = current.downcast_ref::<io::Error>()
+            && matches!(
+                io.kind(),
+                io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::UnexpectedEof
+            )
+        {
+            return true;
+        }
+        if current
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(|e| e.is_closed() || e.is_canceled() || e.is_incomplete_message())
+        {
+            return true;
+        }
+        next = current.source();
+    }
+    false
 }
 
 impl Daemon {
@@ -263,7 +334,16 @@ impl Daemon {
         if failure.unimplemented {
             failure.message = self.version_mismatch().await;
         } else if failure.exit == Exit::Unreachable {
-            failure.message = format!("{} (socket {})", failure.message, self.socket.display());
+            let hint = if closed_by_peer(&status) {
+                CLOSED_HINT
+            } else {
+                ""
+            };
+            failure.message = format!(
+                "{} (socket {}){hint}",
+                failure.message,
+                self.socket.display()
+            );
         }
         failure
     }

@@ -6,7 +6,10 @@
 //! binary only parses flags, binds and waits for signals.
 
 pub mod config;
+pub mod conns;
+mod health;
 pub mod leases;
+mod memory;
 pub use ttm_core as core;
 pub mod service;
 pub mod shutdown;
@@ -18,7 +21,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use sd_notify::NotifyState;
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use ttm_proto::v1::ttm_server::TtmServer;
@@ -41,6 +43,8 @@ pub async fn run(
     listener: Listener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
+    // Before anything opens files: each connection is one descriptor.
+    let fd_room = conns::raise_nofile();
     let store = open_store(&config).await?;
     let leases = open_leases(&store).await?;
     // Hand edits are picked up from here on; stops when dropped below.
@@ -49,20 +53,21 @@ pub async fn run(
         listener,
         path,
         owned,
+        bound,
         lock,
     } = listener;
     let stop = Shutdown::new();
     let (grace, sighup) = (config.shutdown_grace, config.reload_on_sighup);
     let shared = Shared::new(store, leases, config, path.clone(), stop.clone());
-    let background = start_background(&shared, sighup, &path, &stop);
-    let served = serve(shared, listener, shutdown, stop, grace).await;
+    let mut background = start_background(&shared, sighup, &path, &stop);
+    let (incoming, acceptor) = conns::accept(listener, shared.clone(), fd_room);
+    background.push(acceptor);
+    let served = serve(shared, incoming, shutdown, stop, grace).await;
     for task in background {
         task.abort();
     }
     drop(reconciler);
-    if owned {
-        let _ = std::fs::remove_file(&path);
-    }
+    Listener::remove_bound(&path, owned, bound);
     drop(lock);
     served?;
     tracing::info!("ttmd stopped");
@@ -107,6 +112,7 @@ fn start_background(
             shared.leases.clone(),
             shared.store.clone(),
         )),
+        tokio::spawn(memory::trim_after_bursts(shared.clone())),
     ];
     if sighup {
         background.push(tokio::spawn(reload_on_sighup(shared.clone())));
@@ -123,14 +129,14 @@ fn start_background(
 /// most `grace`.
 async fn serve(
     shared: Arc<Shared>,
-    listener: tokio::net::UnixListener,
+    incoming: tokio_stream::wrappers::ReceiverStream<std::io::Result<conns::Tracked>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     stop: Shutdown,
     grace: std::time::Duration,
 ) -> Result<(), BoxError> {
     // Health: SERVING from here, after recovery; NOT_SERVING once shutdown
     // begins.
-    let (mut health, health_service) = tonic_health::server::health_reporter();
+    let (mut health, health_service) = health::service(stop.clone());
     health.set_serving::<TtmServer<TtmService>>().await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -144,14 +150,19 @@ async fn serve(
     let request_bytes = shared.config().limits.request_bytes;
     let stopping = stop.clone();
     let server = tonic::transport::Server::builder()
+        .layer(conns::layer::InFlightLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
+            // gzip both ways for clients that ask (grpcurl, grpcio with a
+            // compression option); ttmctl does not, it gains nothing locally.
             TtmServer::new(TtmService::new(shared.clone()))
-                .max_decoding_message_size(request_bytes.saturating_mul(2)),
+                .max_decoding_message_size(request_bytes.saturating_mul(2))
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                .send_compressed(tonic::codec::CompressionEncoding::Gzip),
         )
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             tokio::select! {
                 _ = shutdown => stopping.trigger(),
                 _ = stopping.wait() => {}

@@ -191,7 +191,9 @@ fn report(
     if ctx.json {
         return ctx.out.json(&json!({ "applied": applied, "txn_ids": ids }));
     }
-    if applied {
+    if ids.is_empty() {
+        ctx.out.line(&format!("nothing to {verb}"))?;
+    } else if applied {
         ctx.out
             .line(&format!("{done} {} transaction(s)", ids.len()))?;
     } else {

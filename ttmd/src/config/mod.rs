@@ -79,6 +79,12 @@ pub struct Limits {
     pub request_bytes: usize,
     /// Bytes of a transaction's `state.json`, which replies carry whole.
     pub state: usize,
+    /// Open connections of one peer uid.
+    pub connections_per_uid: usize,
+    /// Open connections, all peers together.
+    pub connections_total: usize,
+    /// Seconds a connection with no request and no open stream stays open.
+    pub idle: Duration,
 }
 
 impl Default for Limits {
@@ -92,6 +98,9 @@ impl Default for Limits {
             streams_per_client: 64,
             request_bytes: 4 * 1024 * 1024,
             state: 1024 * 1024,
+            connections_per_uid: 1024,
+            connections_total: 4096,
+            idle: Duration::from_secs(300),
         }
     }
 }

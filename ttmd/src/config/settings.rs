@@ -239,6 +239,43 @@ pub const SETTINGS: &[Setting] = &[
         ops: field!(Num<usize> => limits.request_bytes),
     },
     Setting {
+        key: "limits.connections_per_uid",
+        flag: "limit-connections-per-uid",
+        env: "TTM_LIMIT_CONNECTIONS_PER_UID",
+        value_name: "N",
+        help: "Most open connections of one peer uid [default: 1024]. At the limit the \
+               longest-idle connection of that uid (no request, no open stream) is closed to \
+               make room; if none is idle the new one is closed at once",
+        reload: Reload::Live,
+        example: "1024",
+        note: "",
+        ops: field!(Num<usize> => limits.connections_per_uid),
+    },
+    Setting {
+        key: "limits.connections_total",
+        flag: "limit-connections-total",
+        env: "TTM_LIMIT_CONNECTIONS_TOTAL",
+        value_name: "N",
+        help: "Most open connections in total [default: 4096]; lowered to fit the open-file \
+               limit, which ttmd raises to its hard limit at start",
+        reload: Reload::Live,
+        example: "4096",
+        note: "",
+        ops: field!(Num<usize> => limits.connections_total),
+    },
+    Setting {
+        key: "limits.idle_secs",
+        flag: "limit-idle-secs",
+        env: "TTM_LIMIT_IDLE_SECS",
+        value_name: "SECS",
+        help: "Seconds after which a connection with no request and no open stream is \
+               closed [default: 300]",
+        reload: Reload::Live,
+        example: "300",
+        note: "",
+        ops: field!(Secs<1> => limits.idle),
+    },
+    Setting {
         key: "access.uids",
         flag: "allow-uids",
         env: "TTM_ALLOW_UIDS",

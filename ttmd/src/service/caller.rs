@@ -36,8 +36,8 @@ impl TtmService {
         self.check_tree(req)?;
         let cred = req
             .extensions()
-            .get::<tonic::transport::server::UdsConnectInfo>()
-            .and_then(|info| info.peer_cred);
+            .get::<crate::conns::ConnInfo>()
+            .and_then(|info| info.uds.peer_cred);
         let Some(c) = cred else {
             // In-process callers over other transports (tests) carry none.
             return Ok(None);

@@ -96,6 +96,24 @@ impl Shared {
         report
     }
 
+    /// The most streams open at once since the last reset, and how many
+    /// are open now.
+    pub fn stream_peak_and_open(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        (
+            self.streams.peak.load(Ordering::Relaxed),
+            self.streams.open(),
+        )
+    }
+
+    /// Starts a new peak from the streams open now.
+    pub fn reset_stream_peak(&self) {
+        use std::sync::atomic::Ordering;
+        self.streams
+            .peak
+            .store(self.streams.open(), Ordering::Relaxed);
+    }
+
     /// One line for `systemctl status` and the log.
     pub fn summary(&self) -> String {
         let modules = self.store.modules();

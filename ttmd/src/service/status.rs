@@ -40,6 +40,31 @@ pub fn to_status(err: Error) -> Status {
     status
 }
 
+/// tonic answers a request body it cannot decode with INTERNAL, which the
+/// API documents as a bug in ttmd; it is the client's fault, so such an
+/// answer (a headers-only one, as every refused request is) is rewritten to
+/// INVALID_ARGUMENT with a message that says what to do.
+pub fn fix_decode_error(headers: &mut http::HeaderMap) {
+    const TONIC_SAYS: &str = "failed to decode Protobuf message";
+    let Some(status) = Status::from_header_map(headers) else {
+        return;
+    };
+    if status.code() != Code::Internal || !status.message().starts_with(TONIC_SAYS) {
+        return;
+    }
+    let fixed = Status::invalid_argument(format!(
+        "the request is not a valid ttm.v1 message ({}); build the client from \
+         proto/ttm/v1/ttm.proto of this ttmd's version",
+        status.message()
+    ));
+    for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
+        headers.remove(name);
+    }
+    if fixed.add_header(headers).is_err() {
+        tracing::warn!("could not rewrite a decode error: {}", status.message());
+    }
+}
+
 /// The gRPC code of each kind of error (SPEC §10).
 fn code(err: &Error) -> Code {
     match err {
@@ -61,7 +86,7 @@ fn code(err: &Error) -> Code {
         Error::Io { source, .. } => io_code(source),
         // A file in the tree the daemon cannot use: the request cannot be
         // served until someone fixes the file.
-        Error::Corrupt { .. } => Code::FailedPrecondition,
+        Error::Corrupt { .. } | Error::UnsafePath(_) => Code::FailedPrecondition,
         Error::WrongTree(_) | Error::ApiMismatch(_) => Code::FailedPrecondition,
         Error::ShuttingDown => Code::Unavailable,
         Error::Gone(_) => Code::NotFound,
@@ -126,6 +151,7 @@ mod tests {
             (Error::WrongTree("x".into()), Code::FailedPrecondition),
             (Error::ApiMismatch("x".into()), Code::FailedPrecondition),
             (Error::ShuttingDown, Code::Unavailable),
+            (Error::UnsafePath("x".into()), Code::FailedPrecondition),
             (Error::Gone("x".into()), Code::NotFound),
             (Error::FellBehind("x".into()), Code::DataLoss),
             (Error::Bug("x".into()), Code::Internal),

@@ -103,6 +103,10 @@ const BUFFER: usize = 16;
 /// Bytes of log read per step by a follower. With [`BUFFER`], this bounds
 /// what a stream whose client never reads can hold.
 const READ_CHUNK: u64 = 16 << 10;
+/// Follower reads on blocking threads at once, across all streams: enough
+/// to keep the disk busy, few enough that followers cost no thread each.
+const PARALLEL_READS: usize = 4;
+static READERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PARALLEL_READS);
 
 /// Open streams, in total and per client process, so a client that opens
 /// streams and never reads them cannot exhaust the daemon: each stream
@@ -110,6 +114,8 @@ const READ_CHUNK: u64 = 16 << 10;
 #[derive(Debug, Default)]
 pub struct Slots {
     total: AtomicU64,
+    /// The most streams open at once since the last reset.
+    pub(super) peak: AtomicU64,
     per_client: Mutex<HashMap<i32, usize>>,
 }
 
@@ -140,7 +146,8 @@ impl Slots {
             }
             *mine += 1;
         }
-        self.total.fetch_add(1, Ordering::Relaxed);
+        let now = self.total.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(now, Ordering::Relaxed);
         Ok(Counted {
             slots: self.clone(),
             pid,
@@ -312,6 +319,12 @@ impl Follower {
     async fn read(&self, to: u64) -> Result<(Vec<Line>, u64), Ended> {
         let txn = self.txn.clone();
         let (from_byte, first) = (self.offset, self.next_seq);
+        // A permit first: a thousand followers woken by one commit must not
+        // each take a blocking thread (the pool grows to hundreds, and glibc
+        // keeps their arenas' memory after they leave).
+        let Ok(_permit) = READERS.acquire().await else {
+            return self.fail(Error::ShuttingDown).await;
+        };
         let read = tokio::task::spawn_blocking(move || txn.read_lines(from_byte, to, first)).await;
         let err = match read {
             Ok(Ok(lines)) => return Ok(lines),

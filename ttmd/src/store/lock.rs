@@ -4,6 +4,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::core::{Error, Result};
@@ -27,13 +28,22 @@ pub fn acquire(root: &Path, socket: &Path) -> Result<TreeLock> {
         // run/ may hold the socket too: private, like the socket's directory.
         fsio::ensure_private_dir(dir)?;
     }
+    // Never through a symlink, and only a regular file: the lock file is
+    // truncated and written, which must not reach anything else.
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(&path)
-        .map_err(|e| Error::io("opening lock file", &path, e))?;
+        .map_err(|e| Error::io("opening lock file (it must not be a symlink)", &path, e))?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(Error::UnsafePath(format!(
+            "the lock file {} is not a regular file; move it away",
+            path.display()
+        )));
+    }
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {

@@ -132,7 +132,9 @@ impl Module {
             })
             .map(|(id, _)| id)
             .collect();
-        if apply {
+        // Nothing to delete is a success, also when nothing was ever
+        // archived (no archive/ to sync).
+        if apply && !doomed.is_empty() {
             for id in &doomed {
                 let dir = archive.join(id);
                 // remove_dir_all does not follow symlinks inside.
