@@ -110,7 +110,11 @@ fn item2_a_fresh_tree_has_the_default_module_and_lists_nothing() {
     // Nor is there anything to archive, collect or migrate in it.
     for args in [["archive"], ["gc"], ["migrate"]] {
         let out = d.ctl(&[&["--module", "rag"][..], &args[..]].concat());
-        assert!(out.ok().contains(" 0 transaction(s)"), "{args:?}: {out:?}");
+        let said = out.ok();
+        assert!(
+            said.contains(" 0 transaction(s)") || said.starts_with("nothing to "),
+            "{args:?}: {out:?}"
+        );
     }
     // Reading a module that does not exist yet creates nothing.
     assert!(!d.root.join("rag").exists());
