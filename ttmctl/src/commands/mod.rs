@@ -14,6 +14,7 @@ mod streams;
 mod targets;
 mod top;
 mod txns;
+mod upload;
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
