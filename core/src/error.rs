@@ -67,6 +67,10 @@ pub enum Error {
     /// The client speaks another generation of the API than the daemon.
     #[error("{0}")]
     ApiMismatch(String),
+    /// The tree is mounted read-only: the daemon serves reads only. The
+    /// message carries the OS error and how to make the tree writable.
+    #[error("{0}")]
+    ReadOnlyTree(String),
     /// The daemon is stopping; the caller may retry once it is back.
     #[error("ttmd is shutting down; reconnect when it is back")]
     ShuttingDown,

@@ -18,6 +18,8 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 use ttm_tests::{Daemon, Need, Out, assert_same_tree, check_log, read_json, snapshot};
 
+mod read_only;
+
 // -------------------------------------------------------------- the rig --
 
 /// Runs a system command; `Err(stderr)` unless it exits 0.

@@ -47,8 +47,12 @@ pub async fn run(
     let fd_room = conns::raise_nofile();
     let store = open_store(&config).await?;
     let leases = open_leases(&store).await?;
-    // Hand edits are picked up from here on; stops when dropped below.
-    let reconciler = store::reconcile::start(store.clone());
+    // Hand edits are picked up from here on; stops when dropped below. A
+    // read-only tree cannot change, and a reconcile would write.
+    let reconciler = store
+        .read_only()
+        .is_none()
+        .then(|| store::reconcile::start(store.clone()));
     let Listener {
         listener,
         path,
@@ -107,13 +111,17 @@ fn start_background(
     stop: &Shutdown,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut background = vec![
-        tokio::spawn(leases::run_expiry(shared.leases.clone())),
         tokio::spawn(leases::follow_ends(
             shared.leases.clone(),
             shared.store.clone(),
         )),
         tokio::spawn(memory::trim_after_bursts(shared.clone())),
     ];
+    // An expiry is logged in the holder's log; on a read-only tree leases
+    // stay as they were until a writable start rebuilds them.
+    if shared.store.read_only().is_none() {
+        background.push(tokio::spawn(leases::run_expiry(shared.leases.clone())));
+    }
     if sighup {
         background.push(tokio::spawn(reload_on_sighup(shared.clone())));
     }

@@ -36,8 +36,15 @@ pub async fn status(ctx: &mut Ctx) -> Result<(), Failure> {
             "modules": s.modules,
             "open_streams": s.open_streams,
             "durability": s.durability,
+            "read_only": s.read_only,
+            "pending_repairs": s.pending_repairs,
         }));
     }
+    let mode = if s.read_only.is_empty() {
+        "read-write".to_string()
+    } else {
+        format!("read-only ({}): writes are refused", s.read_only)
+    };
     let rows = [
         ("pid", s.pid.to_string()),
         ("version", format!("{} (API v{})", s.version, s.api_version)),
@@ -50,9 +57,13 @@ pub async fn status(ctx: &mut Ctx) -> Result<(), Failure> {
         ),
         ("open streams", s.open_streams.to_string()),
         ("durability", s.durability),
+        ("mode", mode),
     ];
     for (k, v) in rows {
         ctx.out.line(&format!("{k:<13} {v}"))?;
+    }
+    for r in &s.pending_repairs {
+        ctx.out.line(&format!("{:<13} {r}", "pending"))?;
     }
     Ok(())
 }

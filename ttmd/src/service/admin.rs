@@ -102,6 +102,8 @@ impl TtmService {
             modules: modules.len() as u32,
             open_streams: s.streams.open(),
             durability: format!("{:?}", s.config().durability).to_lowercase(),
+            read_only: s.store.read_only().unwrap_or_default().to_string(),
+            pending_repairs: s.store.pending_repairs(),
         }))
     }
 

@@ -54,6 +54,13 @@ impl TtmService {
         }
     }
 
+    /// Refuses a write on a read-only tree; after the caller's own checks
+    /// (API, tree, credentials), so those keep their answers.
+    fn writable<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        self.peer(req)?;
+        self.shared.store.writable().map_err(status::to_status)
+    }
+
     fn module(&self, name: &str, create: bool) -> Result<Arc<Module>> {
         self.shared.store.module(name, create)
     }
@@ -202,6 +209,7 @@ impl Ttm for TtmService {
         &self,
         req: Request<pb::CreateRequest>,
     ) -> Result<Response<pb::CreateResponse>, Status> {
+        self.writable(&req)?;
         TtmService::create(self, req).await
     }
 
@@ -216,6 +224,7 @@ impl Ttm for TtmService {
         &self,
         req: Request<pb::ActivateRequest>,
     ) -> Result<Response<pb::ActivateResponse>, Status> {
+        self.writable(&req)?;
         TtmService::activate(self, req).await
     }
 
@@ -237,6 +246,7 @@ impl Ttm for TtmService {
         &self,
         req: Request<pb::TransitionRequest>,
     ) -> Result<Response<pb::TransitionResponse>, Status> {
+        self.writable(&req)?;
         TtmService::transition(self, req).await
     }
 
@@ -244,6 +254,7 @@ impl Ttm for TtmService {
         &self,
         req: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitResponse>, Status> {
+        self.writable(&req)?;
         TtmService::commit(self, req).await
     }
 
@@ -251,6 +262,7 @@ impl Ttm for TtmService {
         &self,
         req: Request<pb::FailRequest>,
     ) -> Result<Response<pb::FailResponse>, Status> {
+        self.writable(&req)?;
         TtmService::fail(self, req).await
     }
 
@@ -258,6 +270,7 @@ impl Ttm for TtmService {
         &self,
         req: Request<pb::RetryRequest>,
     ) -> Result<Response<pb::RetryResponse>, Status> {
+        self.writable(&req)?;
         TtmService::retry(self, req).await
     }
 
@@ -265,6 +278,7 @@ impl Ttm for TtmService {
         &self,
         req: Request<pb::UpdateRequest>,
     ) -> Result<Response<pb::UpdateResponse>, Status> {
+        self.writable(&req)?;
         TtmService::update(self, req).await
     }
 
@@ -272,6 +286,7 @@ impl Ttm for TtmService {
         &self,
         req: Request<pb::AppendEventRequest>,
     ) -> Result<Response<pb::AppendEventResponse>, Status> {
+        self.writable(&req)?;
         TtmService::append_event(self, req).await
     }
 
@@ -279,6 +294,7 @@ impl Ttm for TtmService {
         &self,
         req: Request<Streaming<pb::AddContextRequest>>,
     ) -> Result<Response<pb::AddContextResponse>, Status> {
+        self.writable(&req)?;
         TtmService::add_context(self, req).await
     }
 
@@ -293,6 +309,7 @@ impl Ttm for TtmService {
         &self,
         req: Request<pb::ResolveRequest>,
     ) -> Result<Response<pb::ResolveResponse>, Status> {
+        self.writable(&req)?;
         TtmService::resolve(self, req).await
     }
 
@@ -323,10 +340,12 @@ impl Ttm for TtmService {
         &self,
         req: Request<pb::ArchiveRequest>,
     ) -> Result<Response<pb::ArchiveResponse>, Status> {
+        self.writable(&req)?;
         TtmService::archive(self, req).await
     }
 
     async fn gc(&self, req: Request<pb::GcRequest>) -> Result<Response<pb::GcResponse>, Status> {
+        self.writable(&req)?;
         TtmService::gc(self, req).await
     }
 
@@ -334,6 +353,7 @@ impl Ttm for TtmService {
         &self,
         req: Request<pb::MigrateRequest>,
     ) -> Result<Response<pb::MigrateResponse>, Status> {
+        self.writable(&req)?;
         TtmService::migrate(self, req).await
     }
 
@@ -363,6 +383,7 @@ impl Ttm for TtmService {
         &self,
         req: Request<pb::AcquireLeaseRequest>,
     ) -> Result<Response<Self::AcquireLeaseStream>, Status> {
+        self.writable(&req)?;
         TtmService::acquire_lease(self, req).await
     }
 
@@ -370,6 +391,7 @@ impl Ttm for TtmService {
         &self,
         req: Request<pb::ReleaseLeaseRequest>,
     ) -> Result<Response<pb::ReleaseLeaseResponse>, Status> {
+        self.writable(&req)?;
         TtmService::release_lease(self, req).await
     }
 

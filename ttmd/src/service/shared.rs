@@ -93,6 +93,14 @@ impl Shared {
                 Err(e) => format!("module {}: {e}; keeping the FSM in use", module.name),
             });
         }
+        if let Some(why) = self.store.read_only() {
+            // Leaving it means redoing start-up: the lock file, the logs
+            // opened for appending, the repairs left pending.
+            report.push(format!(
+                "still read-only ({why}): a reload does not leave read-only mode; once the \
+                 tree is remounted read-write, restart ttmd"
+            ));
+        }
         report
     }
 
@@ -118,8 +126,15 @@ impl Shared {
     pub fn summary(&self) -> String {
         let modules = self.store.modules();
         let txns: usize = modules.iter().map(|m| m.count()).sum();
+        let mode = match self.store.read_only() {
+            None => String::new(),
+            Some(why) => format!(
+                " read-only ({why}; writes are refused, {} repair(s) pending)",
+                self.store.pending_repairs().len()
+            ),
+        };
         format!(
-            "serving {txns} transaction(s) in {} module(s) on {}",
+            "serving {txns} transaction(s) in {} module(s){mode} on {}",
             modules.len(),
             self.socket.display()
         )

@@ -89,6 +89,8 @@ fn code(err: &Error) -> Code {
         Error::Corrupt { .. } | Error::UnsafePath(_) => Code::FailedPrecondition,
         Error::WrongTree(_) | Error::ApiMismatch(_) => Code::FailedPrecondition,
         Error::ShuttingDown => Code::Unavailable,
+        // Like EROFS from a write: the tree, not the request, must change.
+        Error::ReadOnlyTree(_) => Code::Unavailable,
         Error::Gone(_) => Code::NotFound,
         Error::FellBehind(_) => Code::DataLoss,
         Error::Bug(_) => Code::Internal,
@@ -151,6 +153,7 @@ mod tests {
             (Error::WrongTree("x".into()), Code::FailedPrecondition),
             (Error::ApiMismatch("x".into()), Code::FailedPrecondition),
             (Error::ShuttingDown, Code::Unavailable),
+            (Error::ReadOnlyTree("x".into()), Code::Unavailable),
             (Error::UnsafePath("x".into()), Code::FailedPrecondition),
             (Error::Gone("x".into()), Code::NotFound),
             (Error::FellBehind("x".into()), Code::DataLoss),

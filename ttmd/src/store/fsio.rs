@@ -258,6 +258,17 @@ pub fn require_real_dir(path: &Path, what: &str) -> Result<()> {
     }
 }
 
+/// Why nothing can be written under `root`, if its file system is mounted
+/// read-only (`ST_RDONLY`): the OS error every write would meet. Only a
+/// read-only mount counts, not EACCES: permissions differ file by file, so a
+/// tree the daemon may not write is a misconfiguration to fix, not a mode.
+pub fn read_only(root: &Path) -> Option<String> {
+    let vfs = rustix::fs::statvfs(root).ok()?;
+    vfs.f_flag
+        .contains(rustix::fs::StatVfsMountFlags::RDONLY)
+        .then(|| io::Error::from_raw_os_error(rustix::io::Errno::ROFS.raw_os_error()).to_string())
+}
+
 /// Removes temporary files a crashed daemon left in `dir`.
 pub fn remove_temp_files(dir: &Path) -> usize {
     let Ok(entries) = fs::read_dir(dir) else {

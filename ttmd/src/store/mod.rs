@@ -43,6 +43,9 @@ pub struct Store {
     /// Change feeds by module name, made on first use by a watcher or the
     /// module, so watching a module that does not exist yet works.
     changes: std::sync::Mutex<BTreeMap<String, broadcast::Sender<module::Change>>>,
+    /// Why the tree cannot be written (its file system is mounted
+    /// read-only), found at open: then the daemon serves reads only.
+    read_only: Option<String>,
 }
 
 impl Store {
@@ -54,7 +57,10 @@ impl Store {
         durability: Durability,
         module_dirs: BTreeMap<String, PathBuf>,
     ) -> Result<Store> {
-        fsio::ensure_dir(root)?;
+        let read_only = fsio::read_only(root);
+        if read_only.is_none() {
+            fsio::ensure_dir(root)?;
+        }
         let topology = load_topology(root);
         if let Err(e) = &topology {
             tracing::error!("{e}");
@@ -66,6 +72,7 @@ impl Store {
             modules: RwLock::new(BTreeMap::new()),
             topology: RwLock::new(topology),
             changes: std::sync::Mutex::new(BTreeMap::new()),
+            read_only,
         };
         let mut names = store.module_names_on_disk()?;
         names.extend(store.module_dirs.keys().cloned());
@@ -77,10 +84,47 @@ impl Store {
         // The default module exists from the start, as the bash version's
         // `ttm_init` made `$TETRA_DIR/ttm/txns`: scripts that look there (or
         // list it) before their first create find an empty module.
-        if let Err(e) = store.module(id::DEFAULT_MODULE, true) {
+        let missing = !root.join(id::DEFAULT_MODULE).join("txns").is_dir();
+        if store.read_only.is_some() && missing {
+            // Made by the first write, once the tree is writable again.
+        } else if let Err(e) = store.module(id::DEFAULT_MODULE, true) {
             tracing::error!(module = id::DEFAULT_MODULE, error = %e, "module not served");
         }
         Ok(store)
+    }
+
+    /// Why the tree cannot be written, when it is mounted read-only: the
+    /// daemon then serves reads and refuses writes ([`Store::writable`]).
+    pub fn read_only(&self) -> Option<&str> {
+        self.read_only.as_deref()
+    }
+
+    /// Refuses a write on a read-only tree, saying what to do.
+    pub fn writable(&self) -> Result<()> {
+        match &self.read_only {
+            None => Ok(()),
+            Some(why) => Err(Error::ReadOnlyTree(format!(
+                "ttmd serves {} read-only ({why}), so it refuses writes; remount the tree \
+                 read-write, then restart ttmd (`ttmctl daemon stop`, then start it again, \
+                 or `systemctl restart ttmd`): `ttmctl daemon reload` does not leave \
+                 read-only mode",
+                self.root.display()
+            ))),
+        }
+    }
+
+    /// The start-up repairs the read-only tree kept from being made, one
+    /// line each ("module/txn: what").
+    pub fn pending_repairs(&self) -> Vec<String> {
+        self.modules()
+            .iter()
+            .flat_map(|m| {
+                let name = m.name.clone();
+                m.pending_repairs()
+                    .into_iter()
+                    .map(move |r| format!("{name}/{r}"))
+            })
+            .collect()
     }
 
     /// How this tree's files are synced.
@@ -169,6 +213,7 @@ impl Store {
             name,
             self.durability,
             create,
+            self.read_only.is_some(),
             self.changes_of(name),
         )?);
         map.insert(name.to_string(), module.clone());

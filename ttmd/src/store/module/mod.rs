@@ -81,6 +81,9 @@ pub struct Module {
     active_noted: Mutex<Option<PathBuf>>,
     /// Syncing `txns/` after a creation failed; the checkpoint retries.
     txns_dirty: std::sync::atomic::AtomicBool,
+    /// The tree is mounted read-only: loading repairs nothing, and the
+    /// repairs it would make are kept here ("txn: what"), for status.
+    read_only: Option<Mutex<Vec<String>>>,
 }
 
 impl Module {
@@ -94,6 +97,7 @@ impl Module {
         name: &str,
         durability: Durability,
         create: bool,
+        read_only: bool,
         changes: broadcast::Sender<Change>,
     ) -> Result<Module> {
         id::validate_module(name)?;
@@ -102,7 +106,7 @@ impl Module {
         // The FSM first: a module refused for a bad fsm.json gets nothing
         // created in it.
         let fsm = load_fsm(&dir, name)?;
-        if create {
+        if create && !read_only {
             fsio::ensure_dir(&txns_dir)?;
         } else {
             fsio::require_real_dir(&txns_dir, &format!("module {name}")).map_err(|e| match e {
@@ -113,8 +117,8 @@ impl Module {
                 other => other,
             })?;
         }
-        let removed = fsio::remove_temp_files(&txns_dir);
-        if removed > 0 {
+        let removed = (!read_only).then(|| fsio::remove_temp_files(&txns_dir));
+        if let Some(removed @ 1..) = removed {
             tracing::warn!(
                 module = name,
                 removed,
@@ -136,6 +140,7 @@ impl Module {
             changes,
             active_noted: Mutex::new(None),
             txns_dirty: std::sync::atomic::AtomicBool::new(false),
+            read_only: read_only.then(|| Mutex::new(Vec::new())),
         };
         module.load_all()?;
         // Adopts (or reports) an `active` link the bash version left.
@@ -192,7 +197,9 @@ impl Module {
             return Ok((t.clone(), false));
         }
         let fsm = self.fsm();
-        let opened = Txn::open(&self.txns_dir.join(id), &self.name, &fsm, self.durability);
+        let dir = self.txns_dir.join(id);
+        let read_only = self.read_only.is_some();
+        let opened = Txn::open_as(&dir, &self.name, &fsm, self.durability, read_only);
         let (txn, repairs) = match opened {
             Ok(v) => {
                 lock(&self.quarantined).remove(id);
@@ -210,8 +217,11 @@ impl Module {
                 )));
             }
         };
-        for r in repairs {
+        for r in &repairs {
             tracing::warn!(module = %self.name, txn = %id, "recovery: {r}");
+        }
+        if let Some(pending) = &self.read_only {
+            lock(pending).extend(repairs.iter().map(|r| format!("{id}: {r}")));
         }
         if let Some(rid) = &txn.create_request {
             lock(&self.create_requests).insert(rid.clone(), id.to_string());
@@ -221,6 +231,15 @@ impl Module {
         txns.insert(id.to_string(), txn.clone());
         write(&self.finished).remove(id);
         Ok((txn, true))
+    }
+
+    /// The start-up repairs a read-only tree kept from being made, one
+    /// line each ("txn: what"); empty on a writable tree.
+    pub fn pending_repairs(&self) -> Vec<String> {
+        self.read_only
+            .as_ref()
+            .map(|p| lock(p).clone())
+            .unwrap_or_default()
     }
 
     /// Transactions that could not be loaded, with the reason.

@@ -58,6 +58,7 @@ pub(super) fn report_refused(
     refused: Vec<(u64, String, String)>,
     durability: Durability,
     repairs: &mut Vec<String>,
+    read_only: bool,
 ) -> Result<bool> {
     let reported: HashSet<u64> = log
         .lines
@@ -75,7 +76,7 @@ pub(super) fn report_refused(
             "line {seq} of {EVENTS_FILE} ({kind}) breaks the FSM: {why}; kept in the log, \
              folded as refused"
         ));
-        if !reported.contains(&seq) {
+        if !reported.contains(&seq) && !read_only {
             append_line(log, folded, refused_report(seq, &kind, &why), durability)?;
             appended = true;
         }

@@ -5,7 +5,8 @@
 //! sync (the log is the truth), then replace `state.json` (the view).
 //! Different transactions never share a lock.
 //!
-//! - `open.rs`: loading and recovery;
+//! - `open.rs`: loading and recovery (read-only too, repairing nothing);
+//! - `probe.rs`: reading a finished transaction without loading it;
 //! - `commit.rs`: group commit and publishing the view;
 //! - `evidence.rs`: incoming ctx files;
 //! - `reconcile.rs`: lines and edits made behind the daemon's back.
@@ -18,11 +19,12 @@ mod commit;
 mod evidence;
 mod fold;
 mod open;
+mod probe;
 mod reconcile;
 
 pub use evidence::{NewEvidence, TempEvidence, scan_ctx};
 use fold::fold_lines;
-pub use open::probe_finished;
+pub use probe::probe_finished;
 pub use reconcile::{EDIT_REFUSED, FOREIGN_REFUSED};
 
 use std::collections::HashMap;

@@ -23,7 +23,6 @@ use crate::core::event::{self, Body, Event, Logged, Meta};
 use crate::core::fsm::Fsm;
 use crate::core::fsm::{DONE, FAIL};
 use crate::core::state::{self, State};
-use crate::core::summary::Summary;
 use crate::core::{Error, Result};
 use crate::store::fsio::{self, Durability};
 use crate::store::log::{self, Line};
@@ -57,24 +56,50 @@ impl Txn {
         fsm: &Fsm,
         durability: Durability,
     ) -> Result<(Txn, Vec<String>)> {
+        Txn::open_as(dir, module, fsm, durability, false)
+    }
+
+    /// Like [`Txn::open`]; with `read_only` (the tree is mounted
+    /// read-only) the log is opened for reading and nothing is repaired:
+    /// each repair comes back prefixed with [`REPAIR_PENDING`], and the
+    /// transaction is served as its complete lines fold.
+    pub fn open_as(
+        dir: &Path,
+        module: &str,
+        fsm: &Fsm,
+        durability: Durability,
+        read_only: bool,
+    ) -> Result<(Txn, Vec<String>)> {
         fsio::require_real_dir(dir, "transaction directory")?;
         let mut repairs = Vec::new();
-        remove_leftovers(dir, &mut repairs);
-        let (mut log, torn) = read_log(dir, &mut repairs)?;
+        if !read_only {
+            remove_leftovers(dir, &mut repairs);
+        }
+        let (mut log, torn) = read_log(dir, &mut repairs, read_only)?;
         // Lines cut from the log (`: >` leaves none to fold) are named
         // as such before the fold's own complaint.
         refuse_view_ahead(dir, &log, durability)?;
         let (mut folded, refused) =
             fold_lines(&log.lines, module, Some(fsm)).map_err(|e| log.corrupt(e.to_string()))?;
-        drop_torn(&log, torn, &mut repairs)?;
-        repairs.extend(finish_pending_evidence(&dir.join(CTX_DIR), &log.lines));
-        report_malformed(&log.lines, &mut repairs);
-        adopt_copy(dir, &mut log, &mut folded, durability, &mut repairs)?;
-        let stale = check_view(dir, &mut log, &mut folded, durability, &mut repairs)?;
+        drop_torn(&log, torn, &mut repairs, read_only)?;
+        let ctx_dir = dir.join(CTX_DIR);
+        repairs.extend(finish_pending_evidence(&ctx_dir, &log.lines, read_only));
+        let ro = read_only;
+        adopt_copy(dir, &mut log, &mut folded, durability, &mut repairs, ro)?;
+        let stale = check_view(dir, &mut log, &mut folded, durability, &mut repairs, ro)?;
         // After check_view: a report line would hide a bash log from it.
+        let (log_ref, d) = (&mut log, durability);
         let stale =
-            super::fold::report_refused(&mut log, &mut folded, refused, durability, &mut repairs)?
+            super::fold::report_refused(log_ref, &mut folded, refused, d, &mut repairs, ro)?
                 || stale;
+        if read_only {
+            for r in &mut repairs {
+                *r = format!("{REPAIR_PENDING}{r}");
+            }
+            report_malformed(&log.lines, &mut repairs);
+            return Ok((assemble(dir, log, folded, durability, false), repairs));
+        }
+        report_malformed(&log.lines, &mut repairs);
         if stale {
             // Like any view a write replaces (unsynced unless strict): the
             // checkpoint syncs it, a crash before then rebuilds it. A first
@@ -87,6 +112,9 @@ impl Txn {
         Ok((assemble(dir, log, folded, durability, view_dirty), repairs))
     }
 }
+
+/// What a repair a read-only tree kept from being made starts with.
+pub const REPAIR_PENDING: &str = "not done, the tree is read-only: ";
 
 /// Temporary files of writes a crash interrupted.
 fn remove_leftovers(dir: &Path, repairs: &mut Vec<String>) {
@@ -103,12 +131,25 @@ fn remove_leftovers(dir: &Path, repairs: &mut Vec<String>) {
 /// second line a crash lost (see [`half_of_a_pair`]). Those are the only
 /// changes recovery ever makes to a log's existing bytes, both to an append
 /// that was never acknowledged.
-fn read_log(dir: &Path, repairs: &mut Vec<String>) -> Result<(RecoveredLog, Cut)> {
+fn read_log(dir: &Path, repairs: &mut Vec<String>, read_only: bool) -> Result<(RecoveredLog, Cut)> {
     let path = dir.join(EVENTS_FILE);
     let bytes = fsio::read_file(&path).map_err(|e| fsio::nofollow_error("reading", &path, e))?;
-    let file = fsio::open_append(&path, false).map_err(|e| Error::io("opening", &path, e))?;
+    let file = if read_only {
+        fsio::open_read(&path)
+    } else {
+        fsio::open_append(&path, false)
+    }
+    .map_err(|e| Error::io("opening", &path, e))?;
     let (mut lines, mut used) = log::parse_lines(&bytes, 1);
-    if end_whole_last_line(&file, &bytes[used..], lines.len() as u64 + 1) {
+    let seq = lines.len() as u64 + 1;
+    if read_only && whole_line(&bytes[used..], seq) {
+        // Served once the newline is restored: the log's bytes are what
+        // reads return.
+        repairs.push(format!(
+            "restore the newline the last line of {EVENTS_FILE} lost (that line is not served \
+             until then)"
+        ));
+    } else if !read_only && end_whole_last_line(&file, &bytes[used..], seq) {
         // A whole event that lost only its newline (by hand: a crash never
         // acknowledged it, so keeping it is as right as dropping it).
         lines.extend(log::parse_lines(&[&bytes[used..], b"\n"].concat(), lines.len() as u64 + 1).0);
@@ -141,14 +182,22 @@ struct Cut {
     half: usize,
 }
 
-fn drop_torn(log: &RecoveredLog, cut: Cut, repairs: &mut Vec<String>) -> Result<()> {
+fn drop_torn(
+    log: &RecoveredLog,
+    cut: Cut,
+    repairs: &mut Vec<String>,
+    read_only: bool,
+) -> Result<()> {
     if cut.torn + cut.half == 0 {
         return Ok(());
     }
-    log.file
-        .set_len(log.len)
-        .and_then(|()| log.file.sync_data())
-        .map_err(|e| Error::io("truncating the unacknowledged end of", &log.path, e))?;
+    // Read-only: the cut bytes stay, but reads stop before them.
+    if !read_only {
+        log.file
+            .set_len(log.len)
+            .and_then(|()| log.file.sync_data())
+            .map_err(|e| Error::io("truncating the unacknowledged end of", &log.path, e))?;
+    }
     if cut.torn > 0 {
         let torn = cut.torn;
         repairs.push(format!(
@@ -190,14 +239,18 @@ fn refuse_view_ahead(dir: &Path, log: &RecoveredLog, durability: Durability) -> 
 /// whose own `seq` says so. Returns whether it did.
 fn end_whole_last_line(file: &File, tail: &[u8], seq: u64) -> bool {
     use std::io::Write;
-    let whole = !tail.is_empty()
-        && serde_json::from_slice::<Map<String, Value>>(tail)
-            .is_ok_and(|o| o.get("seq").and_then(Value::as_u64) == Some(seq));
-    whole
+    whole_line(tail, seq)
         && (&*file)
             .write_all(b"\n")
             .and_then(|()| file.sync_data())
             .is_ok()
+}
+
+/// Whether `tail` is one whole event line numbered `seq` but its newline.
+fn whole_line(tail: &[u8], seq: u64) -> bool {
+    !tail.is_empty()
+        && serde_json::from_slice::<Map<String, Value>>(tail)
+            .is_ok_and(|o| o.get("seq").and_then(Value::as_u64) == Some(seq))
 }
 
 /// Whether `line` is a `stage_transition` into DONE or FAIL that ttmd
@@ -233,6 +286,7 @@ fn check_view(
     folded: &mut State,
     durability: Durability,
     repairs: &mut Vec<String>,
+    read_only: bool,
 ) -> Result<bool> {
     let on_disk: Option<Value> = fsio::read_file(&dir.join(STATE_FILE))
         .ok()
@@ -246,6 +300,14 @@ fn check_view(
         Some(Value::Object(mut legacy)) if log_is_legacy && !legacy.contains_key("seq") => {
             // The id is the directory's name, never the file's say.
             legacy.remove("txn_id");
+            if read_only {
+                repairs.push(
+                    "adopt the state.json the bash version wrote (its fields are not served \
+                     until then)"
+                        .into(),
+                );
+                return Ok(false);
+            }
             adopt(log, folded, legacy, durability)?;
             repairs.push("adopted a state.json written by the bash version".into());
         }
@@ -274,12 +336,21 @@ fn adopt_copy(
     folded: &mut State,
     durability: Durability,
     repairs: &mut Vec<String>,
+    read_only: bool,
 ) -> Result<()> {
     let name = dir_name(dir);
     if folded.txn_id == name {
         return Ok(());
     }
     let original = folded.txn_id.clone();
+    if read_only {
+        // The id is the directory's name, even before the log says so.
+        folded.txn_id = name.clone();
+        repairs.push(format!(
+            "adopt a copy of transaction {original} under its directory name {name}"
+        ));
+        return Ok(());
+    }
     let mut adopted = Map::new();
     adopted.insert("txn_id".into(), name.as_str().into());
     adopted.insert("copied_from".into(), original.as_str().into());
@@ -290,7 +361,7 @@ fn adopt_copy(
     Ok(())
 }
 
-fn dir_name(dir: &Path) -> String {
+pub(super) fn dir_name(dir: &Path) -> String {
     dir.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
@@ -407,80 +478,10 @@ fn assemble(
     }
 }
 
-/// A finished transaction read without loading it: its summary and the
-/// request id its creation carried. Only a transaction whose files agree is
-/// trusted this way: `state.json` parses and is DONE or FAIL, the log ends in
-/// a newline, has exactly `seq` lines, and its last line is the commit or
-/// failure that made that stage. Anything else (live, torn, stale, edited,
-/// foreign lines last) gives `None`, and the caller loads it fully, which
-/// recovers it.
-pub fn probe_finished(dir: &Path) -> Option<(Summary, Option<String>)> {
-    let state: State =
-        serde_json::from_slice(&fsio::read_file(&dir.join(STATE_FILE)).ok()?).ok()?;
-    if !matches!(state.stage.as_str(), DONE | FAIL) || state.txn_id != dir_name(dir) {
-        // Live, or a copy under another name: loaded (and adopted) fully.
-        return None;
-    }
-    let log = fsio::read_file(&dir.join(EVENTS_FILE)).ok()?;
-    let body = log.strip_suffix(b"\n")?;
-    let lines = log.iter().filter(|&&b| b == b'\n').count() as u64;
-    if lines != state.seq {
-        return None;
-    }
-    let last_start = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let last: Map<String, Value> = serde_json::from_slice(&body[last_start..]).ok()?;
-    if !made_stage(&Logged::read(Some(&last)).event, &state.stage)
-        || last.get("seq").and_then(Value::as_u64) != Some(state.seq)
-    {
-        return None;
-    }
-    let first = &body[..body.iter().position(|&b| b == b'\n').unwrap_or(body.len())];
-    // Most creations carry no request id: parse the first line only if it
-    // can hold one.
-    let create_request = if first.windows(12).any(|w| w == b"\"request_id\"") {
-        let first = Logged::parse(first);
-        if first.event == Event::Malformed {
-            return None;
-        }
-        first.request_id
-    } else {
-        None
-    };
-    Some((Summary::of(&state), create_request))
-}
-
-/// Whether `event` is the commit or failure that ends a log in `stage`.
-fn made_stage(event: &Event, stage: &str) -> bool {
-    match event {
-        Event::Body(Body::Commit { .. }) => stage == DONE,
-        Event::Body(Body::Fail { .. }) => stage == FAIL,
-        // Anything else last (a transition into DONE by hand, a foreign
-        // line): not trusted without a full load.
-        Event::Body(
-            Body::Start { .. }
-            | Body::Transition { .. }
-            | Body::Updated { .. }
-            | Body::EvidenceAdded { .. }
-            | Body::TesResolved { .. }
-            | Body::Retry { .. }
-            | Body::Migrated { .. }
-            | Body::Activated
-            | Body::Adopted { .. }
-            | Body::LeaseRequested { .. }
-            | Body::LeaseAcquired { .. }
-            | Body::LeaseReleased { .. }
-            | Body::LeaseExpired { .. }
-            | Body::User { .. },
-        )
-        | Event::Foreign { .. }
-        | Event::Malformed => false,
-    }
-}
-
 /// Evidence files a crash left between storing and naming
 /// (`.ttmd-pending-<name>`): renamed to `<name>` if the log has its
 /// `evidence_added`, deleted if not. Returns what it did.
-fn finish_pending_evidence(ctx_dir: &Path, lines: &[Line]) -> Vec<String> {
+fn finish_pending_evidence(ctx_dir: &Path, lines: &[Line], read_only: bool) -> Vec<String> {
     let Ok(list) = fs::read_dir(ctx_dir) else {
         return Vec::new();
     };
@@ -501,14 +502,13 @@ fn finish_pending_evidence(ctx_dir: &Path, lines: &[Line]) -> Vec<String> {
         };
         let path = entry.path();
         let target = ctx_dir.join(name);
-        if logged.contains(name)
-            && ctx::is_ctx_name(name)
-            && rename_noreplace(&path, &target).is_ok()
-        {
+        // Read-only: said as if done; the caller marks it pending.
+        let finish = logged.contains(name) && ctx::is_ctx_name(name);
+        if finish && (read_only || rename_noreplace(&path, &target).is_ok()) {
             done.push(format!(
                 "finished storing evidence {name}, which the log names"
             ));
-        } else if fs::remove_file(&path).is_ok() {
+        } else if read_only || fs::remove_file(&path).is_ok() {
             done.push(format!("removed evidence {name}, stored but never logged"));
         }
     }
