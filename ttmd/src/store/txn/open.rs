@@ -2,7 +2,8 @@
 //! writes removed, a torn final log line dropped, pending evidence
 //! finished or removed, a state.json the bash version wrote adopted, a view
 //! that disagrees with the log rebuilt. Each step is one function and
-//! reports what it repaired.
+//! reports what it repaired. (Just over 500 lines on purpose: every step
+//! of recovery in one place, in the order `Txn::open` runs them.)
 
 use std::collections::HashSet;
 use std::fs::{self, File};
