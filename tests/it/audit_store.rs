@@ -522,3 +522,31 @@ fn a_legacy_bash_transition_never_reopens_a_done_transaction() {
     });
     assert_eq!(reports(&d, &id).len(), 1);
 }
+
+/// Lines cut by hand so that the new last line also lost its newline: the
+/// transaction is quarantined at start-up and its log is left exactly as
+/// it was found (the newline a whole last line gets back is written only
+/// to a log that is served).
+#[test]
+fn a_quarantined_log_is_left_byte_for_byte_as_found() {
+    let mut d = daemon();
+    let id = d.create("cut by hand");
+    d.ctl(&["event", "one", "-t", &id]).ok();
+    d.ctl(&["event", "two", "-t", &id]).ok();
+    d.stop();
+    let log = d.txn_dir("ttm", &id).join("events.ndjson");
+    let text = fs::read_to_string(&log).unwrap();
+    // Drop the last line and the newline of the one before it.
+    let kept: Vec<&str> = text.lines().collect();
+    let cut_text = kept[..kept.len() - 1].join("\n");
+    fs::write(&log, &cut_text).unwrap();
+    d.start();
+    let why =
+        quarantined(&d, &id).unwrap_or_else(|| panic!("not quarantined: {}", d.daemon_stderr()));
+    assert!(why.contains("lines were removed"), "{why}");
+    assert_eq!(
+        fs::read_to_string(&log).unwrap(),
+        cut_text,
+        "the log was changed"
+    );
+}

@@ -150,14 +150,15 @@ fn read_log(dir: &Path, repairs: &mut Vec<String>, read_only: bool) -> Result<(R
             "restore the newline the last line of {EVENTS_FILE} lost (that line is not served \
              until then)"
         ));
-    } else if !read_only && end_whole_last_line(&file, &bytes[used..], seq) {
-        // A whole event that lost only its newline (by hand: a crash never
-        // acknowledged it, so keeping it is as right as dropping it).
-        lines.extend(log::parse_lines(&[&bytes[used..], b"\n"].concat(), lines.len() as u64 + 1).0);
+    }
+    // A whole event that lost only its newline (by hand: a crash never
+    // acknowledged it, so keeping it is as right as dropping it). The
+    // newline is written by `drop_torn`, once the log is known not to be
+    // quarantined: a quarantined log is left exactly as it was found.
+    let newline = !read_only && whole_line(&bytes[used..], seq);
+    if newline {
+        lines.extend(log::parse_lines(&[&bytes[used..], b"\n"].concat(), seq).0);
         used = bytes.len() + 1;
-        repairs.push(format!(
-            "restored the newline the last line of {EVENTS_FILE} lost"
-        ));
     }
     let torn = bytes.len().saturating_sub(used);
     let mut half = 0;
@@ -171,12 +172,21 @@ fn read_log(dir: &Path, repairs: &mut Vec<String>, read_only: bool) -> Result<(R
         lines,
         len: used as u64,
     };
-    Ok((log, Cut { torn, half }))
+    Ok((
+        log,
+        Cut {
+            newline,
+            torn,
+            half,
+        },
+    ))
 }
 
 /// Bytes recovery cuts from the end of a log (see [`read_log`]).
 #[derive(Debug, Clone, Copy)]
 struct Cut {
+    /// A whole final line without its newline, which gets it back.
+    newline: bool,
     /// A final fragment without its newline.
     torn: usize,
     /// A final `stage_transition` into DONE/FAIL without its second line.
@@ -189,6 +199,16 @@ fn drop_torn(
     repairs: &mut Vec<String>,
     read_only: bool,
 ) -> Result<()> {
+    if cut.newline && !read_only {
+        use std::io::Write;
+        (&log.file)
+            .write_all(b"\n")
+            .and_then(|()| log.file.sync_data())
+            .map_err(|e| Error::io("ending the last line of", &log.path, e))?;
+        repairs.push(format!(
+            "restored the newline the last line of {EVENTS_FILE} lost"
+        ));
+    }
     if cut.torn + cut.half == 0 {
         return Ok(());
     }
@@ -233,18 +253,6 @@ fn refuse_view_ahead(dir: &Path, log: &RecoveredLog, durability: Durability) -> 
         ))),
         _ => Ok(()),
     }
-}
-
-/// Ends `tail` (the log's final bytes after its last newline) with a
-/// newline if it is one whole event line numbered `seq`: a JSON object
-/// whose own `seq` says so. Returns whether it did.
-fn end_whole_last_line(file: &File, tail: &[u8], seq: u64) -> bool {
-    use std::io::Write;
-    whole_line(tail, seq)
-        && (&*file)
-            .write_all(b"\n")
-            .and_then(|()| file.sync_data())
-            .is_ok()
 }
 
 /// Whether `tail` is one whole event line numbered `seq` but its newline.
