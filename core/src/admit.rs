@@ -96,23 +96,9 @@ pub fn transition(fsm: &Fsm, s: &State, to: &str, now: DateTime<Utc>) -> Result<
 /// `txn_commit` (with `duration_ms`) and `txn_fail` (with `error`) keep
 /// SPEC §5's meaning. The store appends them in one write and one sync.
 pub fn lines(body: Body) -> Vec<Body> {
-    let terminal = match &body {
-        Body::Commit { from, .. } => Some((from.clone(), DONE)),
-        Body::Fail { from, .. } => Some((from.clone(), FAIL)),
-        Body::Start { .. }
-        | Body::Transition { .. }
-        | Body::Updated { .. }
-        | Body::EvidenceAdded { .. }
-        | Body::TesResolved { .. }
-        | Body::Retry { .. }
-        | Body::Migrated { .. }
-        | Body::Activated
-        | Body::Adopted { .. }
-        | Body::LeaseRequested { .. }
-        | Body::LeaseAcquired { .. }
-        | Body::LeaseReleased { .. }
-        | Body::LeaseExpired { .. }
-        | Body::User { .. } => None,
+    let terminal = match (body.final_stage(), &body) {
+        (Some(to), Body::Commit { from, .. } | Body::Fail { from, .. }) => Some((from.clone(), to)),
+        _ => None,
     };
     match terminal {
         Some((from, to)) => vec![

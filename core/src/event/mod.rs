@@ -123,6 +123,30 @@ pub struct Meta {
 }
 
 impl Body {
+    /// The final stage this event records: DONE for a commit, FAIL for a
+    /// failure, `None` for every other type. The one place that answers
+    /// it, so a new type is decided here (the match has no catch-all).
+    pub fn final_stage(&self) -> Option<&'static str> {
+        match self {
+            Body::Commit { .. } => Some(crate::fsm::DONE),
+            Body::Fail { .. } => Some(crate::fsm::FAIL),
+            Body::Start { .. }
+            | Body::Transition { .. }
+            | Body::Updated { .. }
+            | Body::EvidenceAdded { .. }
+            | Body::TesResolved { .. }
+            | Body::Retry { .. }
+            | Body::Migrated { .. }
+            | Body::Activated
+            | Body::Adopted { .. }
+            | Body::LeaseRequested { .. }
+            | Body::LeaseAcquired { .. }
+            | Body::LeaseReleased { .. }
+            | Body::LeaseExpired { .. }
+            | Body::User { .. } => None,
+        }
+    }
+
     /// The `event` field of this body.
     pub fn kind(&self) -> &str {
         match self {

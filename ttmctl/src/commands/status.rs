@@ -229,7 +229,6 @@ fn end_of(state: &TxnState) -> Option<End> {
 /// transition into a terminal stage (an FSM may have a plain edge to DONE).
 fn end_of_event(event: &Event) -> Option<End> {
     match term::typed(event) {
-        Typed::Body(Body::Commit { .. }) => Some(End::Done),
         Typed::Body(Body::Fail { error, .. }) => Some(End::Failed(error)),
         // A transition line carries no error text.
         Typed::Body(Body::Transition { to, .. }) => match to.as_str() {
@@ -237,23 +236,8 @@ fn end_of_event(event: &Event) -> Option<End> {
             FAIL => Some(End::Failed(String::new())),
             _ => None,
         },
-        Typed::Body(
-            Body::Start { .. }
-            | Body::Updated { .. }
-            | Body::EvidenceAdded { .. }
-            | Body::TesResolved { .. }
-            | Body::Retry { .. }
-            | Body::Migrated { .. }
-            | Body::Activated
-            | Body::Adopted { .. }
-            | Body::LeaseRequested { .. }
-            | Body::LeaseAcquired { .. }
-            | Body::LeaseReleased { .. }
-            | Body::LeaseExpired { .. }
-            | Body::User { .. },
-        )
-        | Typed::Foreign { .. }
-        | Typed::Malformed => None,
+        Typed::Body(body) if body.final_stage() == Some(DONE) => Some(End::Done),
+        Typed::Body(_) | Typed::Foreign { .. } | Typed::Malformed => None,
     }
 }
 

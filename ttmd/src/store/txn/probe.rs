@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::open::dir_name;
 use super::{EVENTS_FILE, STATE_FILE};
-use crate::core::event::{Body, Event, Logged};
+use crate::core::event::{Event, Logged};
 use crate::core::fsm::{DONE, FAIL};
 use crate::core::state::State;
 use crate::core::summary::Summary;
@@ -57,28 +57,7 @@ pub fn probe_finished(dir: &Path) -> Option<(Summary, Option<String>)> {
 
 /// Whether `event` is the commit or failure that ends a log in `stage`.
 fn made_stage(event: &Event, stage: &str) -> bool {
-    match event {
-        Event::Body(Body::Commit { .. }) => stage == DONE,
-        Event::Body(Body::Fail { .. }) => stage == FAIL,
-        // Anything else last (a transition into DONE by hand, a foreign
-        // line): not trusted without a full load.
-        Event::Body(
-            Body::Start { .. }
-            | Body::Transition { .. }
-            | Body::Updated { .. }
-            | Body::EvidenceAdded { .. }
-            | Body::TesResolved { .. }
-            | Body::Retry { .. }
-            | Body::Migrated { .. }
-            | Body::Activated
-            | Body::Adopted { .. }
-            | Body::LeaseRequested { .. }
-            | Body::LeaseAcquired { .. }
-            | Body::LeaseReleased { .. }
-            | Body::LeaseExpired { .. }
-            | Body::User { .. },
-        )
-        | Event::Foreign { .. }
-        | Event::Malformed => false,
-    }
+    // Anything else last (a transition into DONE by hand, a foreign line)
+    // is not trusted without a full load.
+    matches!(event, Event::Body(body) if body.final_stage() == Some(stage))
 }
