@@ -33,6 +33,10 @@ pub fn admit(fsm: &Fsm, state: &State, body: &Body) -> Result<Admit> {
             super::migrate::check(fsm, state, to).map(|()| Admit::Log)
         }
         Body::Activated if state.is_terminal() => Ok(Admit::PointerOnly),
+        // A hook runs after its event is durable, often a commit or a
+        // failure: its outcome annotates a finished transaction too, and
+        // changes no stage (ARCHITECTURE.md, "Decisions").
+        Body::HookRan { .. } => Ok(Admit::Log),
         Body::Activated
         | Body::Commit { .. }
         | Body::Fail { .. }
@@ -276,5 +280,33 @@ mod tests {
             admit(&fsm, &state("NEW"), &Body::Activated).unwrap(),
             Admit::Log
         );
+    }
+
+    #[test]
+    fn a_hook_outcome_annotates_live_and_finished_transactions() {
+        let fsm = Fsm::default();
+        let ran = Body::HookRan {
+            hook: "on-commit".into(),
+            for_seq: 4,
+            for_event: "txn_commit".into(),
+            outcome: "exited".into(),
+            exit_code: Some(0),
+            signal: None,
+            duration_ms: 3,
+            reason: String::new(),
+        };
+        for stage in ["NEW", DONE, FAIL] {
+            assert_eq!(admit(&fsm, &state(stage), &ran).unwrap(), Admit::Log);
+            let mut s = state(stage);
+            let line = crate::event::Logged {
+                ts: Some("2030-01-01T00:00:00.000Z".into()),
+                request_id: None,
+                event: crate::event::Event::Body(ran.clone()),
+            };
+            s.apply_logged(2, &line);
+            // Only the seq moves: the stage and the checkpoint's time stay.
+            assert_eq!((s.stage.as_str(), s.seq), (stage, 2));
+            assert_eq!(s.last_checkpoint, "2025-10-17T14:30:22.000Z");
+        }
     }
 }

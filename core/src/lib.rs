@@ -8,6 +8,7 @@ pub mod ctx;
 pub mod error;
 pub mod event;
 pub mod fsm;
+pub mod hooks;
 pub mod id;
 pub mod lease;
 pub mod migrate;

@@ -166,7 +166,11 @@ impl State {
     pub fn apply_checked(&mut self, seq: u64, line: &Logged, fsm: Option<&Fsm>) -> Option<String> {
         let refused = self.refusal(line, fsm);
         self.seq = seq;
-        if let Some(ts) = &line.ts {
+        // An annotation (a hook's outcome) is the daemon's note, not the
+        // script's progress: the time of the last checkpoint stays, so a
+        // DONE transaction's checkpoint stays the time of its commit.
+        let annotation = matches!(&line.event, Event::Body(b) if b.is_annotation());
+        if let (Some(ts), false) = (&line.ts, annotation) {
             self.last_checkpoint = ts.clone();
         }
         if refused.is_some() {
@@ -225,7 +229,7 @@ impl State {
             | Body::LeaseExpired { .. } => self.apply_lease(body, line.ts.as_deref()),
             // A second txn_start, an activation, a user event: recorded,
             // and nothing of the state derives from them.
-            Body::Start { .. } | Body::Activated | Body::User { .. } => {}
+            Body::Start { .. } | Body::Activated | Body::HookRan { .. } | Body::User { .. } => {}
         }
     }
 

@@ -321,6 +321,9 @@ pub enum Command {
         #[command(flatten)]
         txn: TxnArg,
     },
+    /// Print the daemon's metrics in the Prometheus text format (what
+    /// `ttmd --metrics-listen` serves at /metrics). Never starts a daemon.
+    Metrics,
     /// Print ttmctl's version.
     Version,
     /// Move finished, inactive transactions into <module>/archive/ (a dry run

@@ -215,6 +215,7 @@ pub fn tone(event: &Event) -> Tone {
             | Body::LeaseAcquired { .. }
             | Body::LeaseReleased { .. }
             | Body::LeaseExpired { .. }
+            | Body::HookRan { .. }
             | Body::User { .. },
         )
         | Typed::Foreign { .. }

@@ -8,8 +8,10 @@
 pub mod config;
 pub mod conns;
 mod health;
+pub mod hooks;
 pub mod leases;
 mod memory;
+pub mod metrics;
 pub use ttm_core as core;
 pub mod service;
 pub mod shutdown;
@@ -45,6 +47,11 @@ pub async fn run(
 ) -> Result<(), BoxError> {
     // Before anything opens files: each connection is one descriptor.
     let fd_room = conns::raise_nofile();
+    // Bound first: a port in use stops the start with a clear message.
+    let mut metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(metrics::http::bind(addr).await?),
+        None => None,
+    };
     let store = open_store(&config).await?;
     let leases = open_leases(&store).await?;
     // Hand edits are picked up from here on; stops when dropped below. A
@@ -62,8 +69,20 @@ pub async fn run(
     } = listener;
     let stop = Shutdown::new();
     let (grace, sighup) = (config.shutdown_grace, config.reload_on_sighup);
-    let shared = Shared::new(store, leases, config, path.clone(), stop.clone());
+    let metrics = open_metrics(&store).await?;
+    // Subscribed before serving, so no event is missed.
+    let mut observers = start_observers(&store, &metrics, &config);
+    let shared = Shared::new(store, leases, metrics, config, path.clone(), stop.clone());
     let mut background = start_background(&shared, sighup, &path, &stop);
+    background.append(&mut observers);
+    if let Some(listener) = metrics_listener.take() {
+        let s = shared.clone();
+        let render = move || {
+            let s = s.clone();
+            async move { s.metrics_text().await }
+        };
+        background.push(tokio::spawn(metrics::http::serve(listener, render)));
+    }
     let (incoming, acceptor) = conns::accept(listener, shared.clone(), fd_room);
     background.push(acceptor);
     let served = serve(shared, incoming, shutdown, stop, grace).await;
@@ -100,6 +119,34 @@ async fn open_leases(store: &Arc<store::Store>) -> Result<Arc<dyn leases::LeaseB
         .unwrap_or_else(|_| "localhost".into());
     let local = tokio::task::spawn_blocking(move || leases::Local::open(store, host)).await??;
     Ok(Arc::new(local))
+}
+
+/// The metrics, with the last DONE per module read from the tree.
+async fn open_metrics(store: &Arc<store::Store>) -> Result<Arc<metrics::Metrics>, BoxError> {
+    let store = store.clone();
+    let m = tokio::task::spawn_blocking(move || metrics::Metrics::new(&store)).await?;
+    Ok(Arc::new(m))
+}
+
+/// What follows the store's durable events: the metrics' tally and, on a
+/// writable tree, the hooks (a hook's outcome is appended to the log).
+fn start_observers(
+    store: &Arc<store::Store>,
+    metrics: &Arc<metrics::Metrics>,
+    config: &Config,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = vec![tokio::spawn(metrics.clone().follow(store.durable_events()))];
+    if let Some(addr) = config.metrics_listen {
+        tracing::info!(%addr, "serving metrics at http://{addr}/metrics");
+    }
+    if store.read_only().is_none() {
+        tasks.extend(hooks::start(
+            store.clone(),
+            config.hooks.clone(),
+            metrics.clone(),
+        ));
+    }
+    tasks
 }
 
 /// The tasks beside the server: SIGHUP reloads and the systemd watchdog.

@@ -14,6 +14,9 @@ use super::{Error, Result};
 /// Longest user event type accepted.
 pub const EVENT_TYPE_MAX: usize = 64;
 
+/// The type of a hook's outcome line.
+pub const HOOK_RAN: &str = "hook_ran";
+
 /// Event types the daemon writes itself; users may not forge them.
 pub const BUILTIN_TYPES: &[&str] = &[
     "txn_start",
@@ -31,6 +34,7 @@ pub const BUILTIN_TYPES: &[&str] = &[
     "lease_acquired",
     "lease_released",
     "lease_expired",
+    HOOK_RAN,
 ];
 
 /// What an event says, apart from the envelope every line has.
@@ -102,6 +106,22 @@ pub enum Body {
     LeaseReleased { name: String, token: u64 },
     /// The transaction lost a lease: silent past its TTL.
     LeaseExpired { name: String, token: u64 },
+    /// The daemon ran a hook for the event at `for_seq` (SPEC §15): an
+    /// annotation, admitted on a finished transaction too, which changes
+    /// nothing of the state but `seq` (see [`Body::is_annotation`]).
+    HookRan {
+        /// The hook's name (`on-commit`, …).
+        hook: String,
+        for_seq: u64,
+        for_event: String,
+        /// `exited`, `signaled`, `timeout`, `refused` or `error`.
+        outcome: String,
+        exit_code: Option<i64>,
+        signal: Option<i64>,
+        duration_ms: u64,
+        /// Why it was refused or could not start; empty otherwise.
+        reason: String,
+    },
     /// A user event: progress, log lines, anything a script wants recorded.
     User {
         event: String,
@@ -143,8 +163,16 @@ impl Body {
             | Body::LeaseAcquired { .. }
             | Body::LeaseReleased { .. }
             | Body::LeaseExpired { .. }
+            | Body::HookRan { .. }
             | Body::User { .. } => None,
         }
+    }
+
+    /// Whether the event only annotates the transaction: written by the
+    /// daemon about it (a hook's outcome), admitted when it is DONE or FAIL,
+    /// no sign of the script's life, and never the cause of a hook itself.
+    pub fn is_annotation(&self) -> bool {
+        matches!(self, Body::HookRan { .. })
     }
 
     /// The `event` field of this body.
@@ -165,6 +193,7 @@ impl Body {
             Body::LeaseAcquired { .. } => "lease_acquired",
             Body::LeaseReleased { .. } => "lease_released",
             Body::LeaseExpired { .. } => "lease_expired",
+            Body::HookRan { .. } => HOOK_RAN,
             Body::User { event, .. } => event,
         }
     }
@@ -273,6 +302,27 @@ impl Body {
             Body::LeaseReleased { name, token } | Body::LeaseExpired { name, token } => {
                 put("name", name.as_str().into());
                 put("token", (*token).into());
+            }
+            Body::HookRan {
+                hook,
+                for_seq,
+                for_event,
+                outcome,
+                exit_code,
+                signal,
+                duration_ms,
+                reason,
+            } => {
+                put("hook", hook.as_str().into());
+                put("for_seq", (*for_seq).into());
+                put("for_event", for_event.as_str().into());
+                put("outcome", outcome.as_str().into());
+                put("exit_code", exit_code.map_or(Value::Null, Value::from));
+                put("signal", signal.map_or(Value::Null, Value::from));
+                put("duration_ms", (*duration_ms).into());
+                if !reason.is_empty() {
+                    put("reason", reason.as_str().into());
+                }
             }
             Body::User { data, .. } => put("data", Value::Object(data.clone())),
         }

@@ -174,6 +174,16 @@ impl Body {
                 name: text_of(o, "name")?,
                 token: o.get("token").and_then(Value::as_u64)?,
             },
+            super::HOOK_RAN => Body::HookRan {
+                hook: text_of(o, "hook")?,
+                for_seq: o.get("for_seq").and_then(Value::as_u64)?,
+                for_event: text_of(o, "for_event")?,
+                outcome: text_of(o, "outcome")?,
+                exit_code: o.get("exit_code").and_then(Value::as_i64),
+                signal: o.get("signal").and_then(Value::as_i64),
+                duration_ms: o.get("duration_ms").and_then(Value::as_u64)?,
+                reason: text_or(o, "reason", ""),
+            },
             user => {
                 validate_user_type(user).ok()?;
                 Body::User {
@@ -264,6 +274,26 @@ mod tests {
             Body::LeaseExpired {
                 name: "db".into(),
                 token: 9,
+            },
+            Body::HookRan {
+                hook: "on-commit".into(),
+                for_seq: 6,
+                for_event: "txn_commit".into(),
+                outcome: "exited".into(),
+                exit_code: Some(0),
+                signal: None,
+                duration_ms: 12,
+                reason: String::new(),
+            },
+            Body::HookRan {
+                hook: "on-fail".into(),
+                for_seq: 3,
+                for_event: "txn_fail".into(),
+                outcome: "refused".into(),
+                exit_code: None,
+                signal: None,
+                duration_ms: 0,
+                reason: "world-writable".into(),
             },
             Body::User {
                 event: "progress".into(),

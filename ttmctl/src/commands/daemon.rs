@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use ttm_proto::v1::{
-    ArchiveRequest, DaemonStatusRequest, GcRequest, MigrateRequest, ReloadRequest, ShutdownRequest,
+    ArchiveRequest, DaemonStatusRequest, GcRequest, MetricsRequest, MigrateRequest, ReloadRequest,
+    ShutdownRequest,
 };
 
 use super::Ctx;
@@ -16,6 +17,19 @@ use crate::term;
 
 async fn existing(ctx: &Ctx) -> Result<Daemon, Failure> {
     connect::connect_with(&ctx.socket, false).await
+}
+
+/// The Prometheus exposition as the daemon renders it (with `--json`:
+/// `{"text": …}`).
+pub async fn metrics(ctx: &mut Ctx) -> Result<(), Failure> {
+    let mut daemon = existing(ctx).await?;
+    let m = daemon
+        .call(async move |c| c.metrics(MetricsRequest {}).await)
+        .await?;
+    if ctx.json {
+        return ctx.out.json(&json!({ "text": m.text }));
+    }
+    ctx.out.line(&m.text)
 }
 
 /// `name  value` lines, or one JSON object.

@@ -126,6 +126,7 @@ pub async fn run(cli: Cli, ctx: &mut Ctx) -> Result<(), Failure> {
             leases::release(ctx, txn.id(), &name).await
         }
         Command::Leases => leases::list(ctx).await,
+        Command::Metrics => daemon::metrics(ctx).await,
         Command::Heartbeat { txn } => leases::heartbeat(ctx, txn.id()).await,
         Command::Active => txns::active(ctx).await,
         Command::Activate { id, guards } => txns::activate(ctx, &id, &guards).await,

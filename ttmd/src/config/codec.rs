@@ -74,6 +74,45 @@ impl Codec for Path {
     }
 }
 
+/// A path that may be absent (`""` for none).
+pub(super) struct OptPath;
+impl Codec for OptPath {
+    type T = Option<PathBuf>;
+    fn text(v: &str) -> Result<Option<PathBuf>, String> {
+        Ok((!v.is_empty()).then(|| PathBuf::from(v)))
+    }
+    fn toml(v: &Value) -> Result<Option<PathBuf>, String> {
+        Self::text(string(v)?)
+    }
+    fn show(v: &Option<PathBuf>) -> String {
+        v.as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// Where to serve metrics: a port (on 127.0.0.1), an address, or `""`
+/// for nowhere.
+pub(super) struct Listen;
+impl Codec for Listen {
+    type T = Option<std::net::SocketAddr>;
+    fn text(v: &str) -> Result<Self::T, String> {
+        if v.trim().is_empty() {
+            return Ok(None);
+        }
+        crate::metrics::http::parse_listen(v).map(Some)
+    }
+    fn toml(v: &Value) -> Result<Self::T, String> {
+        match v.as_integer() {
+            Some(port) => Self::text(&port.to_string()),
+            None => Self::text(string(v)?),
+        }
+    }
+    fn show(v: &Self::T) -> String {
+        v.map(|a| a.to_string()).unwrap_or_default()
+    }
+}
+
 pub(super) struct Durable;
 impl Codec for Durable {
     type T = Durability;

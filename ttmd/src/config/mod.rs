@@ -53,6 +53,10 @@ pub struct Config {
     pub reload_on_sighup: bool,
     /// How long shutdown waits for in-flight requests and open streams.
     pub shutdown_grace: Duration,
+    /// How hooks are run (SPEC §15).
+    pub hooks: Hooks,
+    /// Where `/metrics` is served over HTTP; `None`: not served.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Where each setting came from, for `--print-config`.
     pub sources: BTreeMap<&'static str, Source>,
     /// The flags and environment given at start, which a reload applies
@@ -101,6 +105,35 @@ impl Default for Limits {
             connections_per_uid: 1024,
             connections_total: 4096,
             idle: Duration::from_secs(300),
+        }
+    }
+}
+
+/// How hooks are run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hooks {
+    /// Hooks for every module, used where a module's `hooks/` has none of
+    /// that name.
+    pub dir: Option<PathBuf>,
+    /// Hooks running at once.
+    pub concurrency: usize,
+    /// Hook runs waiting for a slot; past it, events run no hook (logged
+    /// and counted).
+    pub queue: usize,
+    /// How long a hook may run before its process group is killed.
+    pub timeout: Duration,
+    /// Bytes of a run's stdout and of its stderr kept for the log.
+    pub output: usize,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            dir: None,
+            concurrency: 4,
+            queue: 1000,
+            timeout: Duration::from_secs(60),
+            output: 16 * 1024,
         }
     }
 }
@@ -166,6 +199,8 @@ impl Config {
             config_path: None,
             reload_on_sighup: false,
             shutdown_grace: Duration::from_secs(10),
+            hooks: Hooks::default(),
+            metrics_listen: None,
             sources: BTreeMap::new(),
             overrides: Overrides::default(),
         }

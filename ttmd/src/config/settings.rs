@@ -9,7 +9,7 @@
 //! `Config::new`), then a row below naming the field in `field!`.
 
 use super::Config;
-use super::codec::{Codec, Dirs, Durable, Ids, Names, Num, Path, Secs, Yes};
+use super::codec::{Codec, Dirs, Durable, Ids, Listen, Names, Num, OptPath, Path, Secs, Yes};
 
 /// What a SIGHUP reload does with a setting changed in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +92,10 @@ fn add_groups(c: &mut Config, names: Vec<String>) -> Result<(), String> {
 }
 
 /// Comments on the `[section]` lines of the README sample.
-pub const SECTIONS: &[(&str, &str)] = &[("access", "besides the daemon's own uid")];
+pub const SECTIONS: &[(&str, &str)] = &[
+    ("access", "besides the daemon's own uid"),
+    ("hooks", "executables run after events (README, \"Hooks\")"),
+];
 
 /// Every setting, in `--help`, `--print-config` and README order.
 pub const SETTINGS: &[Setting] = &[
@@ -145,6 +148,77 @@ pub const SETTINGS: &[Setting] = &[
         example: "10",
         note: "",
         ops: field!(Secs<0> => shutdown_grace),
+    },
+    Setting {
+        key: "metrics_listen",
+        flag: "metrics-listen",
+        env: "TTM_METRICS_LISTEN",
+        value_name: "ADDR",
+        help: "Serve GET /metrics (Prometheus text format) over HTTP here: a port \
+               (9464) listens on 127.0.0.1; an address (0.0.0.0:9464) as given, so only \
+               an explicit address exposes it beyond this host [default: off]",
+        reload: Reload::Restart,
+        example: "\"127.0.0.1:9464\"",
+        note: "",
+        ops: field!(Listen => metrics_listen),
+    },
+    Setting {
+        key: "hooks.dir",
+        flag: "hooks-dir",
+        env: "TTM_HOOKS_DIR",
+        value_name: "DIR",
+        help: "Hooks for every module (on-commit, on-fail, …), used where \
+               <module>/hooks/ has none of that name [default: none]",
+        reload: Reload::Restart,
+        example: "\"/etc/ttm/hooks\"",
+        note: "",
+        ops: field!(OptPath => hooks.dir),
+    },
+    Setting {
+        key: "hooks.concurrency",
+        flag: "hooks-concurrency",
+        env: "TTM_HOOKS_CONCURRENCY",
+        value_name: "N",
+        help: "Hooks running at once [default: 4]",
+        reload: Reload::Restart,
+        example: "4",
+        note: "",
+        ops: field!(Num<usize> => hooks.concurrency),
+    },
+    Setting {
+        key: "hooks.queue",
+        flag: "hooks-queue",
+        env: "TTM_HOOKS_QUEUE",
+        value_name: "N",
+        help: "Hook runs waiting for a free slot; when full, an event's hook is not run \
+               (logged, counted in ttm_hooks_dropped_total) [default: 1000]",
+        reload: Reload::Restart,
+        example: "1000",
+        note: "",
+        ops: field!(Num<usize> => hooks.queue),
+    },
+    Setting {
+        key: "hooks.timeout_secs",
+        flag: "hooks-timeout-secs",
+        env: "TTM_HOOKS_TIMEOUT_SECS",
+        value_name: "SECS",
+        help: "Seconds a hook may run before its process group is killed [default: 60]",
+        reload: Reload::Restart,
+        example: "60",
+        note: "",
+        ops: field!(Secs<1> => hooks.timeout),
+    },
+    Setting {
+        key: "hooks.output_bytes",
+        flag: "hooks-output-bytes",
+        env: "TTM_HOOKS_OUTPUT_BYTES",
+        value_name: "BYTES",
+        help: "Bytes of a hook's stdout, and of its stderr, kept for the daemon's log \
+               [default: 16384]",
+        reload: Reload::Restart,
+        example: "16384",
+        note: "",
+        ops: field!(Num<usize> => hooks.output),
     },
     Setting {
         key: "limits.description",

@@ -131,4 +131,13 @@ impl TtmService {
         self.shared.shutdown.trigger();
         Ok(Response::new(pb::ShutdownResponse {}))
     }
+
+    pub(super) async fn metrics(
+        &self,
+        req: Request<pb::MetricsRequest>,
+    ) -> Result<Response<pb::MetricsResponse>, Status> {
+        self.caller(&req)?;
+        let text = self.shared.metrics_text().await;
+        Ok(Response::new(pb::MetricsResponse { text }))
+    }
 }

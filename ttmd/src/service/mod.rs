@@ -378,6 +378,13 @@ impl Ttm for TtmService {
         TtmService::shutdown(self, req).await
     }
 
+    async fn metrics(
+        &self,
+        req: Request<pb::MetricsRequest>,
+    ) -> Result<Response<pb::MetricsResponse>, Status> {
+        TtmService::metrics(self, req).await
+    }
+
     type AcquireLeaseStream = streams::Stream<pb::AcquireLeaseResponse>;
     async fn acquire_lease(
         &self,

@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::streams;
 use crate::config::Config;
 use crate::leases::LeaseBackend;
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 
@@ -19,6 +20,8 @@ pub struct Shared {
     pub store: Arc<Store>,
     /// Leases on targets and names (SPEC §13).
     pub leases: Arc<dyn LeaseBackend>,
+    /// Counters and histograms (SPEC §15).
+    pub metrics: Arc<Metrics>,
     /// The settings in force; a reload swaps them.
     config: RwLock<Arc<Config>>,
     /// When serving began, for uptime.
@@ -40,6 +43,7 @@ impl Shared {
     pub fn new(
         store: Arc<Store>,
         leases: Arc<dyn LeaseBackend>,
+        metrics: Arc<Metrics>,
         config: Config,
         socket: PathBuf,
         shutdown: Shutdown,
@@ -52,6 +56,7 @@ impl Shared {
                 .unwrap_or_else(|_| store.root.clone()),
             store,
             leases,
+            metrics,
             shutdown,
             socket,
         })
@@ -120,6 +125,18 @@ impl Shared {
         self.streams
             .peak
             .store(self.streams.open(), Ordering::Relaxed);
+    }
+
+    /// The metrics exposition (the store's listings are read on a blocking
+    /// thread).
+    pub async fn metrics_text(self: &Arc<Self>) -> String {
+        let s = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let leases = s.leases.list();
+            s.metrics.render(&s.store, &leases, s.streams.open())
+        })
+        .await
+        .unwrap_or_else(|e| format!("# metrics failed: {e}\n"))
     }
 
     /// One line for `systemctl status` and the log.

@@ -27,6 +27,10 @@ pub use txn::Txn;
 /// The topology file, relative to the root.
 pub const TOPOLOGY_FILE: &str = "ttm/topology.json";
 
+/// Durable events kept for a slow subscriber of [`Store::durable_events`]
+/// before it starts missing some (it is told how many).
+pub const EVENT_FEED: usize = 16 * 1024;
+
 /// A whole `$TETRA_DIR`.
 #[derive(Debug)]
 pub struct Store {
@@ -46,6 +50,8 @@ pub struct Store {
     /// Why the tree cannot be written (its file system is mounted
     /// read-only), found at open: then the daemon serves reads only.
     read_only: Option<String>,
+    /// Every module's durable events, for hooks and metrics.
+    events: broadcast::Sender<module::Durable>,
 }
 
 impl Store {
@@ -73,6 +79,7 @@ impl Store {
             topology: RwLock::new(topology),
             changes: std::sync::Mutex::new(BTreeMap::new()),
             read_only,
+            events: broadcast::channel(EVENT_FEED).0,
         };
         let mut names = store.module_names_on_disk()?;
         names.extend(store.module_dirs.keys().cloned());
@@ -91,6 +98,12 @@ impl Store {
             tracing::error!(module = id::DEFAULT_MODULE, error = %e, "module not served");
         }
         Ok(store)
+    }
+
+    /// Follows every event made durable from now on, in every module
+    /// (hooks and metrics subscribe; nothing waits for them).
+    pub fn durable_events(&self) -> broadcast::Receiver<module::Durable> {
+        self.events.subscribe()
     }
 
     /// Why the tree cannot be written, when it is mounted read-only: the
@@ -216,6 +229,7 @@ impl Store {
             self.read_only.is_some(),
             self.changes_of(name),
         )?);
+        module.feed_events(self.events.clone());
         map.insert(name.to_string(), module.clone());
         Ok(module)
     }

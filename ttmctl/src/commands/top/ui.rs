@@ -143,6 +143,7 @@ fn last_event_text(event: &Event) -> String {
             | Body::LeaseAcquired { .. }
             | Body::LeaseReleased { .. }
             | Body::LeaseExpired { .. }
+            | Body::HookRan { .. }
             | Body::User { .. },
         )
         | Typed::Foreign { .. }

@@ -1,5 +1,10 @@
 //! The change feed behind `Watch`: what each logged event means to
-//! someone watching a module's list of transactions.
+//! someone watching a module's list of transactions; and the feed of
+//! durable events ([`Durable`]) behind hooks and metrics.
+
+use std::path::PathBuf;
+
+use tokio::sync::broadcast;
 
 use super::Module;
 use crate::core::event::{Body, Event};
@@ -52,7 +57,39 @@ pub enum ChangeKind {
     LeaseExpired,
 }
 
+/// An event that is durable in a transaction's log (announced after its
+/// sync), for hooks and metrics: told by its type's name, so types added
+/// later flow through without a change here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Durable {
+    pub module: String,
+    pub txn_id: String,
+    pub txn_dir: PathBuf,
+    pub seq: u64,
+    /// The event's type (`txn_commit`, a user type, …).
+    pub event: String,
+    /// The stage after the event.
+    pub stage: String,
+    /// The stage the event left, for events that change it; else empty.
+    pub from: String,
+    pub ts: String,
+    /// A daemon's annotation (`hook_ran`): runs no hook.
+    pub annotation: bool,
+}
+
 impl Module {
+    /// Hands durable events to `events` (the store's feed) from now on.
+    pub(in crate::store) fn feed_events(&self, events: broadcast::Sender<Durable>) {
+        let _ = self.events.set(events);
+    }
+
+    /// Tells the hooks and metrics that an event is durable.
+    pub(in crate::store) fn tell_durable(&self, d: Durable) {
+        if let Some(events) = self.events.get() {
+            let _ = events.send(d);
+        }
+    }
+
     /// Tells watchers about `change`.
     pub(in crate::store) fn tell(&self, change: Change) {
         let _ = self.changes.send(change);
@@ -66,6 +103,19 @@ impl Module {
         let Some(event) = &outcome.event else {
             return; // nothing was logged; the caller says what moved
         };
+        if let Event::Body(body) = &event.line.event {
+            self.tell_durable(Durable {
+                module: self.name.clone(),
+                txn_id: outcome.state.txn_id.clone(),
+                txn_dir: self.txns_dir.join(&outcome.state.txn_id),
+                seq: event.seq,
+                event: body.kind().to_string(),
+                stage: outcome.state.stage.clone(),
+                from: stage_left(body),
+                ts: event.line.ts.clone().unwrap_or_default(),
+                annotation: body.is_annotation(),
+            });
+        }
         let Some((kind, from)) = change_of(&event.line.event) else {
             return;
         };
@@ -100,6 +150,18 @@ impl Module {
     }
 }
 
+/// The stage an event left, for events that change the stage.
+fn stage_left(body: &Body) -> String {
+    match body {
+        Body::Transition { from, .. }
+        | Body::Migrated { from, .. }
+        | Body::Commit { from, .. }
+        | Body::Fail { from, .. } => from.clone(),
+        Body::Retry { .. } => crate::core::fsm::FAIL.to_string(),
+        _ => String::new(),
+    }
+}
+
 /// What watchers hear of an event, and the stage it left; `None` for
 /// events that change nothing a module listing shows.
 fn change_of(event: &Event) -> Option<(ChangeKind, String)> {
@@ -127,6 +189,7 @@ fn change_of(event: &Event) -> Option<(ChangeKind, String)> {
         | Body::EvidenceAdded { .. }
         | Body::TesResolved { .. }
         | Body::Adopted { .. }
+        | Body::HookRan { .. }
         | Body::User { .. } => None,
     }
 }

@@ -14,7 +14,7 @@ mod migrate;
 mod reconcile;
 
 pub use create::{NewTxn, validate_new};
-pub use feed::{Change, ChangeKind};
+pub use feed::{Change, ChangeKind, Durable};
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -77,6 +77,8 @@ pub struct Module {
     create_requests: Mutex<HashMap<String, String>>,
     /// Feed of changes for `Watch`.
     changes: broadcast::Sender<Change>,
+    /// The store's feed of durable events (hooks, metrics), once set.
+    events: std::sync::OnceLock<broadcast::Sender<Durable>>,
     /// The last `active` target reported as unusable, so it is reported once.
     active_noted: Mutex<Option<PathBuf>>,
     /// Syncing `txns/` after a creation failed; the checkpoint retries.
@@ -138,6 +140,7 @@ impl Module {
             quarantined: Mutex::new(BTreeMap::new()),
             create_requests: Mutex::new(HashMap::new()),
             changes,
+            events: std::sync::OnceLock::new(),
             active_noted: Mutex::new(None),
             txns_dirty: std::sync::atomic::AtomicBool::new(false),
             read_only: read_only.then(|| Mutex::new(Vec::new())),

@@ -35,10 +35,24 @@ pub fn probe_finished(dir: &Path) -> Option<(Summary, Option<String>)> {
     }
     let last_start = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let last: Map<String, Value> = serde_json::from_slice(&body[last_start..]).ok()?;
-    if !made_stage(&Logged::read(Some(&last)).event, &state.stage)
-        || last.get("seq").and_then(Value::as_u64) != Some(state.seq)
-    {
+    if last.get("seq").and_then(Value::as_u64) != Some(state.seq) {
         return None;
+    }
+    // Hooks' outcomes may follow the commit or failure (annotations): the
+    // last line that is not one must be it.
+    let (mut start, mut line) = (last_start, last);
+    loop {
+        match Logged::read(Some(&line)).event {
+            Event::Body(b) if b.is_annotation() => {}
+            event if made_stage(&event, &state.stage) => break,
+            _ => return None,
+        }
+        let end = start.checked_sub(1)?; // the previous line's newline
+        start = body[..end]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        line = serde_json::from_slice(&body[start..end]).ok()?;
     }
     let first = &body[..body.iter().position(|&b| b == b'\n').unwrap_or(body.len())];
     // Most creations carry no request id: parse the first line only if it

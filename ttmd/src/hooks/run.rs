@@ -1,0 +1,134 @@
+//! Running one hook: its own process group, the event on stdin, output
+//! kept up to a bound, and the whole group killed at the timeout.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    Exited(i32),
+    Signaled(i32),
+    /// Killed at the timeout.
+    TimedOut,
+    /// It could not be started.
+    NotStarted(String),
+}
+
+/// A finished run.
+#[derive(Debug)]
+pub struct Ran {
+    pub end: End,
+    pub duration: Duration,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Runs `path` with `input` on stdin and `env` added to the daemon's
+/// environment, in `cwd`; at `timeout` kills its process group. Keeps the
+/// first `cap` bytes of stdout and of stderr (and reads the rest, so the
+/// hook never blocks on a full pipe).
+pub async fn run(
+    path: &Path,
+    cwd: &Path,
+    input: &[u8],
+    env: &[(&str, String)],
+    timeout: Duration,
+    cap: usize,
+) -> Ran {
+    let began = Instant::now();
+    let mut cmd = Command::new(path);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if cwd.is_dir() {
+        cmd.current_dir(cwd);
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return Ran {
+                end: End::NotStarted(format!("cannot start {}: {e}", path.display())),
+                duration: began.elapsed(),
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+            };
+        }
+    };
+    let group = child.id();
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let work = async {
+        let feed = async {
+            if let Some(mut i) = stdin {
+                // A hook that does not read its stdin is not an error.
+                let _ = i.write_all(input).await;
+            }
+        };
+        let (_, _, _, status) = tokio::join!(
+            feed,
+            keep(stdout, cap, &mut out),
+            keep(stderr, cap, &mut err),
+            child.wait()
+        );
+        status
+    };
+    let end = match tokio::time::timeout(timeout, work).await {
+        Ok(Ok(status)) => ended(status),
+        Ok(Err(e)) => End::NotStarted(format!("waiting for {}: {e}", path.display())),
+        Err(_) => {
+            kill_group(group);
+            let _ = child.wait().await;
+            End::TimedOut
+        }
+    };
+    Ran {
+        end,
+        duration: began.elapsed(),
+        stdout: out,
+        stderr: err,
+    }
+}
+
+fn ended(status: std::process::ExitStatus) -> End {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => End::Exited(code),
+        (None, Some(sig)) => End::Signaled(sig),
+        (None, None) => End::Exited(-1),
+    }
+}
+
+/// Kills every process of the hook's group (what it started too).
+fn kill_group(group: Option<u32>) {
+    let Some(pid) = group.and_then(|g| rustix::process::Pid::from_raw(g as i32)) else {
+        return;
+    };
+    if let Err(e) = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL) {
+        tracing::warn!(group = pid.as_raw_nonzero().get(), error = %e, "cannot kill a hook's process group");
+    }
+}
+
+/// Reads `from` to its end, keeping the first `cap` bytes in `into`.
+async fn keep(from: Option<impl AsyncRead + Unpin>, cap: usize, into: &mut Vec<u8>) {
+    let Some(mut from) = from else {
+        return;
+    };
+    let mut chunk = [0u8; 4096];
+    loop {
+        match from.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let room = cap.saturating_sub(into.len());
+                into.extend_from_slice(&chunk[..n.min(room)]);
+            }
+        }
+    }
+}
