@@ -988,7 +988,14 @@ fn generate_txn_id_previews_the_daemons_ids() {
 
 fn shell_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
-    for dir in ["ttmctl/shell", "examples", "scripts", "tests/compat"] {
+    for dir in [
+        "ttmctl/shell",
+        "examples",
+        "examples/hooks",
+        "scripts",
+        "tests/compat",
+        "bench",
+    ] {
         for entry in fs::read_dir(ttm_tests::repo_root().join(dir)).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "sh") {

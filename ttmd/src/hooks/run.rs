@@ -63,6 +63,8 @@ pub async fn run(
         }
     };
     let group = child.id();
+    // Aborted with the daemon's tasks (shutdown): the whole group goes too.
+    let mut guard = GroupGuard(group);
     let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let work = async {
@@ -89,6 +91,7 @@ pub async fn run(
             End::TimedOut
         }
     };
+    guard.0 = None;
     Ran {
         end,
         duration: began.elapsed(),
@@ -103,6 +106,17 @@ fn ended(status: std::process::ExitStatus) -> End {
         (Some(code), _) => End::Exited(code),
         (None, Some(sig)) => End::Signaled(sig),
         (None, None) => End::Exited(-1),
+    }
+}
+
+/// Kills the hook's process group when dropped armed (its task aborted).
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            kill_group(self.0);
+        }
     }
 }
 
