@@ -994,7 +994,6 @@ fn shell_files() -> Vec<PathBuf> {
         "examples/hooks",
         "scripts",
         "tests/compat",
-        "bench",
     ] {
         for entry in fs::read_dir(ttm_tests::repo_root().join(dir)).unwrap() {
             let path = entry.unwrap().path();
