@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,17 +41,7 @@ pub async fn run(
     cap: usize,
 ) -> Ran {
     let began = Instant::now();
-    let mut cmd = Command::new(path);
-    cmd.envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    if cwd.is_dir() {
-        cmd.current_dir(cwd);
-    }
-    let mut child = match cmd.spawn() {
+    let mut child = match spawn(path, cwd, env) {
         Ok(c) => c,
         Err(e) => {
             return Ran {
@@ -98,6 +88,21 @@ pub async fn run(
         stdout: out,
         stderr: err,
     }
+}
+
+/// Starts the hook in a process group of its own, its pipes open.
+fn spawn(path: &Path, cwd: &Path, env: &[(&str, String)]) -> std::io::Result<Child> {
+    let mut cmd = Command::new(path);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if cwd.is_dir() {
+        cmd.current_dir(cwd);
+    }
+    cmd.spawn()
 }
 
 fn ended(status: std::process::ExitStatus) -> End {

@@ -71,6 +71,14 @@ impl Histogram {
         c.observe(d.as_secs_f64());
     }
 
+    /// Runs `f`, observing how long it took.
+    pub fn time<T>(&self, f: impl FnOnce() -> T) -> T {
+        let began = std::time::Instant::now();
+        let out = f();
+        self.observe(began.elapsed());
+        out
+    }
+
     pub fn counts(&self) -> Counts {
         let c = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = c.clone();

@@ -70,7 +70,8 @@ pub fn append(
     durability: Durability,
     path: &Path,
 ) -> Result<()> {
-    let result = file.write_all(line.as_bytes()).and_then(|()| {
+    let write = || file.write_all(line.as_bytes());
+    let result = crate::metrics::WRITE.append.time(write).and_then(|()| {
         if durability.syncs() {
             file.sync_data()
         } else {

@@ -646,6 +646,32 @@ fn only_a_finished_transaction_whose_files_agree_is_probed() {
 }
 
 #[test]
+fn a_finished_transaction_with_hook_outcomes_after_its_commit_is_probed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (id, dir) = finished_txn(tmp.path(), None);
+    let store = open(tmp.path());
+    let m = store.module("ttm", false).unwrap();
+    let t = m.txn(&id).unwrap();
+    for seq in [4, 5] {
+        let ran = Body::HookRan {
+            hook: "on-commit".into(),
+            for_seq: seq,
+            for_event: "txn_commit".into(),
+            outcome: "exited".into(),
+            exit_code: Some(0),
+            signal: None,
+            duration_ms: 1,
+            reason: String::new(),
+        };
+        t.mutate(&fsm(), &Guards::default(), &None, |_, _| Ok(ran))
+            .unwrap();
+    }
+    drop((t, m, store));
+    let (summary, _) = txn::probe_finished(&dir).expect("still a finished transaction");
+    assert_eq!((summary.stage(), summary.seq), ("DONE", 7));
+}
+
+#[test]
 fn finished_transactions_are_summaries_until_used() {
     let tmp = tempfile::tempdir().unwrap();
     let (id, dir) = finished_txn(tmp.path(), Some("rid-1"));

@@ -65,17 +65,7 @@ impl Module {
         }
         let txn = self.load(&id)?;
         let state = txn.state();
-        self.tell_durable(super::Durable {
-            module: self.name.clone(),
-            txn_id: id.clone(),
-            txn_dir: self.txns_dir.join(&id),
-            seq: 1,
-            event: "txn_start".into(),
-            stage: state.stage.clone(),
-            from: String::new(),
-            ts: ts.clone(),
-            annotation: false,
-        });
+        self.tell_started(&id, &state.stage, &ts);
         self.tell(Change {
             kind: ChangeKind::Created,
             lease: None,

@@ -90,6 +90,22 @@ impl Module {
         }
     }
 
+    /// Tells the hooks and metrics that transaction `id` began (its
+    /// `txn_start`, line 1, is durable) in `stage`.
+    pub(in crate::store) fn tell_started(&self, id: &str, stage: &str, ts: &str) {
+        self.tell_durable(Durable {
+            module: self.name.clone(),
+            txn_id: id.to_string(),
+            txn_dir: self.txns_dir.join(id),
+            seq: 1,
+            event: "txn_start".into(),
+            stage: stage.to_string(),
+            from: String::new(),
+            ts: ts.to_string(),
+            annotation: false,
+        });
+    }
+
     /// Tells watchers about `change`.
     pub(in crate::store) fn tell(&self, change: Change) {
         let _ = self.changes.send(change);

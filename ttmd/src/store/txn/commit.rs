@@ -53,10 +53,10 @@ impl Txn {
             (file, inner.len, inner.state.clone())
         };
         if self.durability != Durability::None {
-            let began = std::time::Instant::now();
-            file.sync_data()
+            crate::metrics::WRITE
+                .fsync
+                .time(|| file.sync_data())
                 .map_err(|e| Error::io("syncing", self.dir.join(EVENTS_FILE), e))?;
-            crate::metrics::WRITE.fsync.observe(began.elapsed());
         }
         // The events are durable: the mutations have happened. If the view
         // cannot be replaced now, the next round rewrites it and start-up

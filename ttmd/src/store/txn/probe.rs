@@ -16,8 +16,9 @@ use crate::store::fsio;
 /// A finished transaction read without loading it: its summary and the
 /// request id its creation carried. Only a transaction whose files agree is
 /// trusted this way: `state.json` parses and is DONE or FAIL, the log ends in
-/// a newline, has exactly `seq` lines, and its last line is the commit or
-/// failure that made that stage. Anything else (live, torn, stale, edited,
+/// a newline, has exactly `seq` lines, and its last line — but for hook
+/// outcomes after it (annotations) — is the commit or failure that made
+/// that stage. Anything else (live, torn, stale, edited,
 /// foreign lines last) gives `None`, and the caller loads it fully, which
 /// recovers it.
 pub fn probe_finished(dir: &Path) -> Option<(Summary, Option<String>)> {
