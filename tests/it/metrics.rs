@@ -115,6 +115,8 @@ fn metrics_parse_and_match_the_events_written() {
         ("ttm_stalls_total{module=ttm}", 0.0),
         ("ttm_overdue_total{module=ttm}", 0.0),
         ("ttm_events_total{event=txn_start,module=ttm}", 3.0),
+        // Each create made its transaction active, logged with it.
+        ("ttm_events_total{event=activated,module=ttm}", 3.0),
         (
             "ttm_stage_duration_seconds_count{module=ttm,stage=NEW}",
             2.0,

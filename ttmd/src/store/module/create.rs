@@ -65,7 +65,7 @@ impl Module {
         }
         let txn = self.load(&id)?;
         let state = txn.state();
-        self.tell_started(&id, &state.stage, &ts);
+        self.tell_started(&id, &state.stage, &ts, new.activate);
         self.tell(Change {
             kind: ChangeKind::Created,
             lease: None,

@@ -90,20 +90,24 @@ impl Module {
         }
     }
 
-    /// Tells the hooks and metrics that transaction `id` began (its
-    /// `txn_start`, line 1, is durable) in `stage`.
-    pub(in crate::store) fn tell_started(&self, id: &str, stage: &str, ts: &str) {
-        self.tell_durable(Durable {
-            module: self.name.clone(),
-            txn_id: id.to_string(),
-            txn_dir: self.txns_dir.join(id),
-            seq: 1,
-            event: "txn_start".into(),
-            stage: stage.to_string(),
-            from: String::new(),
-            ts: ts.to_string(),
-            annotation: false,
-        });
+    /// Tells the hooks and metrics that transaction `id` began in `stage`:
+    /// its `txn_start` (line 1) and, when `activated`, the `activated`
+    /// (line 2) creation wrote are durable.
+    pub(in crate::store) fn tell_started(&self, id: &str, stage: &str, ts: &str, activated: bool) {
+        let lines = [(1, "txn_start")].into_iter();
+        for (seq, event) in lines.chain(activated.then_some((2, "activated"))) {
+            self.tell_durable(Durable {
+                module: self.name.clone(),
+                txn_id: id.to_string(),
+                txn_dir: self.txns_dir.join(id),
+                seq,
+                event: event.into(),
+                stage: stage.to_string(),
+                from: String::new(),
+                ts: ts.to_string(),
+                annotation: false,
+            });
+        }
     }
 
     /// Tells watchers about `change`.
