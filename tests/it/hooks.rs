@@ -142,6 +142,9 @@ fn a_hook_that_hangs_is_killed_at_its_timeout_with_what_it_started() {
 
 #[test]
 fn a_hundred_events_at_once_never_run_more_hooks_than_the_bound() {
+    if !Need::tool("flock", "util-linux").met() {
+        return;
+    }
     let d = Daemon::start_with_args(&["--hooks-concurrency", "2"]);
     let state = d.tmp().join("state");
     fs::create_dir(&state).unwrap();
