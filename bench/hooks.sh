@@ -8,12 +8,16 @@
 # Each append is one `ttmctl event` process, as a script sees it; C loops
 # append at once, N appends each.
 #
-# Usage: cargo build --release -p ttmd -p ttmctl && bench/hooks.sh [C] [N]
+# The two are measured in turn, R rounds (the machine's other load drifts;
+# alternating spreads it over both).
+#
+# Usage: cargo build --release -p ttmd -p ttmctl && bench/hooks.sh [C] [N] [R]
 # (TTM_BIN_DIR=target/debug to time a debug build instead)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clients=${1:-8}
 per=${2:-200}
+rounds=${3:-3}
 bin=${TTM_BIN_DIR:-$PWD/target/release}
 ctl=$bin/ttmctl
 tmp=$(mktemp -d)
@@ -34,6 +38,7 @@ now() { date +%s%N; }
 # HOOK_SECS on every event when > 0), appends, prints appends/s.
 run() {
   local name=$1 secs=$2 label=$3
+  rm -rf "${tmp:?}/$name"
   export TETRA_DIR=$tmp/$name/tree TTM_SOCKET=$tmp/$name/s.sock
   mkdir -p "$TETRA_DIR/ttm/hooks"
   chmod 755 "$TETRA_DIR/ttm/hooks"
@@ -73,5 +78,7 @@ wait_loops() {
 
 echo "| hooks | appends | appends/s | hooks started during the run | hooks dropped (queue full) |"
 echo "|---|---:|---:|---:|---:|"
-run none 0 "none"
-run hook 1 "1 s hook on every event"
+for _ in $(seq "$rounds"); do
+  run none 0 "none"
+  run hook 1 "1 s hook on every event"
+done

@@ -282,3 +282,37 @@ fn a_slow_hook_does_not_block_appends() {
         "the first hook is still asleep"
     );
 }
+
+#[test]
+fn a_full_hook_queue_drops_hooks_with_a_warning_and_a_count() {
+    let mut d = Daemon::start_with_args(&["--hooks-concurrency", "1", "--hooks-queue", "2"]);
+    let started = d.tmp().join("started");
+    let script = format!("#!/bin/sh\ntouch {}\nexec sleep 600\n", started.display());
+    hook(&d, "on-event", &script, 0o755);
+    let id = d.create("queue");
+    d.ctl(&["event", "first", "-t", &id]).ok();
+    assert!(
+        wait_until(HANG, || started.exists()),
+        "{}",
+        d.daemon_stderr()
+    );
+    // One runs, two wait, the other seven are dropped: every append is
+    // still acknowledged.
+    for i in 0..9 {
+        d.ctl(&["event", "more", &format!("{{\"i\":{i}}}"), "-t", &id])
+            .ok();
+    }
+    let dropped = wait_until(HANG, || {
+        d.ctl(&["metrics"])
+            .ok()
+            .lines()
+            .any(|l| l == "ttm_hooks_dropped_total 7")
+    });
+    assert!(dropped, "{}", d.ctl(&["metrics"]).ok());
+    let log = d.daemon_stderr();
+    assert!(
+        log.contains("hook not run") && log.contains("hooks.queue"),
+        "{log}"
+    );
+    d.stop();
+}

@@ -76,6 +76,7 @@ async fn dispatch(
     mut events: broadcast::Receiver<Durable>,
     tx: mpsc::Sender<Job>,
 ) {
+    let mut drops = Drops::default();
     loop {
         match events.recv().await {
             Ok(event) => {
@@ -84,13 +85,7 @@ async fn dispatch(
                 };
                 if let Err(mpsc::error::TrySendError::Full(job)) = tx.try_send(job) {
                     runner.metrics.hooks.dropped.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        module = %job.event.module, txn = %job.event.txn_id, seq = job.event.seq,
-                        hook = job.hook,
-                        "hook not run: {} hook runs already wait (hooks.queue); raise \
-                         hooks.queue or hooks.concurrency, or make the hook faster",
-                        runner.settings.queue
-                    );
+                    drops.note(&job, runner.settings.queue);
                 }
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -102,6 +97,35 @@ async fn dispatch(
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
+    }
+}
+
+/// Warnings about hooks dropped for a full queue: the first of a burst
+/// names the event, then at most one line per [`Drops::EVERY`] says how
+/// many more (a flood of warnings would cost the daemon what the queue
+/// saved it).
+#[derive(Debug, Default)]
+struct Drops {
+    last: Option<std::time::Instant>,
+    since: u64,
+}
+
+impl Drops {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+    fn note(&mut self, job: &Job, queue: usize) {
+        self.since += 1;
+        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            return;
+        }
+        let e = &job.event;
+        tracing::warn!(
+            module = %e.module, txn = %e.txn_id, seq = e.seq, hook = job.hook, dropped = self.since,
+            "hook not run: {queue} hook runs already wait (hooks.queue); raise hooks.queue or \
+             hooks.concurrency, or make the hook faster (counted in ttm_hooks_dropped_total)"
+        );
+        self.last = Some(std::time::Instant::now());
+        self.since = 0;
     }
 }
 
