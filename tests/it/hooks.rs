@@ -101,6 +101,9 @@ fn a_hook_runs_once_after_its_event_with_the_event_on_stdin_and_env() {
     // The annotation leaves the transaction DONE, and runs no hook itself.
     assert_eq!(d.state_json("ttm", &id)["stage"], "DONE");
     assert_eq!(text(&out.join("runs")), "run\n");
+    // Nobody else can write one.
+    let forged = d.create("forger");
+    d.ctl(&["event", "hook_ran", "-t", &forged]).expect_code(2);
     // And a finished transaction with hook outcomes after its commit is
     // still read back as finished after a restart.
     let mut d = d;
