@@ -14,6 +14,7 @@ pub mod migrate;
 pub mod state;
 pub mod summary;
 pub mod templates;
+pub mod timing;
 pub mod topology;
 
 pub use error::{Error, Result};

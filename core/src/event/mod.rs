@@ -9,6 +9,7 @@ mod read;
 pub use read::{Event, Logged};
 
 use super::id::quote;
+use super::timing::{OnTimeout, Scope, Settings};
 use super::{Error, Result};
 
 /// Longest user event type accepted.
@@ -31,6 +32,9 @@ pub const BUILTIN_TYPES: &[&str] = &[
     "lease_acquired",
     "lease_released",
     "lease_expired",
+    "txn_overdue",
+    "txn_stalled",
+    "txn_resumed",
 ];
 
 /// What an event says, apart from the envelope every line has.
@@ -45,6 +49,8 @@ pub enum Body {
         module: String,
         stage: String,
         ctx_digest: String,
+        /// `--deadline`, `--on-deadline`, `--heartbeat` (SPEC §14).
+        time: Settings,
     },
     /// The stage changed along an FSM edge.
     Transition {
@@ -102,6 +108,27 @@ pub enum Body {
     LeaseReleased { name: String, token: u64 },
     /// The transaction lost a lease: silent past its TTL.
     LeaseExpired { name: String, token: u64 },
+    /// A stage visit ran past its fsm.json timeout, or the transaction
+    /// past its deadline (SPEC §14); logged once per visit / transaction.
+    Overdue {
+        scope: Scope,
+        /// The stage it was in.
+        stage: String,
+        /// The limit: `30m` for a stage, the deadline's time for a deadline.
+        limit: String,
+        /// How long the stage (or the transaction) had run when logged.
+        ran_ms: u64,
+        on_timeout: OnTimeout,
+    },
+    /// The transaction showed no life for its heartbeat period.
+    Stalled { period_ms: u64, last_life: String },
+    /// Life returned to a stalled transaction (`by`: `event` or
+    /// `heartbeat`).
+    Resumed {
+        stalled_since: String,
+        stalled_ms: u64,
+        by: String,
+    },
     /// A user event: progress, log lines, anything a script wants recorded.
     User {
         event: String,
@@ -143,6 +170,9 @@ impl Body {
             | Body::LeaseAcquired { .. }
             | Body::LeaseReleased { .. }
             | Body::LeaseExpired { .. }
+            | Body::Overdue { .. }
+            | Body::Stalled { .. }
+            | Body::Resumed { .. }
             | Body::User { .. } => None,
         }
     }
@@ -165,6 +195,9 @@ impl Body {
             Body::LeaseAcquired { .. } => "lease_acquired",
             Body::LeaseReleased { .. } => "lease_released",
             Body::LeaseExpired { .. } => "lease_expired",
+            Body::Overdue { .. } => "txn_overdue",
+            Body::Stalled { .. } => "txn_stalled",
+            Body::Resumed { .. } => "txn_resumed",
             Body::User { event, .. } => event,
         }
     }
@@ -191,6 +224,7 @@ impl Body {
                 module,
                 stage,
                 ctx_digest,
+                time,
             } => {
                 put("txn_id", txn_id.as_str().into());
                 put("description", description.as_str().into());
@@ -199,6 +233,16 @@ impl Body {
                 put("module", module.as_str().into());
                 put("stage", stage.as_str().into());
                 put("ctx_digest", ctx_digest.as_str().into());
+                // Only when given, so other starts keep their layout.
+                if let Some(d) = &time.deadline {
+                    put("deadline", d.as_str().into());
+                }
+                if let Some(p) = time.on_deadline {
+                    put("on_deadline", p.as_str().into());
+                }
+                if let Some(h) = time.heartbeat_ms {
+                    put("heartbeat_ms", h.into());
+                }
             }
             Body::Transition {
                 from,
@@ -273,6 +317,35 @@ impl Body {
             Body::LeaseReleased { name, token } | Body::LeaseExpired { name, token } => {
                 put("name", name.as_str().into());
                 put("token", (*token).into());
+            }
+            Body::Overdue {
+                scope,
+                stage,
+                limit,
+                ran_ms,
+                on_timeout,
+            } => {
+                put("scope", scope.as_str().into());
+                put("stage", stage.as_str().into());
+                put("limit", limit.as_str().into());
+                put("ran_ms", (*ran_ms).into());
+                put("on_timeout", on_timeout.as_str().into());
+            }
+            Body::Stalled {
+                period_ms,
+                last_life,
+            } => {
+                put("period_ms", (*period_ms).into());
+                put("last_life", last_life.as_str().into());
+            }
+            Body::Resumed {
+                stalled_since,
+                stalled_ms,
+                by,
+            } => {
+                put("stalled_since", stalled_since.as_str().into());
+                put("stalled_ms", (*stalled_ms).into());
+                put("by", by.as_str().into());
             }
             Body::User { data, .. } => put("data", Value::Object(data.clone())),
         }
