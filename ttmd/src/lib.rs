@@ -16,6 +16,7 @@ pub mod shutdown;
 pub mod socket;
 pub mod store;
 mod systemd;
+pub mod timers;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -47,6 +48,7 @@ pub async fn run(
     let fd_room = conns::raise_nofile();
     let store = open_store(&config).await?;
     let leases = open_leases(&store).await?;
+    let timers = open_timers(&store, &leases).await?;
     // Hand edits are picked up from here on; stops when dropped below. A
     // read-only tree cannot change, and a reconcile would write.
     let reconciler = store
@@ -62,7 +64,7 @@ pub async fn run(
     } = listener;
     let stop = Shutdown::new();
     let (grace, sighup) = (config.shutdown_grace, config.reload_on_sighup);
-    let shared = Shared::new(store, leases, config, path.clone(), stop.clone());
+    let shared = Shared::new(store, leases, timers, config, path.clone(), stop.clone());
     let mut background = start_background(&shared, sighup, &path, &stop);
     let (incoming, acceptor) = conns::accept(listener, shared.clone(), fd_room);
     background.push(acceptor);
@@ -102,6 +104,18 @@ async fn open_leases(store: &Arc<store::Store>) -> Result<Arc<dyn leases::LeaseB
     Ok(Arc::new(local))
 }
 
+/// Arms the time rules of every loaded transaction (SPEC §14), before
+/// serving; what fell due while no daemon ran is applied once the timer
+/// runs.
+async fn open_timers(
+    store: &Arc<store::Store>,
+    leases: &Arc<dyn leases::LeaseBackend>,
+) -> Result<Arc<timers::Timers>, BoxError> {
+    let (store, leases) = (store.clone(), leases.clone());
+    let t = tokio::task::spawn_blocking(move || timers::Timers::open(store, leases)).await?;
+    Ok(Arc::new(t))
+}
+
 /// The tasks beside the server: SIGHUP reloads and the systemd watchdog.
 /// They hold no state that needs a clean stop, so run aborts them.
 fn start_background(
@@ -121,6 +135,8 @@ fn start_background(
     // stay as they were until a writable start rebuilds them.
     if shared.store.read_only().is_none() {
         background.push(tokio::spawn(leases::run_expiry(shared.leases.clone())));
+        // Time events are logged too; on a read-only tree nothing is due.
+        background.push(tokio::spawn(timers::run(shared.timers.clone())));
     }
     if sighup {
         background.push(tokio::spawn(reload_on_sighup(shared.clone())));

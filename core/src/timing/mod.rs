@@ -49,5 +49,58 @@ impl Scope {
     }
 }
 
+/// A time event in words, for the watch feed, `status` and `top`; `None`
+/// for other events.
+pub fn describe(body: &crate::event::Body) -> Option<String> {
+    use crate::event::Body;
+    Some(match body {
+        Body::Overdue {
+            scope: Scope::Stage,
+            stage,
+            limit,
+            ran_ms,
+            on_timeout,
+        } => format!(
+            "stage {stage} ran past its {limit} timeout ({} so far; on_timeout: {})",
+            format_duration(*ran_ms),
+            on_timeout.as_str()
+        ),
+        Body::Overdue {
+            scope: Scope::Deadline,
+            stage,
+            limit,
+            on_timeout,
+            ..
+        } => format!(
+            "deadline {limit} passed in stage {stage} (on_deadline: {})",
+            on_timeout.as_str()
+        ),
+        Body::Stalled {
+            period_ms,
+            last_life,
+        } => format!(
+            "stalled: no sign of life for {} (last at {last_life})",
+            format_duration(*period_ms)
+        ),
+        Body::Resumed { stalled_ms, by, .. } => format!(
+            "resumed by {by} after {} stalled",
+            format_duration(*stalled_ms)
+        ),
+        _ => return None,
+    })
+}
+
+/// What is overdue now, in words, and since when (the `overdue` and
+/// `overdue_since` of a listed state); `None` when nothing is.
+pub fn overdue(t: &Timing, stage: &str) -> Option<(String, String)> {
+    if let Some(m) = &t.stage_overdue {
+        let words = format!("stage {stage} ran past its {} timeout", m.limit);
+        return Some((words, m.at.clone()));
+    }
+    t.deadline_overdue
+        .as_ref()
+        .map(|m| (format!("deadline {} passed", m.limit), m.at.clone()))
+}
+
 #[cfg(test)]
 mod tests;

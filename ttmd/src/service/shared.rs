@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::leases::LeaseBackend;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
+use crate::timers::Timers;
 
 /// What every request handler shares: the store, the live config, and the
 /// daemon's own bookkeeping.
@@ -19,6 +20,8 @@ pub struct Shared {
     pub store: Arc<Store>,
     /// Leases on targets and names (SPEC §13).
     pub leases: Arc<dyn LeaseBackend>,
+    /// Stage timeouts, deadlines and stalls (SPEC §14).
+    pub timers: Arc<Timers>,
     /// The settings in force; a reload swaps them.
     config: RwLock<Arc<Config>>,
     /// When serving began, for uptime.
@@ -40,6 +43,7 @@ impl Shared {
     pub fn new(
         store: Arc<Store>,
         leases: Arc<dyn LeaseBackend>,
+        timers: Arc<Timers>,
         config: Config,
         socket: PathBuf,
         shutdown: Shutdown,
@@ -52,6 +56,7 @@ impl Shared {
                 .unwrap_or_else(|_| store.root.clone()),
             store,
             leases,
+            timers,
             shutdown,
             socket,
         })
@@ -93,6 +98,8 @@ impl Shared {
                 Err(e) => format!("module {}: {e}; keeping the FSM in use", module.name),
             });
         }
+        // Stage timeouts may have changed with the FSMs.
+        self.timers.rearm_all();
         if let Some(why) = self.store.read_only() {
             // Leaving it means redoing start-up: the lock file, the logs
             // opened for appending, the repairs left pending.
