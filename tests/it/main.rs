@@ -31,4 +31,5 @@ mod security;
 mod service;
 mod shims;
 mod streams;
+mod time;
 mod uploads;

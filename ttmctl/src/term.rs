@@ -198,7 +198,10 @@ pub fn typed(event: &Event) -> Typed {
 pub fn tone(event: &Event) -> Tone {
     match typed(event) {
         Typed::Body(Body::Commit { .. }) => Tone::Done,
-        Typed::Body(Body::Fail { .. }) => Tone::Failed,
+        // Time running out is a failure in the making: shown as one.
+        Typed::Body(Body::Fail { .. } | Body::Overdue { .. } | Body::Stalled { .. }) => {
+            Tone::Failed
+        }
         Typed::Body(
             Body::Transition { .. }
             | Body::Migrated { .. }
@@ -215,6 +218,7 @@ pub fn tone(event: &Event) -> Tone {
             | Body::LeaseAcquired { .. }
             | Body::LeaseReleased { .. }
             | Body::LeaseExpired { .. }
+            | Body::Resumed { .. }
             | Body::User { .. },
         )
         | Typed::Foreign { .. }
