@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{OnTimeout, Scope, format_duration};
+use super::{OnTimeout, Scope, StageTime, format_duration};
 use crate::event::Body;
 use crate::fsm::Fsm;
 use crate::state::{State, timestamp};
@@ -64,7 +64,6 @@ fn pending(state: &State, fsm: &Fsm, watch: Watch) -> Vec<(DateTime<Utc>, Pendin
         return out;
     }
     let t = &state.timing;
-    let rules = fsm.stage_time(&state.stage);
     for (mark, scope) in [
         (&t.stage_overdue, Scope::Stage),
         (&t.deadline_overdue, Scope::Deadline),
@@ -75,16 +74,23 @@ fn pending(state: &State, fsm: &Fsm, watch: Watch) -> Vec<(DateTime<Utc>, Pendin
             return out;
         }
     }
+    let rules = fsm.stage_time(&state.stage);
+    overruns(state, rules, &mut out);
+    life(state, rules, watch, &mut out);
+    out
+}
+
+/// The stage visit's timeout and the deadline, unless already reported.
+fn overruns(state: &State, rules: Option<&StageTime>, out: &mut Vec<(DateTime<Utc>, Pending)>) {
+    let t = &state.timing;
     if let (None, Some(r)) = (&t.stage_overdue, rules)
         && let (Some(after), Some(began)) = (r.after_ms, parse(&t.stage_since.0))
     {
-        let limit = format_duration(after);
-        let (scope, on_timeout) = (Scope::Stage, r.on_timeout);
         let p = Pending::Overdue {
-            scope,
-            limit,
+            scope: Scope::Stage,
+            limit: format_duration(after),
             began,
-            on_timeout,
+            on_timeout: r.on_timeout,
         };
         out.push((plus(began, after), p));
     }
@@ -92,50 +98,54 @@ fn pending(state: &State, fsm: &Fsm, watch: Watch) -> Vec<(DateTime<Utc>, Pendin
         && let (Some(d), Some(began)) = (&t.deadline, parse(&state.created))
         && let Some(at) = parse(d)
     {
-        let on_timeout = t.on_deadline.unwrap_or_default();
-        let (scope, limit) = (Scope::Deadline, d.clone());
         let p = Pending::Overdue {
-            scope,
-            limit,
+            scope: Scope::Deadline,
+            limit: d.clone(),
             began,
-            on_timeout,
+            on_timeout: t.on_deadline.unwrap_or_default(),
         };
         out.push((at, p));
     }
+}
+
+/// A stalled transaction's return of life, or the next silence: the
+/// transaction's own heartbeat, else its stage's.
+fn life(
+    state: &State,
+    rules: Option<&StageTime>,
+    watch: Watch,
+    out: &mut Vec<(DateTime<Utc>, Pending)>,
+) {
+    let t = &state.timing;
+    let period = t.heartbeat_ms.or(rules.and_then(|r| r.heartbeat_ms));
+    if t.stalled_since.is_none() && period.is_none() {
+        return; // the common case: nothing to watch, nothing parsed
+    }
     let logged = parse(&t.life.0);
     let life = logged.max(watch.heard);
-    match &t.stalled_since {
-        Some(since) => {
+    match (&t.stalled_since, period) {
+        (Some(since), _) => {
             if let (Some(l), Some(s)) = (life, parse(since))
                 && l >= s
             {
-                let by_heartbeat = watch.heard.is_some_and(|h| Some(h) > logged);
-                let stalled_since = since.clone();
-                out.push((
-                    l,
-                    Pending::Resumed {
-                        stalled_since,
-                        by_heartbeat,
-                    },
-                ));
+                let p = Pending::Resumed {
+                    stalled_since: since.clone(),
+                    by_heartbeat: watch.heard.is_some_and(|h| Some(h) > logged),
+                };
+                out.push((l, p));
             }
         }
-        None => {
-            let period = t.heartbeat_ms.or(rules.and_then(|r| r.heartbeat_ms));
-            if let Some(period_ms) = period {
-                let last_life = life.unwrap_or(watch.since);
-                let from = last_life.max(watch.since);
-                out.push((
-                    plus(from, period_ms),
-                    Pending::Stalled {
-                        period_ms,
-                        last_life,
-                    },
-                ));
-            }
+        (None, Some(period_ms)) => {
+            let last_life = life.unwrap_or(watch.since);
+            let from = last_life.max(watch.since);
+            let p = Pending::Stalled {
+                period_ms,
+                last_life,
+            };
+            out.push((plus(from, period_ms), p));
         }
+        (None, None) => {}
     }
-    out
 }
 
 fn fail_text(scope: Scope, stage: &str, limit: &str) -> String {

@@ -458,17 +458,7 @@ pub fn watch(
 }
 
 fn change_message(module: &str, c: Change) -> pb::WatchResponse {
-    // The feed carries one text: a refusal for warnings, what happened for
-    // the time kinds.
-    let timed = matches!(
-        c.kind,
-        ChangeKind::Overdue | ChangeKind::Stalled | ChangeKind::Resumed
-    );
-    let (warning, note) = if timed {
-        (String::new(), c.warning)
-    } else {
-        (c.warning, String::new())
-    };
+    let (warning, note) = c.texts();
     pb::WatchResponse {
         kind: kind(c.kind) as i32,
         module: module.to_string(),

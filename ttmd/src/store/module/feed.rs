@@ -60,6 +60,19 @@ pub enum ChangeKind {
     Resumed,
 }
 
+impl Change {
+    /// (warning, note): the feed carries one text, a refusal for warnings
+    /// and what happened for the time kinds; the API has a field for each.
+    pub fn texts(&self) -> (String, String) {
+        match self.kind {
+            ChangeKind::Overdue | ChangeKind::Stalled | ChangeKind::Resumed => {
+                (String::new(), self.warning.clone())
+            }
+            _ => (self.warning.clone(), String::new()),
+        }
+    }
+}
+
 impl Module {
     /// Tells watchers about `change`.
     pub(in crate::store) fn tell(&self, change: Change) {
