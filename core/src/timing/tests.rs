@@ -111,6 +111,20 @@ fn a_stage_timeout_fails_once_with_a_clear_error() {
     );
     assert!(run(&mut s, &fsm, watch("00:00:00"), "05:00:00").is_empty());
     assert_eq!(next_due(&s, &fsm, watch("00:00:00")), None);
+    // A retry into the stage is a new visit, timed afresh.
+    s.apply_logged(
+        s.seq + 1,
+        &Logged {
+            ts: Some(crate::state::timestamp(t("06:00:00"))),
+            request_id: None,
+            event: Event::Body(Body::Retry {
+                to: "EXECUTE".into(),
+                iteration: 2,
+            }),
+        },
+    );
+    assert!(s.timing.stage_overdue.is_none());
+    assert_eq!(next_due(&s, &fsm, watch("00:00:00")), Some(t("06:30:00")));
 }
 
 #[test]

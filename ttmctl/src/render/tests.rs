@@ -265,9 +265,18 @@ fn time_marks_show_in_list_status_and_watch() {
     let has = |needle: &str| status.iter().any(|l| l.contains(needle));
     assert!(has("deadline     2026-12-02T05:00:00.000Z"), "{status:?}");
     assert!(has("heartbeat    every 5m at least"), "{status:?}");
-    assert!(has("stalled      since 2026-12-02T04:00:00.000Z"), "{status:?}");
-    assert!(has("overdue      deadline 2026-12-02T05:00:00.000Z passed (since"));
-    assert!(status_summary(&plain, &[], "").iter().all(|l| !l.contains("stalled")));
+    assert!(
+        has("stalled      since 2026-12-02T04:00:00.000Z"),
+        "{status:?}"
+    );
+    assert!(has(
+        "overdue      deadline 2026-12-02T05:00:00.000Z passed (since"
+    ));
+    assert!(
+        status_summary(&plain, &[], "")
+            .iter()
+            .all(|l| !l.contains("stalled"))
+    );
     let change = WatchResponse {
         kind: ChangeKind::Stalled as i32,
         txn_id: "backup-1".to_owned(),
@@ -276,5 +285,8 @@ fn time_marks_show_in_list_status_and_watch() {
         ..Default::default()
     };
     let line = watch_line(&change);
-    assert!(line.contains("stalled") && line.ends_with("no sign of life for 5m"), "{line}");
+    assert!(
+        line.contains("stalled") && line.ends_with("no sign of life for 5m"),
+        "{line}"
+    );
 }

@@ -50,8 +50,9 @@ pub struct Timers {
 struct Inner {
     /// (when, transaction), earliest first.
     queue: BTreeSet<(DateTime<Utc>, TxnKey)>,
-    /// Each queued transaction's time, to find its queue entry.
-    at: HashMap<TxnKey, DateTime<Utc>>,
+    /// Each queued transaction's time (to find its queue entry) and the
+    /// seq of the state it was computed from.
+    at: HashMap<TxnKey, (DateTime<Utc>, u64)>,
     /// Last `ttmctl heartbeat` per transaction.
     heard: HashMap<TxnKey, DateTime<Utc>>,
 }
@@ -98,25 +99,31 @@ impl Timers {
 
     /// Puts `key` in the queue at the time its next action falls due (or
     /// takes it out when nothing will); wakes the timer if that is earlier
-    /// than anything queued.
+    /// than anything queued. Two mutations of one transaction may arm it
+    /// in either order: a state older than the one its entry was computed
+    /// from is ignored (an entry left by an older state only fires early,
+    /// finds nothing due and is re-armed from the current state).
     pub fn arm(&self, key: &TxnKey, state: &State, fsm: &Fsm) {
         let mut inner = self.lock();
         if state.is_terminal() {
             inner.heard.remove(key);
         }
-        let next = next_due(state, fsm, self.watch(&inner, key));
         let old = inner.at.get(key).copied();
-        if old == next {
+        if old.is_some_and(|(_, seq)| seq > state.seq) {
             return;
         }
-        if let Some(old) = old {
+        let next = next_due(state, fsm, self.watch(&inner, key));
+        if old.map(|(at, _)| at) == next {
+            return;
+        }
+        if let Some((old, _)) = old {
             inner.queue.remove(&(old, key.clone()));
             inner.at.remove(key);
         }
         let Some(next) = next else { return };
         let first = inner.queue.first().is_none_or(|(head, _)| next < *head);
         inner.queue.insert((next, key.clone()));
-        inner.at.insert(key.clone(), next);
+        inner.at.insert(key.clone(), (next, state.seq));
         drop(inner);
         if first {
             self.wake.notify_one();
