@@ -47,6 +47,9 @@ pub fn admit(fsm: &Fsm, state: &State, body: &Body) -> Result<Admit> {
         | Body::LeaseAcquired { .. }
         | Body::LeaseReleased { .. }
         | Body::LeaseExpired { .. }
+        | Body::Overdue { .. }
+        | Body::Stalled { .. }
+        | Body::Resumed { .. }
         | Body::User { .. } => refuse_if_final(state).map(|()| Admit::Log),
         // Written when the log is made (create) or taken over (recovery),
         // never as a change of a running transaction.
@@ -149,6 +152,7 @@ mod tests {
             module: "ttm".into(),
             stage: stage.into(),
             ctx_digest: String::new(),
+            time: Default::default(),
         };
         let meta = Meta {
             ts: "2025-10-17T14:30:22.000Z".into(),

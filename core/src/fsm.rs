@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::timing::{RawStageTime, StageTime, Timeouts, parse_timeouts};
 use super::{Error, Result};
 
 /// The terminal stage reached by a commit.
@@ -26,6 +27,8 @@ pub struct Fsm {
     stages: Vec<String>,
     /// `None` for an ordered FSM; otherwise the allowed moves from each stage.
     edges: Option<BTreeMap<String, Vec<Edge>>>,
+    /// Stage timeouts and heartbeats (SPEC §14), from `"timeouts"`.
+    timeouts: Timeouts,
 }
 
 /// One allowed move of an explicit FSM.
@@ -51,6 +54,8 @@ struct FsmFile {
     stages: Vec<String>,
     #[serde(default)]
     transitions: Option<BTreeMap<String, Vec<EdgeSpec>>>,
+    #[serde(default)]
+    timeouts: BTreeMap<String, RawStageTime>,
 }
 
 #[derive(Deserialize)]
@@ -76,6 +81,7 @@ impl Default for Fsm {
                 .map(String::from)
                 .to_vec(),
             edges: None,
+            timeouts: Timeouts::new(),
         }
     }
 }
@@ -169,7 +175,22 @@ impl Fsm {
                 Some(edges)
             }
         };
-        Ok(Fsm { stages, edges })
+        let timeouts = parse_timeouts(file.timeouts, |s| stages.iter().any(|x| x == s))?;
+        Ok(Fsm {
+            stages,
+            edges,
+            timeouts,
+        })
+    }
+
+    /// The time rules of `stage` (fsm.json's `"timeouts"`), if any.
+    pub fn stage_time(&self, stage: &str) -> Option<&StageTime> {
+        self.timeouts.get(stage)
+    }
+
+    /// Whether any stage has time rules.
+    pub fn has_timeouts(&self) -> bool {
+        !self.timeouts.is_empty()
     }
 
     /// The stage every transaction starts in.

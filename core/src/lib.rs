@@ -15,6 +15,7 @@ pub mod migrate;
 pub mod state;
 pub mod summary;
 pub mod templates;
+pub mod timing;
 pub mod topology;
 
 pub use error::{Error, Result};

@@ -78,6 +78,7 @@ mod tests {
             module: "rag".into(),
             stage: stage.into(),
             ctx_digest: String::new(),
+            time: Default::default(),
         };
         let meta = Meta {
             ts: "2025-10-18T10:00:00.000Z".into(),

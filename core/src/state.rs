@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use super::event::{Body, Event, Logged};
 use super::fsm::{DONE, FAIL, Fsm, is_terminal, validate_stage_name};
 use super::lease::{Awaited, Held, Leases};
+use super::timing::Timing;
 
 /// Fields the daemon derives; an `update` may not set them.
 pub const RESERVED_FIELDS: &[&str] = &[
@@ -23,6 +24,7 @@ pub const RESERVED_FIELDS: &[&str] = &[
     "created",
     "seq",
     "leases",
+    "timing",
 ];
 
 /// The content of `state.json`. Field order is the file's key order.
@@ -44,6 +46,10 @@ pub struct State {
     /// Leases held and awaited (SPEC §13); absent from the file when none.
     #[serde(default, skip_serializing_if = "Leases::is_empty")]
     pub leases: Leases,
+    /// Deadline, heartbeat, stalled and overdue marks (SPEC §14); absent
+    /// from the file when none.
+    #[serde(default, skip_serializing_if = "Timing::is_unset")]
+    pub timing: Timing,
     /// User fields merged by `update`, and `tes_plan`/`tes_connector`.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -74,11 +80,13 @@ impl State {
             module,
             stage,
             ctx_digest,
+            time,
         }) = &line.event
         else {
             return Err(FoldError::NoStart(line.event.kind().to_string()));
         };
         let ts = line.ts.clone().unwrap_or_default();
+        let timing = Timing::start(time, &ts);
         Ok(State {
             txn_id: txn_id.clone(),
             description: description.clone(),
@@ -97,6 +105,7 @@ impl State {
             created: ts,
             seq: 1,
             leases: Leases::default(),
+            timing,
             extra: Map::new(),
         })
     }
@@ -181,7 +190,13 @@ impl State {
     }
 
     fn apply_body(&mut self, line: &Logged) {
-        let Event::Body(body) = &line.event else {
+        let ts = line.ts.as_deref().unwrap_or(&self.last_checkpoint);
+        let body = match &line.event {
+            Event::Body(b) => Some(b),
+            Event::Foreign { .. } | Event::Malformed => None,
+        };
+        self.timing.apply(body, ts);
+        let Some(body) = body else {
             // Foreign or malformed: kept in the log, no meaning to fold.
             return;
         };
@@ -230,6 +245,8 @@ impl State {
             // A second txn_start, an activation, a user event: recorded,
             // and nothing of the state derives from them.
             Body::Start { .. } | Body::Activated | Body::HookRan { .. } | Body::User { .. } => {}
+            // Time marks: folded into `timing` above.
+            Body::Overdue { .. } | Body::Stalled { .. } | Body::Resumed { .. } => {}
         }
     }
 

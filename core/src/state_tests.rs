@@ -22,6 +22,7 @@ fn start() -> Body {
         module: "ttm".into(),
         stage: "NEW".into(),
         ctx_digest: "d0".into(),
+        time: Default::default(),
     }
 }
 

@@ -93,6 +93,7 @@ mod tests {
             created: "2026-11-26T12:00:00.000Z".into(),
             seq: 42,
             leases: Default::default(),
+            timing: Default::default(),
             extra: Map::new(),
         }
     }

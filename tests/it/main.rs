@@ -34,4 +34,5 @@ mod security;
 mod service;
 mod shims;
 mod streams;
+mod time;
 mod uploads;

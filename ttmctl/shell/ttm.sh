@@ -532,9 +532,10 @@ txn_release() {
     _ttm_ctl "" lease release "$1" ${2:+"--txn=$2"}
 }
 
-# txn_heartbeat_start [ID] [PERIOD]: keeps the transaction's leases alive
-# from the background, one `ttmctl heartbeat` every PERIOD seconds (default
-# 10; keep it well under the lease TTL). The transaction is pinned now (the
+# txn_heartbeat_start [ID] [PERIOD]: keeps the transaction's leases alive,
+# and it from being reported stalled (create --heartbeat), from the
+# background, one `ttmctl heartbeat` every PERIOD seconds (default 10; keep
+# it well under the lease TTL and the heartbeat period). The transaction is pinned now (the
 # active one when no ID). It stops with txn_heartbeat_stop, when this shell
 # exits (an EXIT trap, chained before any trap already set), or, if this
 # shell is killed, at its next beat.

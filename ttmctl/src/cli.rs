@@ -138,6 +138,10 @@ pub struct WaitArgs {
     pub wait_timeout: Option<u64>,
 }
 
+#[path = "cli_time.rs"]
+mod time;
+pub use time::TimeArgs;
+
 /// `500ms`, `90s`, `30m`, ... → milliseconds.
 pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
     match text.trim().strip_suffix("ms") {
@@ -178,6 +182,8 @@ pub enum Command {
         lease_ttl: Option<u64>,
         #[command(flatten)]
         wait: WaitArgs,
+        #[command(flatten)]
+        time: TimeArgs,
     },
     /// Print the module's active transaction id.
     Active,
@@ -316,7 +322,8 @@ pub enum Command {
     Lease(LeaseCommand),
     /// List leases: holders, tokens, ages and queues.
     Leases,
-    /// Show life: renews the TTL of the transaction's leases.
+    /// Show life: renews the TTL of the transaction's leases and keeps a
+    /// --heartbeat transaction from being reported stalled.
     Heartbeat {
         #[command(flatten)]
         txn: TxnArg,

@@ -198,7 +198,10 @@ pub fn typed(event: &Event) -> Typed {
 pub fn tone(event: &Event) -> Tone {
     match typed(event) {
         Typed::Body(Body::Commit { .. }) => Tone::Done,
-        Typed::Body(Body::Fail { .. }) => Tone::Failed,
+        // Time running out is a failure in the making: shown as one.
+        Typed::Body(Body::Fail { .. } | Body::Overdue { .. } | Body::Stalled { .. }) => {
+            Tone::Failed
+        }
         Typed::Body(
             Body::Transition { .. }
             | Body::Migrated { .. }
@@ -216,6 +219,7 @@ pub fn tone(event: &Event) -> Tone {
             | Body::LeaseReleased { .. }
             | Body::LeaseExpired { .. }
             | Body::HookRan { .. }
+            | Body::Resumed { .. }
             | Body::User { .. },
         )
         | Typed::Foreign { .. }

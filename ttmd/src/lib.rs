@@ -18,6 +18,7 @@ pub mod shutdown;
 pub mod socket;
 pub mod store;
 mod systemd;
+pub mod timers;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -54,6 +55,7 @@ pub async fn run(
     };
     let store = open_store(&config).await?;
     let leases = open_leases(&store).await?;
+    let timers = open_timers(&store, &leases).await?;
     // Hand edits are picked up from here on; stops when dropped below. A
     // read-only tree cannot change, and a reconcile would write.
     let reconciler = store
@@ -72,7 +74,15 @@ pub async fn run(
     let metrics = open_metrics(&store).await?;
     // Subscribed before serving, so no event is missed.
     let mut observers = start_observers(&store, &metrics, &config);
-    let shared = Shared::new(store, leases, metrics, config, path.clone(), stop.clone());
+    let shared = Shared::new(
+        store,
+        leases,
+        metrics,
+        timers,
+        config,
+        path.clone(),
+        stop.clone(),
+    );
     let mut background = start_background(&shared, sighup, &path, &stop);
     background.append(&mut observers);
     if let Some(listener) = metrics_listener.take() {
@@ -149,6 +159,18 @@ fn start_observers(
     tasks
 }
 
+/// Arms the time rules of every loaded transaction (SPEC §14), before
+/// serving; what fell due while no daemon ran is applied once the timer
+/// runs.
+async fn open_timers(
+    store: &Arc<store::Store>,
+    leases: &Arc<dyn leases::LeaseBackend>,
+) -> Result<Arc<timers::Timers>, BoxError> {
+    let (store, leases) = (store.clone(), leases.clone());
+    let t = tokio::task::spawn_blocking(move || timers::Timers::open(store, leases)).await?;
+    Ok(Arc::new(t))
+}
+
 /// The tasks beside the server: SIGHUP reloads and the systemd watchdog.
 /// They hold no state that needs a clean stop, so run aborts them.
 fn start_background(
@@ -168,6 +190,8 @@ fn start_background(
     // stay as they were until a writable start rebuilds them.
     if shared.store.read_only().is_none() {
         background.push(tokio::spawn(leases::run_expiry(shared.leases.clone())));
+        // Time events are logged too; on a read-only tree nothing is due.
+        background.push(tokio::spawn(timers::run(shared.timers.clone())));
     }
     if sighup {
         background.push(tokio::spawn(reload_on_sighup(shared.clone())));

@@ -366,6 +366,7 @@ fn start() -> impl Strategy<Value = Body> {
             module,
             stage,
             ctx_digest,
+            time: Default::default(),
         },
     )
 }

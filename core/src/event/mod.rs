@@ -9,6 +9,7 @@ mod read;
 pub use read::{Event, Logged};
 
 use super::id::quote;
+use super::timing::{OnTimeout, Scope, Settings};
 use super::{Error, Result};
 
 /// Longest user event type accepted.
@@ -35,6 +36,9 @@ pub const BUILTIN_TYPES: &[&str] = &[
     "lease_released",
     "lease_expired",
     HOOK_RAN,
+    "txn_overdue",
+    "txn_stalled",
+    "txn_resumed",
 ];
 
 /// What an event says, apart from the envelope every line has.
@@ -49,6 +53,8 @@ pub enum Body {
         module: String,
         stage: String,
         ctx_digest: String,
+        /// `--deadline`, `--on-deadline`, `--heartbeat` (SPEC §14).
+        time: Settings,
     },
     /// The stage changed along an FSM edge.
     Transition {
@@ -122,6 +128,27 @@ pub enum Body {
         /// Why it was refused or could not start; empty otherwise.
         reason: String,
     },
+    /// A stage visit ran past its fsm.json timeout, or the transaction
+    /// past its deadline (SPEC §14); logged once per visit / transaction.
+    Overdue {
+        scope: Scope,
+        /// The stage it was in.
+        stage: String,
+        /// The limit: `30m` for a stage, the deadline's time for a deadline.
+        limit: String,
+        /// How long the stage (or the transaction) had run when logged.
+        ran_ms: u64,
+        on_timeout: OnTimeout,
+    },
+    /// The transaction showed no life for its heartbeat period.
+    Stalled { period_ms: u64, last_life: String },
+    /// Life returned to a stalled transaction (`by`: `event` or
+    /// `heartbeat`).
+    Resumed {
+        stalled_since: String,
+        stalled_ms: u64,
+        by: String,
+    },
     /// A user event: progress, log lines, anything a script wants recorded.
     User {
         event: String,
@@ -164,6 +191,9 @@ impl Body {
             | Body::LeaseReleased { .. }
             | Body::LeaseExpired { .. }
             | Body::HookRan { .. }
+            | Body::Overdue { .. }
+            | Body::Stalled { .. }
+            | Body::Resumed { .. }
             | Body::User { .. } => None,
         }
     }
@@ -194,6 +224,9 @@ impl Body {
             Body::LeaseReleased { .. } => "lease_released",
             Body::LeaseExpired { .. } => "lease_expired",
             Body::HookRan { .. } => HOOK_RAN,
+            Body::Overdue { .. } => "txn_overdue",
+            Body::Stalled { .. } => "txn_stalled",
+            Body::Resumed { .. } => "txn_resumed",
             Body::User { event, .. } => event,
         }
     }
@@ -220,6 +253,7 @@ impl Body {
                 module,
                 stage,
                 ctx_digest,
+                time,
             } => {
                 put("txn_id", txn_id.as_str().into());
                 put("description", description.as_str().into());
@@ -228,6 +262,16 @@ impl Body {
                 put("module", module.as_str().into());
                 put("stage", stage.as_str().into());
                 put("ctx_digest", ctx_digest.as_str().into());
+                // Only when given, so other starts keep their layout.
+                if let Some(d) = &time.deadline {
+                    put("deadline", d.as_str().into());
+                }
+                if let Some(p) = time.on_deadline {
+                    put("on_deadline", p.as_str().into());
+                }
+                if let Some(h) = time.heartbeat_ms {
+                    put("heartbeat_ms", h.into());
+                }
             }
             Body::Transition {
                 from,
@@ -324,6 +368,35 @@ impl Body {
                     put("reason", reason.as_str().into());
                 }
             }
+            Body::Overdue {
+                scope,
+                stage,
+                limit,
+                ran_ms,
+                on_timeout,
+            } => {
+                put("scope", scope.as_str().into());
+                put("stage", stage.as_str().into());
+                put("limit", limit.as_str().into());
+                put("ran_ms", (*ran_ms).into());
+                put("on_timeout", on_timeout.as_str().into());
+            }
+            Body::Stalled {
+                period_ms,
+                last_life,
+            } => {
+                put("period_ms", (*period_ms).into());
+                put("last_life", last_life.as_str().into());
+            }
+            Body::Resumed {
+                stalled_since,
+                stalled_ms,
+                by,
+            } => {
+                put("stalled_since", stalled_since.as_str().into());
+                put("stalled_ms", (*stalled_ms).into());
+                put("by", by.as_str().into());
+            }
             Body::User { data, .. } => put("data", Value::Object(data.clone())),
         }
         if let Some(r) = &meta.request_id {
@@ -413,71 +486,4 @@ fn json_kind(v: &Value) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn meta(seq: u64) -> Meta {
-        Meta {
-            ts: "2025-10-17T14:30:22.123Z".into(),
-            seq,
-            request_id: None,
-            client: None,
-        }
-    }
-
-    #[test]
-    fn lines_start_with_ts_event_seq() {
-        let line = Body::Transition {
-            from: "NEW".into(),
-            to: "SELECT".into(),
-            iteration: None,
-        }
-        .to_line(&meta(2));
-        assert_eq!(
-            line,
-            "{\"ts\":\"2025-10-17T14:30:22.123Z\",\"event\":\"stage_transition\",\"seq\":2,\
-             \"from\":\"NEW\",\"to\":\"SELECT\"}\n"
-        );
-    }
-
-    #[test]
-    fn hostile_text_stays_on_one_line() {
-        let line = Body::Fail {
-            from: "NEW".into(),
-            error: "a \"b\"\nc\u{0}\u{2028}".into(),
-        }
-        .to_line(&meta(3));
-        assert_eq!(line.matches('\n').count(), 1);
-        let back: Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(back["error"], "a \"b\"\nc\u{0}\u{2028}");
-    }
-
-    #[test]
-    fn user_types() {
-        for good in ["progress", "log.line", "a_1"] {
-            assert!(validate_user_type(good).is_ok(), "{good}");
-        }
-        for bad in [
-            "",
-            "Progress",
-            "1x",
-            "_x",
-            "a-b",
-            "a/b",
-            "txn_commit",
-            &"a".repeat(65),
-        ] {
-            assert!(validate_user_type(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn objects_only() {
-        assert!(parse_object("", "patch").unwrap().is_empty());
-        assert_eq!(parse_object(r#"{"a":1}"#, "patch").unwrap()["a"], 1);
-        for bad in ["[1]", "1", "\"x\"", "null", "{", "{\"a\":}"] {
-            let err = parse_object(bad, "patch").unwrap_err();
-            assert!(matches!(err, Error::Malformed(_)), "{bad}");
-        }
-    }
-}
+mod tests;

@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::{Body, validate_user_type};
+use crate::timing::{OnTimeout, Scope};
 
 /// A log line read back, parsed once: what the fold, the watch feed and the
 /// renderers match on. Lines other programs appended are read with the
@@ -114,6 +115,14 @@ impl Body {
                 module: text_or(o, "module", ""),
                 stage: text_or(o, "stage", "NEW"),
                 ctx_digest: text_or(o, "ctx_digest", ""),
+                time: crate::timing::Settings {
+                    deadline: text_of(o, "deadline"),
+                    on_deadline: o
+                        .get("on_deadline")
+                        .and_then(Value::as_str)
+                        .and_then(|p| OnTimeout::parse(p).ok()),
+                    heartbeat_ms: o.get("heartbeat_ms").and_then(Value::as_u64),
+                },
             },
             "stage_transition" => Body::Transition {
                 from: from(),
@@ -184,6 +193,22 @@ impl Body {
                 duration_ms: o.get("duration_ms").and_then(Value::as_u64)?,
                 reason: text_or(o, "reason", ""),
             },
+            "txn_overdue" => Body::Overdue {
+                scope: Scope::parse(&text_of(o, "scope")?)?,
+                stage: text_or(o, "stage", ""),
+                limit: text_or(o, "limit", ""),
+                ran_ms: o.get("ran_ms").and_then(Value::as_u64).unwrap_or(0),
+                on_timeout: OnTimeout::parse(&text_of(o, "on_timeout")?).ok()?,
+            },
+            "txn_stalled" => Body::Stalled {
+                period_ms: o.get("period_ms").and_then(Value::as_u64).unwrap_or(0),
+                last_life: text_or(o, "last_life", ""),
+            },
+            "txn_resumed" => Body::Resumed {
+                stalled_since: text_or(o, "stalled_since", ""),
+                stalled_ms: o.get("stalled_ms").and_then(Value::as_u64).unwrap_or(0),
+                by: text_or(o, "by", ""),
+            },
             user => {
                 validate_user_type(user).ok()?;
                 Body::User {
@@ -220,6 +245,21 @@ mod tests {
                 module: "m".into(),
                 stage: "S".into(),
                 ctx_digest: "c".into(),
+                time: Default::default(),
+            },
+            Body::Start {
+                txn_id: "t-20251017T143022".into(),
+                description: "d".into(),
+                target: "@x".into(),
+                agent: "a".into(),
+                module: "m".into(),
+                stage: "S".into(),
+                ctx_digest: "c".into(),
+                time: crate::timing::Settings {
+                    deadline: Some("2026-12-02T06:00:00.000Z".into()),
+                    on_deadline: Some(OnTimeout::Fail),
+                    heartbeat_ms: Some(300_000),
+                },
             },
             Body::Transition {
                 from: "NEW".into(),
@@ -294,6 +334,29 @@ mod tests {
                 signal: None,
                 duration_ms: 0,
                 reason: "world-writable".into(),
+            },
+            Body::Overdue {
+                scope: Scope::Stage,
+                stage: "EXECUTE".into(),
+                limit: "30m".into(),
+                ran_ms: 1_800_004,
+                on_timeout: OnTimeout::Fail,
+            },
+            Body::Overdue {
+                scope: Scope::Deadline,
+                stage: "NEW".into(),
+                limit: "2026-12-02T06:00:00.000Z".into(),
+                ran_ms: 1,
+                on_timeout: OnTimeout::Note,
+            },
+            Body::Stalled {
+                period_ms: 5000,
+                last_life: "2025-10-17T14:30:22.123Z".into(),
+            },
+            Body::Resumed {
+                stalled_since: "2025-10-17T14:30:22.123Z".into(),
+                stalled_ms: 3,
+                by: "heartbeat".into(),
             },
             Body::User {
                 event: "progress".into(),

@@ -102,8 +102,12 @@ pub async fn run(cli: Cli, ctx: &mut Ctx) -> Result<(), Failure> {
             leases,
             lease_ttl,
             wait,
+            time,
         } => {
             let request = ttm_proto::v1::CreateRequest {
+                deadline: time.deadline.unwrap_or_default(),
+                on_deadline: time.on_deadline.unwrap_or_default(),
+                heartbeat_ms: time.heartbeat.unwrap_or(0),
                 module: ctx.module.clone(),
                 description,
                 target,

@@ -132,6 +132,13 @@ impl View {
                 self.summary_once(ctx)?;
                 print_event(ctx, &event)?;
                 ctx.out.flush()?;
+                if following && let Typed::Body(body) = term::typed(&event) {
+                    // Time running out while we wait: said on stderr too,
+                    // where a person watching a script's output looks.
+                    if let Some(text) = ttm_core::timing::describe(&body) {
+                        eprintln!("ttmctl: still waiting for {}: {text}", self.state.txn_id);
+                    }
+                }
                 if event.seq > self.state.seq {
                     return Ok(follow_step(&event, &mut self.pending));
                 }

@@ -118,6 +118,9 @@ pub async fn watch(ctx: &mut Ctx) -> Result<(), Failure> {
             if !change.warning.is_empty() {
                 line["warning"] = change.warning.into();
             }
+            if !change.note.is_empty() {
+                line["note"] = change.note.into();
+            }
             if !change.lease.is_empty() {
                 line["lease"] = change.lease.clone().into();
                 line["token"] = change.token.into();

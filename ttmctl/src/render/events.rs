@@ -95,6 +95,10 @@ pub fn watch_line_styled(change: &WatchResponse, palette: Palette) -> String {
         change.txn_id,
         stages
     );
+    if !change.note.is_empty() {
+        // Overdue, stalled, resumed: what happened, on the same line.
+        return format!("{}  {}", line.trim_end(), change.note);
+    }
     if change.warning.is_empty() {
         return line.trim_end().to_owned();
     }

@@ -64,9 +64,10 @@ pub fn list_table_styled(txns: &[TxnState], palette: Palette) -> Vec<String> {
 /// The `list` table on a terminal: `*` marks the active transaction, the
 /// stage is coloured, the last change is relative ("3 min ago") and the
 /// description is cut to what is left of the terminal's width.
-/// ` holds @prod`, ` awaits @prod`: the leases of a row, or "".
+/// ` holds @prod`, ` awaits @prod`: the leases of a row, or "", after
+/// its time marks (` STALLED`, ` OVERDUE`).
 pub fn lease_note(t: &TxnState) -> String {
-    let mut note = String::new();
+    let mut note = time_mark(t);
     if !t.leases_held.is_empty() {
         note.push_str(&format!(" holds {}", t.leases_held.join(",")));
     }
@@ -74,6 +75,19 @@ pub fn lease_note(t: &TxnState) -> String {
         note.push_str(&format!(" awaits {}", t.leases_awaited.join(",")));
     }
     note
+}
+
+/// ` STALLED`, ` OVERDUE` (SPEC §14): the time marks of a row, or "".
+/// Upper case, so `list | grep OVERDUE` finds them and nothing else.
+pub fn time_mark(t: &TxnState) -> String {
+    let mut mark = String::new();
+    if !t.stalled_since.is_empty() {
+        mark.push_str(" STALLED");
+    }
+    if !t.overdue.is_empty() {
+        mark.push_str(" OVERDUE");
+    }
+    mark
 }
 
 pub fn list_rich(txns: &[TxnState], now: DateTime<Utc>, human: &Human) -> Vec<String> {

@@ -29,6 +29,9 @@ pub fn status_summary(state: &TxnState, files: &[ContextFile], digest: &str) -> 
     if !leases.is_empty() {
         field("leases", leases.trim());
     }
+    for (name, value) in time_lines(state) {
+        field(name, &value);
+    }
     field("iteration", &state.iteration.to_string());
     field("agent", &state.agent);
     field("created", &state.created);
@@ -101,6 +104,10 @@ impl Page {
         let leases = super::list::lease_note(state);
         if !leases.is_empty() {
             self.field("leases", leases.trim().to_owned());
+        }
+        for (name, value) in time_lines(state) {
+            let marked = name == "stalled" || name == "overdue";
+            self.field(name, if marked { p.red(&value) } else { value });
         }
         self.field("agent", term::one_line(&state.agent));
         self.field("module", state.module.clone());
@@ -199,4 +206,30 @@ fn target_and_plan(state: &TxnState) -> String {
         ),
         None => term::one_line(&state.target),
     }
+}
+
+/// The time lines of a status (SPEC §14): the deadline and heartbeat a
+/// transaction was given, and since when it is stalled or overdue.
+pub fn time_lines(state: &TxnState) -> Vec<(&'static str, String)> {
+    let mut lines = Vec::new();
+    if !state.deadline.is_empty() {
+        lines.push(("deadline", state.deadline.clone()));
+    }
+    if state.heartbeat_ms > 0 {
+        let period = ttm_core::timing::format_duration(state.heartbeat_ms);
+        lines.push(("heartbeat", format!("every {period} at least")));
+    }
+    if !state.stalled_since.is_empty() {
+        lines.push((
+            "stalled",
+            format!("since {} (no sign of life)", state.stalled_since),
+        ));
+    }
+    if !state.overdue.is_empty() {
+        lines.push((
+            "overdue",
+            format!("{} (since {})", state.overdue, state.overdue_since),
+        ));
+    }
+    lines
 }

@@ -241,3 +241,52 @@ fn status_rich_snapshot() {
     ];
     assert_eq!(lines, expected, "\n{}", lines.join("\n"));
 }
+
+#[test]
+fn time_marks_show_in_list_status_and_watch() {
+    let plain = TxnState {
+        txn_id: "backup-1".to_owned(),
+        stage: "EXECUTE".to_owned(),
+        target: "@local".to_owned(),
+        ..Default::default()
+    };
+    let marked = TxnState {
+        deadline: "2026-12-02T05:00:00.000Z".to_owned(),
+        heartbeat_ms: 300_000,
+        stalled_since: "2026-12-02T04:00:00.000Z".to_owned(),
+        overdue: "deadline 2026-12-02T05:00:00.000Z passed".to_owned(),
+        overdue_since: "2026-12-02T05:00:00.012Z".to_owned(),
+        ..plain.clone()
+    };
+    let table = list_table(&[plain.clone(), marked.clone()]);
+    assert!(!table[1].contains("STALLED") && !table[1].contains("OVERDUE"));
+    assert!(table[2].contains("@local STALLED OVERDUE"), "{table:?}");
+    let status = status_summary(&marked, &[], "");
+    let has = |needle: &str| status.iter().any(|l| l.contains(needle));
+    assert!(has("deadline     2026-12-02T05:00:00.000Z"), "{status:?}");
+    assert!(has("heartbeat    every 5m at least"), "{status:?}");
+    assert!(
+        has("stalled      since 2026-12-02T04:00:00.000Z"),
+        "{status:?}"
+    );
+    assert!(has(
+        "overdue      deadline 2026-12-02T05:00:00.000Z passed (since"
+    ));
+    assert!(
+        status_summary(&plain, &[], "")
+            .iter()
+            .all(|l| !l.contains("stalled"))
+    );
+    let change = WatchResponse {
+        kind: ChangeKind::Stalled as i32,
+        txn_id: "backup-1".to_owned(),
+        ts: "T".to_owned(),
+        note: "stalled: no sign of life for 5m".to_owned(),
+        ..Default::default()
+    };
+    let line = watch_line(&change);
+    assert!(
+        line.contains("stalled") && line.ends_with("no sign of life for 5m"),
+        "{line}"
+    );
+}

@@ -69,7 +69,16 @@ impl TtmService {
         let r = req.into_inner();
         let this = self.clone();
         let moves = blocking(move || match this.module(&r.module, false) {
-            Ok(module) => module.migrate(r.apply, &client),
+            Ok(module) => {
+                let moves = module.migrate(r.apply, &client)?;
+                // A moved transaction is in a new stage, timed afresh.
+                for (id, _, _) in &moves {
+                    if let (true, Ok(txn)) = (r.apply, module.txn(id)) {
+                        this.showed_life(&module, &txn.state());
+                    }
+                }
+                Ok(moves)
+            }
             // A module nobody created a transaction in has nothing to move.
             Err(Error::Unknown(_)) => Ok(Vec::new()),
             Err(e) => Err(e),

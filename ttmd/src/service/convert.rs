@@ -26,6 +26,26 @@ pub fn txn_state(state: &State, dir: &std::path::Path, active: bool) -> pb::TxnS
         dir: dir.to_string_lossy().into_owned(),
         leases_held: state.leases.held.keys().cloned().collect(),
         leases_awaited: state.leases.awaited.keys().cloned().collect(),
+        ..time_fields(state)
+    }
+}
+
+/// The time fields of a state (SPEC §14): settings and marks. Finished
+/// transactions carry no marks: nothing is stalled or overdue any more.
+pub fn time_fields(state: &State) -> pb::TxnState {
+    let t = &state.timing;
+    let (overdue, overdue_since) = if state.is_terminal() {
+        Default::default()
+    } else {
+        crate::core::timing::overdue(t, &state.stage).unwrap_or_default()
+    };
+    pb::TxnState {
+        deadline: t.deadline.clone().unwrap_or_default(),
+        heartbeat_ms: t.heartbeat_ms.unwrap_or(0),
+        stalled_since: t.stalled_since.clone().unwrap_or_default(),
+        overdue,
+        overdue_since,
+        ..Default::default()
     }
 }
 

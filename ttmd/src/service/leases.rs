@@ -107,8 +107,15 @@ impl TtmService {
         self.caller(&req)?;
         let r = req.into_inner();
         let key = self.lease_txn(r.txn).await?;
-        let leases = self.shared.leases.clone();
-        let renewed = blocking(move || Ok(leases.renew(&key))).await?;
+        let shared = self.shared.clone();
+        // A sign of life for the leases' TTLs and for stalls (SPEC §14).
+        let renewed = blocking(move || {
+            let module = shared.store.module(&key.0, false)?;
+            let txn = module.txn(&key.1)?;
+            shared.timers.heard(&key, &txn.state(), &module.fsm());
+            Ok(shared.leases.renew(&key))
+        })
+        .await?;
         Ok(Response::new(pb::HeartbeatResponse { renewed }))
     }
 }

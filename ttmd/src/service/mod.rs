@@ -83,6 +83,8 @@ impl TtmService {
 
     /// A mutation is a sign of life: the transaction's leases are renewed,
     /// or, once it is DONE or FAIL, ended and passed on.
+    /// Its time rules are armed again: a stall waits from now, a new stage
+    /// is timed, a stalled transaction is reported resumed.
     fn showed_life(&self, module: &Module, state: &state::State) {
         let key = (module.name.clone(), state.txn_id.clone());
         if state.is_terminal() {
@@ -90,6 +92,7 @@ impl TtmService {
         } else {
             self.shared.leases.renew(&key);
         }
+        self.shared.timers.arm(&key, state, &module.fsm());
     }
 
     fn check_payload(&self, text: &str, what: &str) -> Result<()> {

@@ -11,6 +11,7 @@ use crate::leases::LeaseBackend;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
+use crate::timers::Timers;
 
 /// What every request handler shares: the store, the live config, and the
 /// daemon's own bookkeeping.
@@ -22,6 +23,8 @@ pub struct Shared {
     pub leases: Arc<dyn LeaseBackend>,
     /// Counters and histograms (SPEC §15).
     pub metrics: Arc<Metrics>,
+    /// Stage timeouts, deadlines and stalls (SPEC §14).
+    pub timers: Arc<Timers>,
     /// The settings in force; a reload swaps them.
     config: RwLock<Arc<Config>>,
     /// When serving began, for uptime.
@@ -44,6 +47,7 @@ impl Shared {
         store: Arc<Store>,
         leases: Arc<dyn LeaseBackend>,
         metrics: Arc<Metrics>,
+        timers: Arc<Timers>,
         config: Config,
         socket: PathBuf,
         shutdown: Shutdown,
@@ -57,6 +61,7 @@ impl Shared {
             store,
             leases,
             metrics,
+            timers,
             shutdown,
             socket,
         })
@@ -98,6 +103,8 @@ impl Shared {
                 Err(e) => format!("module {}: {e}; keeping the FSM in use", module.name),
             });
         }
+        // Stage timeouts may have changed with the FSMs.
+        self.timers.rearm_all();
         if let Some(why) = self.store.read_only() {
             // Leaving it means redoing start-up: the lock file, the logs
             // opened for appending, the repairs left pending.

@@ -458,6 +458,7 @@ pub fn watch(
 }
 
 fn change_message(module: &str, c: Change) -> pb::WatchResponse {
+    let (warning, note) = c.texts();
     pb::WatchResponse {
         kind: kind(c.kind) as i32,
         module: module.to_string(),
@@ -467,7 +468,8 @@ fn change_message(module: &str, c: Change) -> pb::WatchResponse {
         seq: c.seq,
         ts: c.ts,
         heartbeat: None,
-        warning: c.warning,
+        warning,
+        note,
         lease: c.lease.as_ref().map(|l| l.0.clone()).unwrap_or_default(),
         token: c.lease.map_or(0, |l| l.1),
     }
@@ -487,5 +489,8 @@ fn kind(k: ChangeKind) -> pb::ChangeKind {
         ChangeKind::LeaseAcquired => pb::ChangeKind::LeaseAcquired,
         ChangeKind::LeaseReleased => pb::ChangeKind::LeaseReleased,
         ChangeKind::LeaseExpired => pb::ChangeKind::LeaseExpired,
+        ChangeKind::Overdue => pb::ChangeKind::Overdue,
+        ChangeKind::Stalled => pb::ChangeKind::Stalled,
+        ChangeKind::Resumed => pb::ChangeKind::Resumed,
     }
 }

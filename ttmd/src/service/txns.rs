@@ -7,6 +7,7 @@ use super::convert::{txn_row, txn_state};
 use super::page;
 use super::{TtmService, blocking, checked_guards, or_default, validate_request_id};
 use crate::core::fsm;
+use crate::core::timing::Settings;
 use crate::core::{Error, Result};
 use crate::store::module::NewTxn;
 
@@ -38,6 +39,7 @@ impl TtmService {
                 agent: or_default(&r.agent, crate::core::DEFAULT_AGENT).to_string(),
                 activate: !r.no_activate,
                 request_id: Some(r.request_id).filter(|s| !s.is_empty()),
+                time: time_settings(&r.deadline, &r.on_deadline, r.heartbeat_ms)?,
             };
             if let Some(rid) = &new.request_id {
                 validate_request_id(rid)?;
@@ -46,6 +48,7 @@ impl TtmService {
             let module = this.module(&r.module, true)?;
             if r.leases.is_empty() {
                 let txn = module.create(&new, &client)?;
+                this.showed_life(&module, &txn.state());
                 return Ok((this.state_msg(&module, &txn, &txn.state()), Vec::new()));
             }
             let ttl = crate::core::lease::ttl_or_default(r.lease_ttl_ms)?;
@@ -59,6 +62,7 @@ impl TtmService {
                     .leases
                     .acquire_at_create(&r.leases, ttl, policy, &mut create)?;
             let txn = module.txn(&key.1)?;
+            this.showed_life(&module, &txn.state());
             let leases = r
                 .leases
                 .iter()
@@ -182,7 +186,11 @@ impl TtmService {
                 page::fill(&listed, start, size, page::token_after, |listed| {
                     let active = active.as_deref() == Some(listed.id.as_str());
                     if r.brief {
-                        return Ok(txn_row(&listed.summary, &module.name, active));
+                        let row = txn_row(&listed.summary, &module.name, active);
+                        return Ok(match &listed.txn {
+                            Some(t) => with_time(row, &t.state()),
+                            None => row,
+                        });
                     }
                     let state = module.listed_state(listed)?;
                     Ok(txn_state(&state, &module.txns_dir.join(&listed.id), active))
@@ -207,5 +215,43 @@ impl TtmService {
         })
         .await?;
         Ok(Response::new(reply))
+    }
+}
+
+/// A create request's time settings (SPEC §14), checked: the deadline
+/// resolved against now, a policy only with a deadline.
+fn time_settings(deadline: &str, on_deadline: &str, heartbeat_ms: u64) -> Result<Settings> {
+    use crate::core::timing::{OnTimeout, parse_deadline};
+    let deadline = Some(deadline.trim())
+        .filter(|d| !d.is_empty())
+        .map(|d| parse_deadline(d, chrono::Utc::now()).map_err(Error::invalid))
+        .transpose()?;
+    let on_deadline = match on_deadline.trim() {
+        "" => None,
+        p => Some(OnTimeout::parse(p).map_err(|e| Error::invalid(format!("on_deadline {e}")))?),
+    };
+    if on_deadline.is_some() && deadline.is_none() {
+        return Err(Error::invalid(
+            "--on-deadline needs --deadline: there is no deadline to act on",
+        ));
+    }
+    Ok(Settings {
+        deadline,
+        on_deadline,
+        heartbeat_ms: Some(heartbeat_ms).filter(|&h| h > 0),
+    })
+}
+
+/// A brief row with the loaded state's time fields (brief rows of loaded
+/// transactions show their marks too; finished summaries have none).
+fn with_time(row: pb::TxnState, state: &crate::core::state::State) -> pb::TxnState {
+    let t = super::convert::time_fields(state);
+    pb::TxnState {
+        deadline: t.deadline,
+        heartbeat_ms: t.heartbeat_ms,
+        stalled_since: t.stalled_since,
+        overdue: t.overdue,
+        overdue_since: t.overdue_since,
+        ..row
     }
 }

@@ -14,6 +14,7 @@ use crate::core::state::State;
 
 fn new_txn(desc: &str) -> NewTxn {
     NewTxn {
+        time: Default::default(),
         description: desc.into(),
         target: "@local".into(),
         agent: "human".into(),

@@ -13,6 +13,7 @@ use crate::core::event::Body;
 
 fn new_txn(desc: &str) -> NewTxn {
     NewTxn {
+        time: Default::default(),
         description: desc.into(),
         target: "@local".into(),
         agent: "human".into(),

@@ -129,6 +129,9 @@ fn last_event_text(event: &Event) -> String {
         Typed::Body(Body::Transition { from, to, .. } | Body::Migrated { from, to }) => {
             format!("{} → {}", term::clean(&from), term::clean(&to))
         }
+        Typed::Body(b @ (Body::Overdue { .. } | Body::Stalled { .. } | Body::Resumed { .. })) => {
+            term::clean(&ttm_core::timing::describe(&b).unwrap_or_default())
+        }
         Typed::Body(
             Body::Start { .. }
             | Body::Updated { .. }

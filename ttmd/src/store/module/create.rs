@@ -28,6 +28,8 @@ pub struct NewTxn {
     pub agent: String,
     pub activate: bool,
     pub request_id: Option<String>,
+    /// Deadline (resolved to RFC 3339 UTC) and heartbeat (SPEC §14).
+    pub time: crate::core::timing::Settings,
 }
 
 impl Module {
@@ -167,6 +169,7 @@ impl Module {
             module: self.name.clone(),
             stage: self.fsm().initial().to_string(),
             ctx_digest: ctx::digest(entries),
+            time: new.time.clone(),
         };
         let mut meta = Meta {
             ts: ts.to_string(),

@@ -26,7 +26,8 @@ pub struct Change {
     pub to: String,
     pub seq: u64,
     pub ts: String,
-    /// For [`ChangeKind::Warning`]: what was refused and why.
+    /// For [`ChangeKind::Warning`]: what was refused and why; for the time
+    /// kinds (overdue, stalled, resumed): what happened, in words.
     pub warning: String,
     /// For lease changes: the lease's name and token (0 for a queue entry).
     pub lease: Option<(String, u64)>,
@@ -55,6 +56,26 @@ pub enum ChangeKind {
     LeaseReleased,
     /// A lease was lost: its holder was silent past the TTL.
     LeaseExpired,
+    /// A stage visit ran past its timeout, or the transaction past its
+    /// deadline (SPEC §14).
+    Overdue,
+    /// The transaction showed no life for its heartbeat period.
+    Stalled,
+    /// Life returned to a stalled transaction.
+    Resumed,
+}
+
+impl Change {
+    /// (warning, note): the feed carries one text, a refusal for warnings
+    /// and what happened for the time kinds; the API has a field for each.
+    pub fn texts(&self) -> (String, String) {
+        match self.kind {
+            ChangeKind::Overdue | ChangeKind::Stalled | ChangeKind::Resumed => {
+                (String::new(), self.warning.clone())
+            }
+            _ => (self.warning.clone(), String::new()),
+        }
+    }
 }
 
 /// An event that is durable in a transaction's log (announced after its
@@ -144,6 +165,7 @@ impl Module {
                 let why = data.get("reason").and_then(|r| r.as_str()).unwrap_or("");
                 format!("{event}: {why}")
             }
+            (_, Event::Body(b)) => crate::core::timing::describe(b).unwrap_or_default(),
             _ => String::new(),
         };
         let lease = match &event.line.event {
@@ -205,6 +227,9 @@ fn change_of(event: &Event) -> Option<(ChangeKind, String)> {
         Body::LeaseAcquired { .. } => Some((ChangeKind::LeaseAcquired, String::new())),
         Body::LeaseReleased { .. } => Some((ChangeKind::LeaseReleased, String::new())),
         Body::LeaseExpired { .. } => Some((ChangeKind::LeaseExpired, String::new())),
+        Body::Overdue { .. } => Some((ChangeKind::Overdue, String::new())),
+        Body::Stalled { .. } => Some((ChangeKind::Stalled, String::new())),
+        Body::Resumed { .. } => Some((ChangeKind::Resumed, String::new())),
         Body::Updated { .. }
         | Body::EvidenceAdded { .. }
         | Body::TesResolved { .. }
