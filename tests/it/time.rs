@@ -267,3 +267,98 @@ const BAD: [(&str, &str, &str); 4] = [
     ("stage", r#""DEPLOY": {"after": "1m"}"#, "not a listed"),
     ("empty", r#""EXECUTE": {}"#, "neither"),
 ];
+
+/// Waits until `id`'s log holds as many `hook_ran` lines as `want` says,
+/// then returns them.
+fn wait_hook_runs(d: &Daemon, id: &str, want: impl Fn(&[Value]) -> usize) -> Vec<Value> {
+    let dir = d.txn_dir("ttm", id);
+    wait_progressing(
+        &format!("the hooks of {id}"),
+        STALL,
+        || 0,
+        || {
+            let events = read_events(&dir);
+            let runs = crate::hooks::hook_runs(d, id);
+            (runs.len() >= want(&events)).then_some(runs)
+        },
+    )
+}
+
+fn ran(runs: &[Value], hook: &str) -> usize {
+    runs.iter()
+        .filter(|r| r["hook"] == hook && r["outcome"] == "exited" && r["exit_code"] == 0)
+        .count()
+}
+
+#[test]
+fn time_events_run_their_hooks_once() {
+    let mut d = Daemon::with_tree(timed_tree);
+    let script = "#!/bin/sh\ncat >/dev/null\n";
+    for name in ["on-fail", "on-overdue", "on-stalled", "on-resumed"] {
+        crate::hooks::hook(&d, name, script, 0o755);
+    }
+
+    // A stage timeout with on_timeout fail: on-overdue, then on-fail, once each.
+    let failed = d.create("deploy");
+    d.ctl(&["transition", "EXECUTE", "-t", &failed]).ok();
+    wait_for(&d, &failed, "txn_fail", 1);
+    let runs = wait_hook_runs(&d, &failed, |_| 2);
+    assert_eq!(
+        (ran(&runs, "on-overdue"), ran(&runs, "on-fail")),
+        (1, 1),
+        "{runs:?}"
+    );
+
+    // A stall runs on-stalled; a heartbeat's txn_resumed runs on-resumed; a
+    // hook's own outcome is no sign of life, so it never resumes the stall.
+    let silent = d.ctl(&["create", "sync", "--heartbeat", "1s"]).ok();
+    wait_for(&d, &silent, "txn_stalled", 1);
+    d.ctl(&["heartbeat", "-t", &silent]).ok();
+    wait_for(&d, &silent, "txn_resumed", 1);
+    d.ctl(&["commit", "-t", &silent]).ok();
+    let per_event = |events: &[Value]| count(events, "txn_stalled") + count(events, "txn_resumed");
+    let runs = wait_hook_runs(&d, &silent, per_event);
+    let events = read_events(&d.txn_dir("ttm", &silent));
+    assert_eq!(
+        ran(&runs, "on-stalled"),
+        count(&events, "txn_stalled"),
+        "{events:?}"
+    );
+    assert_eq!(
+        ran(&runs, "on-resumed"),
+        count(&events, "txn_resumed"),
+        "{events:?}"
+    );
+    let resumed = events.iter().find(|e| e["event"] == "txn_resumed").unwrap();
+    assert_eq!(resumed["by"], "heartbeat", "{events:?}");
+
+    // A deadline passed while the daemon was killed: applied at start-up,
+    // and its hook runs once.
+    let late = d.ctl(&["create", "nightly", "--deadline", "2s"]).ok();
+    let deadline = d.state_json("ttm", &late)["timing"]["deadline"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    d.kill9();
+    let at = chrono::DateTime::parse_from_rfc3339(&deadline).unwrap();
+    wait_progressing(
+        "the deadline to pass",
+        STALL,
+        || 0,
+        || (chrono::Utc::now() > at).then_some(()),
+    );
+    d.start();
+    wait_for(&d, &late, "txn_overdue", 1);
+    let runs = wait_hook_runs(&d, &late, |_| 1);
+    assert_eq!(ran(&runs, "on-overdue"), 1, "{runs:?}");
+    d.restart();
+    d.ctl(&["list"]).ok();
+    let runs = crate::hooks::hook_runs(&d, &late);
+    assert_eq!(
+        ran(&runs, "on-overdue"),
+        1,
+        "once, also across a restart: {runs:?}"
+    );
+    let events = read_events(&d.txn_dir("ttm", &late));
+    assert_eq!(count(&events, "txn_overdue"), 1, "{events:?}");
+}
