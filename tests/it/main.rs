@@ -22,6 +22,7 @@ mod languages;
 mod leases;
 mod lifecycle;
 mod migration;
+mod moves;
 mod races;
 mod reconcile;
 mod replies;
