@@ -14,6 +14,7 @@ mod daemon;
 mod deadlines;
 mod faults;
 mod follow_restart;
+mod follow_threads;
 mod fsm;
 mod golden;
 mod idempotency;
