@@ -15,8 +15,8 @@ pub async fn txns(daemon: &mut Daemon, first: ListRequest) -> Result<ListRespons
     let mut request = first;
     if request.page_size == 0 {
         // The most the daemon gives (its byte cap still bounds each reply):
-        // ttmd builds the whole sorted listing for every page, so 100,000
-        // rows cost 20 listings instead of the default size's 200.
+        // ttmd walks every summary of the module for each page, so 100,000
+        // rows cost 20 walks instead of the default size's 200.
         request.page_size = LIST_PAGE_SIZE;
     }
     let mut all = ListResponse::default();
