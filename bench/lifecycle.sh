@@ -6,10 +6,13 @@
 # of RUNS runs (default 20) and the ratios against the baseline.
 #
 # Usage: cargo build --release && bench/lifecycle.sh [RUNS]
+# (TTM_BIN_DIR and TTM_SHELL_DIR time other binaries and shims, e.g. a
+# build kept from before a change.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-20}
-bin=$PWD/target/release
+bin=${TTM_BIN_DIR:-$PWD/target/release}
+shell=${TTM_SHELL_DIR:-$PWD/ttmctl/shell}
 tmp=$(mktemp -d)
 trap '"$bin/ttmctl" --socket "$tmp/s.sock" daemon stop >/dev/null 2>&1 || true; rm -rf "$tmp"' EXIT
 export TETRA_DIR=$tmp/tree TTM_SOCKET=$tmp/s.sock TTM_NO_AUTOSTART=1 TTMCTL=$bin/ttmctl
@@ -20,7 +23,7 @@ printf 'app' > "$tmp/app.tar.gz"; printf 'cfg' > "$tmp/config.yaml"
 # shellcheck source=bench/baseline_bash_jq.sh
 source bench/baseline_bash_jq.sh
 # shellcheck source=ttmctl/shell/ttm.sh
-source ttmctl/shell/ttm.sh
+source "$shell/ttm.sh"
 
 ctl_lifecycle() {
   local id

@@ -20,6 +20,8 @@ use ttm_proto::v1 as pb;
 use ttm_proto::v1::ttm_client::TtmClient;
 use ttmd::store::Durability;
 
+mod followers;
+
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// End-to-end benchmarks of ttmd.
@@ -44,6 +46,13 @@ struct Args {
     /// of this many transactions (built first, by the daemon itself).
     #[arg(long, value_name = "TXNS")]
     ready: Option<usize>,
+    /// Creates per creation-rate measurement (64 clients).
+    #[arg(long, default_value_t = 640)]
+    create_calls: usize,
+    /// Only measure the threads and RSS of a `ttmd` process idle, with this
+    /// many idle followers (each on its own connection), and after they left.
+    #[arg(long, value_name = "N")]
+    followers: Option<usize>,
     /// A few iterations of everything, to keep the benchmarks compiling and
     /// working (CI runs this; the figures mean nothing).
     #[arg(long)]
@@ -57,6 +66,7 @@ fn main() -> Result<(), Error> {
         args.calls = 40;
         args.runs = 1;
         args.follow_events = 10;
+        args.create_calls = 8;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -72,8 +82,12 @@ async fn bench(args: Args) -> Result<(), Error> {
     if let Some(txns) = args.ready {
         return time_to_ready(base.path(), txns, args.runs).await;
     }
+    if let Some(n) = args.followers {
+        return followers::idle_cost(base.path(), n).await;
+    }
     if args.smoke {
         time_to_ready(base.path(), 20, 1).await?;
+        followers::idle_cost(base.path(), 4).await?;
     }
     println!("# ttm-bench — {} runs each, median reported", args.runs);
     let (p50, p99) = fdatasync_latency(base.path(), 2000)?;
@@ -103,6 +117,13 @@ async fn bench(args: Args) -> Result<(), Error> {
                 append / hello
             );
         }
+        let creates = median(
+            repeat(args.runs, || {
+                rate(&daemon, 64, args.create_calls, Call::Create)
+            })
+            .await?,
+        );
+        println!("creates/s at 64 clients: {creates:.0}");
         let (f50, f99) = follower_latency(&daemon, &txn, args.follow_events).await?;
         println!("append → follower latency: p50 {f50:.0} µs, p99 {f99:.0} µs");
         daemon.stop().await;
@@ -252,6 +273,7 @@ impl Daemon {
 enum Call {
     Hello,
     Append(String),
+    Create,
 }
 
 /// Calls per second with `clients` concurrent clients, each on its own
@@ -281,6 +303,14 @@ async fn rate(daemon: &Daemon, clients: usize, calls: usize, call: Call) -> Resu
                             event: "bench".into(),
                             data_json: format!("{{\"i\":{i}}}"),
                             pre: None,
+                        })
+                        .await?;
+                    }
+                    Call::Create => {
+                        c.create(pb::CreateRequest {
+                            description: format!("create {i}"),
+                            no_activate: true,
+                            ..Default::default()
                         })
                         .await?;
                     }

@@ -216,3 +216,64 @@ fn an_oversized_state_takes_only_changes_that_shrink_it() {
     daemon.ctl(&["update", "{\"blob\": null}", "-t", &id]).ok();
     daemon.ctl(&["transition", "SELECT", "-t", &id]).ok();
 }
+
+/// Every page of `List` at `page_size`, followed to the end: the ids.
+async fn paged_ids(socket: &Path, stage: &str, page_size: u32) -> Vec<String> {
+    let mut c = ttm_tests::grpc(socket).await;
+    let mut ids = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = c
+            .list(ttm_proto::v1::ListRequest {
+                module: "ttm".into(),
+                stage: stage.into(),
+                brief: true,
+                page_size,
+                page_token: token.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.txns.len() <= page_size as usize, "page over its size");
+        ids.extend(page.txns.into_iter().map(|t| t.txn_id));
+        if page.next_page_token.is_empty() {
+            return ids;
+        }
+        token = page.next_page_token;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_pages_list_live_and_finished_transactions_in_order() {
+    let daemon = Daemon::start_new();
+    // Live and finished ones interleaved (finished ones are kept apart, as
+    // summaries), with shared creation seconds so the id breaks ties.
+    let mut done = Vec::new();
+    for i in 0..7 {
+        let id = daemon.create(&format!("paged {i}"));
+        if i % 2 == 0 {
+            daemon.ctl(&["commit", "-t", &id]).ok();
+            done.push(id);
+        }
+    }
+    let whole: Vec<String> = daemon.ctl(&["list", "--json"]).json()["txns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["txn_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(whole.len(), 7);
+    for size in [1, 2, 3, 7, 8] {
+        assert_eq!(
+            paged_ids(&daemon.socket, "", size).await,
+            whole,
+            "size {size}"
+        );
+    }
+    let whole_done: Vec<String> = whole
+        .iter()
+        .filter(|id| done.contains(id))
+        .cloned()
+        .collect();
+    assert_eq!(paged_ids(&daemon.socket, "DONE", 1).await, whole_done);
+}

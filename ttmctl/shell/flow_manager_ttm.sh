@@ -259,12 +259,12 @@ flow_checkpoint() {
         return
     fi
     local _ttm_json=${2:-} _ttm_out _ttm_id=''
-    _ttm_out=$(_ttm_ctl rag --json transition ${3:+"--txn=$3"} -- "$1") || return
-    _ttm_moved rag "$_ttm_out" 2
+    _ttm_out=$(_ttm_ctl rag transition --print-move ${3:+"--txn=$3"} -- "$1") || return
+    # Sets _ttm_id: the id the transition acted on, even if another flow
+    # was activated meanwhile.
+    _ttm_moved "$_ttm_out"
     if [[ -n $_ttm_json && ! $_ttm_json =~ ^[[:space:]]*\{[[:space:]]*\}[[:space:]]*$ ]]; then
-        # The id the transition acted on, even if another flow was
-        # activated meanwhile.
-        _ttm_json_str _ttm_id "$_ttm_out" 2 txn_id || _ttm_id=${3:-}
+        _ttm_id=${_ttm_id:-${3:-}}
         _ttm_ctl rag update ${_ttm_id:+"--txn=$_ttm_id"} -- "$_ttm_json" || return
     fi
     return 0

@@ -199,24 +199,23 @@ _ttm_json_num() {
     printf -v "$1" '%s' "${BASH_REMATCH[1]}"
 }
 
-# _ttm_moved MODULE JSON INDENT: prints the original's line for a stage
-# change, "Transaction transitioned: FROM → TO", from the state a mutation
-# returned (its top-level keys indented by INDENT). FROM is read from the
-# event the mutation wrote (its seq is the state's), so it is exact even
-# when other scripts change the transaction at the same time.
+# _ttm_moved LINE: prints the original's line for a stage change,
+# "Transaction transitioned: FROM → TO", from the line `ttmctl
+# --print-move` printed, "ID<TAB>FROM<TAB>TO". FROM is the daemon's, read
+# from the event the change wrote, so it is exact even when other scripts
+# change the transaction at the same time, and it costs no second ttmctl.
+# Sets the caller's _ttm_id to ID.
 _ttm_moved() {
-    local _ttm_id='' _ttm_seq='' _ttm_to='?' _ttm_from='?' _ttm_ev _ttm_re
-    _ttm_json_str _ttm_id "$2" "$3" txn_id || true
-    _ttm_json_num _ttm_seq "$2" "$3" seq || true
-    _ttm_json_str _ttm_to "$2" "$3" stage || true
-    if [[ -n $_ttm_id && -n $_ttm_seq ]] &&
-        _ttm_ev=$(_ttm_ctl "$1" --json events --txn="$_ttm_id" --from="$_ttm_seq" 2>/dev/null); then
-        _ttm_re='^\{"ts":"[^"]*","event":"[a-z_]+","seq":'$_ttm_seq',"from":"([^"\\]+)"'
-        if [[ $_ttm_ev =~ $_ttm_re ]]; then
-            _ttm_from=${BASH_REMATCH[1]}
-        fi
+    local _ttm_rest=$1 _ttm_from=''
+    _ttm_id=${_ttm_rest%%$'\t'*}
+    if [[ $_ttm_rest == *$'\t'*$'\t'* ]]; then
+        _ttm_rest=${_ttm_rest#*$'\t'}
+        _ttm_from=${_ttm_rest%%$'\t'*}
+        _ttm_rest=${_ttm_rest#*$'\t'}
+    else
+        _ttm_rest=''
     fi
-    printf 'Transaction transitioned: %s → %s\n' "$_ttm_from" "$_ttm_to"
+    printf 'Transaction transitioned: %s → %s\n' "${_ttm_from:-?}" "${_ttm_rest:-?}"
 }
 
 # ------------------------------------------------- module-generic workers --
@@ -232,29 +231,27 @@ _ttm_create() { # MODULE FUNC DESCRIPTION [TARGET] [AGENT]
 }
 
 _ttm_transition() { # MODULE FUNC STAGE [ID]
-    local _ttm_out
+    local _ttm_out _ttm_id
     if [[ $# -lt 3 || -z $3 ]]; then
         _ttm_usage "$2" "stage required (usage: $2 STAGE [ID])"
         return
     fi
-    _ttm_out=$(_ttm_ctl "$1" --json transition ${4:+"--txn=$4"} -- "$3") || return
-    _ttm_moved "$1" "$_ttm_out" 2
+    _ttm_out=$(_ttm_ctl "$1" transition --print-move ${4:+"--txn=$4"} -- "$3") || return
+    _ttm_moved "$_ttm_out"
 }
 
 _ttm_commit() { # MODULE [ID]
     local _ttm_out _ttm_id='?'
-    _ttm_out=$(_ttm_ctl "$1" --json commit ${2:+"--txn=$2"}) || return
-    _ttm_moved "$1" "$_ttm_out" 4
-    _ttm_json_str _ttm_id "$_ttm_out" 4 txn_id || true
-    printf 'Transaction committed: %s\n' "$_ttm_id"
+    _ttm_out=$(_ttm_ctl "$1" commit --print-move ${2:+"--txn=$2"}) || return
+    _ttm_moved "$_ttm_out"
+    printf 'Transaction committed: %s\n' "${_ttm_id:-?}"
 }
 
 _ttm_fail() { # MODULE [ID] [ERROR]
     local _ttm_out _ttm_id='?' _ttm_msg=${3:-Unknown error}
-    _ttm_out=$(_ttm_ctl "$1" --json fail ${2:+"--txn=$2"} -- "$_ttm_msg") || return
-    _ttm_moved "$1" "$_ttm_out" 2
-    _ttm_json_str _ttm_id "$_ttm_out" 2 txn_id || true
-    printf 'Transaction failed: %s - %s\n' "$_ttm_id" "$_ttm_msg" >&2
+    _ttm_out=$(_ttm_ctl "$1" fail --print-move ${2:+"--txn=$2"} -- "$_ttm_msg") || return
+    _ttm_moved "$_ttm_out"
+    printf 'Transaction failed: %s - %s\n' "${_ttm_id:-?}" "$_ttm_msg" >&2
 }
 
 _ttm_update() { # MODULE FUNC ID JSON

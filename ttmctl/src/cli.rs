@@ -119,6 +119,15 @@ pub struct Guards {
     pub fences: Vec<(String, u64)>,
 }
 
+/// How a move reports itself to a script.
+#[derive(Debug, Args)]
+pub struct MoveArg {
+    /// Print the move as one line, `ID<TAB>FROM<TAB>TO` (FROM is `?` when
+    /// not known), so a script needs no second call to learn where it was.
+    #[arg(long, conflicts_with = "json")]
+    pub print_move: bool,
+}
+
 fn parse_fence(text: &str) -> Result<(String, u64), String> {
     ttm_core::lease::parse_fence(text).map_err(|e| e.to_string())
 }
@@ -248,6 +257,8 @@ pub enum Command {
         txn: TxnArg,
         #[command(flatten)]
         guards: Guards,
+        #[command(flatten)]
+        show: MoveArg,
     },
     /// Move the transaction to DONE.
     Commit {
@@ -255,6 +266,8 @@ pub enum Command {
         txn: TxnArg,
         #[command(flatten)]
         guards: Guards,
+        #[command(flatten)]
+        show: MoveArg,
     },
     /// Move the transaction to FAIL, recording MESSAGE as its error.
     Fail {
@@ -265,6 +278,8 @@ pub enum Command {
         txn: TxnArg,
         #[command(flatten)]
         guards: Guards,
+        #[command(flatten)]
+        show: MoveArg,
     },
     /// Move a FAIL transaction back to a working stage (iteration + 1).
     Retry {
@@ -275,6 +290,8 @@ pub enum Command {
         txn: TxnArg,
         #[command(flatten)]
         guards: Guards,
+        #[command(flatten)]
+        show: MoveArg,
     },
     /// Merge a JSON object's keys into the state ('-' reads it from stdin).
     Update {

@@ -25,11 +25,13 @@ fn global_flags_work_after_the_subcommand() {
 #[test]
 fn fail_message_defaults_and_flags_are_not_swallowed() {
     let Ok(Cli {
-        command: Command::Fail {
-            message,
-            txn,
-            guards,
-        },
+        command:
+            Command::Fail {
+                message,
+                txn,
+                guards,
+                ..
+            },
         ..
     }) = parse(&["fail", "-t", "x-1", "--expect-stage", "EXECUTE"])
     else {

@@ -150,16 +150,27 @@ pub async fn run(cli: Cli, ctx: &mut Ctx) -> Result<(), Failure> {
             timeout,
         } => streams::events(ctx, txn.id(), event_type, from, follow, timeout).await,
         Command::Watch => streams::watch(ctx).await,
-        Command::Transition { stage, txn, guards } => {
-            mutate::transition(ctx, txn.id(), stage, &guards).await
+        Command::Transition {
+            stage,
+            txn,
+            guards,
+            show,
+        } => mutate::transition(ctx, txn.id(), stage, &guards, &show).await,
+        Command::Commit { txn, guards, show } => {
+            mutate::commit(ctx, txn.id(), &guards, &show).await
         }
-        Command::Commit { txn, guards } => mutate::commit(ctx, txn.id(), &guards).await,
         Command::Fail {
             message,
             txn,
             guards,
-        } => mutate::fail(ctx, txn.id(), message, &guards).await,
-        Command::Retry { to, txn, guards } => mutate::retry(ctx, txn.id(), to, &guards).await,
+            show,
+        } => mutate::fail(ctx, txn.id(), message, &guards, &show).await,
+        Command::Retry {
+            to,
+            txn,
+            guards,
+            show,
+        } => mutate::retry(ctx, txn.id(), to, &guards, &show).await,
         Command::Update { patch, txn, guards } => {
             mutate::update(ctx, txn.id(), &patch, &guards).await
         }

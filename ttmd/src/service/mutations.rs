@@ -11,6 +11,23 @@ use crate::core::admit;
 use crate::core::event::{self, Body};
 use crate::core::fsm;
 use crate::core::state::RESERVED_FIELDS;
+use crate::store::txn::Outcome;
+
+/// The stage the logged change left (`previous_stage` of the replies), read
+/// from the event itself so a replayed request id names its first move.
+fn previous_stage(outcome: &Outcome) -> String {
+    match outcome.body() {
+        Some(
+            Body::Transition { from, .. }
+            | Body::Commit { from, .. }
+            | Body::Fail { from, .. }
+            | Body::Migrated { from, .. },
+        ) => from.clone(),
+        // Only a FAIL transaction can be retried.
+        Some(Body::Retry { .. }) => fsm::FAIL.to_string(),
+        _ => String::new(),
+    }
+}
 
 impl TtmService {
     pub(super) async fn transition(
@@ -22,7 +39,7 @@ impl TtmService {
         let to = r.stage;
         // A malformed name is bad input whatever the guards say.
         fsm::validate_stage_name(&to).map_err(to_status)?;
-        let (state, _) = self
+        let (state, outcome) = self
             .mutate(
                 r.txn,
                 r.pre,
@@ -32,7 +49,10 @@ impl TtmService {
                 move |fsm, s, now| admit::transition(fsm, s, &to, now),
             )
             .await?;
-        Ok(Response::new(pb::TransitionResponse { state }))
+        Ok(Response::new(pb::TransitionResponse {
+            state,
+            previous_stage: previous_stage(&outcome),
+        }))
     }
 
     pub(super) async fn commit(
@@ -52,7 +72,11 @@ impl TtmService {
             // that change (SPEC §4, the first answer): no commit took time.
             _ => 0,
         };
-        Ok(Response::new(pb::CommitResponse { state, duration_ms }))
+        Ok(Response::new(pb::CommitResponse {
+            state,
+            duration_ms,
+            previous_stage: previous_stage(&outcome),
+        }))
     }
 
     pub(super) async fn fail(
@@ -68,7 +92,7 @@ impl TtmService {
         } else {
             r.error
         };
-        let (state, _) = self
+        let (state, outcome) = self
             .mutate(
                 r.txn,
                 r.pre,
@@ -83,7 +107,10 @@ impl TtmService {
                 },
             )
             .await?;
-        Ok(Response::new(pb::FailResponse { state }))
+        Ok(Response::new(pb::FailResponse {
+            state,
+            previous_stage: previous_stage(&outcome),
+        }))
     }
 
     pub(super) async fn retry(
@@ -93,7 +120,7 @@ impl TtmService {
         let client = self.caller(&req)?;
         let r = req.into_inner();
         let to = Some(r.to).filter(|t| !t.is_empty());
-        let (state, _) = self
+        let (state, outcome) = self
             .mutate(
                 r.txn,
                 r.pre,
@@ -103,7 +130,10 @@ impl TtmService {
                 move |fsm, s, _| admit::retry(fsm, s, to.as_deref()),
             )
             .await?;
-        Ok(Response::new(pb::RetryResponse { state }))
+        Ok(Response::new(pb::RetryResponse {
+            state,
+            previous_stage: previous_stage(&outcome),
+        }))
     }
 
     pub(super) async fn update(

@@ -14,11 +14,18 @@ pub const MAX_PAGE_SIZE: usize = 5000;
 pub const PAGE_BYTES: usize = 1024 * 1024;
 
 /// Where a page starts: after the row with this (created, id), the order
-/// `Module::list` sorts by.
+/// `Module::list` sorts by (`Module::list_after` takes the key).
 #[derive(Debug, PartialEq, Eq)]
 pub struct After {
     created: String,
     id: String,
+}
+
+impl After {
+    /// The (created, id) key rows must sort after.
+    pub fn key(&self) -> (&str, &str) {
+        (&self.created, &self.id)
+    }
 }
 
 /// The token naming the rows after `row`; opaque to clients.
@@ -41,14 +48,6 @@ pub fn parse_token(token: &str) -> Result<Option<After>> {
              next_page_token of the previous List reply, or none for the first page"
         ))),
     }
-}
-
-/// The rows of `listed` (sorted) after `after`.
-pub fn rows_after(listed: &[Listed], after: Option<&After>) -> usize {
-    let Some(after) = after else { return 0 };
-    listed.partition_point(|l| {
-        (l.summary.created(), l.id.as_str()) <= (after.created.as_str(), after.id.as_str())
-    })
 }
 
 /// The page size a request gets: `default` for 0, at most

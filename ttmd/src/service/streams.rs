@@ -40,7 +40,15 @@ impl TtmService {
         check_filter(&r.event).map_err(to_status)?;
         let this = self.clone();
         let tref = r.txn.clone();
+        // The readers' permit here too: a thousand followers starting at
+        // once would otherwise each take a blocking thread to look the
+        // transaction up (the pool grew to 45 threads for 1,000 in a
+        // burst, and glibc keeps their arenas' memory).
+        let Ok(permit) = READERS.acquire().await else {
+            return Err(to_status(Error::ShuttingDown));
+        };
         let (_, txn) = blocking(move || this.txn(tref)).await?;
+        drop(permit);
         let config = self.shared.config();
         let slot = self
             .shared

@@ -179,11 +179,11 @@ impl TtmService {
             let active = module.active_id_or_none()?;
             let stage = Some(r.stage.as_str()).filter(|s| !s.is_empty());
             let after = page::parse_token(&r.page_token)?;
-            let listed = module.list(stage);
-            let start = page::rows_after(&listed, after.as_ref());
             let size = page::page_size(r.page_size, page::DEFAULT_PAGE_SIZE);
+            // One row past the page tells `fill` that more follow.
+            let listed = module.list_after(stage, after.as_ref().map(page::After::key), size + 1);
             let (mut txns, next_page_token) =
-                page::fill(&listed, start, size, page::token_after, |listed| {
+                page::fill(&listed, 0, size, page::token_after, |listed| {
                     let active = active.as_deref() == Some(listed.id.as_str());
                     if r.brief {
                         let row = txn_row(&listed.summary, &module.name, active);

@@ -10,6 +10,7 @@
 mod active;
 mod create;
 mod feed;
+mod listing;
 mod migrate;
 mod reconcile;
 
@@ -404,29 +405,6 @@ impl Module {
             ))),
             _ => self.load(&id),
         }
-    }
-
-    /// All served transactions, oldest first, optionally of one stage.
-    pub fn list(&self, stage: Option<&str>) -> Vec<Listed> {
-        let txns = read(&self.txns);
-        let finished = read(&self.finished);
-        let mut listed: Vec<Listed> = txns
-            .values()
-            .map(|t| Listed {
-                id: t.id.clone(),
-                summary: Summary::of(&t.state()),
-                txn: Some(t.clone()),
-            })
-            .chain(finished.iter().map(|(id, summary)| Listed {
-                id: id.to_string(),
-                summary: summary.clone(),
-                txn: None,
-            }))
-            .filter(|l| stage.is_none_or(|s| l.summary.stage() == s))
-            .collect();
-        drop((txns, finished));
-        listed.sort_by(|a, b| (a.summary.created(), &a.id).cmp(&(b.summary.created(), &b.id)));
-        listed
     }
 
     /// The whole state of a listed transaction. A finished one kept as a
