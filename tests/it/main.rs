@@ -7,6 +7,7 @@ mod audit_store;
 mod bad_input;
 mod cli_ux;
 mod clients;
+mod cluster;
 mod compat;
 mod concurrency;
 mod crash;

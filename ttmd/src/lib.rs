@@ -5,6 +5,7 @@
 //! already-bound [`socket::Listener`] until a shutdown future completes; the
 //! binary only parses flags, binds and waits for signals.
 
+pub mod cluster;
 pub mod config;
 pub mod conns;
 mod health;
@@ -46,7 +47,8 @@ pub async fn run(
     // Before anything opens files: each connection is one descriptor.
     let fd_room = conns::raise_nofile();
     let store = open_store(&config).await?;
-    let leases = open_leases(&store).await?;
+    let leases = open_leases(&store, &config).await?;
+    let cluster = cluster::Cluster::from_config(&config, &listener.path)?;
     // Hand edits are picked up from here on; stops when dropped below. A
     // read-only tree cannot change, and a reconcile would write.
     let reconciler = store
@@ -63,12 +65,21 @@ pub async fn run(
     let stop = Shutdown::new();
     let (grace, sighup) = (config.shutdown_grace, config.reload_on_sighup);
     let shared = Shared::new(store, leases, config, path.clone(), stop.clone());
+    let session = match cluster {
+        Some(cluster) => Some(join_cluster(&shared, cluster, &stop).await),
+        None => None,
+    };
     let mut background = start_background(&shared, sighup, &path, &stop);
     let (incoming, acceptor) = conns::accept(listener, shared.clone(), fd_room);
     background.push(acceptor);
     let served = serve(shared, incoming, shutdown, stop, grace).await;
     for task in background {
         task.abort();
+    }
+    if let Some(session) = session {
+        // Revoking the session lets the other hosts see this one leave now
+        // rather than after its TTL; bounded, etcd may be down.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), session).await;
     }
     drop(reconciler);
     Listener::remove_bound(&path, owned, bound);
@@ -91,13 +102,27 @@ async fn open_store(config: &Config) -> Result<Arc<store::Store>, BoxError> {
     Ok(Arc::new(store))
 }
 
+/// Cluster mode: registers this host (one bounded try; the daemon serves
+/// anyway when etcd is down) and starts keeping its session, which ends
+/// (revoked) once `stop` triggers.
+async fn join_cluster(
+    shared: &Arc<Shared>,
+    cluster: Arc<cluster::Cluster>,
+    stop: &Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    let first = cluster.join().await;
+    shared.set_cluster(cluster.clone());
+    tokio::spawn(cluster.keep_session(first, stop.clone()))
+}
+
 /// Rebuilds the leases from the recovered logs, before serving.
-async fn open_leases(store: &Arc<store::Store>) -> Result<Arc<dyn leases::LeaseBackend>, BoxError> {
+async fn open_leases(
+    store: &Arc<store::Store>,
+    config: &Config,
+) -> Result<Arc<dyn leases::LeaseBackend>, BoxError> {
     let store = store.clone();
     // The holder's host, named to those told "busy" (SPEC §13).
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
+    let host = config.host_id();
     let local = tokio::task::spawn_blocking(move || leases::Local::open(store, host)).await??;
     Ok(Arc::new(local))
 }
