@@ -8,13 +8,17 @@
 //! ([`Cluster::require`]) instead of waiting or going on locally.
 //!
 //! - `keys.rs`: the key layout.
+//! - `mirror.rs`: the outbox, each log mirrored in order; `cursor.rs` its
+//!   persisted pushed-seq cursors.
 //! - `session.rs`: registering `host/<id>`, keeping the session alive,
 //!   registering again after it was lost.
 
+mod cursor;
 pub mod keys;
+pub mod mirror;
 mod session;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
@@ -53,6 +57,8 @@ pub struct Cluster {
     session: Mutex<Option<i64>>,
     /// The value of the `host/<id>` key.
     card: String,
+    /// The outbox, once started.
+    mirror: OnceLock<Arc<mirror::Mirror>>,
 }
 
 impl Cluster {
@@ -80,7 +86,24 @@ impl Cluster {
             health: watch::channel(Health::Connecting).0,
             session: Mutex::new(None),
             card,
+            mirror: OnceLock::new(),
         })))
+    }
+
+    /// Starts mirroring `store` (once), until `stop`.
+    pub fn start_mirror(
+        self: &Arc<Self>,
+        store: Arc<crate::store::Store>,
+        stop: crate::shutdown::Shutdown,
+    ) {
+        let _ = self
+            .mirror
+            .get_or_init(|| mirror::Mirror::start(self.clone(), store, stop));
+    }
+
+    /// What the mirror has not pushed yet (nothing before it started).
+    pub fn lag(&self) -> mirror::Lag {
+        self.mirror.get().map(|m| m.lag()).unwrap_or_default()
     }
 
     /// The etcd client.
