@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use ttm_tests::etcd::EtcdCluster;
-use ttm_tests::{Daemon, wait_until};
+use ttm_tests::{Daemon, HANG, Spawned, wait_until};
 
 /// How long to wait for etcd's own timers (a lease TTL, an election): a
 /// state to reach, not a guard on work.
@@ -34,7 +34,9 @@ fn prefix(etcd: &EtcdCluster, prefix: &str) -> Vec<(String, String)> {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let client = ttm_etcd::Etcd::connect(&[etcd.endpoints()]).expect("endpoints");
+        let endpoints = etcd.endpoints();
+        let endpoints: Vec<&str> = endpoints.split(',').collect();
+        let client = ttm_etcd::Etcd::connect(&endpoints).expect("endpoints");
         let range = client.prefix(prefix.as_bytes()).await.expect("etcd range");
         range
             .kvs
@@ -212,4 +214,169 @@ fn the_mirror_holds_exactly_the_log_in_order_with_state_home_and_evidence() {
     let meta: Value = serde_json::from_str(&ctx[0].1).expect("ctx json");
     assert_eq!(meta["bytes"], 14);
     assert_eq!(meta["sha256"], ttm_tests::sha256_hex(b"evidence bytes"));
+}
+
+/// Two daemons on two trees in one cluster, as hosts `host-a` and `host-b`.
+fn pair(etcd: &EtcdCluster) -> (Daemon, Daemon) {
+    (member(etcd, "host-a"), member(etcd, "host-b"))
+}
+
+/// `events -t ID --json` on `d`, one line per event.
+fn events_of(d: &Daemon, id: &str) -> String {
+    d.ctl(&["events", "--json", "-t", id]).ok()
+}
+
+/// Reads `follower` (an `events --follow --json`) until seq `want`,
+/// asserting each line is the next seq: no gap, no repeat.
+fn read_through(follower: &Spawned, last: &mut u64, want: u64) {
+    while *last < want {
+        let line = follower.json_line(HANG);
+        let seq = line["seq"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no seq: {line}"));
+        assert_eq!(seq, *last + 1, "{}: gap or repeat at {line}", follower.what);
+        *last = seq;
+    }
+}
+
+#[test]
+fn another_host_reads_lists_and_sees_the_hosts() {
+    if !EtcdCluster::need().met() {
+        return;
+    }
+    let etcd = EtcdCluster::start(1);
+    let (a, b) = pair(&etcd);
+    let id = a.create("homed on a");
+    for i in 0..10 {
+        a.ctl(&["event", "tick", &format!(r#"{{"i":{i}}}"#), "-t", &id])
+            .ok();
+    }
+    wait_mirrored(&etcd, &a, "ttm", &id);
+    assert_eq!(events_of(&b, &id), events_of(&a, &id));
+    let state: Value = serde_json::from_str(&b.ctl(&["state", "-t", &id]).ok()).expect("json");
+    assert_eq!(state["txn_id"], id.as_str());
+    assert_eq!(state["seq"], local_log(&a, "ttm", &id).len() as u64);
+    let listed = b.ctl(&["list"]).ok();
+    assert!(
+        listed.contains(&id) && listed.contains("[home host-a"),
+        "{listed}"
+    );
+    let hosts = b.ctl(&["hosts"]).ok();
+    assert!(
+        hosts.contains("host-a") && hosts.contains("host-b (this host)"),
+        "{hosts}"
+    );
+    // Unknown everywhere is still NOT_FOUND.
+    b.ctl(&["state", "-t", "nope-20250101T000000"])
+        .expect_code(3);
+}
+
+#[test]
+fn killing_the_etcd_leader_during_appends_loses_no_acknowledged_event() {
+    if !EtcdCluster::need().met() {
+        return;
+    }
+    let mut etcd = EtcdCluster::start(3);
+    let (a, b) = pair(&etcd);
+    let id = a.create("leader killed");
+    let acked = ttm_tests::Progress::new();
+    std::thread::scope(|s| {
+        let appender = s.spawn(|| {
+            for i in 0..40 {
+                a.ctl(&["event", "tick", &format!(r#"{{"i":{i}}}"#), "-t", &id])
+                    .ok();
+                acked.bump();
+            }
+        });
+        acked.wait("appends before the kill", || {
+            (acked.get() >= 10).then_some(())
+        });
+        let leader = etcd.leader().expect("a leader");
+        etcd.kill9(leader);
+        appender.join().expect("appender");
+    });
+    // txn_start, activated, then the 40 appends.
+    assert_eq!(local_log(&a, "ttm", &id).len(), 42);
+    wait_mirrored(&etcd, &a, "ttm", &id);
+    assert_eq!(events_of(&b, &id), events_of(&a, &id));
+}
+
+#[test]
+fn without_quorum_local_work_goes_on_coordination_exits_12_and_the_outbox_drains() {
+    if !EtcdCluster::need().met() {
+        return;
+    }
+    let mut etcd = EtcdCluster::start(3);
+    let (a, b) = pair(&etcd);
+    let id = a.create("outage");
+    a.ctl(&["event", "before", "-t", &id]).ok();
+    wait_mirrored(&etcd, &a, "ttm", &id);
+    etcd.stop(1);
+    etcd.stop(2);
+    for i in 0..5 {
+        a.ctl(&["event", "during", &format!(r#"{{"i":{i}}}"#), "-t", &id])
+            .ok();
+    }
+    a.ctl(&["list"]).ok();
+    let out = b.ctl(&["events", "-t", &id]);
+    out.expect_code(12).stderr_has(&["etcd"]);
+    assert_eq!(
+        out.stderr.trim().lines().count(),
+        1,
+        "one line: {}",
+        out.stderr
+    );
+    a.ctl(&["hosts"]).expect_code(12);
+    etcd.start_member(1);
+    etcd.start_member(2);
+    for i in 0..3 {
+        a.ctl(&["event", "after", &format!(r#"{{"i":{i}}}"#), "-t", &id])
+            .ok();
+    }
+    wait_mirrored(&etcd, &a, "ttm", &id);
+    // B refuses at once for a moment after its own failed call; then
+    // reads again (waiting for a state, not a guard on work).
+    assert!(wait_until(ETCD_TIMERS, || {
+        b.ctl(&["events", "--json", "-t", &id]).code() == 0
+    }));
+    assert_eq!(events_of(&b, &id), events_of(&a, &id));
+}
+
+#[test]
+fn a_follower_on_another_host_rides_out_compaction_and_restarts() {
+    if !EtcdCluster::need().met() {
+        return;
+    }
+    let etcd = EtcdCluster::start(1);
+    let (mut a, mut b) = pair(&etcd);
+    let id = a.create("followed from b");
+    wait_mirrored(&etcd, &a, "ttm", &id);
+    let follower = b.spawn_ctl(&["events", "--follow", "--json", "-t", &id]);
+    let mut seen = 0;
+    // txn_start and activated.
+    read_through(&follower, &mut seen, 2);
+    let append = |d: &Daemon, n: usize, what: &str| {
+        for i in 0..n {
+            d.ctl(&["event", what, &format!(r#"{{"i":{i}}}"#), "-t", &id])
+                .ok();
+        }
+    };
+    append(&a, 5, "first");
+    read_through(&follower, &mut seen, 7);
+    let status: Value =
+        serde_json::from_str(&etcd.etcdctl(&["endpoint", "status", "-w", "json"]).ok())
+            .expect("status json");
+    let revision = status[0]["Status"]["header"]["revision"]
+        .as_i64()
+        .expect("revision");
+    etcd.etcdctl(&["compact", &revision.to_string()]).ok();
+    append(&a, 5, "compacted");
+    read_through(&follower, &mut seen, 12);
+    a.restart();
+    append(&a, 3, "home.restarted");
+    read_through(&follower, &mut seen, 15);
+    b.restart();
+    append(&a, 3, "follower.restarted");
+    read_through(&follower, &mut seen, 18);
+    assert_eq!(local_log(&a, "ttm", &id).len(), 18);
 }

@@ -127,6 +127,13 @@ impl Mirror {
         }
     }
 
+    /// Lines of `module/id` not yet pushed.
+    pub fn lag_of(&self, module: &str, id: &str) -> u64 {
+        lock(&self.behind)
+            .get(&(module.to_owned(), id.to_owned()))
+            .map_or(0, |(p, l)| l.saturating_sub(*p))
+    }
+
     /// Looks over every module's transactions every [`SWEEP`]: starts a
     /// task for each one ahead of its cursor, follows new modules' feeds,
     /// retries deletions, saves the cursors.
