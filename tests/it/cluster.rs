@@ -380,3 +380,47 @@ fn a_follower_on_another_host_rides_out_compaction_and_restarts() {
     read_through(&follower, &mut seen, 18);
     assert_eq!(local_log(&a, "ttm", &id).len(), 18);
 }
+
+#[test]
+fn archiving_removes_the_mirrored_keys_and_remote_readers_hear_it() {
+    if !EtcdCluster::need().met() {
+        return;
+    }
+    let etcd = EtcdCluster::start(1);
+    let (a, b) = pair(&etcd);
+    let done = a.create("done and archived");
+    let file = a.tmp().join("e.txt");
+    std::fs::write(&file, b"x").expect("write evidence");
+    a.ctl(&[
+        "ctx",
+        "add",
+        file.to_str().expect("utf-8"),
+        "e",
+        "-t",
+        &done,
+    ])
+    .ok();
+    a.ctl(&["commit", "-t", &done]).ok();
+    let other = a.create("keeps the active link");
+    wait_mirrored(&etcd, &a, "ttm", &done);
+    wait_mirrored(&etcd, &a, "ttm", &other);
+    let follower = b.spawn_ctl(&["events", "--follow", "--json", "-t", &done]);
+    follower.json_line(HANG);
+    a.ctl(&["archive", "--yes"]).ok();
+    let keys_of = |id: &str| {
+        ["state", "ev", "ctx"]
+            .iter()
+            .map(|kind| prefix(&etcd, &format!("/ttm/v1/ttm/{kind}/{id}")).len())
+            .sum::<usize>()
+    };
+    assert!(
+        wait_until(ETCD_TIMERS, || keys_of(&done) == 0),
+        "keys of an archived transaction left in etcd\n{}",
+        a.daemon_stderr()
+    );
+    assert_ne!(keys_of(&other), 0, "a live transaction's keys went too");
+    // The follower on B is told the transaction is gone (NOT_FOUND).
+    let out = follower.wait(HANG);
+    assert_eq!(out.code(), 3, "{}", out.stderr);
+    b.ctl(&["state", "-t", &done]).expect_code(3);
+}
