@@ -269,6 +269,22 @@ fn another_host_reads_lists_and_sees_the_hosts() {
     // Unknown everywhere is still NOT_FOUND.
     b.ctl(&["state", "-t", "nope-20250101T000000"])
         .expect_code(3);
+    // status --follow on B ends with the home's outcome.
+    let follow = b.spawn_ctl(&["status", "--follow", "-t", &id]);
+    follow.line(HANG);
+    a.ctl(&["fail", "broke on a", "-t", &id]).ok();
+    let out = follow.wait(HANG);
+    assert_eq!(
+        out.code(),
+        9,
+        "FAIL on the home ends the follow with 9: {}",
+        out.stderr
+    );
+    let status = b.ctl(&["status", "-t", &id]).ok();
+    assert!(
+        status.contains("FAIL") && status.contains("home host-a"),
+        "{status}"
+    );
 }
 
 #[test]
