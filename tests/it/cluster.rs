@@ -440,3 +440,30 @@ fn archiving_removes_the_mirrored_keys_and_remote_readers_hear_it() {
     assert_eq!(out.code(), 3, "{}", out.stderr);
     b.ctl(&["state", "-t", &done]).expect_code(3);
 }
+
+#[test]
+fn watch_on_another_host_announces_creation_stage_changes_and_the_outcome() {
+    if !EtcdCluster::need().met() {
+        return;
+    }
+    let etcd = EtcdCluster::start(1);
+    let (a, b) = pair(&etcd);
+    let watch = b.spawn_ctl(&["watch", "--json"]);
+    ttm_tests::sync_watch(&b, &watch);
+    // The remote half of the watch is an etcd watch opened beside the
+    // local one: one of A's transactions seen means it is open.
+    let probe = a.create("probe");
+    while watch.json_line(HANG)["txn_id"] != probe.as_str() {}
+    let id = a.create("watched from b");
+    a.ctl(&["transition", "EXECUTE", "-t", &id]).ok();
+    a.ctl(&["event", "noise", "-t", &id]).ok();
+    a.ctl(&["commit", "-t", &id]).ok();
+    let mut kinds = Vec::new();
+    while kinds.last().map(String::as_str) != Some("committed") {
+        let change = watch.json_line(HANG);
+        if change["txn_id"] == id.as_str() {
+            kinds.push(change["kind"].as_str().unwrap_or("?").to_owned());
+        }
+    }
+    assert_eq!(kinds, ["created", "stage_changed", "committed"], "{kinds:?}");
+}
