@@ -465,5 +465,9 @@ fn watch_on_another_host_announces_creation_stage_changes_and_the_outcome() {
             kinds.push(change["kind"].as_str().unwrap_or("?").to_owned());
         }
     }
-    assert_eq!(kinds, ["created", "stage_changed", "committed"], "{kinds:?}");
+    assert_eq!(
+        kinds,
+        ["created", "stage_changed", "committed"],
+        "{kinds:?}"
+    );
 }
