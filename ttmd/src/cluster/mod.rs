@@ -85,6 +85,9 @@ impl Cluster {
             "version": ttm_proto::VERSION,
             "socket": socket.display().to_string(),
             "root": config.root.display().to_string(),
+            // Tells this tree's previous daemon (same machine, root and
+            // socket) from another daemon given the same host id.
+            "machine": machine_id(),
             "started": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         });
         Ok(Some(Arc::new(Cluster {
@@ -225,6 +228,16 @@ impl Cluster {
     fn set_session(&self, id: Option<i64>) {
         *lock(&self.session) = id;
     }
+}
+
+/// This machine's id (`/etc/machine-id`), else its host name.
+fn machine_id() -> String {
+    std::fs::read_to_string("/etc/machine-id")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
