@@ -141,8 +141,10 @@ impl Mirror {
     /// task for each one ahead of its cursor, follows new modules' feeds,
     /// retries deletions, saves the cursors.
     async fn sweep(self: Arc<Self>) {
+        let mut checked = None;
         loop {
             let modules = self.store.modules();
+            super::recheck::per_session(&self.cluster, &self.cursors, &modules, &mut checked).await;
             for module in &modules {
                 self.follow_feed(module);
                 for listed in module.list(None) {

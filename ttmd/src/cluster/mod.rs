@@ -10,12 +10,15 @@
 //! - `keys.rs`: the key layout.
 //! - `mirror.rs`: the outbox, each log mirrored in order; `cursor.rs` its
 //!   persisted pushed-seq cursors.
+//! - `recheck.rs`: the cursors checked against etcd's record once per
+//!   session (an etcd rebuilt empty gets the mirror pushed again).
 //! - `session.rs`: registering `host/<id>`, keeping the session alive,
 //!   registering again after it was lost.
 
 mod cursor;
 pub mod keys;
 pub mod mirror;
+mod recheck;
 mod session;
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -223,6 +226,11 @@ impl Cluster {
                 true
             }
         });
+    }
+
+    /// The session's etcd lease id, if alive (no check of etcd's health).
+    fn session_id(&self) -> Option<i64> {
+        *lock(&self.session)
     }
 
     fn set_session(&self, id: Option<i64>) {
