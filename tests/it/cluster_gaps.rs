@@ -150,3 +150,23 @@ fn list_json_names_each_rows_home_in_cluster_mode_only() {
         "{row}"
     );
 }
+
+#[test]
+fn a_mirror_that_etcd_lost_is_pushed_again_after_a_restart() {
+    if !EtcdCluster::need().met() {
+        return;
+    }
+    let etcd = EtcdCluster::start(1);
+    let mut a = member(&etcd, "host-a");
+    let id = a.create("mirrored, then lost by etcd");
+    a.ctl(&["event", "before", "{}", "-t", &id]).ok();
+    wait_mirrored(&etcd, &a, "ttm", &id);
+    // The cursor file now says "all pushed"; etcd loses everything (as a
+    // cluster rebuilt from scratch would) while the daemon is down.
+    a.stop();
+    etcd.etcdctl(&["del", "--prefix", "/ttm/"]).ok();
+    a.start();
+    wait_mirrored(&etcd, &a, "ttm", &id);
+    a.ctl(&["event", "after", "{}", "-t", &id]).ok();
+    wait_mirrored(&etcd, &a, "ttm", &id);
+}
