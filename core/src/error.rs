@@ -44,6 +44,11 @@ pub enum Error {
     /// A wait for a lease ran out (`--wait-timeout`).
     #[error("{0}")]
     WaitTimedOut(String),
+    /// The operation needs coordination (cluster mode, SPEC §16–17) and the
+    /// etcd cluster, or the home host of the transaction, cannot be
+    /// reached; refused at once rather than done locally only.
+    #[error("{0}")]
+    CoordinationUnavailable(String),
     /// The caller is not allowed to talk to this daemon.
     #[error("{0}")]
     NotAllowed(String),

@@ -32,3 +32,7 @@ pub const LEASE_BUSY: &str = "lease-busy";
 
 /// Value of [`ERROR`] when a wait for a lease ran out (ttmctl exit 11).
 pub const WAIT_TIMEOUT: &str = "wait-timeout";
+
+/// Value of [`ERROR`] when an operation needs the etcd cluster (or the home
+/// host of a transaction) and cannot reach it (ttmctl exit 12, SPEC §17).
+pub const NO_COORDINATION: &str = "no-coordination";

@@ -7,6 +7,8 @@ mod audit_store;
 mod bad_input;
 mod cli_ux;
 mod clients;
+mod cluster;
+mod cluster_gaps;
 mod compat;
 mod concurrency;
 mod crash;

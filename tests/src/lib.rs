@@ -71,6 +71,8 @@ use ttm_proto::v1::events_response::Kind;
 use ttm_proto::v1::ttm_client::TtmClient;
 use ttm_proto::v1::{Event, EventsRequest, EventsResponse, TxnRef};
 
+pub mod etcd;
+
 /// How long a daemon may take to listen (waiting for readiness, not a
 /// guard on work).
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);

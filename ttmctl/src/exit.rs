@@ -14,6 +14,7 @@
 //! | 9 | `status --follow`: the transaction ended in FAIL |
 //! | 10 | busy: a lease is held by another transaction (`--no-wait`) |
 //! | 11 | a wait ran out: `--wait-timeout`, `status --follow --timeout`, `events --follow --timeout` |
+//! | 12 | coordination unavailable: the etcd cluster (or a transaction's home host) cannot be reached for an operation that needs it |
 
 use std::fmt;
 use std::io;
@@ -35,7 +36,9 @@ Exit codes:
   8  storage or limits: RESOURCE_EXHAUSTED / UNAVAILABLE
   9  status --follow: the transaction ended in FAIL
  10  busy: a lease is held by another transaction (--no-wait)
- 11  a wait ran out (--wait-timeout, --timeout of status/events --follow)";
+ 11  a wait ran out (--wait-timeout, --timeout of status/events --follow)
+ 12  coordination unavailable: the etcd cluster (or a transaction's home host)
+     cannot be reached for an operation that needs it (cluster mode)";
 
 /// One row of the table above.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +55,7 @@ pub enum Exit {
     TxnFailed = 9,
     Busy = 10,
     WaitTimedOut = 11,
+    NoCoordination = 12,
 }
 
 impl Exit {
@@ -218,6 +222,9 @@ pub fn from_status(status: &Status) -> Failure {
     if marker.is_some_and(|v| v == ttm_proto::headers::WAIT_TIMEOUT) {
         return Failure::new(Exit::WaitTimedOut, status_message(status));
     }
+    if marker.is_some_and(|v| v == ttm_proto::headers::NO_COORDINATION) {
+        return Failure::new(Exit::NoCoordination, status_message(status));
+    }
     let mut failure = Failure::new(exit_for(status.code()), status_message(status));
     failure.unimplemented = status.code() == Code::Unimplemented;
     failure.resumable = crate::commands::follow::restart_explains(status);
@@ -278,6 +285,19 @@ mod tests {
             assert_eq!(failure.exit.code(), exit, "{code:?}");
             assert_eq!(failure.message, "msg");
         }
+    }
+
+    #[test]
+    fn no_coordination_is_exit_12_not_storage() {
+        let mut status = Status::unavailable("etcd is unreachable");
+        status.metadata_mut().insert(
+            ttm_proto::headers::ERROR,
+            tonic::metadata::MetadataValue::from_static(ttm_proto::headers::NO_COORDINATION),
+        );
+        let failure = from_status(&status);
+        assert_eq!(failure.exit.code(), 12);
+        assert!(!failure.resumable);
+        assert_eq!(failure.message, "etcd is unreachable");
     }
 
     #[test]

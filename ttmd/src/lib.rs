@@ -5,6 +5,7 @@
 //! already-bound [`socket::Listener`] until a shutdown future completes; the
 //! binary only parses flags, binds and waits for signals.
 
+pub mod cluster;
 pub mod config;
 pub mod conns;
 mod health;
@@ -54,8 +55,9 @@ pub async fn run(
         None => None,
     };
     let store = open_store(&config).await?;
-    let leases = open_leases(&store).await?;
+    let leases = open_leases(&store, &config).await?;
     let timers = open_timers(&store, &leases).await?;
+    let cluster = cluster::Cluster::from_config(&config, &listener.path)?;
     // Hand edits are picked up from here on; stops when dropped below. A
     // read-only tree cannot change, and a reconcile would write.
     let reconciler = store
@@ -83,6 +85,17 @@ pub async fn run(
         path.clone(),
         stop.clone(),
     );
+    let session = match cluster {
+        Some(cluster) => match join_cluster(&shared, cluster, &stop).await {
+            Ok(session) => Some(session),
+            Err(refused) => {
+                // Not serving: leave no socket behind for clients to try.
+                Listener::remove_bound(&path, owned, bound);
+                return Err(refused);
+            }
+        },
+        None => None,
+    };
     let mut background = start_background(&shared, sighup, &path, &stop);
     background.append(&mut observers);
     if let Some(listener) = metrics_listener.take() {
@@ -98,6 +111,11 @@ pub async fn run(
     let served = serve(shared, incoming, shutdown, stop, grace).await;
     for task in background {
         task.abort();
+    }
+    if let Some(session) = session {
+        // Revoking the session lets the other hosts see this one leave now
+        // rather than after its TTL; bounded, etcd may be down.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), session).await;
     }
     drop(reconciler);
     Listener::remove_bound(&path, owned, bound);
@@ -120,13 +138,30 @@ async fn open_store(config: &Config) -> Result<Arc<store::Store>, BoxError> {
     Ok(Arc::new(store))
 }
 
+/// Cluster mode: registers this host (one bounded try; the daemon serves
+/// anyway when etcd is down) and starts keeping its session, which ends
+/// (revoked) once `stop` triggers. Another live daemon with this host id
+/// stops the start.
+async fn join_cluster(
+    shared: &Arc<Shared>,
+    cluster: Arc<cluster::Cluster>,
+    stop: &Shutdown,
+) -> Result<tokio::task::JoinHandle<()>, BoxError> {
+    let first = cluster.join().await?;
+    shared.set_cluster(cluster.clone());
+    // A read-only tree changes nothing, but what it holds is still shown.
+    cluster.start_mirror(shared.store.clone(), stop.clone());
+    Ok(tokio::spawn(cluster.keep_session(first, stop.clone())))
+}
+
 /// Rebuilds the leases from the recovered logs, before serving.
-async fn open_leases(store: &Arc<store::Store>) -> Result<Arc<dyn leases::LeaseBackend>, BoxError> {
+async fn open_leases(
+    store: &Arc<store::Store>,
+    config: &Config,
+) -> Result<Arc<dyn leases::LeaseBackend>, BoxError> {
     let store = store.clone();
     // The holder's host, named to those told "busy" (SPEC §13).
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
+    let host = config.host_id();
     let local = tokio::task::spawn_blocking(move || leases::Local::open(store, host)).await??;
     Ok(Arc::new(local))
 }

@@ -6,6 +6,7 @@ mod context;
 mod daemon;
 pub mod follow;
 mod help;
+mod hosts;
 mod leases;
 mod mutate;
 mod pages;
@@ -131,6 +132,7 @@ pub async fn run(cli: Cli, ctx: &mut Ctx) -> Result<(), Failure> {
         }
         Command::Leases => leases::list(ctx).await,
         Command::Metrics => daemon::metrics(ctx).await,
+        Command::Hosts => hosts::list(ctx).await,
         Command::Heartbeat { txn } => leases::heartbeat(ctx, txn.id()).await,
         Command::Active => txns::active(ctx).await,
         Command::Activate { id, guards } => txns::activate(ctx, &id, &guards).await,
@@ -233,6 +235,19 @@ fn required(state: Option<TxnState>) -> Result<TxnState, Failure> {
 /// The state document as JSON: the daemon's own text, which holds the user
 /// fields too; the typed fields only if it sent no text.
 fn state_value(state: &TxnState) -> Result<Value, Failure> {
+    let mut value = state_document(state)?;
+    // Cluster mode (only there is `home` set): where the transaction lives
+    // and how fresh this view of it is, which state.json cannot say.
+    if let (false, Some(object)) = (state.home.is_empty(), value.as_object_mut()) {
+        object.insert("home".into(), json!(state.home));
+        object.insert("stale".into(), json!(state.stale));
+        object.insert("mirror_lag".into(), json!(state.mirror_lag));
+    }
+    Ok(value)
+}
+
+/// state.json's document as the daemon sent it (or built from the fields).
+fn state_document(state: &TxnState) -> Result<Value, Failure> {
     if !state.json.trim().is_empty() {
         return parse_json("a state", &state.json);
     }

@@ -244,3 +244,29 @@ fn module(name: &str, dir: PathBuf) -> Result<(String, PathBuf), String> {
     id::validate_module(name).map_err(|e| e.to_string())?;
     Ok((name.to_string(), dir))
 }
+
+/// A host id (SPEC §16): it becomes an etcd key segment, so no `/` and
+/// nothing a person could mistake; empty means "the host name".
+pub(super) struct HostId;
+impl Codec for HostId {
+    type T = String;
+    fn text(v: &str) -> Result<String, String> {
+        let v = v.trim();
+        let fine = v.len() <= 64
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+        if fine {
+            Ok(v.to_string())
+        } else {
+            Err(format!(
+                "{v:?} is not a host id: use up to 64 letters, digits, '.', '-' or '_'"
+            ))
+        }
+    }
+    fn toml(v: &Value) -> Result<String, String> {
+        HostId::text(string(v)?)
+    }
+    fn show(v: &String) -> String {
+        format!("{v:?}")
+    }
+}

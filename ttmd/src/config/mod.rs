@@ -43,6 +43,11 @@ pub struct Config {
     pub access: Access,
     /// Modules kept outside the root: name → directory holding its `txns/`.
     pub module_dirs: BTreeMap<String, PathBuf>,
+    /// Cluster mode (SPEC §16): etcd endpoints; empty means one host, no
+    /// etcd code runs.
+    pub cluster: Vec<String>,
+    /// This host's id in the cluster; empty means the host name.
+    pub host_id: String,
     /// The config file read at start, if any.
     pub config_file: Option<PathBuf>,
     /// Where a reload looks for the config file (the `--config` file, else
@@ -195,6 +200,8 @@ impl Config {
             heartbeat: Duration::from_secs(10),
             access: Access::default(),
             module_dirs: BTreeMap::new(),
+            cluster: Vec::new(),
+            host_id: String::new(),
             config_file: None,
             config_path: None,
             reload_on_sighup: false,
@@ -258,6 +265,19 @@ impl Config {
             }
         }
         Ok(c)
+    }
+
+    /// This host's id: `host_id`, else the host name (SPEC §16), which
+    /// also names the holder's host in "busy" answers (SPEC §13).
+    pub fn host_id(&self) -> String {
+        if !self.host_id.is_empty() {
+            return self.host_id.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into())
     }
 
     /// Sets one setting from text, as a flag or environment variable gives

@@ -9,7 +9,9 @@
 //! `Config::new`), then a row below naming the field in `field!`.
 
 use super::Config;
-use super::codec::{Codec, Dirs, Durable, Ids, Listen, Names, Num, OptPath, Path, Secs, Yes};
+use super::codec::{
+    Codec, Dirs, Durable, HostId, Ids, Listen, Names, Num, OptPath, Path, Secs, Yes,
+};
 
 /// What a SIGHUP reload does with a setting changed in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +221,31 @@ pub const SETTINGS: &[Setting] = &[
         example: "16384",
         note: "",
         ops: field!(Num<usize> => hooks.output),
+    },
+    Setting {
+        key: "cluster",
+        flag: "cluster",
+        env: "TTM_CLUSTER",
+        value_name: "ENDPOINTS",
+        help: "Cluster mode: the etcd endpoints (http://HOST:PORT, comma-separated). \
+               Transactions stay on this host's tree and are mirrored to etcd; every \
+               host's show in list, watch and top [default: none, one host without etcd]",
+        reload: Reload::Restart,
+        example: "[\"http://etcd1:2379\", \"http://etcd2:2379\", \"http://etcd3:2379\"]",
+        note: "(see docs/cluster.md)",
+        ops: field!(Names => cluster),
+    },
+    Setting {
+        key: "host_id",
+        flag: "host-id",
+        env: "TTM_HOST_ID",
+        value_name: "ID",
+        help: "This host's id in the cluster: letters, digits, '.', '-', '_' \
+               [default: the host name]",
+        reload: Reload::Restart,
+        example: "\"ci-runner-1\"",
+        note: "",
+        ops: field!(HostId => host_id),
     },
     Setting {
         key: "limits.description",

@@ -2,10 +2,11 @@
 //! (swapped by a reload), the stream slots, and the shutdown signal.
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 use super::streams;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::leases::LeaseBackend;
 use crate::metrics::Metrics;
@@ -39,6 +40,8 @@ pub struct Shared {
     /// The root with symlinks resolved, to compare with the tree a client
     /// names.
     pub(super) canonical_root: PathBuf,
+    /// This daemon's seat in the etcd cluster; unset without `--cluster`.
+    cluster: OnceLock<Arc<Cluster>>,
 }
 
 impl Shared {
@@ -64,7 +67,18 @@ impl Shared {
             timers,
             shutdown,
             socket,
+            cluster: OnceLock::new(),
         })
+    }
+
+    /// Cluster mode: the daemon's seat, set once before serving.
+    pub fn set_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The daemon's seat in the cluster; `None` without `--cluster`.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
     }
 
     /// The settings in force.

@@ -22,12 +22,13 @@ pub fn to_status(err: Error) -> Status {
     // The code alone is ambiguous for these; the marker gives each its own
     // meaning in ttmctl: "wrong daemon" (exit 7), "stopping" (a follower
     // resumes after the restart), busy (exit 10) and a wait that ran out
-    // (exit 11, SPEC §17).
+    // (exit 11, SPEC §17), coordination unavailable (exit 12).
     let marker = match err {
         Error::WrongTree(_) => Some(ttm_proto::headers::WRONG_TREE),
         Error::ShuttingDown => Some(ttm_proto::headers::SHUTTING_DOWN),
         Error::LeaseBusy(_) => Some(ttm_proto::headers::LEASE_BUSY),
         Error::WaitTimedOut(_) => Some(ttm_proto::headers::WAIT_TIMEOUT),
+        Error::CoordinationUnavailable(_) => Some(ttm_proto::headers::NO_COORDINATION),
         _ => None,
     };
     let mut status = Status::new(code, err.to_string());
@@ -80,6 +81,9 @@ fn code(err: &Error) -> Code {
         // of guards; a timed-out wait is the caller's own deadline.
         Error::LeaseBusy(_) => Code::Unavailable,
         Error::WaitTimedOut(_) => Code::DeadlineExceeded,
+        // Like a tree that cannot be written: try again once etcd (or the
+        // home host) is back; the marker tells ttmctl to exit 12.
+        Error::CoordinationUnavailable(_) => Code::Unavailable,
         Error::NotAllowed(_) => Code::PermissionDenied,
         Error::OverLimit(_) | Error::StateTooLarge(_) => Code::ResourceExhausted,
         Error::UploadIncomplete(_) => Code::InvalidArgument,
@@ -158,6 +162,10 @@ mod tests {
             (Error::Gone("x".into()), Code::NotFound),
             (Error::FellBehind("x".into()), Code::DataLoss),
             (Error::Bug("x".into()), Code::Internal),
+            (
+                Error::CoordinationUnavailable("x".into()),
+                Code::Unavailable,
+            ),
         ];
         for (err, code) in cases {
             assert_eq!(to_status(err).code(), code);
@@ -180,6 +188,10 @@ mod tests {
         assert_eq!(
             marker(&to_status(Error::ShuttingDown)).as_deref(),
             Some(ttm_proto::headers::SHUTTING_DOWN)
+        );
+        assert_eq!(
+            marker(&to_status(Error::CoordinationUnavailable("x".into()))).as_deref(),
+            Some(ttm_proto::headers::NO_COORDINATION)
         );
         assert_eq!(marker(&to_status(Error::ApiMismatch("x".into()))), None);
         assert_eq!(marker(&to_status(Error::Refused("x".into()))), None);

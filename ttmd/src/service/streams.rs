@@ -47,8 +47,12 @@ impl TtmService {
         let Ok(permit) = READERS.acquire().await else {
             return Err(to_status(Error::ShuttingDown));
         };
-        let (_, txn) = blocking(move || this.txn(tref)).await?;
+        let looked_up = blocking(move || this.txn(tref)).await;
         drop(permit);
+        let txn = match looked_up {
+            Ok((_, txn)) => txn,
+            Err(local) => return self.remote_events(local, pid_of(&client), r).await,
+        };
         let config = self.shared.config();
         let slot = self
             .shared
@@ -70,7 +74,20 @@ impl TtmService {
     ) -> Result<Response<Stream<pb::WatchResponse>>, Status> {
         let client = self.caller(&req)?;
         let name = req.into_inner().module;
-        let changes = self.shared.store.watch(&name).map_err(to_status)?;
+        let mut changes = self.shared.store.watch(&name).map_err(to_status)?;
+        if let Some(cluster) = self.shared.cluster() {
+            let module = if name.is_empty() {
+                crate::core::DEFAULT_MODULE
+            } else {
+                &name
+            };
+            changes = super::remote_watch::merged(
+                cluster.clone(),
+                module.to_owned(),
+                changes,
+                self.shared.shutdown.clone(),
+            );
+        }
         let config = self.shared.config();
         let slot = self
             .shared
@@ -371,7 +388,7 @@ impl Follower {
 
 /// The message for one log line, or `None` when `filter` (an event type,
 /// empty for all) excludes it.
-fn event_message(line: Line, filter: &str) -> Option<pb::EventsResponse> {
+pub(super) fn event_message(line: Line, filter: &str) -> Option<pb::EventsResponse> {
     let field = |k: &str| {
         line.object
             .as_ref()
