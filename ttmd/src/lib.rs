@@ -54,16 +54,7 @@ pub async fn run(
         Some(addr) => Some(metrics::http::bind(addr).await?),
         None => None,
     };
-    let store = open_store(&config).await?;
-    let leases = open_leases(&store, &config).await?;
-    let timers = open_timers(&store, &leases).await?;
     let cluster = cluster::Cluster::from_config(&config, &listener.path)?;
-    // Hand edits are picked up from here on; stops when dropped below. A
-    // read-only tree cannot change, and a reconcile would write.
-    let reconciler = store
-        .read_only()
-        .is_none()
-        .then(|| store::reconcile::start(store.clone()));
     let Listener {
         listener,
         path,
@@ -73,38 +64,23 @@ pub async fn run(
     } = listener;
     let stop = Shutdown::new();
     let (grace, sighup) = (config.shutdown_grace, config.reload_on_sighup);
-    let metrics = open_metrics(&store).await?;
-    // Subscribed before serving, so no event is missed.
-    let mut observers = start_observers(&store, &metrics, &config);
-    let shared = Shared::new(
-        store,
-        leases,
-        metrics,
-        timers,
-        config,
-        path.clone(),
-        stop.clone(),
-    );
-    let session = match cluster {
-        Some(cluster) => match join_cluster(&shared, cluster, &stop).await {
-            Ok(session) => Some(session),
-            Err(refused) => {
-                // Not serving: leave no socket behind for clients to try.
-                Listener::remove_bound(&path, owned, bound);
-                return Err(refused);
-            }
-        },
-        None => None,
+    let Opened {
+        shared,
+        mut observers,
+        reconciler,
+    } = open(config, &path, &stop).await?;
+    let session = match join_cluster_if_asked(&shared, cluster, &stop).await {
+        Ok(session) => session,
+        Err(refused) => {
+            // Not serving: leave no socket behind for clients to try.
+            Listener::remove_bound(&path, owned, bound);
+            return Err(refused);
+        }
     };
     let mut background = start_background(&shared, sighup, &path, &stop);
     background.append(&mut observers);
     if let Some(listener) = metrics_listener.take() {
-        let s = shared.clone();
-        let render = move || {
-            let s = s.clone();
-            async move { s.metrics_text().await }
-        };
-        background.push(tokio::spawn(metrics::http::serve(listener, render)));
+        background.push(serve_metrics(listener, &shared));
     }
     let (incoming, acceptor) = conns::accept(listener, shared.clone(), fd_room);
     background.push(acceptor);
@@ -123,6 +99,74 @@ pub async fn run(
     served?;
     tracing::info!("ttmd stopped");
     Ok(())
+}
+
+/// The recovered tree and what works on it, before serving.
+struct Opened {
+    shared: Arc<Shared>,
+    /// Subscribed to the store's durable events before serving, so no
+    /// event is missed.
+    observers: Vec<tokio::task::JoinHandle<()>>,
+    /// Picks up hand edits while it lives; none on a read-only tree, which
+    /// cannot change and which a reconcile would write.
+    reconciler: Option<store::reconcile::Reconciler>,
+}
+
+/// Opens the tree, its leases, timers and metrics, in that order: each
+/// is rebuilt from what the one before recovered.
+async fn open(
+    config: Config,
+    socket: &std::path::Path,
+    stop: &Shutdown,
+) -> Result<Opened, BoxError> {
+    let store = open_store(&config).await?;
+    let leases = open_leases(&store, &config).await?;
+    let timers = open_timers(&store, &leases).await?;
+    let reconciler = store
+        .read_only()
+        .is_none()
+        .then(|| store::reconcile::start(store.clone()));
+    let metrics = open_metrics(&store).await?;
+    let observers = start_observers(&store, &metrics, &config);
+    let shared = Shared::new(
+        store,
+        leases,
+        metrics,
+        timers,
+        config,
+        socket.to_path_buf(),
+        stop.clone(),
+    );
+    Ok(Opened {
+        shared,
+        observers,
+        reconciler,
+    })
+}
+
+/// `GET /metrics` on the `--metrics-listen` socket, rendered per scrape.
+fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    shared: &Arc<Shared>,
+) -> tokio::task::JoinHandle<()> {
+    let s = shared.clone();
+    let render = move || {
+        let s = s.clone();
+        async move { s.metrics_text().await }
+    };
+    tokio::spawn(metrics::http::serve(listener, render))
+}
+
+/// With `--cluster`, joins it (SPEC §16); the session ends with the daemon.
+async fn join_cluster_if_asked(
+    shared: &Arc<Shared>,
+    cluster: Option<Arc<cluster::Cluster>>,
+    stop: &Shutdown,
+) -> Result<Option<tokio::task::JoinHandle<()>>, BoxError> {
+    match cluster {
+        Some(cluster) => Ok(Some(join_cluster(shared, cluster, stop).await?)),
+        None => Ok(None),
+    }
 }
 
 /// Opens (and so recovers) the whole tree, on a blocking thread: the
