@@ -8,6 +8,7 @@ mod bad_input;
 mod cli_ux;
 mod clients;
 mod cluster;
+mod cluster_leases;
 mod compat;
 mod concurrency;
 mod crash;

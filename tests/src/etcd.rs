@@ -184,6 +184,9 @@ impl EtcdCluster {
             .iter()
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
             .collect();
+        // One token for the whole cluster: members with different tokens
+        // form different clusters (cluster ID mismatch).
+        let token = format!("ttm-{}", self.members[0].client);
         let m = &self.members[i];
         let log = fs::OpenOptions::new()
             .create(true)
@@ -211,7 +214,7 @@ impl EtcdCluster {
             ])
             .args(["--initial-cluster", &initial.join(",")])
             .args(["--initial-cluster-state", "new"])
-            .args(["--initial-cluster-token", &format!("ttm-{}", m.client)])
+            .args(["--initial-cluster-token", &token])
             .args(["--logger", "zap", "--log-outputs", "stderr"])
             .env_remove("ETCD_NAME")
             .stdin(Stdio::null())

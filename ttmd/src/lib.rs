@@ -47,8 +47,8 @@ pub async fn run(
     // Before anything opens files: each connection is one descriptor.
     let fd_room = conns::raise_nofile();
     let store = open_store(&config).await?;
-    let leases = open_leases(&store, &config).await?;
     let cluster = cluster::Cluster::from_config(&config, &listener.path)?;
+    let leases = open_leases(&store, &config, cluster.clone()).await?;
     // Hand edits are picked up from here on; stops when dropped below. A
     // read-only tree cannot change, and a reconcile would write.
     let reconciler = store
@@ -119,11 +119,15 @@ async fn join_cluster(
 async fn open_leases(
     store: &Arc<store::Store>,
     config: &Config,
+    cluster: Option<Arc<cluster::Cluster>>,
 ) -> Result<Arc<dyn leases::LeaseBackend>, BoxError> {
     let store = store.clone();
     // The holder's host, named to those told "busy" (SPEC §13).
     let host = config.host_id();
-    let local = tokio::task::spawn_blocking(move || leases::Local::open(store, host)).await??;
+    // With --cluster, etcd decides every grant (leases/etcd.rs).
+    let gate = cluster.map(|c| Arc::new(leases::etcd::Gate::new(c)));
+    let local =
+        tokio::task::spawn_blocking(move || leases::Local::open(store, host, gate)).await??;
     Ok(Arc::new(local))
 }
 
