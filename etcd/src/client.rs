@@ -193,9 +193,15 @@ impl Etcd {
 
     /// Every key under `prefix`, read at one revision (in pages).
     pub async fn prefix(&self, prefix: &[u8]) -> Result<Range, EtcdError> {
-        let end = prefix_end(prefix);
+        self.range(prefix, &prefix_end(prefix)).await
+    }
+
+    /// Every key from `key` (inclusive) to `end` (exclusive), read at one
+    /// revision (in pages).
+    pub async fn range(&self, key: &[u8], end: &[u8]) -> Result<Range, EtcdError> {
+        let end = end.to_vec();
         let mut range = Range::default();
-        let mut from = prefix.to_vec();
+        let mut from = key.to_vec();
         loop {
             let request = RangeRequest {
                 key: from.clone(),

@@ -185,7 +185,7 @@ impl EtcdCluster {
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
             .collect();
         // One token for the whole cluster: members with different tokens
-        // form different clusters (cluster ID mismatch).
+        // form different clusters and never elect a leader.
         let token = format!("ttm-{}", self.members[0].client);
         let m = &self.members[i];
         let log = fs::OpenOptions::new()
@@ -225,36 +225,42 @@ impl EtcdCluster {
     }
 
     /// Waits until every running member answers `endpoint health`; fails
-    /// once no member logged anything for [`STALL`] meanwhile, or a member
+    /// once the number of healthy members stood still for [`STALL`] (a
+    /// cluster that cannot form, however busy its logs), or a member
     /// exited.
     #[track_caller]
     fn wait_healthy(&mut self) {
         let running: Vec<usize> = (0..self.members.len())
             .filter(|&i| self.members[i].child.is_some())
             .collect();
-        let endpoints: Vec<String> = running.iter().map(|&i| self.endpoint(i)).collect();
-        let endpoints = endpoints.join(",");
-        let logs: Vec<PathBuf> = self.members.iter().map(|m| m.log.clone()).collect();
-        let activity = move || {
-            logs.iter()
-                .map(|l| fs::metadata(l).map_or(0, |m| m.len()))
-                .sum::<u64>()
-        };
+        let healthy = std::cell::Cell::new(0u64);
         let mut tries = 0u64;
-        wait_progressing("etcd cluster start", STALL, activity, || {
-            for &i in &running {
-                let exited = self.members[i].child.as_mut().map(|c| c.try_wait());
-                if let Some(Ok(Some(status))) = exited {
-                    panic!("etcd member {i} exited ({status}):\n{}", self.logs());
+        wait_progressing(
+            "etcd cluster start",
+            STALL,
+            || healthy.get(),
+            || {
+                for &i in &running {
+                    let exited = self.members[i].child.as_mut().map(|c| c.try_wait());
+                    if let Some(Ok(Some(status))) = exited {
+                        panic!("etcd member {i} exited ({status}):\n{}", self.logs());
+                    }
                 }
-            }
-            tries += 1;
-            if tries % 20 != 1 {
-                return None;
-            }
-            let out = self.etcdctl_at(&endpoints, &["endpoint", "health"]);
-            (out.code() == 0).then_some(())
-        });
+                tries += 1;
+                if tries % 20 != 1 {
+                    return None;
+                }
+                let up = running
+                    .iter()
+                    .filter(|&&i| {
+                        let out = self.etcdctl_at(&self.endpoint(i), &["endpoint", "health"]);
+                        out.code() == 0
+                    })
+                    .count() as u64;
+                healthy.set(healthy.get().max(up));
+                (up == running.len() as u64).then_some(())
+            },
+        );
     }
 }
 

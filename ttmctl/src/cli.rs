@@ -316,6 +316,9 @@ pub enum Command {
     Lease(LeaseCommand),
     /// List leases: holders, tokens, ages and queues.
     Leases,
+    /// Cluster mode: list the hosts in the etcd cluster, with liveness and
+    /// mirror lag (exit 12 when etcd cannot be reached).
+    Hosts,
     /// Show life: renews the TTL of the transaction's leases.
     Heartbeat {
         #[command(flatten)]

@@ -112,6 +112,8 @@ async fn join_cluster(
 ) -> tokio::task::JoinHandle<()> {
     let first = cluster.join().await;
     shared.set_cluster(cluster.clone());
+    // A read-only tree changes nothing, but what it holds is still shown.
+    cluster.start_mirror(shared.store.clone(), stop.clone());
     tokio::spawn(cluster.keep_session(first, stop.clone()))
 }
 

@@ -6,6 +6,7 @@ mod context;
 mod daemon;
 pub mod follow;
 mod help;
+mod hosts;
 mod leases;
 mod mutate;
 mod pages;
@@ -126,6 +127,7 @@ pub async fn run(cli: Cli, ctx: &mut Ctx) -> Result<(), Failure> {
             leases::release(ctx, txn.id(), &name).await
         }
         Command::Leases => leases::list(ctx).await,
+        Command::Hosts => hosts::list(ctx).await,
         Command::Heartbeat { txn } => leases::heartbeat(ctx, txn.id()).await,
         Command::Active => txns::active(ctx).await,
         Command::Activate { id, guards } => txns::activate(ctx, &id, &guards).await,

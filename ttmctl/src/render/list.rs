@@ -64,9 +64,12 @@ pub fn list_table_styled(txns: &[TxnState], palette: Palette) -> Vec<String> {
 /// The `list` table on a terminal: `*` marks the active transaction, the
 /// stage is coloured, the last change is relative ("3 min ago") and the
 /// description is cut to what is left of the terminal's width.
-/// ` holds @prod`, ` awaits @prod`: the leases of a row, or "".
+/// ` holds @prod`, ` awaits @prod`: the leases of a row, or "". In
+/// cluster mode first where it lives: ` [home b]`, with `, stale` for
+/// another host's row shown from the last read while etcd is unreachable
+/// and `, mirror +N` for a row whose last N lines are not in etcd yet.
 pub fn lease_note(t: &TxnState) -> String {
-    let mut note = String::new();
+    let mut note = cluster_note(t);
     if !t.leases_held.is_empty() {
         note.push_str(&format!(" holds {}", t.leases_held.join(",")));
     }
@@ -74,6 +77,18 @@ pub fn lease_note(t: &TxnState) -> String {
         note.push_str(&format!(" awaits {}", t.leases_awaited.join(",")));
     }
     note
+}
+
+fn cluster_note(t: &TxnState) -> String {
+    if t.home.is_empty() {
+        return String::new();
+    }
+    let stale = if t.stale { ", stale" } else { "" };
+    let lag = match t.mirror_lag {
+        0 => String::new(),
+        n => format!(", mirror +{n}"),
+    };
+    format!(" [home {}{stale}{lag}]", t.home)
 }
 
 pub fn list_rich(txns: &[TxnState], now: DateTime<Utc>, human: &Human) -> Vec<String> {

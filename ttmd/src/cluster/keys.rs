@@ -61,6 +61,11 @@ pub fn event(module: &str, txn: &str, seq: u64) -> String {
     format!("{ROOT}{module}/ev/{txn}/{seq:0width$}", width = SEQ_DIGITS)
 }
 
+/// The key of line `seq` under an [`events`] prefix.
+pub fn event_in(prefix: &str, seq: u64) -> String {
+    format!("{prefix}{seq:0width$}", width = SEQ_DIGITS)
+}
+
 /// The seq of an event key, or `None` for another key.
 pub fn seq_of(key: &[u8]) -> Option<u64> {
     let key = std::str::from_utf8(key).ok()?;

@@ -8,13 +8,17 @@
 //! ([`Cluster::require`]) instead of waiting or going on locally.
 //!
 //! - `keys.rs`: the key layout.
+//! - `mirror.rs`: the outbox, each log mirrored in order; `cursor.rs` its
+//!   persisted pushed-seq cursors.
 //! - `session.rs`: registering `host/<id>`, keeping the session alive,
 //!   registering again after it was lost.
 
+mod cursor;
 pub mod keys;
+pub mod mirror;
 mod session;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
@@ -22,6 +26,12 @@ use ttm_etcd::{Etcd, EtcdError};
 
 use crate::config::Config;
 use crate::core::{Error, Result};
+
+/// How long after a failed call to etcd calls that need it are refused
+/// without trying: "at once" while etcd is known down, yet a try soon
+/// after it is back (the session's renewals notice that only every third
+/// of its TTL).
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// TTL of the daemon's etcd lease: how long after a crash (or a cut-off)
 /// its `host/<id>` key and its cluster-wide leases outlive it.
@@ -51,8 +61,12 @@ pub struct Cluster {
     health: watch::Sender<Health>,
     /// The session's etcd lease id while it is alive.
     session: Mutex<Option<i64>>,
-    /// The value of the `host/<id>` key.
-    card: String,
+    /// When a call to etcd last failed.
+    failed_at: Mutex<Option<std::time::Instant>>,
+    /// The value of the `host/<id>` key (without the mirror lag).
+    card: serde_json::Value,
+    /// The outbox, once started.
+    mirror: OnceLock<Arc<mirror::Mirror>>,
 }
 
 impl Cluster {
@@ -72,15 +86,37 @@ impl Cluster {
             "socket": socket.display().to_string(),
             "root": config.root.display().to_string(),
             "started": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        })
-        .to_string();
+        });
         Ok(Some(Arc::new(Cluster {
             etcd,
             host,
             health: watch::channel(Health::Connecting).0,
             session: Mutex::new(None),
+            failed_at: Mutex::new(None),
             card,
+            mirror: OnceLock::new(),
         })))
+    }
+
+    /// Starts mirroring `store` (once), until `stop`.
+    pub fn start_mirror(
+        self: &Arc<Self>,
+        store: Arc<crate::store::Store>,
+        stop: crate::shutdown::Shutdown,
+    ) {
+        let _ = self
+            .mirror
+            .get_or_init(|| mirror::Mirror::start(self.clone(), store, stop));
+    }
+
+    /// What the mirror has not pushed yet (nothing before it started).
+    pub fn lag(&self) -> mirror::Lag {
+        self.mirror.get().map(|m| m.lag()).unwrap_or_default()
+    }
+
+    /// Lines of `module/id` not yet mirrored.
+    pub fn lag_of(&self, module: &str, id: &str) -> u64 {
+        self.mirror.get().map_or(0, |m| m.lag_of(module, id))
     }
 
     /// The etcd client.
@@ -104,9 +140,13 @@ impl Cluster {
     }
 
     /// Refuses at once (`CoordinationUnavailable`, exit 12) when etcd was
-    /// unreachable at the last try; `what` names the operation.
+    /// unreachable at a try less than [`RECHECK`] ago; `what` names the
+    /// operation. An older failure lets the caller try (and [`Cluster::note`]
+    /// its outcome).
     pub fn require(&self, what: &str) -> Result<()> {
+        let recent = lock(&self.failed_at).is_some_and(|t| t.elapsed() < RECHECK);
         match self.health() {
+            Health::Down { .. } if !recent => Ok(()),
             Health::Up => Ok(()),
             Health::Connecting => Err(Error::CoordinationUnavailable(format!(
                 "{what} needs the etcd cluster, and ttmd has not reached it yet ({}); \
@@ -164,6 +204,7 @@ impl Cluster {
     }
 
     pub(crate) fn down(&self, why: String) {
+        *lock(&self.failed_at) = Some(std::time::Instant::now());
         self.health.send_if_modified(|h| match h {
             Health::Down { why: old, .. } => {
                 let changed = *old != why;
@@ -182,6 +223,10 @@ impl Cluster {
     }
 
     fn set_session(&self, id: Option<i64>) {
-        *self.session.lock().unwrap_or_else(|p| p.into_inner()) = id;
+        *lock(&self.session) = id;
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -11,6 +11,8 @@ use super::{Cluster, SESSION_TTL, keys};
 
 /// Pause between tries to register while etcd is unreachable.
 const RETRY: Duration = Duration::from_secs(1);
+/// How often the mirror lag in `host/<id>` is brought up to date.
+const PUBLISH: Duration = Duration::from_secs(2);
 
 impl Cluster {
     /// Registers this host (a first try, bounded by the client's timeout);
@@ -51,6 +53,7 @@ impl Cluster {
                 },
             };
             tokio::select! {
+                () = self.publish_lag(current.id()) => {}
                 () = self.follow(&current) => {
                     tracing::warn!(lease = current.id(), "the etcd session expired; registering again");
                     self.set_session(None);
@@ -83,12 +86,46 @@ impl Cluster {
         }
     }
 
+    /// Keeps the mirror lag in `host/<id>` current (every [`PUBLISH`],
+    /// when it changed), for `ttmctl hosts` on every host. Never returns.
+    async fn publish_lag(&self, lease: i64) {
+        let mut shown = super::mirror::Lag::default();
+        loop {
+            tokio::time::sleep(PUBLISH).await;
+            let lag = self.lag();
+            if lag == shown {
+                continue;
+            }
+            let key = keys::host(&self.host);
+            let card = self.card(lag);
+            if self
+                .etcd
+                .put(key.as_bytes(), card.as_bytes(), lease)
+                .await
+                .is_ok()
+            {
+                shown = lag;
+            }
+        }
+    }
+
+    /// The value of `host/<id>`: who this daemon is and its mirror lag.
+    fn card(&self, lag: super::mirror::Lag) -> String {
+        let mut card = self.card.clone();
+        if let Some(object) = card.as_object_mut() {
+            object.insert("mirror_lag_events".into(), lag.events.into());
+            object.insert("mirror_lag_txns".into(), lag.txns.into());
+        }
+        card.to_string()
+    }
+
     /// Grants a session lease and puts `host/<id>` on it.
     async fn register(&self) -> Result<LeaseKeeper, EtcdError> {
         let keeper = LeaseKeeper::grant(&self.etcd, SESSION_TTL).await?;
         let key = keys::host(&self.host);
+        let card = self.card(self.lag());
         self.etcd
-            .put(key.as_bytes(), self.card.as_bytes(), keeper.id())
+            .put(key.as_bytes(), card.as_bytes(), keeper.id())
             .await?;
         self.set_session(Some(keeper.id()));
         self.up();

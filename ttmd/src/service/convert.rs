@@ -26,6 +26,10 @@ pub fn txn_state(state: &State, dir: &std::path::Path, active: bool) -> pb::TxnS
         dir: dir.to_string_lossy().into_owned(),
         leases_held: state.leases.held.keys().cloned().collect(),
         leases_awaited: state.leases.awaited.keys().cloned().collect(),
+        // Set by the service in cluster mode.
+        home: String::new(),
+        stale: false,
+        mirror_lag: 0,
     }
 }
 

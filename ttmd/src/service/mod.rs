@@ -5,11 +5,13 @@
 mod access;
 mod admin;
 mod caller;
+mod cluster;
 mod context;
 mod convert;
 mod leases;
 mod mutations;
 mod page;
+mod remote;
 mod shared;
 pub mod status;
 mod streams;
@@ -418,5 +420,12 @@ impl Ttm for TtmService {
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         TtmService::heartbeat(self, req).await
+    }
+
+    async fn list_hosts(
+        &self,
+        req: Request<pb::ListHostsRequest>,
+    ) -> Result<Response<pb::ListHostsResponse>, Status> {
+        TtmService::list_hosts(self, req).await
     }
 }

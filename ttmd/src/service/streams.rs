@@ -40,7 +40,10 @@ impl TtmService {
         check_filter(&r.event).map_err(to_status)?;
         let this = self.clone();
         let tref = r.txn.clone();
-        let (_, txn) = blocking(move || this.txn(tref)).await?;
+        let txn = match blocking(move || this.txn(tref)).await {
+            Ok((_, txn)) => txn,
+            Err(local) => return self.remote_events(local, pid_of(&client), r).await,
+        };
         let config = self.shared.config();
         let slot = self
             .shared
@@ -363,7 +366,7 @@ impl Follower {
 
 /// The message for one log line, or `None` when `filter` (an event type,
 /// empty for all) excludes it.
-fn event_message(line: Line, filter: &str) -> Option<pb::EventsResponse> {
+pub(super) fn event_message(line: Line, filter: &str) -> Option<pb::EventsResponse> {
     let field = |k: &str| {
         line.object
             .as_ref()

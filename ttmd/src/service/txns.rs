@@ -125,11 +125,22 @@ impl TtmService {
         self.caller(&req)?;
         let r = req.into_inner();
         let this = self.clone();
-        let state = blocking(move || {
+        let tref = r.txn.clone();
+        let local = blocking(move || {
             let (module, txn) = this.txn(r.txn)?;
             Ok(this.state_msg(&module, &txn, &txn.state()))
         })
-        .await?;
+        .await;
+        let state = match local {
+            Ok(mut state) => {
+                if let Some(cluster) = self.shared.cluster() {
+                    state.home = cluster.host_id().to_owned();
+                    state.mirror_lag = cluster.lag_of(&state.module, &state.txn_id);
+                }
+                state
+            }
+            Err(local) => self.remote_state(local, tref.as_ref()).await?,
+        };
         Ok(Response::new(pb::GetStateResponse { state: Some(state) }))
     }
 
@@ -161,7 +172,8 @@ impl TtmService {
         self.caller(&req)?;
         let r = req.into_inner();
         let this = self.clone();
-        let reply = blocking(move || {
+        let request = r.clone();
+        let mut reply = blocking(move || {
             if !r.stage.is_empty() {
                 fsm::validate_stage_name(&r.stage)?;
             }
@@ -206,6 +218,7 @@ impl TtmService {
             })
         })
         .await?;
+        self.cluster_rows(&request, &mut reply).await;
         Ok(Response::new(reply))
     }
 }

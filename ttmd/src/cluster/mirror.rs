@@ -1,0 +1,492 @@
+//! The outbox: each transaction's log mirrored to etcd in order (SPEC §16).
+//!
+//! Driven by the store's post-commit notifications (each transaction's
+//! `committed` watch, which moves only after the local fdatasync) and the
+//! modules' change feeds, never on a writer's path: a mutation is answered
+//! after the local sync whatever etcd does.
+//!
+//! One task per transaction with something to push. A push is one etcd
+//! transaction carrying the next lines (`ev/<txn>/<seq>`, verbatim), the
+//! evidence they add (`ctx/<txn>/<name>`: size and sha256) and the state
+//! (`state/<txn>`: state.json plus `home` and `mirror_seq`), applied only
+//! if the state key is still at the revision the last push left it at and
+//! the first line's key does not exist. So pushes of one transaction are
+//! serialised by etcd itself: the mirror is never reordered, gapped or
+//! duplicated, even across restarts, lost replies or two daemons claiming
+//! one host id. A refused push re-reads etcd's record and goes on from
+//! there. While etcd is unreachable the task waits and retries; the lag
+//! stays visible ([`Mirror::lag`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
+use ttm_etcd::{cmp, op};
+
+use super::cursor::Cursors;
+use super::{Cluster, keys};
+use crate::core::{Error, Result};
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+use crate::store::log::Line;
+use crate::store::module::{ChangeKind, Module};
+use crate::store::txn::{Committed, Txn};
+
+/// Lines per push: etcd refuses a transaction of more than 128 operations
+/// by default (`--max-txn-ops`), and each line may add an evidence key.
+const LINES_PER_PUSH: usize = 60;
+/// Bytes of lines per push, well under etcd's 1.5 MiB request limit.
+const BYTES_PER_PUSH: usize = 512 * 1024;
+/// Pushes in flight at once, all transactions together.
+const PARALLEL_PUSHES: usize = 16;
+/// How often transactions are looked over for work the feeds did not
+/// announce (a retry of a finished one, lines appended by hand, an outage's
+/// backlog) and the cursors saved.
+const SWEEP: Duration = Duration::from_millis(500);
+/// Pause before trying again while etcd is unreachable.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// What the mirror has not pushed yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lag {
+    /// Transactions whose log is ahead of etcd.
+    pub txns: u64,
+    /// Lines not yet in etcd, all transactions together.
+    pub events: u64,
+}
+
+/// The outbox of one daemon.
+#[derive(Debug)]
+pub struct Mirror {
+    cluster: Arc<Cluster>,
+    store: Arc<Store>,
+    cursors: Cursors,
+    /// (module, txn) with a task running.
+    running: Mutex<BTreeSet<(String, String)>>,
+    /// (module, txn) → (pushed, local) for those behind.
+    behind: Mutex<BTreeMap<(String, String), (u64, u64)>>,
+    /// Archived or removed transactions whose keys are still to delete.
+    doomed: Mutex<BTreeSet<(String, String)>>,
+    /// Modules whose change feed is followed.
+    feeds: Mutex<BTreeSet<String>>,
+    permits: Semaphore,
+    stop: Shutdown,
+}
+
+/// What etcd holds of one transaction, as the last push or read left it.
+#[derive(Debug, Clone)]
+struct Record {
+    /// Lines pushed (`mirror_seq`).
+    pushed: u64,
+    /// The state key's mod_revision (0: absent).
+    revision: i64,
+    /// The state object last pushed.
+    state: Option<Map<String, Value>>,
+}
+
+/// Why a push did not happen.
+#[derive(Debug)]
+enum Stop {
+    /// etcd unreachable: retry later.
+    Unreachable,
+    /// The transaction cannot be mirrored (another home in etcd, the log
+    /// unreadable): said once in the log, the task ends.
+    Give(String),
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Mirror {
+    /// Starts mirroring `store` into `cluster`'s etcd until `stop`.
+    pub fn start(cluster: Arc<Cluster>, store: Arc<Store>, stop: Shutdown) -> Arc<Mirror> {
+        let mirror = Arc::new(Mirror {
+            cursors: Cursors::open(&store.root),
+            cluster,
+            store,
+            running: Mutex::default(),
+            behind: Mutex::default(),
+            doomed: Mutex::default(),
+            feeds: Mutex::default(),
+            permits: Semaphore::new(PARALLEL_PUSHES),
+            stop,
+        });
+        tokio::spawn(mirror.clone().sweep());
+        mirror
+    }
+
+    /// What is not pushed yet.
+    pub fn lag(&self) -> Lag {
+        let behind = lock(&self.behind);
+        Lag {
+            txns: behind.len() as u64,
+            events: behind.values().map(|(p, l)| l.saturating_sub(*p)).sum(),
+        }
+    }
+
+    /// Lines of `module/id` not yet pushed.
+    pub fn lag_of(&self, module: &str, id: &str) -> u64 {
+        lock(&self.behind)
+            .get(&(module.to_owned(), id.to_owned()))
+            .map_or(0, |(p, l)| l.saturating_sub(*p))
+    }
+
+    /// Looks over every module's transactions every [`SWEEP`]: starts a
+    /// task for each one ahead of its cursor, follows new modules' feeds,
+    /// retries deletions, saves the cursors.
+    async fn sweep(self: Arc<Self>) {
+        loop {
+            let modules = self.store.modules();
+            for module in &modules {
+                self.follow_feed(module);
+                for listed in module.list(None) {
+                    let local = listed.summary.seq;
+                    if local > self.cursors.get(&module.name, &listed.id) {
+                        self.wake(&module.name, &listed.id);
+                    }
+                }
+            }
+            self.delete_doomed().await;
+            self.cursors.save();
+            tokio::select! {
+                () = tokio::time::sleep(SWEEP) => {}
+                () = self.stop.wait() => {
+                    self.cursors.save();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Follows `module`'s change feed (once): a new transaction is mirrored
+    /// at once, an archived or removed one loses its keys.
+    fn follow_feed(self: &Arc<Self>, module: &Arc<Module>) {
+        if !lock(&self.feeds).insert(module.name.clone()) {
+            return;
+        }
+        let Ok(mut feed) = self.store.watch(&module.name) else {
+            return;
+        };
+        let (mirror, name) = (self.clone(), module.name.clone());
+        tokio::spawn(async move {
+            loop {
+                let change = tokio::select! {
+                    change = feed.recv() => change,
+                    () = mirror.stop.wait() => return,
+                };
+                match change {
+                    Ok(c) if matches!(c.kind, ChangeKind::Archived | ChangeKind::Removed) => {
+                        lock(&mirror.doomed).insert((name.clone(), c.txn_id.clone()));
+                        mirror.delete_doomed().await;
+                    }
+                    Ok(c) => mirror.wake(&name, &c.txn_id),
+                    // Missed changes: the sweep finds the work.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+
+    /// Starts the task of `module/txn` unless it runs.
+    fn wake(self: &Arc<Self>, module: &str, txn: &str) {
+        let key = (module.to_owned(), txn.to_owned());
+        if lock(&self.doomed).contains(&key) || !lock(&self.running).insert(key.clone()) {
+            return;
+        }
+        let mirror = self.clone();
+        tokio::spawn(async move {
+            mirror.follow_txn(&key.0, &key.1).await;
+            lock(&mirror.running).remove(&key);
+        });
+    }
+
+    /// Pushes `module/txn` whenever its log grows, until it is finished and
+    /// fully pushed, removed, or the daemon stops.
+    async fn follow_txn(&self, module: &str, id: &str) {
+        let Some(txn) = self.load(module, id).await else {
+            return;
+        };
+        let mut commits = txn.subscribe();
+        let mut record: Option<Record> = None;
+        loop {
+            let committed = *commits.borrow_and_update();
+            if txn.is_removed() {
+                return;
+            }
+            let pushed = record
+                .as_ref()
+                .map_or(self.cursors.get(module, id), |r| r.pushed);
+            self.note_lag(module, id, pushed, committed.seq);
+            if committed.seq > pushed {
+                match self.push(module, &txn, &mut record, committed).await {
+                    Ok(()) => continue,
+                    Err(Stop::Unreachable) => {
+                        tokio::select! {
+                            () = tokio::time::sleep(RETRY) => continue,
+                            () = self.stop.wait() => return,
+                        }
+                    }
+                    Err(Stop::Give(why)) => {
+                        tracing::warn!(module, txn = id, "not mirrored to etcd: {why}");
+                        return;
+                    }
+                }
+            }
+            if txn.state().is_terminal() {
+                return; // let go, so a finished transaction can be summarised
+            }
+            tokio::select! {
+                changed = commits.changed() => if changed.is_err() { return },
+                () = self.stop.wait() => return,
+            }
+        }
+    }
+
+    /// The transaction, loaded on a blocking thread (it may be a summary).
+    async fn load(&self, module: &str, id: &str) -> Option<Arc<Txn>> {
+        let (store, module, id) = (self.store.clone(), module.to_owned(), id.to_owned());
+        tokio::task::spawn_blocking(move || store.module(&module, false)?.txn(&id))
+            .await
+            .ok()?
+            .ok()
+    }
+
+    fn note_lag(&self, module: &str, id: &str, pushed: u64, local: u64) {
+        let key = (module.to_owned(), id.to_owned());
+        let mut behind = lock(&self.behind);
+        if local > pushed {
+            behind.insert(key, (pushed, local));
+        } else {
+            behind.remove(&key);
+        }
+    }
+
+    /// One push: the lines after what etcd has, up to `committed`, at most
+    /// one batch.
+    async fn push(
+        &self,
+        module: &str,
+        txn: &Arc<Txn>,
+        record: &mut Option<Record>,
+        committed: Committed,
+    ) -> Result<(), Stop> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Stop::Unreachable)?;
+        let known = match record {
+            Some(r) => r.clone(),
+            None => self.read_record(module, &txn.id, committed.seq).await?,
+        };
+        if known.pushed >= committed.seq {
+            self.cursors.set(module, &txn.id, known.pushed);
+            *record = Some(known);
+            return Ok(());
+        }
+        let lines = read_after(txn, known.pushed, committed).await?;
+        if lines.is_empty() {
+            *record = Some(known);
+            return Ok(());
+        }
+        let (compare, ops, last, state) = self.batch(module, txn, &known, &lines);
+        let outcome = self.cluster.etcd().txn(compare, ops, Vec::new()).await;
+        match outcome {
+            Ok(reply) if reply.succeeded => {
+                self.cluster.up();
+                let revision = reply.header.map_or(0, |h| h.revision);
+                self.cursors.set(module, &txn.id, last);
+                *record = Some(Record {
+                    pushed: last,
+                    revision,
+                    state: Some(state),
+                });
+                Ok(())
+            }
+            Ok(_) => {
+                // etcd moved since we looked (a reply lost, a restart):
+                // look again and go on from what it has.
+                *record = None;
+                Ok(())
+            }
+            Err(e) if e.is_unavailable() => {
+                self.cluster.down(e.to_string());
+                Err(Stop::Unreachable)
+            }
+            Err(e) => Err(Stop::Give(e.to_string())),
+        }
+    }
+
+    /// What etcd holds of `txn`: its state key's revision and `mirror_seq`.
+    async fn read_record(&self, module: &str, id: &str, local: u64) -> Result<Record, Stop> {
+        let key = keys::state(module, id);
+        let kv = match self.cluster.etcd().get(key.as_bytes()).await {
+            Ok(kv) => kv,
+            Err(e) if e.is_unavailable() => {
+                self.cluster.down(e.to_string());
+                return Err(Stop::Unreachable);
+            }
+            Err(e) => return Err(Stop::Give(e.to_string())),
+        };
+        self.cluster.up();
+        let Some(kv) = kv else {
+            return Ok(Record {
+                pushed: 0,
+                revision: 0,
+                state: None,
+            });
+        };
+        let object: Map<String, Value> = serde_json::from_slice(&kv.value).unwrap_or_default();
+        let home = object.get("home").and_then(Value::as_str).unwrap_or("");
+        if home != self.cluster.host_id() {
+            return Err(Stop::Give(format!(
+                "etcd has {key} homed on host {home:?}, not this host ({}); \
+                 two hosts hold a transaction of this id",
+                self.cluster.host_id()
+            )));
+        }
+        let pushed = object
+            .get("mirror_seq")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if pushed > local {
+            return Err(Stop::Give(format!(
+                "etcd has {pushed} lines of it, the local log only {local} \
+                 (a tree restored from an older copy?)"
+            )));
+        }
+        Ok(Record {
+            pushed,
+            revision: kv.mod_revision,
+            state: Some(object),
+        })
+    }
+
+    /// The comparisons and operations of one push of `lines`, the last seq
+    /// they reach and the state object pushed.
+    fn batch(
+        &self,
+        module: &str,
+        txn: &Txn,
+        known: &Record,
+        lines: &[Line],
+    ) -> (
+        Vec<ttm_etcd::pb::Compare>,
+        Vec<ttm_etcd::pb::RequestOp>,
+        u64,
+        Map<String, Value>,
+    ) {
+        let first = lines.first().map_or(known.pushed + 1, |l| l.seq);
+        let last = lines.last().map_or(known.pushed, |l| l.seq);
+        let compare = vec![
+            cmp::mod_revision(keys::state(module, &txn.id).as_bytes(), known.revision),
+            cmp::version(keys::event(module, &txn.id, first).as_bytes(), 0),
+        ];
+        let mut ops = Vec::with_capacity(2 * lines.len() + 1);
+        for line in lines {
+            let key = keys::event(module, &txn.id, line.seq);
+            ops.push(op::put(key.as_bytes(), line.text.as_bytes(), 0));
+            if let Some((name, value)) = evidence(line) {
+                let key = keys::ctx(module, &txn.id, &name);
+                ops.push(op::put(key.as_bytes(), value.as_bytes(), 0));
+            }
+        }
+        // The state is the home's only when the batch reaches its seq;
+        // a batch of a longer backlog keeps the last one pushed.
+        let snapshot = txn.state();
+        let mut state = match (&known.state, snapshot.seq == last) {
+            (Some(previous), false) => previous.clone(),
+            _ => match serde_json::to_value(&*snapshot) {
+                Ok(Value::Object(o)) => o,
+                _ => Map::new(),
+            },
+        };
+        state.insert("home".into(), Value::from(self.cluster.host_id()));
+        state.insert("mirror_seq".into(), Value::from(last));
+        let value = Value::Object(state.clone()).to_string();
+        ops.push(op::put(
+            keys::state(module, &txn.id).as_bytes(),
+            value.as_bytes(),
+            0,
+        ));
+        (compare, ops, last, state)
+    }
+
+    /// Deletes the keys of archived or removed transactions; those etcd
+    /// could not take now stay for the next sweep.
+    async fn delete_doomed(&self) {
+        let doomed: Vec<(String, String)> = lock(&self.doomed).iter().cloned().collect();
+        for (module, id) in doomed {
+            if lock(&self.running).contains(&(module.clone(), id.clone())) {
+                continue; // its task ends first (the txn is removed)
+            }
+            let ops = vec![
+                op::delete(keys::state(&module, &id).as_bytes()),
+                op::delete_prefix(keys::events(&module, &id).as_bytes()),
+                op::delete_prefix(keys::ctxs(&module, &id).as_bytes()),
+            ];
+            match self.cluster.etcd().txn(Vec::new(), ops, Vec::new()).await {
+                Ok(_) => {
+                    lock(&self.doomed).remove(&(module.clone(), id.clone()));
+                    lock(&self.behind).remove(&(module.clone(), id.clone()));
+                    self.cursors.forget(&module, &id);
+                }
+                Err(e) => {
+                    self.cluster.down(e.to_string());
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The log's lines after `pushed`, up to `committed`, one batch at most.
+async fn read_after(txn: &Arc<Txn>, pushed: u64, committed: Committed) -> Result<Vec<Line>, Stop> {
+    let txn = txn.clone();
+    let read = tokio::task::spawn_blocking(move || -> Result<Vec<Line>> {
+        let (offset, first) = txn.seek(pushed + 1);
+        let (lines, _) = txn.read_lines(offset, committed.len, first)?;
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for line in lines
+            .into_iter()
+            .filter(|l| l.seq > pushed && l.seq <= committed.seq)
+        {
+            bytes += line.text.len();
+            if !batch.is_empty() && (batch.len() >= LINES_PER_PUSH || bytes > BYTES_PER_PUSH) {
+                break;
+            }
+            batch.push(line);
+        }
+        Ok(batch)
+    })
+    .await
+    .map_err(|e| Stop::Give(Error::Bug(e.to_string()).to_string()))?;
+    read.map_err(|e| Stop::Give(e.to_string()))
+}
+
+/// The `ctx/<txn>/<name>` value an `evidence_added` line adds: size and
+/// sha256 only, the file stays on its home host.
+fn evidence(line: &Line) -> Option<(String, String)> {
+    let object = line.object.as_ref()?;
+    if object.get("event").and_then(Value::as_str) != Some("evidence_added") {
+        return None;
+    }
+    let data = object
+        .get("data")
+        .and_then(Value::as_object)
+        .unwrap_or(object);
+    let name = data.get("file").and_then(Value::as_str)?;
+    if name.is_empty() || name.contains('/') {
+        return None;
+    }
+    let value = serde_json::json!({
+        "bytes": data.get("bytes").cloned().unwrap_or(Value::Null),
+        "sha256": data.get("sha256").cloned().unwrap_or(Value::Null),
+    });
+    Some((name.to_owned(), value.to_string()))
+}
