@@ -137,15 +137,24 @@ fn a_paused_holder_daemon_finds_its_fenced_writes_refused_when_it_wakes() {
 }
 
 #[test]
-fn without_quorum_lease_requests_exit_12_and_local_work_goes_on() {
+fn without_quorum_lease_requests_and_remote_writes_exit_12_and_local_work_goes_on() {
     if !EtcdCluster::need().met() {
         return;
     }
     let mut etcd = EtcdCluster::start(3);
     let a = member(&etcd, "host-a");
+    let b = member(&etcd, "host-b");
     let id = a.ctl(&["create", "before", "--no-activate"]).ok();
+    let progress = Progress::new();
+    progress.wait("host b to see a's transaction", || {
+        (b.ctl(&["state", "-t", &id]).code() == 0).then_some(())
+    });
     etcd.stop(1);
     etcd.stop(2);
+    // A remote write needs etcd: refused at once, never queued.
+    b.ctl(&["event", "remote", "-t", &id])
+        .expect_code(12)
+        .stderr_has(&["etcd"]);
     a.ctl(&["create", "x", "--no-activate", "--lease", "@prod"])
         .expect_code(12)
         .stderr_has(&["lease", "etcd"]);

@@ -70,6 +70,11 @@ pub async fn run(
         None => None,
     };
     let mut background = start_background(&shared, sighup, &path, &stop);
+    if let Some(cluster) = shared.cluster() {
+        // Other hosts' writes to this host's transactions.
+        let service = TtmService::new(shared.clone());
+        background.push(tokio::spawn(service.serve_inbox(cluster.clone())));
+    }
     let (incoming, acceptor) = conns::accept(listener, shared.clone(), fd_room);
     background.push(acceptor);
     let served = serve(shared, incoming, shutdown, stop, grace).await;

@@ -8,6 +8,7 @@ mod caller;
 mod cluster;
 mod context;
 mod convert;
+mod inbox;
 mod leases;
 mod mutations;
 mod page;
