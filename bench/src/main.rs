@@ -48,7 +48,14 @@ struct Args {
     /// working (CI runs this; the figures mean nothing).
     #[arg(long)]
     smoke: bool,
+    /// Cluster-mode figures against the etcd at these endpoints
+    /// (comma-separated): append rate with and without --cluster, mirror
+    /// lag under 64 writers, remote follow latency.
+    #[arg(long, value_name = "ENDPOINTS")]
+    cluster: Option<String>,
 }
+
+mod cluster;
 
 fn main() -> Result<(), Error> {
     let mut args = Args::parse();
@@ -71,6 +78,10 @@ async fn bench(args: Args) -> Result<(), Error> {
     };
     if let Some(txns) = args.ready {
         return time_to_ready(base.path(), txns, args.runs).await;
+    }
+    if let Some(endpoints) = &args.cluster {
+        let (calls, runs, follow) = (args.calls, args.runs, args.follow_events);
+        return cluster::bench(base.path(), endpoints, calls, runs, follow).await;
     }
     if args.smoke {
         time_to_ready(base.path(), 20, 1).await?;
@@ -210,11 +221,27 @@ struct Daemon {
 
 impl Daemon {
     async fn start(base: &Path, durability: Durability) -> Result<Daemon, Error> {
+        Daemon::start_with(base, |config| config.durability = durability).await
+    }
+
+    /// A daemon in the cluster at `endpoints` as host `host`.
+    async fn start_in_cluster(base: &Path, endpoints: &str, host: &str) -> Result<Daemon, Error> {
+        Daemon::start_with(base, |config| {
+            config.cluster = endpoints.split(',').map(str::to_owned).collect();
+            config.host_id = host.to_owned();
+        })
+        .await
+    }
+
+    async fn start_with(
+        base: &Path,
+        configure: impl FnOnce(&mut ttmd::Config),
+    ) -> Result<Daemon, Error> {
         let dir = tempfile::tempdir_in(base)?.keep();
         let root = dir.join("tree");
         let socket = dir.join("s.sock");
         let mut config = ttmd::Config::new(root.clone(), socket.clone());
-        config.durability = durability;
+        configure(&mut config);
         let listener = ttmd::bind(&root, &socket)?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {

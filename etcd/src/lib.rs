@@ -16,10 +16,12 @@
 
 mod client;
 mod lease;
+mod ops;
 mod watch;
 
-pub use client::{Etcd, Range, cmp, op, prefix_end};
+pub use client::{Etcd, Range, prefix_end};
 pub use lease::{LeaseKeeper, LeaseState};
+pub use ops::{cmp, op};
 pub use watch::{Watch, WatchItem};
 
 /// Generated etcd v3 messages and clients (`package etcdserverpb`).

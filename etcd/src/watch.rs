@@ -60,11 +60,23 @@ impl Etcd {
         prefix: &[u8],
         start_revision: i64,
     ) -> Result<Watch, EtcdError> {
+        self.watch_prefix_with(prefix, start_revision, false).await
+    }
+
+    /// [`Etcd::watch_prefix`]; with `prev_kv`, each event also carries the
+    /// key's value before the change.
+    pub async fn watch_prefix_with(
+        &self,
+        prefix: &[u8],
+        start_revision: i64,
+        prev_kv: bool,
+    ) -> Result<Watch, EtcdError> {
         let create = WatchRequest {
             request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
                 key: prefix.to_vec(),
                 range_end: prefix_end(prefix),
                 start_revision,
+                prev_kv,
                 ..Default::default()
             })),
         };

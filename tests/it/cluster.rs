@@ -269,6 +269,22 @@ fn another_host_reads_lists_and_sees_the_hosts() {
     // Unknown everywhere is still NOT_FOUND.
     b.ctl(&["state", "-t", "nope-20250101T000000"])
         .expect_code(3);
+    // status --follow on B ends with the home's outcome.
+    let follow = b.spawn_ctl(&["status", "--follow", "-t", &id]);
+    follow.line(HANG);
+    a.ctl(&["fail", "broke on a", "-t", &id]).ok();
+    let out = follow.wait(HANG);
+    assert_eq!(
+        out.code(),
+        9,
+        "FAIL on the home ends the follow with 9: {}",
+        out.stderr
+    );
+    let status = b.ctl(&["status", "-t", &id]).ok();
+    assert!(
+        status.contains("FAIL") && status.contains("home host-a"),
+        "{status}"
+    );
 }
 
 #[test]
@@ -423,4 +439,35 @@ fn archiving_removes_the_mirrored_keys_and_remote_readers_hear_it() {
     let out = follower.wait(HANG);
     assert_eq!(out.code(), 3, "{}", out.stderr);
     b.ctl(&["state", "-t", &done]).expect_code(3);
+}
+
+#[test]
+fn watch_on_another_host_announces_creation_stage_changes_and_the_outcome() {
+    if !EtcdCluster::need().met() {
+        return;
+    }
+    let etcd = EtcdCluster::start(1);
+    let (a, b) = pair(&etcd);
+    let watch = b.spawn_ctl(&["watch", "--json"]);
+    ttm_tests::sync_watch(&b, &watch);
+    // The remote half of the watch is an etcd watch opened beside the
+    // local one: one of A's transactions seen means it is open.
+    let probe = a.create("probe");
+    while watch.json_line(HANG)["txn_id"] != probe.as_str() {}
+    let id = a.create("watched from b");
+    a.ctl(&["transition", "EXECUTE", "-t", &id]).ok();
+    a.ctl(&["event", "noise", "-t", &id]).ok();
+    a.ctl(&["commit", "-t", &id]).ok();
+    let mut kinds = Vec::new();
+    while kinds.last().map(String::as_str) != Some("committed") {
+        let change = watch.json_line(HANG);
+        if change["txn_id"] == id.as_str() {
+            kinds.push(change["kind"].as_str().unwrap_or("?").to_owned());
+        }
+    }
+    assert_eq!(
+        kinds,
+        ["created", "stage_changed", "committed"],
+        "{kinds:?}"
+    );
 }

@@ -47,6 +47,34 @@ impl TtmService {
         }
     }
 
+    /// In cluster mode, the evidence of a transaction this host does not
+    /// have (`local` said NOT_FOUND), as etcd lists it (names, sizes; the
+    /// files stay on their home host, so no path); else `local`.
+    pub(super) async fn remote_context(
+        &self,
+        local: Status,
+        tref: Option<&pb::TxnRef>,
+        first_page: bool,
+    ) -> Result<pb::ListContextResponse, Status> {
+        let state = self.remote_state(local, tref).await?;
+        let (Some(cluster), Some((module, id))) = (self.shared.cluster(), Self::named(tref)) else {
+            return Err(to_status(Error::Bug(
+                "remote context without a cluster".into(),
+            )));
+        };
+        let files = match first_page {
+            true => remote::context(cluster, &module, &id)
+                .await
+                .map_err(to_status)?,
+            false => Vec::new(),
+        };
+        Ok(pb::ListContextResponse {
+            files,
+            ctx_digest: state.ctx_digest,
+            next_page_token: String::new(),
+        })
+    }
+
     /// In cluster mode, the events of a transaction this host does not have
     /// (`local` said NOT_FOUND), streamed from etcd; else `local`.
     pub(super) async fn remote_events(

@@ -78,7 +78,8 @@ impl TtmService {
         self.caller(&req)?;
         let r = req.into_inner();
         let this = self.clone();
-        let resp = blocking(move || {
+        let (tref, first_page) = (r.txn.clone(), r.page_token.is_empty());
+        let local = blocking(move || {
             let (_, txn) = this.txn(r.txn)?;
             let entries = txn.ctx_entries()?;
             let dir = txn.dir.join(txn::CTX_DIR);
@@ -103,8 +104,14 @@ impl TtmService {
                 next_page_token: next.unwrap_or_default(),
             })
         })
-        .await?;
-        Ok(Response::new(resp))
+        .await;
+        match local {
+            Ok(resp) => Ok(Response::new(resp)),
+            Err(local) => self
+                .remote_context(local, tref.as_ref(), first_page)
+                .await
+                .map(Response::new),
+        }
     }
 
     pub(super) async fn get_connector(

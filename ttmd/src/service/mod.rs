@@ -13,6 +13,7 @@ mod leases;
 mod mutations;
 mod page;
 mod remote;
+mod remote_watch;
 mod shared;
 pub mod status;
 mod streams;

@@ -103,6 +103,41 @@ pub async fn rows(cluster: &Cluster, module: &str, stage: &str) -> Vec<pb::TxnSt
         .collect()
 }
 
+/// The evidence files etcd lists for `module/id`, in `$eN` order.
+pub async fn context(cluster: &Cluster, module: &str, id: &str) -> Result<Vec<pb::ContextFile>> {
+    let what = format!("listing the evidence of transaction {id} of another host");
+    cluster.require(&what)?;
+    let range = cluster.note(
+        &what,
+        cluster
+            .etcd()
+            .prefix(keys::ctxs(module, id).as_bytes())
+            .await,
+    )?;
+    let mut sizes = HashMap::new();
+    for kv in &range.kvs {
+        let Some(name) = keys::last_segment(&kv.key) else {
+            continue;
+        };
+        let meta: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+        sizes.insert(
+            name.to_owned(),
+            meta.get("bytes").and_then(Value::as_u64).unwrap_or(0),
+        );
+    }
+    let order = crate::core::ctx::evidence_order(sizes.keys().cloned().collect());
+    Ok(order
+        .into_iter()
+        .map(|(name, index)| pb::ContextFile {
+            number: crate::core::ctx::number_of(&name).unwrap_or(0),
+            bytes: sizes.get(&name).copied().unwrap_or(0),
+            path: String::new(),
+            evidence_index: index,
+            name,
+        })
+        .collect())
+}
+
 /// The hosts registered in etcd.
 pub async fn hosts(cluster: &Cluster) -> Result<pb::ListHostsResponse> {
     let what = "listing the cluster's hosts";

@@ -65,7 +65,20 @@ impl TtmService {
     ) -> Result<Response<Stream<pb::WatchResponse>>, Status> {
         let client = self.caller(&req)?;
         let name = req.into_inner().module;
-        let changes = self.shared.store.watch(&name).map_err(to_status)?;
+        let mut changes = self.shared.store.watch(&name).map_err(to_status)?;
+        if let Some(cluster) = self.shared.cluster() {
+            let module = if name.is_empty() {
+                crate::core::DEFAULT_MODULE
+            } else {
+                &name
+            };
+            changes = super::remote_watch::merged(
+                cluster.clone(),
+                module.to_owned(),
+                changes,
+                self.shared.shutdown.clone(),
+            );
+        }
         let config = self.shared.config();
         let slot = self
             .shared
