@@ -253,11 +253,17 @@ impl Gate {
     /// (lapsed or taken over); true while etcd cannot be reached (the
     /// local TTL decides then, and fenced writes are refused).
     pub fn keep(&self, name: &str, token: u64) -> bool {
+        // While etcd is known to be down, no call: the caller holds the
+        // lease table's lock, which every local mutation's renewal takes.
+        if self.cluster.require("").is_err() {
+            return true;
+        }
         let grant = self.grants().get(name).cloned();
         let grant = match grant {
             Some(g) if g.token == token => g,
             _ => match self.adopt(name, token) {
                 Some(g) => g,
+                // Gone from etcd, or etcd just became unreachable.
                 None => return self.cluster.require("").is_err(),
             },
         };
