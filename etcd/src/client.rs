@@ -25,8 +25,13 @@ use crate::pb::{
 /// callers that need coordination must refuse at once (SPEC §16).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Keys read per page of a prefix range.
-const PAGE: i64 = 1000;
+/// Keys read per page of a prefix range: a value may be as large as etcd's
+/// request limit (1.5 MiB by default), so a page stays under [`MAX_REPLY`].
+const PAGE: i64 = 64;
+
+/// The largest reply decoded. tonic's default (4 MiB) refused a page of a
+/// few hundred mirrored log lines, and with it every read of a long log.
+pub(crate) const MAX_REPLY: usize = 128 * 1024 * 1024;
 
 /// A closure for [`Etcd::call`]: `$client::new(channel).$method($request)`
 /// with a clone of the request per try.
@@ -34,7 +39,12 @@ macro_rules! rpc {
     ($client:ident, $method:ident, $request:expr) => {
         |ch| {
             let request = $request.clone();
-            async move { $client::new(ch).$method(request).await }
+            async move {
+                $client::new(ch)
+                    .max_decoding_message_size(MAX_REPLY)
+                    .$method(request)
+                    .await
+            }
         }
     };
 }

@@ -77,6 +77,10 @@ impl Etcd {
                 range_end: prefix_end(prefix),
                 start_revision,
                 prev_kv,
+                // Catching up, etcd sends many revisions in one reply; in
+                // fragments it stays under its own message limit (each
+                // fragment's events are in order, so each is delivered).
+                fragment: true,
                 ..Default::default()
             })),
         };
@@ -107,6 +111,7 @@ async fn open(channel: tonic::transport::Channel, create: WatchRequest) -> Resul
         .metadata_mut()
         .insert("hasleader", MetadataValue::from_static("true"));
     let reply = WatchClient::new(channel)
+        .max_decoding_message_size(crate::client::MAX_REPLY)
         .watch(request)
         .await
         .map_err(|s| describe(&s))?;

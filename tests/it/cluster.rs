@@ -9,15 +9,15 @@ use ttm_tests::{Daemon, HANG, Spawned, wait_until};
 
 /// How long to wait for etcd's own timers (a lease TTL, an election): a
 /// state to reach, not a guard on work.
-const ETCD_TIMERS: Duration = Duration::from_secs(60);
+pub(crate) const ETCD_TIMERS: Duration = Duration::from_secs(60);
 
 /// A daemon of a fresh tree in the cluster as `host`.
-fn member(etcd: &EtcdCluster, host: &str) -> Daemon {
+pub(crate) fn member(etcd: &EtcdCluster, host: &str) -> Daemon {
     Daemon::start_with_args(&["--cluster", &etcd.endpoints(), "--host-id", host])
 }
 
 /// `etcdctl get KEY -w json`'s key-values, decoded (empty when absent).
-fn get(etcd: &EtcdCluster, key: &str, prefix: bool) -> Vec<Value> {
+pub(crate) fn get(etcd: &EtcdCluster, key: &str, prefix: bool) -> Vec<Value> {
     let mut args = vec!["get", key, "-w", "json"];
     if prefix {
         args.push("--prefix");
@@ -53,7 +53,7 @@ fn prefix(etcd: &EtcdCluster, prefix: &str) -> Vec<(String, String)> {
 
 /// The log lines of `module/id` mirrored in etcd, in key (= seq) order,
 /// with their seqs.
-fn mirrored(etcd: &EtcdCluster, module: &str, id: &str) -> Vec<(u64, String)> {
+pub(crate) fn mirrored(etcd: &EtcdCluster, module: &str, id: &str) -> Vec<(u64, String)> {
     prefix(etcd, &format!("/ttm/v1/{module}/ev/{id}/"))
         .into_iter()
         .map(|(k, v)| {
@@ -68,7 +68,7 @@ fn mirrored(etcd: &EtcdCluster, module: &str, id: &str) -> Vec<(u64, String)> {
 }
 
 /// The local log of `module/id`, as (seq, line).
-fn local_log(d: &Daemon, module: &str, id: &str) -> Vec<(u64, String)> {
+pub(crate) fn local_log(d: &Daemon, module: &str, id: &str) -> Vec<(u64, String)> {
     let text = std::fs::read_to_string(d.txn_dir(module, id).join("events.ndjson")).expect("log");
     text.lines()
         .enumerate()
@@ -78,7 +78,7 @@ fn local_log(d: &Daemon, module: &str, id: &str) -> Vec<(u64, String)> {
 
 /// Waits until etcd mirrors exactly the local log of `module/id`.
 #[track_caller]
-fn wait_mirrored(etcd: &EtcdCluster, d: &Daemon, module: &str, id: &str) {
+pub(crate) fn wait_mirrored(etcd: &EtcdCluster, d: &Daemon, module: &str, id: &str) {
     let mut last = Vec::new();
     let done = wait_until(ETCD_TIMERS, || {
         last = mirrored(etcd, module, id);
@@ -93,7 +93,7 @@ fn wait_mirrored(etcd: &EtcdCluster, d: &Daemon, module: &str, id: &str) {
 }
 
 /// A base64 field of etcdctl's JSON, decoded.
-fn text(kv: &Value, field: &str) -> String {
+pub(crate) fn text(kv: &Value, field: &str) -> String {
     let encoded = kv[field].as_str().unwrap_or_default();
     let out = std::process::Command::new("base64")
         .arg("-d")
@@ -217,18 +217,18 @@ fn the_mirror_holds_exactly_the_log_in_order_with_state_home_and_evidence() {
 }
 
 /// Two daemons on two trees in one cluster, as hosts `host-a` and `host-b`.
-fn pair(etcd: &EtcdCluster) -> (Daemon, Daemon) {
+pub(crate) fn pair(etcd: &EtcdCluster) -> (Daemon, Daemon) {
     (member(etcd, "host-a"), member(etcd, "host-b"))
 }
 
 /// `events -t ID --json` on `d`, one line per event.
-fn events_of(d: &Daemon, id: &str) -> String {
+pub(crate) fn events_of(d: &Daemon, id: &str) -> String {
     d.ctl(&["events", "--json", "-t", id]).ok()
 }
 
 /// Reads `follower` (an `events --follow --json`) until seq `want`,
 /// asserting each line is the next seq: no gap, no repeat.
-fn read_through(follower: &Spawned, last: &mut u64, want: u64) {
+pub(crate) fn read_through(follower: &Spawned, last: &mut u64, want: u64) {
     while *last < want {
         let line = follower.json_line(HANG);
         let seq = line["seq"]

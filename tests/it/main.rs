@@ -8,6 +8,7 @@ mod bad_input;
 mod cli_ux;
 mod clients;
 mod cluster;
+mod cluster_gaps;
 mod cluster_leases;
 mod cluster_writes;
 mod compat;

@@ -66,7 +66,14 @@ pub async fn run(
     let (grace, sighup) = (config.shutdown_grace, config.reload_on_sighup);
     let shared = Shared::new(store, leases, config, path.clone(), stop.clone());
     let session = match cluster {
-        Some(cluster) => Some(join_cluster(&shared, cluster, &stop).await),
+        Some(cluster) => match join_cluster(&shared, cluster, &stop).await {
+            Ok(session) => Some(session),
+            Err(refused) => {
+                // Not serving: leave no socket behind for clients to try.
+                Listener::remove_bound(&path, owned, bound);
+                return Err(refused);
+            }
+        },
         None => None,
     };
     let mut background = start_background(&shared, sighup, &path, &stop);
@@ -109,17 +116,18 @@ async fn open_store(config: &Config) -> Result<Arc<store::Store>, BoxError> {
 
 /// Cluster mode: registers this host (one bounded try; the daemon serves
 /// anyway when etcd is down) and starts keeping its session, which ends
-/// (revoked) once `stop` triggers.
+/// (revoked) once `stop` triggers. Another live daemon with this host id
+/// stops the start.
 async fn join_cluster(
     shared: &Arc<Shared>,
     cluster: Arc<cluster::Cluster>,
     stop: &Shutdown,
-) -> tokio::task::JoinHandle<()> {
-    let first = cluster.join().await;
+) -> Result<tokio::task::JoinHandle<()>, BoxError> {
+    let first = cluster.join().await?;
     shared.set_cluster(cluster.clone());
     // A read-only tree changes nothing, but what it holds is still shown.
     cluster.start_mirror(shared.store.clone(), stop.clone());
-    tokio::spawn(cluster.keep_session(first, stop.clone()))
+    Ok(tokio::spawn(cluster.keep_session(first, stop.clone())))
 }
 
 /// Rebuilds the leases from the recovered logs, before serving.

@@ -219,6 +219,19 @@ fn required(state: Option<TxnState>) -> Result<TxnState, Failure> {
 /// The state document as JSON: the daemon's own text, which holds the user
 /// fields too; the typed fields only if it sent no text.
 fn state_value(state: &TxnState) -> Result<Value, Failure> {
+    let mut value = state_document(state)?;
+    // Cluster mode (only there is `home` set): where the transaction lives
+    // and how fresh this view of it is, which state.json cannot say.
+    if let (false, Some(object)) = (state.home.is_empty(), value.as_object_mut()) {
+        object.insert("home".into(), json!(state.home));
+        object.insert("stale".into(), json!(state.stale));
+        object.insert("mirror_lag".into(), json!(state.mirror_lag));
+    }
+    Ok(value)
+}
+
+/// state.json's document as the daemon sent it (or built from the fields).
+fn state_document(state: &TxnState) -> Result<Value, Failure> {
     if !state.json.trim().is_empty() {
         return parse_json("a state", &state.json);
     }

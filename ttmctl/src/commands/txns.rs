@@ -230,7 +230,8 @@ fn list_human(ctx: &mut Ctx, stage: &str, reply: &ListResponse) -> Result<(), Fa
 /// modes, so `ttmctl state` and `cat state.json` agree.
 pub async fn state(ctx: &mut Ctx, id: &str) -> Result<(), Failure> {
     let state = get_state(ctx, id).await?;
-    if state.json.trim().is_empty() {
+    // state.json verbatim, except in cluster mode, where it gains the home.
+    if state.json.trim().is_empty() || !state.home.is_empty() {
         let value = state_value(&state)?;
         ctx.out.json(&value)
     } else {

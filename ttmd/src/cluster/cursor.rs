@@ -56,6 +56,16 @@ impl Cursors {
         map.1 |= old != Some(seq);
     }
 
+    /// The cursors of `module`'s transactions, as (txn, seq).
+    pub fn of_module(&self, module: &str) -> Vec<(String, u64)> {
+        let prefix = Cursors::key(module, "");
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.0
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.to_owned(), *v)))
+            .collect()
+    }
+
     /// Forgets `module/txn` (archived or removed).
     pub fn forget(&self, module: &str, txn: &str) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());

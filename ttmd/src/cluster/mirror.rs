@@ -45,6 +45,9 @@ const PARALLEL_PUSHES: usize = 16;
 /// announce (a retry of a finished one, lines appended by hand, an outage's
 /// backlog) and the cursors saved.
 const SWEEP: Duration = Duration::from_millis(500);
+/// How long a woken transaction task waits for more commits before it
+/// pushes (see BENCHMARKS.md, cluster mode).
+const GATHER: Duration = Duration::from_millis(10);
 /// Pause before trying again while etcd is unreachable.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -138,8 +141,10 @@ impl Mirror {
     /// task for each one ahead of its cursor, follows new modules' feeds,
     /// retries deletions, saves the cursors.
     async fn sweep(self: Arc<Self>) {
+        let mut checked = None;
         loop {
             let modules = self.store.modules();
+            super::recheck::per_session(&self.cluster, &self.cursors, &modules, &mut checked).await;
             for module in &modules {
                 self.follow_feed(module);
                 for listed in module.list(None) {
@@ -243,6 +248,10 @@ impl Mirror {
                 changed = commits.changed() => if changed.is_err() { return },
                 () = self.stop.wait() => return,
             }
+            // Gather what else is committed meanwhile into the same push:
+            // fewer etcd writes (and less CPU beside the writers) for a
+            // few milliseconds of mirror lag.
+            tokio::time::sleep(GATHER).await;
         }
     }
 

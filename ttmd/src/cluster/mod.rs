@@ -10,12 +10,15 @@
 //! - `keys.rs`: the key layout.
 //! - `mirror.rs`: the outbox, each log mirrored in order; `cursor.rs` its
 //!   persisted pushed-seq cursors.
+//! - `recheck.rs`: the cursors checked against etcd's record once per
+//!   session (an etcd rebuilt empty gets the mirror pushed again).
 //! - `session.rs`: registering `host/<id>`, keeping the session alive,
 //!   registering again after it was lost.
 
 mod cursor;
 pub mod keys;
 pub mod mirror;
+mod recheck;
 mod session;
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -85,6 +88,9 @@ impl Cluster {
             "version": ttm_proto::VERSION,
             "socket": socket.display().to_string(),
             "root": config.root.display().to_string(),
+            // Tells this tree's previous daemon (same machine, root and
+            // socket) from another daemon given the same host id.
+            "machine": machine_id(),
             "started": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         });
         Ok(Some(Arc::new(Cluster {
@@ -222,9 +228,24 @@ impl Cluster {
         });
     }
 
+    /// The session's etcd lease id, if alive (no check of etcd's health).
+    fn session_id(&self) -> Option<i64> {
+        *lock(&self.session)
+    }
+
     fn set_session(&self, id: Option<i64>) {
         *lock(&self.session) = id;
     }
+}
+
+/// This machine's id (`/etc/machine-id`), else its host name.
+fn machine_id() -> String {
+    std::fs::read_to_string("/etc/machine-id")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -329,7 +329,13 @@ impl RemoteFollower {
             let events = match item {
                 Ok(WatchItem::Events { events, .. }) => events,
                 Ok(WatchItem::Progress { .. }) => continue,
-                Ok(WatchItem::Compacted { .. }) => return Ok(Again::Reread),
+                Ok(WatchItem::Compacted { compact_revision }) => {
+                    // Logged so a compaction met by a follower can be seen
+                    // (and tested); the range from the next seq is re-read.
+                    tracing::info!(txn = %self.id, next = self.next, compact_revision,
+                        "remote follow: watch start revision compacted; re-reading the range");
+                    return Ok(Again::Reread);
+                }
                 Ok(WatchItem::Canceled { reason }) => return Ok(Again::Failed(reason)),
                 Err(e) => return Ok(Again::Failed(e.to_string())),
             };
