@@ -77,11 +77,6 @@ pub async fn run(
         None => None,
     };
     let mut background = start_background(&shared, sighup, &path, &stop);
-    if let Some(cluster) = shared.cluster() {
-        // Other hosts' writes to this host's transactions.
-        let service = TtmService::new(shared.clone());
-        background.push(tokio::spawn(service.serve_inbox(cluster.clone())));
-    }
     let (incoming, acceptor) = conns::accept(listener, shared.clone(), fd_room);
     background.push(acceptor);
     let served = serve(shared, incoming, shutdown, stop, grace).await;
@@ -146,7 +141,8 @@ async fn open_leases(
     Ok(Arc::new(local))
 }
 
-/// The tasks beside the server: SIGHUP reloads and the systemd watchdog.
+/// The tasks beside the server: SIGHUP reloads, the systemd watchdog and,
+/// with `--cluster`, the inbox of other hosts' writes.
 /// They hold no state that needs a clean stop, so run aborts them.
 fn start_background(
     shared: &Arc<Shared>,
@@ -168,6 +164,11 @@ fn start_background(
     }
     if sighup {
         background.push(tokio::spawn(reload_on_sighup(shared.clone())));
+    }
+    if let Some(cluster) = shared.cluster() {
+        // Other hosts' writes to this host's transactions.
+        let service = TtmService::new(shared.clone());
+        background.push(tokio::spawn(service.serve_inbox(cluster.clone())));
     }
     if let Some(every) = systemd::watchdog_interval() {
         let watchdog = systemd::watchdog(socket.to_path_buf(), every, stop.clone());
