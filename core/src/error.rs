@@ -33,6 +33,10 @@ pub enum Error {
     /// event type or parameters); a true repeat returns the first answer.
     #[error("{0}")]
     RequestIdReused(String),
+    /// The transaction lives on another host (cluster mode) and this
+    /// change cannot be sent there: evidence files stay on their home.
+    #[error("{0}")]
+    HomedElsewhere(String),
     /// A fence (`--fence NAME=TOKEN`) is not current: the lease was lost,
     /// released or granted to someone else since.
     #[error("{0}")]

@@ -9,6 +9,8 @@ mod cli_ux;
 mod clients;
 mod cluster;
 mod cluster_gaps;
+mod cluster_leases;
+mod cluster_writes;
 mod compat;
 mod concurrency;
 mod crash;

@@ -68,7 +68,7 @@ pub async fn run(
         shared,
         mut observers,
         reconciler,
-    } = open(config, &path, &stop).await?;
+    } = open(config, cluster.clone(), &path, &stop).await?;
     let session = match join_cluster_if_asked(&shared, cluster, &stop).await {
         Ok(session) => session,
         Err(refused) => {
@@ -116,11 +116,12 @@ struct Opened {
 /// is rebuilt from what the one before recovered.
 async fn open(
     config: Config,
+    cluster: Option<Arc<cluster::Cluster>>,
     socket: &std::path::Path,
     stop: &Shutdown,
 ) -> Result<Opened, BoxError> {
     let store = open_store(&config).await?;
-    let leases = open_leases(&store, &config).await?;
+    let leases = open_leases(&store, &config, cluster).await?;
     let timers = open_timers(&store, &leases).await?;
     let reconciler = store
         .read_only()
@@ -202,11 +203,15 @@ async fn join_cluster(
 async fn open_leases(
     store: &Arc<store::Store>,
     config: &Config,
+    cluster: Option<Arc<cluster::Cluster>>,
 ) -> Result<Arc<dyn leases::LeaseBackend>, BoxError> {
     let store = store.clone();
     // The holder's host, named to those told "busy" (SPEC §13).
     let host = config.host_id();
-    let local = tokio::task::spawn_blocking(move || leases::Local::open(store, host)).await??;
+    // With --cluster, etcd decides every grant (leases/etcd.rs).
+    let gate = cluster.map(|c| Arc::new(leases::etcd::Gate::new(c)));
+    let local =
+        tokio::task::spawn_blocking(move || leases::Local::open(store, host, gate)).await??;
     Ok(Arc::new(local))
 }
 
@@ -250,7 +255,9 @@ async fn open_timers(
     Ok(Arc::new(t))
 }
 
-/// The tasks beside the server: SIGHUP reloads and the systemd watchdog.
+
+/// The tasks beside the server: SIGHUP reloads, the systemd watchdog and,
+/// with `--cluster`, the inbox of other hosts' writes.
 /// They hold no state that needs a clean stop, so run aborts them.
 fn start_background(
     shared: &Arc<Shared>,
@@ -274,6 +281,11 @@ fn start_background(
     }
     if sighup {
         background.push(tokio::spawn(reload_on_sighup(shared.clone())));
+    }
+    if let Some(cluster) = shared.cluster() {
+        // Other hosts' writes to this host's transactions.
+        let service = TtmService::new(shared.clone());
+        background.push(tokio::spawn(service.serve_inbox(cluster.clone())));
     }
     if let Some(every) = systemd::watchdog_interval() {
         let watchdog = systemd::watchdog(socket.to_path_buf(), every, stop.clone());

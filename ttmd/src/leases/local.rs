@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use super::etcd::{Gate, POLL};
 use super::{HolderView, LeaseBackend, LeaseView, Ledger, Policy, Standing, TokenSource};
 use crate::core::event::Body;
 use crate::core::lease::table::Place;
@@ -28,6 +29,8 @@ pub struct Local {
     epoch: Instant,
     inner: Mutex<Inner>,
     changed: watch::Sender<u64>,
+    /// With `--cluster`: etcd decides every grant (`etcd.rs`).
+    gate: Option<Arc<Gate>>,
 }
 
 #[derive(Debug)]
@@ -40,7 +43,7 @@ impl Local {
     /// Rebuilds the leases of `store` from its transactions' logs: holders'
     /// TTLs start now, queues keep ticket order, and any name left without
     /// a holder but with waiters is granted.
-    pub fn open(store: Arc<Store>, host: String) -> Result<Local> {
+    pub fn open(store: Arc<Store>, host: String, gate: Option<Arc<Gate>>) -> Result<Local> {
         let mut tokens: Box<dyn TokenSource> =
             Box::new(Ledger::open(&store.root, store.durability())?);
         let mut txns = Vec::new();
@@ -68,6 +71,7 @@ impl Local {
             epoch: Instant::now(),
             inner: Mutex::new(Inner { table, tokens }),
             changed,
+            gate,
         };
         local.settle(losers);
         Ok(local)
@@ -125,8 +129,9 @@ impl Local {
     /// is dropped and the next one tried.
     fn pump(&self, inner: &mut Inner, name: &str) {
         while let Some(w) = inner.table.next_grant(name).cloned() {
-            let token = match inner.tokens.next(name) {
-                Ok(t) => t,
+            let token = match self.token_for(inner, name, &w) {
+                Ok(Some(t)) => t,
+                Ok(None) => return,
                 Err(e) => {
                     tracing::error!(lease = %name, error = %e, "cannot issue a fencing token");
                     return;
@@ -145,9 +150,45 @@ impl Local {
                 Err(e) => {
                     tracing::info!(lease = %name, txn = %w.txn.1, error = %e, "waiter dropped");
                     inner.table.remove(name, &w.txn);
+                    if let Some(gate) = &self.gate {
+                        gate.release(name, &w.txn, token);
+                    }
                 }
             }
         }
+    }
+
+    /// The token for granting `name` to `w`: the ledger's next, or with
+    /// `--cluster` the holder key's create-revision once etcd says `w` is
+    /// next in the cluster (`None` until then).
+    fn token_for(&self, inner: &mut Inner, name: &str, w: &Waiter) -> Result<Option<u64>> {
+        let Some(gate) = &self.gate else {
+            return inner.tokens.next(name).map(Some);
+        };
+        let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let token = gate.claim(name, &w.txn, w.ttl_ms, &since)?;
+        if let Some(t) = token {
+            inner.tokens.raise(name, t);
+        }
+        Ok(token)
+    }
+
+    /// With `--cluster`: tries again to grant every name that has waiters
+    /// here and no holder (the holder may be another host's, gone now).
+    /// True when one was granted.
+    fn pump_waiting(&self, inner: &mut Inner) -> bool {
+        let waiting: Vec<String> = inner
+            .table
+            .entries()
+            .filter(|(_, e)| e.holder.is_none() && !e.queue.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut granted = false;
+        for name in waiting {
+            self.pump(inner, &name);
+            granted |= inner.table.entry(&name).is_some_and(|e| e.holder.is_some());
+        }
+        granted
     }
 
     fn holder_view(&self, h: &Holder) -> HolderView {
@@ -190,6 +231,24 @@ impl Local {
         }
     }
 
+    /// Refuses `name` when it is held or awaited, here or (with
+    /// `--cluster`) on any host.
+    fn refuse_if_busy(&self, inner: &Inner, name: &str) -> Result<()> {
+        if inner.table.entry(name).is_some() {
+            return Err(self.busy_error(inner, name));
+        }
+        let Some(gate) = &self.gate else {
+            return Ok(());
+        };
+        match gate.busy(name)? {
+            Some(who) => Err(Error::LeaseBusy(format!(
+                "lease {name} is busy: {who}; try again later, or wait in the queue \
+                 without --no-wait"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// [`LeaseBackend::acquire`] under the lock.
     fn acquire_locked(
         &self,
@@ -203,9 +262,11 @@ impl Local {
         if let Some(s) = self.standing_in(inner, name, txn) {
             return Ok(s);
         }
-        let busy = inner.table.entry(name).is_some();
-        if busy && policy == Policy::NoWait {
-            return Err(self.busy_error(inner, name));
+        if policy == Policy::NoWait {
+            self.refuse_if_busy(inner, name)?;
+        }
+        if let Some(gate) = &self.gate {
+            gate.enqueue(name, txn, ttl_ms)?;
         }
         let ticket = inner.tokens.next(name)?;
         let body = Body::LeaseRequested {
@@ -242,10 +303,13 @@ impl LeaseBackend for Local {
         create: &mut dyn FnMut() -> Result<TxnKey>,
     ) -> Result<(TxnKey, Vec<Standing>)> {
         let mut inner = self.lock();
+        if let (Some(gate), false) = (&self.gate, names.is_empty()) {
+            gate.require("creating a transaction with a lease")?;
+        }
         for name in names {
             validate_name(name)?;
-            if policy == Policy::NoWait && inner.table.entry(name).is_some() {
-                return Err(self.busy_error(&inner, name));
+            if policy == Policy::NoWait {
+                self.refuse_if_busy(&inner, name)?;
             }
         }
         let txn = create()?;
@@ -286,6 +350,9 @@ impl LeaseBackend for Local {
         };
         self.append(txn, body)?;
         inner.table.remove(name, txn);
+        if let Some(gate) = &self.gate {
+            gate.release(name, txn, token);
+        }
         self.pump(&mut inner, name);
         self.bump();
         Ok(true)
@@ -300,7 +367,11 @@ impl LeaseBackend for Local {
         // The commit or failure already ended them in the log (the fold
         // clears a finished transaction's leases); only the table follows.
         for name in &names {
-            inner.table.remove(name, txn);
+            let place = inner.table.remove(name, txn);
+            if let Some(gate) = &self.gate {
+                let token = if let Place::Held(t) = place { t } else { 0 };
+                gate.release(name, txn, token);
+            }
             self.pump(&mut inner, name);
         }
         self.bump();
@@ -309,7 +380,10 @@ impl LeaseBackend for Local {
     fn expire(&self) -> Option<Duration> {
         let mut inner = self.lock();
         let now = self.now_ms();
-        let due = inner.table.expired(now);
+        let mut due = inner.table.expired(now);
+        if let Some(gate) = &self.gate {
+            due.extend(lost_in_cluster(&inner, gate, &due));
+        }
         for (name, h) in &due {
             let body = Body::LeaseExpired {
                 name: name.clone(),
@@ -321,13 +395,35 @@ impl LeaseBackend for Local {
             }
             tracing::info!(lease = %name, txn = %h.txn.1, token = h.token, "lease expired");
             inner.table.remove(name, &h.txn);
+            if let Some(gate) = &self.gate {
+                gate.release(name, &h.txn, h.token);
+            }
             self.pump(&mut inner, name);
         }
-        if !due.is_empty() {
+        let granted = self.gate.is_some() && self.pump_waiting(&mut inner);
+        if !due.is_empty() || granted {
             self.bump();
         }
-        let next = inner.table.next_expiry()?;
-        Some(Duration::from_millis(next.saturating_sub(self.now_ms())))
+        let next = inner
+            .table
+            .next_expiry()
+            .map(|next| Duration::from_millis(next.saturating_sub(self.now_ms())));
+        // With --cluster, waiters look at etcd again and holders renew
+        // their keys there every POLL.
+        match (&self.gate, inner.table.entries().next()) {
+            (Some(_), Some(_)) => Some(next.map_or(POLL, |n| n.min(POLL))),
+            _ => next,
+        }
+    }
+
+    fn fence(&self, txn_id: &str, held: &[(String, u64)]) -> Result<()> {
+        let Some(gate) = &self.gate else {
+            return Ok(());
+        };
+        for (name, token) in held {
+            gate.check(txn_id, name, *token)?;
+        }
+        Ok(())
     }
 
     fn list(&self) -> Vec<LeaseView> {
@@ -347,4 +443,18 @@ impl LeaseBackend for Local {
     fn changes(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
+}
+
+/// The holders here whose key etcd no longer has (its TTL lapsed there,
+/// e.g. while this daemon was paused), besides those already `due`; the
+/// others' keys are renewed.
+fn lost_in_cluster(inner: &Inner, gate: &Gate, due: &[(String, Holder)]) -> Vec<(String, Holder)> {
+    inner
+        .table
+        .entries()
+        .filter_map(|(n, e)| e.holder.as_ref().map(|h| (n, h)))
+        .filter(|(n, _)| !due.iter().any(|(d, _)| d == *n))
+        .filter(|(n, h)| !gate.keep(n, h.token))
+        .map(|(n, h)| (n.clone(), h.clone()))
+        .collect()
 }

@@ -5,6 +5,7 @@
 //! core's ([`crate::core::lease`]); a backend only records decisions
 //! (events first, then its table) and hands out tokens.
 
+pub mod etcd;
 mod ledger;
 mod local;
 
@@ -99,6 +100,15 @@ pub trait LeaseBackend: std::fmt::Debug + Send + Sync {
     /// A counter bumped on every grant, release, expiry and queue change:
     /// waiters and the expiry timer wake on it.
     fn changes(&self) -> watch::Receiver<u64>;
+
+    /// The fence of every write of transaction `txn_id` while it holds
+    /// `held` (name, token): with `--cluster`, each must still be its in
+    /// etcd. Called under the transaction's lock, before the write, so it
+    /// never takes the backend's own lock.
+    fn fence(&self, txn_id: &str, held: &[(String, u64)]) -> Result<()> {
+        let _ = (txn_id, held);
+        Ok(())
+    }
 }
 
 /// Ends the leases of transactions that finish or vanish without passing

@@ -21,6 +21,7 @@ impl TtmService {
         let client = self.peer(&req)?;
         let mut stream = req.into_inner();
         let header = first_header(&mut stream).await?;
+        self.evidence_is_local(header.txn.as_ref()).await?;
         // Refuse bad names, bad guards and unknown transactions before
         // taking any bytes. Whether the transaction still takes evidence is
         // decided with the change itself, under its lock.

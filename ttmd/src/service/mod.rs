@@ -8,6 +8,7 @@ mod caller;
 mod cluster;
 mod context;
 mod convert;
+mod inbox;
 mod leases;
 mod mutations;
 mod page;
@@ -136,8 +137,19 @@ impl TtmService {
             let (module, txn) = this.txn(r)?;
             let fsm = module.fsm();
             let limit = this.shared.config().limits.state;
+            let leases = this.shared.leases.clone();
             let outcome = txn.mutate(&fsm, &g, &client, |s, now| {
                 let body = make(&fsm, s, now)?;
+                // Last, so a refused request costs no etcd round trip.
+                if !s.leases.held.is_empty() {
+                    let held: Vec<(String, u64)> = s
+                        .leases
+                        .held
+                        .iter()
+                        .map(|(n, h)| (n.clone(), h.token))
+                        .collect();
+                    leases.fence(&s.txn_id, &held)?;
+                }
                 s.check_size(&body, limit)?;
                 Ok(body)
             })?;

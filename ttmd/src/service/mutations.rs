@@ -35,6 +35,10 @@ impl TtmService {
         req: Request<pb::TransitionRequest>,
     ) -> Result<Response<pb::TransitionResponse>, Status> {
         let client = self.caller(&req)?;
+        // Another host's transaction: its home applies it (inbox.rs).
+        if let Some(reply) = self.routed("transition", &req).await? {
+            return Ok(Response::new(reply));
+        }
         let r = req.into_inner();
         let to = r.stage;
         // A malformed name is bad input whatever the guards say.
@@ -60,6 +64,10 @@ impl TtmService {
         req: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitResponse>, Status> {
         let client = self.caller(&req)?;
+        // Another host's transaction: its home applies it (inbox.rs).
+        if let Some(reply) = self.routed("commit", &req).await? {
+            return Ok(Response::new(reply));
+        }
         let r = req.into_inner();
         let (state, outcome) = self
             .mutate(r.txn, r.pre, "commit".into(), client, true, |_, s, now| {
@@ -84,6 +92,10 @@ impl TtmService {
         req: Request<pb::FailRequest>,
     ) -> Result<Response<pb::FailResponse>, Status> {
         let client = self.caller(&req)?;
+        // Another host's transaction: its home applies it (inbox.rs).
+        if let Some(reply) = self.routed("fail", &req).await? {
+            return Ok(Response::new(reply));
+        }
         let r = req.into_inner();
         self.check_payload(&r.error, "the error message")
             .map_err(to_status)?;
@@ -118,6 +130,10 @@ impl TtmService {
         req: Request<pb::RetryRequest>,
     ) -> Result<Response<pb::RetryResponse>, Status> {
         let client = self.caller(&req)?;
+        // Another host's transaction: its home applies it (inbox.rs).
+        if let Some(reply) = self.routed("retry", &req).await? {
+            return Ok(Response::new(reply));
+        }
         let r = req.into_inner();
         let to = Some(r.to).filter(|t| !t.is_empty());
         let (state, outcome) = self
@@ -141,6 +157,10 @@ impl TtmService {
         req: Request<pb::UpdateRequest>,
     ) -> Result<Response<pb::UpdateResponse>, Status> {
         let client = self.caller(&req)?;
+        // Another host's transaction: its home applies it (inbox.rs).
+        if let Some(reply) = self.routed("update", &req).await? {
+            return Ok(Response::new(reply));
+        }
         let r = req.into_inner();
         let patch = (|| {
             self.check_payload(&r.patch_json, "the update")?;
@@ -184,6 +204,10 @@ impl TtmService {
         req: Request<pb::AppendEventRequest>,
     ) -> Result<Response<pb::AppendEventResponse>, Status> {
         let client = self.caller(&req)?;
+        // Another host's transaction: its home applies it (inbox.rs).
+        if let Some(reply) = self.routed("append_event", &req).await? {
+            return Ok(Response::new(reply));
+        }
         let r = req.into_inner();
         let data = (|| {
             event::validate_user_type(&r.event)?;
@@ -208,6 +232,10 @@ impl TtmService {
         req: Request<pb::ResolveRequest>,
     ) -> Result<Response<pb::ResolveResponse>, Status> {
         let client = self.caller(&req)?;
+        // Another host's transaction: its home applies it (inbox.rs).
+        if let Some(reply) = self.routed("resolve", &req).await? {
+            return Ok(Response::new(reply));
+        }
         let r = req.into_inner();
         let shared = self.shared.clone();
         let (state, outcome) = self

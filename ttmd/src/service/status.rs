@@ -72,6 +72,8 @@ fn code(err: &Error) -> Code {
         Error::Unknown(_) => Code::NotFound,
         Error::Malformed(_) => Code::InvalidArgument,
         Error::Refused(_) => Code::FailedPrecondition,
+        // Not this host's to change: run it on the home host.
+        Error::HomedElsewhere(_) => Code::FailedPrecondition,
         // The request cannot be served until someone fixes the link.
         Error::UnsafeLink(_) => Code::FailedPrecondition,
         Error::Conflict(_) | Error::Fenced(_) => Code::Aborted,

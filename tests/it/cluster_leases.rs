@@ -1,0 +1,172 @@
+//! Cluster-wide leases (SPEC §13, §16): two daemons on two trees with
+//! distinct host ids share `@prod` through real etcd members. A holder
+//! killed or paused past its TTL loses the name to the other host's
+//! waiter, with a larger token; a paused holder's fenced writes are
+//! refused when it wakes; without etcd quorum lease requests exit 12.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use ttm_tests::etcd::EtcdCluster;
+use ttm_tests::{Daemon, HANG, Progress, Spawned, clean_command, read_events, signal, ttmctl_bin};
+
+/// How long to wait for etcd's own timers (a lease's TTL): a state to
+/// reach, not a guard on work.
+const ETCD_TIMERS: Duration = Duration::from_secs(60);
+
+/// A daemon of a fresh tree in the cluster as `host`.
+fn member(etcd: &EtcdCluster, host: &str) -> Daemon {
+    Daemon::start_with_args(&["--cluster", &etcd.endpoints(), "--host-id", host])
+}
+
+/// A bash script with `ttmctl` on its PATH, pointed at `d`.
+fn script(d: &Daemon, body: &str) -> std::process::Command {
+    let bin = ttmctl_bin();
+    let dir = bin.parent().unwrap().to_path_buf();
+    let path = format!("{}:/usr/bin:/bin", dir.display());
+    let mut cmd = clean_command("bash");
+    cmd.args(["-c", body])
+        .env("PATH", path)
+        .env("TETRA_DIR", &d.root)
+        .env("TTM_SOCKET", &d.socket)
+        .env("TTM_NO_AUTOSTART", "1");
+    cmd
+}
+
+/// A holder on `d`: creates a transaction with `@prod` (TTL 2 s), prints
+/// its id, and heartbeats while it lives.
+fn holder(d: &Daemon) -> (Spawned, String) {
+    let s = Spawned::spawn(script(
+        d,
+        r#"id=$(ttmctl create holder --no-activate --lease @prod --lease-ttl 2s) || exit 1
+echo "$id"
+while true; do ttmctl heartbeat -t "$id" >/dev/null 2>&1; sleep 0.2; done"#,
+    ));
+    let id = s.line(HANG);
+    (s, id)
+}
+
+fn events(d: &Daemon, id: &str) -> Vec<Value> {
+    read_events(&d.txn_dir("ttm", id))
+}
+
+fn acquired_token(d: &Daemon, id: &str) -> u64 {
+    let events = events(d, id);
+    events
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "lease_acquired")
+        .and_then(|e| e["token"].as_u64())
+        .unwrap_or_else(|| panic!("{id} was never granted: {events:#?}"))
+}
+
+fn has_event(d: &Daemon, id: &str, kind: &str) -> bool {
+    events(d, id).iter().any(|e| e["event"] == kind)
+}
+
+/// The create-revision of `@prod`'s holder key, if it exists.
+fn holder_key_revision(etcd: &EtcdCluster) -> Option<u64> {
+    let out = etcd.etcdctl(&["get", "/ttm/v1/ttm/lease/@prod", "-w", "json"]);
+    let reply: Value = serde_json::from_str(&out.ok()).expect("etcdctl json");
+    reply["kvs"][0]["create_revision"].as_u64()
+}
+
+#[test]
+fn a_killed_holders_lease_passes_to_the_other_hosts_waiter_after_its_ttl() {
+    if !EtcdCluster::need().met() {
+        return;
+    }
+    let etcd = EtcdCluster::start(1);
+    let mut a = member(&etcd, "host-a");
+    let b = member(&etcd, "host-b");
+    let (hold, id_a) = holder(&a);
+    let token_a = acquired_token(&a, &id_a);
+    // The token is the holder key's create-revision.
+    assert_eq!(holder_key_revision(&etcd), Some(token_a));
+    // The holder's writes pass their fence.
+    a.ctl(&["event", "deploy", "-t", &id_a]).ok();
+    let id_b = b.ctl(&["create", "next", "--no-activate"]).ok();
+    // Busy on the other host, naming the holder and its host.
+    b.ctl(&["lease", "acquire", "@prod", "-t", &id_b, "--no-wait"])
+        .expect_code(10)
+        .stderr_has(&["@prod", &id_a, "host-a"]);
+    let waiter = b.spawn_ctl(&["lease", "acquire", "@prod", "-t", &id_b]);
+    // kill -9 the holder's daemon: its key goes with its etcd lease.
+    a.kill9();
+    hold.kill();
+    let token_b: u64 = waiter.line(ETCD_TIMERS).parse().unwrap();
+    assert!(token_b > token_a, "{token_b} <= {token_a}");
+    assert_eq!(acquired_token(&b, &id_b), token_b);
+    assert_eq!(holder_key_revision(&etcd), Some(token_b));
+}
+
+#[test]
+fn a_paused_holder_daemon_finds_its_fenced_writes_refused_when_it_wakes() {
+    if !EtcdCluster::need().met() {
+        return;
+    }
+    let etcd = EtcdCluster::start(1);
+    let a = member(&etcd, "host-a");
+    let b = member(&etcd, "host-b");
+    let (hold, id_a) = holder(&a);
+    let token_a = acquired_token(&a, &id_a);
+    let id_b = b.ctl(&["create", "next", "--no-activate"]).ok();
+    let waiter = b.spawn_ctl(&["lease", "acquire", "@prod", "-t", &id_b]);
+    // Pause the holder's daemon past the TTL; the other host takes over.
+    assert!(signal(a.pid(), "STOP"));
+    let token_b: u64 = waiter.line(ETCD_TIMERS).parse().unwrap();
+    assert!(token_b > token_a);
+    assert!(signal(a.pid(), "CONT"));
+    let fence = format!("@prod={token_a}");
+    a.ctl(&["event", "deploy", "-t", &id_a, "--fence", &fence])
+        .expect_code(5)
+        .stderr_has(&["@prod"]);
+    hold.kill();
+    assert!(
+        !has_event(&a, &id_a, "deploy"),
+        "a fenced write got through"
+    );
+    let progress = Progress::new();
+    progress.wait("the paused holder to log its lapse", || {
+        has_event(&a, &id_a, "lease_expired").then_some(())
+    });
+    assert_eq!(holder_key_revision(&etcd), Some(token_b));
+    let fence = format!("@prod={token_b}");
+    b.ctl(&["event", "deploy", "-t", &id_b, "--fence", &fence])
+        .ok();
+}
+
+#[test]
+fn without_quorum_lease_requests_and_remote_writes_exit_12_and_local_work_goes_on() {
+    if !EtcdCluster::need().met() {
+        return;
+    }
+    let mut etcd = EtcdCluster::start(3);
+    let a = member(&etcd, "host-a");
+    let b = member(&etcd, "host-b");
+    let id = a.ctl(&["create", "before", "--no-activate"]).ok();
+    let progress = Progress::new();
+    progress.wait("host b to see a's transaction", || {
+        (b.ctl(&["state", "-t", &id]).code() == 0).then_some(())
+    });
+    etcd.stop(1);
+    etcd.stop(2);
+    // A remote write needs etcd: refused at once, never queued.
+    b.ctl(&["event", "remote", "-t", &id])
+        .expect_code(12)
+        .stderr_has(&["etcd"]);
+    a.ctl(&["create", "x", "--no-activate", "--lease", "@prod"])
+        .expect_code(12)
+        .stderr_has(&["lease", "etcd"]);
+    a.ctl(&["lease", "acquire", "@prod", "-t", &id])
+        .expect_code(12)
+        .stderr_has(&["lease @prod", "etcd"]);
+    assert!(
+        !has_event(&a, &id, "lease_requested"),
+        "refused, yet logged"
+    );
+    // Local work needs no coordination.
+    let local = a.ctl(&["create", "local", "--no-activate"]).ok();
+    a.ctl(&["event", "step", "-t", &local]).ok();
+    a.ctl(&["commit", "-t", &local]).ok();
+}
