@@ -255,7 +255,6 @@ async fn open_timers(
     Ok(Arc::new(t))
 }
 
-
 /// The tasks beside the server: SIGHUP reloads, the systemd watchdog and,
 /// with `--cluster`, the inbox of other hosts' writes.
 /// They hold no state that needs a clean stop, so run aborts them.
