@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use ttm_tests::etcd::EtcdCluster;
-use ttm_tests::{Daemon, HANG, Progress, Spawned, clean_command, read_events, signal, ttmctl_bin};
+use ttm_tests::{
+    Daemon, HANG, Progress, Spawned, clean_command, read_events, signal, ttmctl_bin, wait_until,
+};
 
 /// How long to wait for etcd's own timers (a lease's TTL): a state to
 /// reach, not a guard on work.
@@ -169,4 +171,83 @@ fn without_quorum_lease_requests_and_remote_writes_exit_12_and_local_work_goes_o
     let local = a.ctl(&["create", "local", "--no-activate"]).ok();
     a.ctl(&["event", "step", "-t", &local]).ok();
     a.ctl(&["commit", "-t", &local]).ok();
+    // Quorum back: lease requests and remote writes work again.
+    etcd.start_member(1);
+    etcd.start_member(2);
+    back_after_the_outage(&a, &b, &id, "@prod");
+}
+
+#[test]
+fn with_every_member_stopped_and_restarted_leases_and_remote_writes_come_back() {
+    if !EtcdCluster::need().met() {
+        return;
+    }
+    let mut etcd = EtcdCluster::start(3);
+    let a = member(&etcd, "host-a");
+    let b = member(&etcd, "host-b");
+    let id = a.ctl(&["create", "before", "--no-activate"]).ok();
+    let progress = Progress::new();
+    progress.wait("host b to see a's transaction", || {
+        (b.ctl(&["state", "-t", &id]).code() == 0).then_some(())
+    });
+    // A holder renewing `@prod` all along (every 250 ms while it lives).
+    let (hold, _) = holder(&a);
+    for i in 0..3 {
+        etcd.stop(i);
+    }
+    a.ctl(&["lease", "acquire", "@prod", "-t", &id])
+        .expect_code(12)
+        .stderr_has(&["lease @prod", "etcd"]);
+    etcd.start_members(&[0, 1, 2]);
+    back_after_the_outage(&a, &b, &id, "@stage");
+    hold.kill();
+}
+
+/// After etcd came back: a lease request on `a` and a remote write from
+/// `b` to `id` (homed on `a`) succeed, each retried while refused with
+/// exit 12, for as long as etcd's own timers may take (elections, the
+/// session's TTL) — a state to reach, not a measure of speed.
+fn back_after_the_outage(a: &Daemon, b: &Daemon, id: &str, name: &str) {
+    let mut last = String::new();
+    let granted = wait_until(ETCD_TIMERS, || {
+        let out = a.ctl(&["lease", "acquire", name, "-t", id, "--no-wait"]);
+        match out.code() {
+            0 => true,
+            12 => {
+                last = out.stderr;
+                std::thread::sleep(Duration::from_millis(100));
+                false
+            }
+            code => panic!(
+                "lease request after the outage: exit {code}: {}",
+                out.stderr
+            ),
+        }
+    });
+    assert!(
+        granted,
+        "lease requests still refused after the outage: {last}\n{}",
+        a.daemon_stderr()
+    );
+    let written = wait_until(ETCD_TIMERS, || {
+        let out = b.ctl(&["event", "remote", "-t", id]);
+        match out.code() {
+            0 => true,
+            12 => {
+                last = out.stderr;
+                std::thread::sleep(Duration::from_millis(100));
+                false
+            }
+            code => panic!("remote write after the outage: exit {code}: {}", out.stderr),
+        }
+    });
+    assert!(
+        written,
+        "remote writes still refused after the outage: {last}\n{}",
+        b.daemon_stderr()
+    );
+    let progress = Progress::new();
+    progress.wait("the remote write to reach its home", || {
+        has_event(a, id, "remote").then_some(())
+    });
 }

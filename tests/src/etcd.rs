@@ -127,6 +127,18 @@ impl EtcdCluster {
         self.wait_healthy();
     }
 
+    /// Starts the members `ids` again together (a cluster whose quorum
+    /// needs more than one of them) and waits until every running member
+    /// is healthy.
+    #[track_caller]
+    pub fn start_members(&mut self, ids: &[usize]) {
+        for &i in ids {
+            assert!(self.members[i].child.is_none(), "member {i} is running");
+            self.spawn(i);
+        }
+        self.wait_healthy();
+    }
+
     /// The pid of member `i`, when running (for SIGSTOP/SIGCONT).
     pub fn pid(&self, i: usize) -> Option<u32> {
         self.members[i].child.as_ref().map(Child::id)

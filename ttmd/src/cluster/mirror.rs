@@ -444,8 +444,15 @@ impl Mirror {
                     lock(&self.behind).remove(&(module.clone(), id.clone()));
                     self.cursors.forget(&module, &id);
                 }
-                Err(e) => {
+                // Only a failure to reach etcd says etcd is down (and
+                // makes coordination refuse for a while); a refusal is this
+                // call's own, tried again at the next sweep.
+                Err(e) if e.is_unavailable() => {
                     self.cluster.down(e.to_string());
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(%module, txn = %id, error = %e, "could not delete a removed transaction's keys; trying again later");
                     return;
                 }
             }

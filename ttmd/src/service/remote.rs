@@ -88,7 +88,8 @@ pub async fn rows(cluster: &Cluster, module: &str, stage: &str) -> Vec<pb::TxnSt
             rows
         }
         failed => {
-            if let Some(Err(e)) = failed {
+            // Only a failure to reach etcd says etcd is down.
+            if let Some(Err(e)) = failed.filter(|r| r.as_ref().is_err_and(|e| e.is_unavailable())) {
                 cluster.down(e.to_string());
             }
             let mut rows = cache.get(module).cloned().unwrap_or_default();
