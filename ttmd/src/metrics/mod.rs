@@ -82,6 +82,10 @@ pub struct Metrics {
     pub hooks_running: AtomicU64,
     /// Epoch seconds the daemon started.
     started: f64,
+    /// Held while one exposition is made: a scrape lists every
+    /// transaction, so scrapes take turns rather than fill the blocking
+    /// pool.
+    pub rendering: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Epoch seconds of an RFC 3339 time.
