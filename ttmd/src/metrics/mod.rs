@@ -166,6 +166,11 @@ impl Metrics {
         }
     }
 
+    /// Drops the stage clock of `key` (archived or removed while live).
+    pub fn forget(&self, key: &crate::core::lease::TxnKey) {
+        self.tally().entered.remove(key);
+    }
+
     /// Counts the store's durable events until the feed closes.
     pub async fn follow(self: std::sync::Arc<Self>, mut events: broadcast::Receiver<Durable>) {
         loop {

@@ -66,3 +66,12 @@ fn user_event_types_share_one_label() {
     assert_eq!(keys, ["txn_start", "user"]);
     assert_eq!(t.events.get(&("m".into(), "user".into())), Some(&3));
 }
+
+#[test]
+fn a_transaction_gone_while_live_is_forgotten() {
+    let m = Metrics::default();
+    m.count(&d("a", "txn_start", "", "NEW", "2030-01-01T00:00:00.000Z"));
+    assert_eq!(m.tally().entered.len(), 1);
+    m.forget(&("m".into(), "a".into()));
+    assert!(m.tally().entered.is_empty());
+}

@@ -182,6 +182,15 @@ impl Timers {
         }
     }
 
+    /// Drops what is kept of `key` (archived or removed).
+    pub fn forget(&self, key: &TxnKey) {
+        let mut inner = self.lock();
+        inner.heard.remove(key);
+        if let Some((at, _)) = inner.at.remove(key) {
+            inner.queue.remove(&(at, key.clone()));
+        }
+    }
+
     /// Queues `key` again at `at`, unless it was armed meanwhile. The seq
     /// 0 lets any state that arms it later replace the entry.
     fn requeue(&self, key: &TxnKey, at: DateTime<Utc>) {

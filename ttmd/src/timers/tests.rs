@@ -91,3 +91,17 @@ fn the_timer_sleeps_a_minute_at_most() {
     assert_eq!(nap(Duration::from_secs(3600)), Duration::from_secs(60));
     assert_eq!(nap(Duration::from_secs(5)), Duration::from_secs(5));
 }
+
+#[test]
+fn a_transaction_gone_is_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = timers(dir.path());
+    let fsm = Fsm::from_json(FSM).unwrap();
+    let key: TxnKey = ("ttm".into(), "t-20301201T000000".into());
+    t.heard(&key, &state(0), &fsm);
+    assert_eq!(t.pending(), 1);
+    t.forget(&key);
+    assert_eq!(t.pending(), 0);
+    let inner = t.lock();
+    assert!(inner.heard.is_empty() && inner.at.is_empty());
+}
