@@ -53,6 +53,23 @@ pub struct State {
     /// User fields merged by `update`, and `tes_plan`/`tes_connector`.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// The seq of the last event that was not an annotation (in memory
+    /// only; see [`State::expects_seq`]).
+    #[serde(skip)]
+    pub settled: Settled,
+}
+
+/// The seq of the last line that was not an annotation, folded from the
+/// log and kept in memory only (`None`: not known, as for a state read
+/// from its file). Equality ignores it, as it does `Timing`'s derived
+/// times.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Settled(pub Option<u64>);
+
+impl PartialEq for Settled {
+    fn eq(&self, _: &Settled) -> bool {
+        true
+    }
 }
 
 /// Why a log cannot be folded.
@@ -107,7 +124,20 @@ impl State {
             leases: Leases::default(),
             timing,
             extra: Map::new(),
+            settled: Settled(Some(1)),
         })
+    }
+
+    /// Whether an `expect_seq` of `want` holds (SPEC §5 compare-and-set):
+    /// `want` is the current seq, or only annotations (a hook's outcome)
+    /// were logged after it — the daemon's notes do not make a script's
+    /// read of the seq stale.
+    pub fn expects_seq(&self, want: u64) -> bool {
+        want == self.seq
+            || self
+                .settled
+                .0
+                .is_some_and(|s| s <= want && want <= self.seq)
     }
 
     /// Folds one line's object (the event at `seq`) into the state; see
@@ -181,6 +211,9 @@ impl State {
         let annotation = matches!(&line.event, Event::Body(b) if b.is_annotation());
         if let (Some(ts), false) = (&line.ts, annotation) {
             self.last_checkpoint = ts.clone();
+        }
+        if !annotation {
+            self.settled = Settled(Some(seq));
         }
         if refused.is_some() {
             return refused;

@@ -226,3 +226,31 @@ fn adopting_a_legacy_view_never_reopens_a_final_transaction() {
     );
     assert_eq!(s.stage, "DONE");
 }
+
+#[test]
+fn expect_seq_holds_across_annotations_only() {
+    let hook = || Body::HookRan {
+        hook: "on-transition".into(),
+        for_seq: 2,
+        for_event: "stage_transition".into(),
+        outcome: "exited".into(),
+        exit_code: Some(0),
+        signal: None,
+        duration_ms: 5,
+        reason: String::new(),
+    };
+    let to = || Body::Transition {
+        from: "NEW".into(),
+        to: "EXECUTE".into(),
+        iteration: None,
+    };
+    // A script moved (seq 2) and read seq 2; a hook's outcome then landed.
+    let s = fold_all(vec![start(), to(), hook(), hook()]);
+    assert_eq!(s.seq, 4);
+    assert!(s.expects_seq(2) && s.expects_seq(3) && s.expects_seq(4));
+    assert!(!s.expects_seq(1), "a real change after seq 1");
+    assert!(!s.expects_seq(5));
+    // A state read from its file knows no more than its seq.
+    let read: State = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert!(read.expects_seq(4) && !read.expects_seq(2));
+}

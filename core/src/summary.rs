@@ -95,6 +95,7 @@ mod tests {
             leases: Default::default(),
             timing: Default::default(),
             extra: Map::new(),
+            settled: Default::default(),
         }
     }
 

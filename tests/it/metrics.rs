@@ -100,7 +100,7 @@ fn metrics_parse_and_match_the_events_written() {
     let caught_up = ttm_tests::wait_until(ttm_tests::HANG, || {
         text = d.ctl(&["metrics"]).ok();
         samples = parse(&python, &text).1;
-        samples.get("ttm_events_total{event=progress,module=ttm}") == Some(&1.0)
+        samples.get("ttm_events_total{event=user,module=ttm}") == Some(&1.0)
     });
     assert!(caught_up, "{text}");
     let (families, _) = parse(&python, &text);

@@ -264,10 +264,16 @@ fn start_background(
     socket: &std::path::Path,
     stop: &Shutdown,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    let (timers, metrics) = (shared.timers.clone(), shared.metrics.clone());
+    let gone = Arc::new(move |key: &core::lease::TxnKey| {
+        timers.forget(key);
+        metrics.forget(key);
+    });
     let mut background = vec![
         tokio::spawn(leases::follow_ends(
             shared.leases.clone(),
             shared.store.clone(),
+            gone,
         )),
         tokio::spawn(memory::trim_after_bursts(shared.clone())),
     ];

@@ -118,10 +118,15 @@ impl Timing {
             // The daemon's own doings (a lease decision, a hook's outcome),
             // not the script's.
             Body::LeaseAcquired { .. } | Body::LeaseExpired { .. } | Body::HookRan { .. } => {}
-            Body::Transition { .. } | Body::Migrated { .. } | Body::Retry { .. } => {
+            Body::Transition { .. } | Body::Migrated { .. } => self.new_visit(ts),
+            Body::Retry { .. } => {
+                self.deadline_failed();
                 self.new_visit(ts);
             }
             Body::Commit { .. } | Body::Fail { .. } => {
+                if matches!(body, Body::Fail { .. }) {
+                    self.deadline_failed();
+                }
                 self.stalled_since = None;
                 self.new_visit(ts);
             }
@@ -134,6 +139,16 @@ impl Timing {
             | Body::LeaseRequested { .. }
             | Body::LeaseReleased { .. }
             | Body::User { .. } => self.life = Derived(ts.to_string()),
+        }
+    }
+
+    /// A failure (or a retry after one) answers a missed deadline: the
+    /// mark stays, so the deadline is still reported once per transaction,
+    /// but it calls for no further failure — a retried transaction is not
+    /// failed again at once for the same deadline.
+    fn deadline_failed(&mut self) {
+        if let Some(m) = &mut self.deadline_overdue {
+            m.on_timeout = OnTimeout::Note;
         }
     }
 

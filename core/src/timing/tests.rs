@@ -285,6 +285,39 @@ fn a_deadline_can_fail_by_policy() {
 }
 
 #[test]
+fn a_retry_after_a_deadline_fail_has_nothing_due() {
+    let fsm = Fsm::default();
+    let settings = Settings {
+        deadline: Some("2026-12-01T06:00:00.000Z".into()),
+        on_deadline: Some(OnTimeout::Fail),
+        heartbeat_ms: None,
+    };
+    let mut s = fold(vec![("00:00:00", start(settings))]);
+    let w = watch("00:00:00");
+    assert_eq!(
+        run(&mut s, &fsm, w, "06:00:00"),
+        ["txn_overdue", "txn_fail"]
+    );
+    // `ttmctl retry`: the deadline already failed the transaction once.
+    s.apply_logged(
+        s.seq + 1,
+        &Logged {
+            ts: Some(crate::state::timestamp(t("07:00:00"))),
+            request_id: None,
+            event: Event::Body(Body::Retry {
+                to: "NEW".into(),
+                iteration: 2,
+            }),
+        },
+    );
+    assert_eq!(s.stage, "NEW");
+    assert!(run(&mut s, &fsm, w, "08:00:00").is_empty());
+    assert_eq!(next_due(&s, &fsm, w), None);
+    let mark = s.timing.deadline_overdue.as_ref();
+    assert!(mark.is_some(), "the deadline stays reported, once");
+}
+
+#[test]
 fn finished_transactions_have_nothing_due() {
     let fsm = fsm();
     let settings = Settings {

@@ -159,6 +159,37 @@ where
     }
 }
 
+/// A count from `MIN` to `MAX`: a size that allocates or spawns by it
+/// (`hooks.queue`, `hooks.concurrency`), so an absurd value is refused at
+/// start rather than exhausting memory or panicking.
+pub(super) struct Bounded<const MIN: usize, const MAX: usize>;
+impl<const MIN: usize, const MAX: usize> Bounded<MIN, MAX> {
+    fn check(n: usize) -> Result<usize, String> {
+        if (MIN..=MAX).contains(&n) {
+            Ok(n)
+        } else {
+            Err(format!("{n} is out of range: use {MIN} to {MAX}"))
+        }
+    }
+}
+impl<const MIN: usize, const MAX: usize> Codec for Bounded<MIN, MAX> {
+    type T = usize;
+    fn text(v: &str) -> Result<usize, String> {
+        let n: u128 = number(v)?;
+        Self::check(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+    fn toml(v: &Value) -> Result<usize, String> {
+        let n = v.as_integer().ok_or_else(|| expected("an integer", v))?;
+        match usize::try_from(n) {
+            Ok(n) => Self::check(n),
+            Err(_) => Err(format!("{n} is out of range: use {MIN} to {MAX}")),
+        }
+    }
+    fn show(v: &usize) -> String {
+        v.to_string()
+    }
+}
+
 /// Numeric ids: `1,2,3` or `[1, 2, 3]`.
 pub(super) struct Ids;
 impl Codec for Ids {
@@ -268,5 +299,26 @@ impl Codec for HostId {
     }
     fn show(v: &String) -> String {
         format!("{v:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hook_queue_and_concurrency_are_bounded() {
+        type Queue = Bounded<1, 1_000_000>;
+        assert_eq!(Queue::text("1000"), Ok(1000));
+        assert_eq!(Queue::text("1000000"), Ok(1_000_000));
+        let huge = Queue::text("9999999999999999999").unwrap_err();
+        assert!(huge.contains("out of range: use 1 to 1000000"), "{huge}");
+        assert!(Queue::text("0").is_err());
+        assert!(Queue::text("-1").is_err());
+        assert!(Queue::toml(&Value::Integer(-5)).is_err());
+        assert_eq!(Queue::toml(&Value::Integer(5)), Ok(5));
+        type Slots = Bounded<1, 1024>;
+        assert_eq!(Slots::text("1024"), Ok(1024));
+        assert!(Slots::text("1025").unwrap_err().contains("use 1 to 1024"));
     }
 }

@@ -10,7 +10,7 @@
 
 use super::Config;
 use super::codec::{
-    Codec, Dirs, Durable, HostId, Ids, Listen, Names, Num, OptPath, Path, Secs, Yes,
+    Bounded, Codec, Dirs, Durable, HostId, Ids, Listen, Names, Num, OptPath, Path, Secs, Yes,
 };
 
 /// What a SIGHUP reload does with a setting changed in the file.
@@ -181,11 +181,11 @@ pub const SETTINGS: &[Setting] = &[
         flag: "hooks-concurrency",
         env: "TTM_HOOKS_CONCURRENCY",
         value_name: "N",
-        help: "Hooks running at once [default: 4]",
+        help: "Hooks running at once, 1 to 1024 [default: 4]",
         reload: Reload::Restart,
         example: "4",
         note: "",
-        ops: field!(Num<usize> => hooks.concurrency),
+        ops: field!(Bounded<1, 1024> => hooks.concurrency),
     },
     Setting {
         key: "hooks.queue",
@@ -193,11 +193,11 @@ pub const SETTINGS: &[Setting] = &[
         env: "TTM_HOOKS_QUEUE",
         value_name: "N",
         help: "Hook runs waiting for a free slot; when full, an event's hook is not run \
-               (logged, counted in ttm_hooks_dropped_total) [default: 1000]",
+               (logged, counted in ttm_hooks_dropped_total); 1 to 1000000 [default: 1000]",
         reload: Reload::Restart,
         example: "1000",
         note: "",
-        ops: field!(Num<usize> => hooks.queue),
+        ops: field!(Bounded<1, 1_000_000> => hooks.queue),
     },
     Setting {
         key: "hooks.timeout_secs",

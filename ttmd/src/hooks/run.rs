@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
+/// How long the pipes are still read once the hook itself has exited.
+const PIPE_GRACE: Duration = Duration::from_secs(1);
+
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum End {
@@ -55,23 +58,8 @@ pub async fn run(
     let group = child.id();
     // Aborted with the daemon's tasks (shutdown): the whole group goes too.
     let mut guard = GroupGuard(group);
-    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let work = async {
-        let feed = async {
-            if let Some(mut i) = stdin {
-                // A hook that does not read its stdin is not an error.
-                let _ = i.write_all(input).await;
-            }
-        };
-        let (_, _, _, status) = tokio::join!(
-            feed,
-            keep(stdout, cap, &mut out),
-            keep(stderr, cap, &mut err),
-            child.wait()
-        );
-        status
-    };
+    let work = wait_reading(&mut child, input, cap, &mut out, &mut err);
     let end = match tokio::time::timeout(timeout, work).await {
         Ok(Ok(status)) => ended(status),
         Ok(Err(e)) => End::NotStarted(format!("waiting for {}: {e}", path.display())),
@@ -88,6 +76,39 @@ pub async fn run(
         stdout: out,
         stderr: err,
     }
+}
+
+/// Feeds `input` to the hook and reads its output while waiting for it to
+/// exit.
+async fn wait_reading(
+    child: &mut Child,
+    input: &[u8],
+    cap: usize,
+    out: &mut Vec<u8>,
+    err: &mut Vec<u8>,
+) -> std::io::Result<std::process::ExitStatus> {
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let feed = async {
+        if let Some(mut i) = stdin {
+            // A hook that does not read its stdin is not an error.
+            let _ = i.write_all(input).await;
+        }
+    };
+    let pipes = async {
+        tokio::join!(feed, keep(stdout, cap, out), keep(stderr, cap, err));
+    };
+    let mut pipes = std::pin::pin!(pipes);
+    let (status, drained) = tokio::select! {
+        status = child.wait() => (status, false),
+        () = &mut pipes => (child.wait().await, true),
+    };
+    // The hook exited; what it started in the background (`curl … &`)
+    // may keep its pipes open. Read what is left for a moment, then stop:
+    // the hook's outcome is its own exit.
+    if !drained {
+        let _ = tokio::time::timeout(PIPE_GRACE, &mut pipes).await;
+    }
+    status
 }
 
 /// Starts the hook in a process group of its own, its pipes open.
@@ -148,6 +169,39 @@ async fn keep(from: Option<impl AsyncRead + Unpin>, cap: usize, into: &mut Vec<u
                 let room = cap.saturating_sub(into.len());
                 into.extend_from_slice(&chunk[..n.min(room)]);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_backgrounded_child_does_not_turn_an_exit_into_a_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("on-commit");
+        let pid = dir.path().join("pid");
+        let script = format!(
+            "#!/bin/sh\necho done\nsleep 30 &\necho $! > {}\nexit 0\n",
+            pid.display()
+        );
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let timeout = Duration::from_secs(10);
+        let ran = run(&path, dir.path(), b"{}", &[], timeout, 1024).await;
+        assert_eq!(ran.end, End::Exited(0));
+        assert_eq!(ran.stdout, b"done\n");
+        assert!(ran.duration < Duration::from_secs(5), "{:?}", ran.duration);
+        // The background sleep outlives the hook; end it here.
+        let pid: i32 = std::fs::read_to_string(&pid)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        if let Some(p) = rustix::process::Pid::from_raw(pid) {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
         }
     }
 }

@@ -114,10 +114,12 @@ pub trait LeaseBackend: std::fmt::Debug + Send + Sync {
 /// Ends the leases of transactions that finish or vanish without passing
 /// through a lease-aware path (a directory removed by hand, a transaction
 /// archived): it follows every module's change feed, subscribing to new
-/// modules as leases change. Aborted with the daemon.
+/// modules as leases change, and tells `gone` too (the timer and the
+/// metrics forget what they kept of it). Aborted with the daemon.
 pub async fn follow_ends(
     backend: std::sync::Arc<dyn LeaseBackend>,
     store: std::sync::Arc<crate::store::Store>,
+    gone: std::sync::Arc<dyn Fn(&TxnKey) + Send + Sync>,
 ) {
     use crate::store::module::ChangeKind;
     let mut seen = std::collections::BTreeSet::new();
@@ -130,7 +132,7 @@ pub async fn follow_ends(
             let Ok(mut feed) = store.watch(&module.name) else {
                 continue;
             };
-            let (b, name) = (backend.clone(), module.name.clone());
+            let (b, name, gone) = (backend.clone(), module.name.clone(), gone.clone());
             tokio::spawn(async move {
                 loop {
                     let change = match feed.recv().await {
@@ -140,6 +142,7 @@ pub async fn follow_ends(
                     };
                     if matches!(change.kind, ChangeKind::Removed | ChangeKind::Archived) {
                         let (b, key) = (b.clone(), (name.clone(), change.txn_id));
+                        gone(&key);
                         let _ = tokio::task::spawn_blocking(move || b.finished(&key)).await;
                     }
                 }

@@ -17,6 +17,10 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 const HEAD_MAX: usize = 8 * 1024;
 /// How long a connection may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may take to take its answer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; one more is closed unanswered.
+pub const CONNECTIONS: usize = 16;
 
 /// Parses `--metrics-listen`: a bare port means 127.0.0.1 (loopback); an
 /// address is taken as given, so the endpoint is reachable from the
@@ -51,10 +55,16 @@ where
     F: Fn() -> Fut + Clone + Send + 'static,
     Fut: Future<Output = String> + Send,
 {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(CONNECTIONS));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             // Out of descriptors, for one: try again shortly.
             tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "metrics connections full; closing one unanswered");
+            drop(stream);
             continue;
         };
         let render = render.clone();
@@ -62,6 +72,7 @@ where
             if let Err(e) = answer(stream, render).await {
                 tracing::debug!(error = %e, "metrics request");
             }
+            drop(slot);
         });
     }
 }
@@ -99,8 +110,13 @@ where
     if method != "HEAD" {
         reply.push_str(&body);
     }
-    stream.write_all(reply.as_bytes()).await?;
-    stream.shutdown().await
+    let write = async {
+        stream.write_all(reply.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    tokio::time::timeout(WRITE_TIMEOUT, write)
+        .await
+        .map_err(|_| std::io::Error::other("the answer was not taken in time"))?
 }
 
 /// Reads up to the blank line ending the request head.
@@ -122,7 +138,34 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_listen;
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_are_closed_unanswered() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, || async { "up 1\n".to_string() }));
+        // Idle connections (no request yet) hold every slot.
+        let mut idle = Vec::new();
+        for _ in 0..CONNECTIONS {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let get = || async {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            let _ = c.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await;
+            let mut got = Vec::new();
+            let read = c.read_to_end(&mut got);
+            let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+            String::from_utf8_lossy(&got).into_owned()
+        };
+        assert_eq!(get().await, "", "one more is closed unanswered");
+        // A slot freed serves the next one.
+        drop(idle.pop());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(get().await.starts_with("HTTP/1.1 200 OK"));
+        server.abort();
+    }
 
     #[test]
     fn a_bare_port_is_loopback_and_an_address_is_as_given() {

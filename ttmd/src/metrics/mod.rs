@@ -4,8 +4,10 @@
 //!
 //! Counters count events appended since the daemon started, as the store
 //! announces them durable ([`crate::store::Store::durable_events`]), by
-//! the event type's name — so types added later (`txn_stalled`,
-//! `txn_overdue`) are counted without a change here. Gauges are read from
+//! the event type's name for the daemon's own types — so types added later
+//! (`txn_stalled`, `txn_overdue`) are counted without a change here — and
+//! as `user` for every user type, which are free-form (one series each
+//! would grow without bound). Gauges are read from
 //! the store, the lease table and the stream slots when scraped. The time
 //! of the last DONE per module is read from the transactions at start-up,
 //! so it survives a restart.
@@ -19,11 +21,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::broadcast;
 
+use crate::core::event::BUILTIN_TYPES;
 use crate::core::fsm::{DONE, FAIL};
 use crate::leases::LeaseView;
 use crate::store::Store;
 use crate::store::module::Durable;
 use text::{Counts, Histogram, Kind, LATENCY_BUCKETS, STAGE_BUCKETS, Text};
+
+/// The `event` label of every user event type (`ttmctl event TYPE`), and
+/// of lines other programs wrote.
+pub const USER_EVENTS: &str = "user";
 
 /// Write-path latencies, timed by the store where a log append and an
 /// `fdatasync` happen (one call each, so the write path stays as it is).
@@ -82,6 +89,10 @@ pub struct Metrics {
     pub hooks_running: AtomicU64,
     /// Epoch seconds the daemon started.
     started: f64,
+    /// Held while one exposition is made: a scrape lists every
+    /// transaction, so scrapes take turns rather than fill the blocking
+    /// pool.
+    pub rendering: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Epoch seconds of an RFC 3339 time.
@@ -118,8 +129,15 @@ impl Metrics {
     /// Counts one durable event.
     pub fn count(&self, d: &Durable) {
         let mut t = self.tally();
+        // User event types are free-form: one label value for all of
+        // them keeps the series bounded.
+        let kind = if BUILTIN_TYPES.contains(&d.event.as_str()) {
+            d.event.as_str()
+        } else {
+            USER_EVENTS
+        };
         *t.events
-            .entry((d.module.clone(), d.event.clone()))
+            .entry((d.module.clone(), kind.to_string()))
             .or_insert(0) += 1;
         let at = epoch(&d.ts);
         let key = (d.module.clone(), d.txn_id.clone());
@@ -146,6 +164,11 @@ impl Metrics {
             let last = t.last_done.entry(d.module.clone()).or_insert(now);
             *last = last.max(now);
         }
+    }
+
+    /// Drops the stage clock of `key` (archived or removed while live).
+    pub fn forget(&self, key: &crate::core::lease::TxnKey) {
+        self.tally().entered.remove(key);
     }
 
     /// Counts the store's durable events until the feed closes.

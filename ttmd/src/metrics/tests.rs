@@ -50,3 +50,28 @@ fn events_are_counted_by_name_and_stage_visits_timed() {
     assert_eq!(t.last_done.get("m"), Some(&1_893_456_070.0));
     assert!(t.entered.is_empty(), "a finished transaction is forgotten");
 }
+
+#[test]
+fn user_event_types_share_one_label() {
+    let m = Metrics::default();
+    for (i, kind) in ["progress", "deploy-42", "txn_start", "anything"]
+        .iter()
+        .enumerate()
+    {
+        let ts = format!("2030-01-01T00:00:{i:02}.000Z");
+        m.count(&d("a", kind, "", "NEW", &ts));
+    }
+    let t = m.tally();
+    let keys: Vec<&str> = t.events.keys().map(|(_, e)| e.as_str()).collect();
+    assert_eq!(keys, ["txn_start", "user"]);
+    assert_eq!(t.events.get(&("m".into(), "user".into())), Some(&3));
+}
+
+#[test]
+fn a_transaction_gone_while_live_is_forgotten() {
+    let m = Metrics::default();
+    m.count(&d("a", "txn_start", "", "NEW", "2030-01-01T00:00:00.000Z"));
+    assert_eq!(m.tally().entered.len(), 1);
+    m.forget(&("m".into(), "a".into()));
+    assert!(m.tally().entered.is_empty());
+}

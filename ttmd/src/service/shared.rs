@@ -152,7 +152,11 @@ impl Shared {
     /// thread).
     pub async fn metrics_text(self: &Arc<Self>) -> String {
         let s = self.clone();
+        // One exposition at a time, held until it is made even when the
+        // one who asked has gone.
+        let turn = self.metrics.rendering.clone().lock_owned().await;
         tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             let leases = s.leases.list();
             s.metrics.render(&s.store, &leases, s.streams.open())
         })

@@ -34,6 +34,11 @@ use crate::leases::LeaseBackend;
 use crate::store::Store;
 use crate::store::txn::Guards;
 
+/// When a time rule the disk failed is tried again.
+const RETRY: Duration = Duration::from_secs(30);
+/// The longest the timer sleeps without looking at the clock again.
+const NAP_MAX: Duration = Duration::from_secs(60);
+
 /// Pending time actions of one tree.
 #[derive(Debug)]
 pub struct Timers {
@@ -114,6 +119,11 @@ impl Timers {
         }
         let next = next_due(state, fsm, self.watch(&inner, key));
         if old.map(|(at, _)| at) == next {
+            // Same time: keep the entry, but remember the newer state, so
+            // an older one armed late is still told apart.
+            if let Some(at) = next {
+                inner.at.insert(key.clone(), (at, state.seq));
+            }
             return;
         }
         if let Some((old, _)) = old {
@@ -151,12 +161,45 @@ impl Timers {
                 inner.at.remove(&key);
                 key
             };
-            if let Err(e) = self.apply(&key) {
-                // Removed, archived or unreadable meanwhile: nothing to do
-                // until it changes again.
-                tracing::info!(module = %key.0, txn = %key.1, error = %e, "time rule not applied");
+            match self.apply(&key) {
+                Ok(()) => {}
+                // The disk failed it: what is due stays due; try again
+                // later rather than drop the transaction from the timer.
+                Err(e @ (Error::Io { .. } | Error::ReadOnlyTree(_))) => {
+                    tracing::warn!(module = %key.0, txn = %key.1, error = %e,
+                        "time rule not applied; trying again in {}s", RETRY.as_secs());
+                    self.requeue(
+                        &key,
+                        Utc::now() + chrono::TimeDelta::from_std(RETRY).unwrap_or_default(),
+                    );
+                }
+                // Removed or archived meanwhile: nothing to do until it
+                // changes again.
+                Err(e) => {
+                    tracing::info!(module = %key.0, txn = %key.1, error = %e, "time rule not applied");
+                }
             }
         }
+    }
+
+    /// Drops what is kept of `key` (archived or removed).
+    pub fn forget(&self, key: &TxnKey) {
+        let mut inner = self.lock();
+        inner.heard.remove(key);
+        if let Some((at, _)) = inner.at.remove(key) {
+            inner.queue.remove(&(at, key.clone()));
+        }
+    }
+
+    /// Queues `key` again at `at`, unless it was armed meanwhile. The seq
+    /// 0 lets any state that arms it later replace the entry.
+    fn requeue(&self, key: &TxnKey, at: DateTime<Utc>) {
+        let mut inner = self.lock();
+        if inner.at.contains_key(key) {
+            return;
+        }
+        inner.queue.insert((at, key.clone()));
+        inner.at.insert(key.clone(), (at, 0));
     }
 
     /// Appends what the rules call for now, one event at a time until
@@ -199,6 +242,13 @@ impl Timers {
     }
 }
 
+/// How long a sleep of `wait` lasts at most: the queue is in wall-clock
+/// time and the sleep monotonic, so after a suspend or a clock step the
+/// timer looks again within a minute.
+fn nap(wait: Duration) -> Duration {
+    wait.min(NAP_MAX)
+}
+
 /// Runs the timer until the daemon stops (the task is aborted): it sleeps
 /// until the earliest pending action, or until an earlier one is armed.
 pub async fn run(timers: Arc<Timers>) {
@@ -215,7 +265,7 @@ pub async fn run(timers: Arc<Timers>) {
         match next {
             Some(wait) => {
                 tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
+                    _ = tokio::time::sleep(nap(wait)) => {}
                     _ = woken => {}
                 }
             }
@@ -223,3 +273,6 @@ pub async fn run(timers: Arc<Timers>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

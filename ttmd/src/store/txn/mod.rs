@@ -501,7 +501,7 @@ pub(crate) fn check_guards(state: &State, guards: &Guards) -> Result<()> {
         )));
     }
     if let Some(want) = guards.expect_seq
-        && want != state.seq
+        && !state.expects_seq(want)
     {
         return Err(Error::Conflict(format!(
             "expected transaction {} to be at seq {want}, but it is at seq {} (stage {}); \
