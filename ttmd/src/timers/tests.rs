@@ -13,7 +13,7 @@ const FSM: &str = r#"{
 
 fn timers(root: &std::path::Path) -> Timers {
     let store = Arc::new(Store::open(root, Durability::None, Default::default()).unwrap());
-    let leases = crate::leases::Local::open(store.clone(), "test".into()).unwrap();
+    let leases = crate::leases::Local::open(store.clone(), "test".into(), None).unwrap();
     Timers::open(store, Arc::new(leases))
 }
 
