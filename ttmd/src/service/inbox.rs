@@ -60,6 +60,7 @@ fn inbox(module: &str, home: &str) -> String {
 /// Requests that name a transaction.
 pub(super) trait Routed: Message + Default + Clone + 'static {
     fn txn_ref(&self) -> Option<&pb::TxnRef>;
+    fn pre_mut(&mut self) -> &mut Option<pb::Preconditions>;
 }
 
 macro_rules! routed {
@@ -67,6 +68,9 @@ macro_rules! routed {
         impl Routed for $t {
             fn txn_ref(&self) -> Option<&pb::TxnRef> {
                 self.txn.as_ref()
+            }
+            fn pre_mut(&mut self) -> &mut Option<pb::Preconditions> {
+                &mut self.pre
             }
         }
     )*};
@@ -108,7 +112,15 @@ impl TtmService {
         let Some((module, home)) = self.home_elsewhere(&cluster, &r).await? else {
             return Ok(None);
         };
-        let reply = send(&cluster, rpc, &module, &r.txn_id, &home, req.get_ref()).await?;
+        // Every routed request carries a request id, so a home that
+        // applied it but crashed (or lost etcd) before answering applies
+        // it once, not again at its next poll of the inbox.
+        let mut routed = req.get_ref().clone();
+        let pre = routed.pre_mut().get_or_insert_with(Default::default);
+        if pre.request_id.is_empty() {
+            pre.request_id = format!("routed-{}", unique_id(cluster.host_id()));
+        }
+        let reply = send(&cluster, rpc, &module, &r.txn_id, &home, &routed).await?;
         A::decode(reply.as_slice())
             .map(Some)
             .map_err(|e| to_status(Error::Bug(format!("home host {home} answered {rpc}: {e}"))))
