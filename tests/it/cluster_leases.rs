@@ -8,32 +8,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 use ttm_tests::etcd::EtcdCluster;
-use ttm_tests::{
-    Daemon, HANG, Progress, Spawned, clean_command, read_events, signal, ttmctl_bin, wait_until,
-};
+use ttm_tests::{Daemon, HANG, Progress, Spawned, read_events, signal, wait_until};
 
-/// How long to wait for etcd's own timers (a lease's TTL): a state to
-/// reach, not a guard on work.
-const ETCD_TIMERS: Duration = Duration::from_secs(60);
-
-/// A daemon of a fresh tree in the cluster as `host`.
-fn member(etcd: &EtcdCluster, host: &str) -> Daemon {
-    Daemon::start_with_args(&["--cluster", &etcd.endpoints(), "--host-id", host])
-}
-
-/// A bash script with `ttmctl` on its PATH, pointed at `d`.
-fn script(d: &Daemon, body: &str) -> std::process::Command {
-    let bin = ttmctl_bin();
-    let dir = bin.parent().unwrap().to_path_buf();
-    let path = format!("{}:/usr/bin:/bin", dir.display());
-    let mut cmd = clean_command("bash");
-    cmd.args(["-c", body])
-        .env("PATH", path)
-        .env("TETRA_DIR", &d.root)
-        .env("TTM_SOCKET", &d.socket)
-        .env("TTM_NO_AUTOSTART", "1");
-    cmd
-}
+use super::cluster::{ETCD_TIMERS, member};
+use super::leases::script;
 
 /// A holder on `d`: creates a transaction with `@prod` (TTL 2 s), prints
 /// its id, and heartbeats while it lives.

@@ -12,9 +12,7 @@ use ttm_tests::{Daemon, Progress, Spawned, read_events, wait_until};
 /// guard on work.
 const MIRROR: Duration = Duration::from_secs(60);
 
-fn member(etcd: &EtcdCluster, host: &str) -> Daemon {
-    Daemon::start_with_args(&["--cluster", &etcd.endpoints(), "--host-id", host])
-}
+use super::cluster::member;
 
 /// A transaction homed on `a` that `b` can see (mirrored).
 fn homed_on_a(a: &Daemon, b: &Daemon) -> String {

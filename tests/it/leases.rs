@@ -105,7 +105,7 @@ fn assert_one_holder_at_a_time(hs: &[Holding]) {
 }
 
 /// A bash script with `ttmctl` on its PATH, pointed at `d`.
-fn script(d: &Daemon, body: &str) -> std::process::Command {
+pub(crate) fn script(d: &Daemon, body: &str) -> std::process::Command {
     let bin = ttmctl_bin();
     let dir = bin.parent().unwrap().to_path_buf();
     let path = format!("{}:/usr/bin:/bin", dir.display());
