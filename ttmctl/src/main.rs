@@ -9,13 +9,12 @@ mod commands;
 mod connect;
 mod exit;
 mod output;
+mod parse;
 mod render;
 mod shell;
 mod term;
 
 use std::io::Write;
-
-use clap::{CommandFactory, FromArgMatches};
 
 use crate::cli::Cli;
 use crate::commands::Ctx;
@@ -23,7 +22,7 @@ use crate::exit::{Exit, Failure};
 use crate::output::Out;
 
 fn main() {
-    let cli = match parse() {
+    let cli = match parse::parse() {
         Ok(cli) => cli,
         // --help and --version print and exit 0; a usage error becomes one
         // line with the usage to follow, exit 2.
@@ -41,21 +40,6 @@ fn main() {
     };
     // `exit` skips destructors: nothing left may hold the process open.
     std::process::exit(code.code());
-}
-
-/// `Cli::try_parse`, except that the command tree is not dropped: freeing
-/// it took as long as parsing (the process exits soon anyway).
-fn parse() -> Result<Cli, clap::Error> {
-    let mut command = Cli::command();
-    let parsed = match command.try_get_matches_from_mut(std::env::args_os()) {
-        // What `try_parse` does with such an error: format it for the tree.
-        Ok(mut matches) => {
-            Cli::from_arg_matches_mut(&mut matches).map_err(|err| err.format(&mut Cli::command()))
-        }
-        Err(err) => Err(err),
-    };
-    std::mem::forget(command);
-    parsed
 }
 
 /// Prints `failure` as one line on stderr (no control characters, so no
