@@ -60,11 +60,8 @@ fn fail(failure: &Failure) -> Exit {
 fn run(cli: Cli) -> Result<(), Failure> {
     // One thread: start-up time matters more than parallelism in a client
     // that makes one or two calls.
-    // No signal or process driver: ttmctl handles no signal through tokio
-    // and spawns no child through it, and setting them up costs syscalls.
     let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
+        .enable_all()
         .build()
         .map_err(|err| Failure::other(format!("cannot start the async runtime: {err}")))?;
     connect::init_tree()?;
