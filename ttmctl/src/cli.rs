@@ -69,7 +69,12 @@ pub struct Global {
     pub rpc_timeout: u64,
 }
 
-/// Which transaction a command acts on.
+// Which transaction a command acts on.
+//
+// The structs flattened into subcommands carry plain comments, not doc
+// comments: clap gives a flattened struct's doc to its subcommand as the
+// about text, which the subcommand's own replaced only while the tree was
+// built eagerly (see `defer` on `Command`).
 #[derive(Debug, Args)]
 pub struct TxnArg {
     /// Transaction id [default: the module's active transaction].
@@ -96,7 +101,7 @@ fn given(value: &str) -> Result<String, String> {
     }
 }
 
-/// Guards of a mutation (SPEC §4): compare-and-set and idempotent retry.
+// Guards of a mutation (SPEC §4): compare-and-set and idempotent retry.
 #[derive(Debug, Args)]
 pub struct Guards {
     /// Refuse (exit 5) unless the transaction is in this stage.
@@ -119,7 +124,7 @@ pub struct Guards {
     pub fences: Vec<(String, u64)>,
 }
 
-/// How a move reports itself to a script.
+// How a move reports itself to a script.
 #[derive(Debug, Args)]
 pub struct MoveArg {
     /// Print the move as one line, `ID<TAB>FROM<TAB>TO` (FROM is `?` when
@@ -132,7 +137,7 @@ fn parse_fence(text: &str) -> Result<(String, u64), String> {
     ttm_core::lease::parse_fence(text).map_err(|e| e.to_string())
 }
 
-/// What to do when a lease is held by another transaction (SPEC §13).
+// What to do when a lease is held by another transaction (SPEC §13).
 #[derive(Debug, Args, Clone, Copy)]
 pub struct WaitArgs {
     /// Don't wait: exit 10 ("busy", naming the holder) when a lease is held.
@@ -161,7 +166,12 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
     }
 }
 
+// `defer`: a subcommand's arguments are built only when it is the one
+// invoked (or help or completions ask for them all), so a one-shot call
+// does not build the ~45 others: clap's tree was more than half of the
+// instructions of a `ttmctl event` (BENCHMARKS.md, issue 20 item 6).
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// Create a transaction and make it active; prints its id.
     Create {
@@ -421,6 +431,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum LeaseCommand {
     /// Acquire lease NAME (@target or name); prints its fencing token.
     /// Waits in the FIFO queue unless --no-wait / --skip-if-busy.
@@ -444,6 +455,7 @@ pub enum LeaseCommand {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum DaemonCommand {
     /// Print pid, version, uptime, tree, socket, transactions and open streams.
     Status,
@@ -454,6 +466,7 @@ pub enum DaemonCommand {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum CtxCommand {
     /// Store a copy of FILE ('-' for stdin) as the next evidence file; prints its name.
     Add {

@@ -145,3 +145,34 @@ fn an_empty_id_or_request_id_is_refused_not_taken_as_absent() {
     };
     assert_eq!(txn.id(), "");
 }
+
+/// Subcommands are built lazily (`defer`); building one must not change
+/// what its help says about it (a flattened struct's doc comment would).
+#[test]
+fn a_deferred_subcommand_keeps_its_about() {
+    use clap::{Command, CommandFactory};
+    fn texts(cmd: &Command) -> (Option<String>, Option<String>) {
+        (
+            cmd.get_about().map(ToString::to_string),
+            cmd.get_long_about().map(ToString::to_string),
+        )
+    }
+    // `lazy` is built itself, its subcommands not; `built` wholly.
+    fn check(lazy: &Command, built: &Command) {
+        for sub in lazy.get_subcommands() {
+            let Some(done) = built.find_subcommand(sub.get_name()) else {
+                panic!("{} is missing from the built tree", sub.get_name());
+            };
+            assert_eq!(texts(done), texts(sub), "about of {}", sub.get_name());
+            if done.has_subcommands() {
+                let mut parent = sub.clone();
+                // Builds `parent` alone, so its own subcommands stay lazy.
+                let _ = parent.render_help();
+                check(&parent, done);
+            }
+        }
+    }
+    let mut built = Cli::command();
+    built.build();
+    check(&Cli::command(), &built);
+}

@@ -2,7 +2,8 @@
 
 use super::parse_duration_ms;
 
-/// Time bounds of a new transaction (SPEC §14).
+// Time bounds of a new transaction (SPEC §14); a plain comment, as on
+// `TxnArg`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct TimeArgs {
     /// Must be finished by then: a duration from now (2h, 30m, 1d) or an

@@ -9,13 +9,12 @@ mod commands;
 mod connect;
 mod exit;
 mod output;
+mod parse;
 mod render;
 mod shell;
 mod term;
 
 use std::io::Write;
-
-use clap::Parser;
 
 use crate::cli::Cli;
 use crate::commands::Ctx;
@@ -23,7 +22,7 @@ use crate::exit::{Exit, Failure};
 use crate::output::Out;
 
 fn main() {
-    let cli = match Cli::try_parse() {
+    let cli = match parse::parse() {
         Ok(cli) => cli,
         // --help and --version print and exit 0; a usage error becomes one
         // line with the usage to follow, exit 2.
