@@ -18,27 +18,22 @@
 //! stays visible ([`Mirror::lag`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
-use ttm_etcd::{cmp, op};
+use ttm_etcd::op;
 
+use super::batch::{Record, batch, read_after};
 use super::cursor::Cursors;
 use super::{Cluster, keys};
-use crate::core::{Error, Result};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
-use crate::store::log::Line;
 use crate::store::module::{ChangeKind, Module};
 use crate::store::txn::{Committed, Txn};
 
-/// Lines per push: etcd refuses a transaction of more than 128 operations
-/// by default (`--max-txn-ops`), and each line may add an evidence key.
-const LINES_PER_PUSH: usize = 60;
-/// Bytes of lines per push, well under etcd's 1.5 MiB request limit.
-const BYTES_PER_PUSH: usize = 512 * 1024;
 /// Pushes in flight at once, all transactions together.
 const PARALLEL_PUSHES: usize = 16;
 /// How often transactions are looked over for work the feeds did not
@@ -74,19 +69,11 @@ pub struct Mirror {
     doomed: Mutex<BTreeSet<(String, String)>>,
     /// Modules whose change feed is followed.
     feeds: Mutex<BTreeSet<String>>,
+    /// A feed missed changes (an archive among them, maybe): look at etcd
+    /// for transactions gone here at the next sweep.
+    recheck_due: AtomicBool,
     permits: Semaphore,
     stop: Shutdown,
-}
-
-/// What etcd holds of one transaction, as the last push or read left it.
-#[derive(Debug, Clone)]
-struct Record {
-    /// Lines pushed (`mirror_seq`).
-    pushed: u64,
-    /// The state key's mod_revision (0: absent).
-    revision: i64,
-    /// The state object last pushed.
-    state: Option<Map<String, Value>>,
 }
 
 /// Why a push did not happen.
@@ -114,6 +101,7 @@ impl Mirror {
             behind: Mutex::default(),
             doomed: Mutex::default(),
             feeds: Mutex::default(),
+            recheck_due: AtomicBool::new(false),
             permits: Semaphore::new(PARALLEL_PUSHES),
             stop,
         });
@@ -144,7 +132,13 @@ impl Mirror {
         let mut checked = None;
         loop {
             let modules = self.store.modules();
-            super::recheck::per_session(&self.cluster, &self.cursors, &modules, &mut checked).await;
+            if self.recheck_due.swap(false, Ordering::AcqRel) {
+                checked = None;
+            }
+            let ghosts =
+                super::recheck::per_session(&self.cluster, &self.cursors, &modules, &mut checked)
+                    .await;
+            lock(&self.doomed).extend(ghosts);
             for module in &modules {
                 self.follow_feed(module);
                 for listed in module.list(None) {
@@ -173,6 +167,7 @@ impl Mirror {
             return;
         }
         let Ok(mut feed) = self.store.watch(&module.name) else {
+            lock(&self.feeds).remove(&module.name);
             return;
         };
         let (mirror, name) = (self.clone(), module.name.clone());
@@ -188,9 +183,16 @@ impl Mirror {
                         mirror.delete_doomed().await;
                     }
                     Ok(c) => mirror.wake(&name, &c.txn_id),
-                    // Missed changes: the sweep finds the work.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(_) => return,
+                    // Missed changes: the sweep finds the work, and etcd's
+                    // record the archives and removals among them.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        mirror.recheck_due.store(true, Ordering::Release);
+                    }
+                    // Followed again by the next sweep, if the module is.
+                    Err(_) => {
+                        lock(&mirror.feeds).remove(&name);
+                        return;
+                    }
                 }
             }
         });
@@ -297,22 +299,24 @@ impl Mirror {
             *record = Some(known);
             return Ok(());
         }
-        let lines = read_after(txn, known.pushed, committed).await?;
+        let lines = read_after(txn, known.pushed, committed)
+            .await
+            .map_err(Stop::Give)?;
         if lines.is_empty() {
             *record = Some(known);
             return Ok(());
         }
-        let (compare, ops, last, state) = self.batch(module, txn, &known, &lines);
-        let outcome = self.cluster.etcd().txn(compare, ops, Vec::new()).await;
+        let b = batch(module, self.cluster.host_id(), txn, &known, &lines);
+        let outcome = self.cluster.etcd().txn(b.compare, b.ops, Vec::new()).await;
         match outcome {
             Ok(reply) if reply.succeeded => {
                 self.cluster.up();
                 let revision = reply.header.map_or(0, |h| h.revision);
-                self.cursors.set(module, &txn.id, last);
+                self.cursors.set(module, &txn.id, b.last);
                 *record = Some(Record {
-                    pushed: last,
+                    pushed: b.last,
                     revision,
-                    state: Some(state),
+                    state: Some(b.state),
                 });
                 Ok(())
             }
@@ -375,56 +379,6 @@ impl Mirror {
         })
     }
 
-    /// The comparisons and operations of one push of `lines`, the last seq
-    /// they reach and the state object pushed.
-    fn batch(
-        &self,
-        module: &str,
-        txn: &Txn,
-        known: &Record,
-        lines: &[Line],
-    ) -> (
-        Vec<ttm_etcd::pb::Compare>,
-        Vec<ttm_etcd::pb::RequestOp>,
-        u64,
-        Map<String, Value>,
-    ) {
-        let first = lines.first().map_or(known.pushed + 1, |l| l.seq);
-        let last = lines.last().map_or(known.pushed, |l| l.seq);
-        let compare = vec![
-            cmp::mod_revision(keys::state(module, &txn.id).as_bytes(), known.revision),
-            cmp::version(keys::event(module, &txn.id, first).as_bytes(), 0),
-        ];
-        let mut ops = Vec::with_capacity(2 * lines.len() + 1);
-        for line in lines {
-            let key = keys::event(module, &txn.id, line.seq);
-            ops.push(op::put(key.as_bytes(), line.text.as_bytes(), 0));
-            if let Some((name, value)) = evidence(line) {
-                let key = keys::ctx(module, &txn.id, &name);
-                ops.push(op::put(key.as_bytes(), value.as_bytes(), 0));
-            }
-        }
-        // The state is the home's only when the batch reaches its seq;
-        // a batch of a longer backlog keeps the last one pushed.
-        let snapshot = txn.state();
-        let mut state = match (&known.state, snapshot.seq == last) {
-            (Some(previous), false) => previous.clone(),
-            _ => match serde_json::to_value(&*snapshot) {
-                Ok(Value::Object(o)) => o,
-                _ => Map::new(),
-            },
-        };
-        state.insert("home".into(), Value::from(self.cluster.host_id()));
-        state.insert("mirror_seq".into(), Value::from(last));
-        let value = Value::Object(state.clone()).to_string();
-        ops.push(op::put(
-            keys::state(module, &txn.id).as_bytes(),
-            value.as_bytes(),
-            0,
-        ));
-        (compare, ops, last, state)
-    }
-
     /// Deletes the keys of archived or removed transactions; those etcd
     /// could not take now stay for the next sweep.
     async fn delete_doomed(&self) {
@@ -458,51 +412,4 @@ impl Mirror {
             }
         }
     }
-}
-
-/// The log's lines after `pushed`, up to `committed`, one batch at most.
-async fn read_after(txn: &Arc<Txn>, pushed: u64, committed: Committed) -> Result<Vec<Line>, Stop> {
-    let txn = txn.clone();
-    let read = tokio::task::spawn_blocking(move || -> Result<Vec<Line>> {
-        let (offset, first) = txn.seek(pushed + 1);
-        let (lines, _) = txn.read_lines(offset, committed.len, first)?;
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        for line in lines
-            .into_iter()
-            .filter(|l| l.seq > pushed && l.seq <= committed.seq)
-        {
-            bytes += line.text.len();
-            if !batch.is_empty() && (batch.len() >= LINES_PER_PUSH || bytes > BYTES_PER_PUSH) {
-                break;
-            }
-            batch.push(line);
-        }
-        Ok(batch)
-    })
-    .await
-    .map_err(|e| Stop::Give(Error::Bug(e.to_string()).to_string()))?;
-    read.map_err(|e| Stop::Give(e.to_string()))
-}
-
-/// The `ctx/<txn>/<name>` value an `evidence_added` line adds: size and
-/// sha256 only, the file stays on its home host.
-fn evidence(line: &Line) -> Option<(String, String)> {
-    let object = line.object.as_ref()?;
-    if object.get("event").and_then(Value::as_str) != Some("evidence_added") {
-        return None;
-    }
-    let data = object
-        .get("data")
-        .and_then(Value::as_object)
-        .unwrap_or(object);
-    let name = data.get("file").and_then(Value::as_str)?;
-    if name.is_empty() || name.contains('/') {
-        return None;
-    }
-    let value = serde_json::json!({
-        "bytes": data.get("bytes").cloned().unwrap_or(Value::Null),
-        "sha256": data.get("sha256").cloned().unwrap_or(Value::Null),
-    });
-    Some((name.to_owned(), value.to_string()))
 }

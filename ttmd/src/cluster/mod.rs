@@ -15,6 +15,7 @@
 //! - `session.rs`: registering `host/<id>`, keeping the session alive,
 //!   registering again after it was lost.
 
+mod batch;
 mod cursor;
 pub mod keys;
 pub mod mirror;
