@@ -4,9 +4,9 @@
 
 use serde_json::Value;
 use ttm_tests::etcd::EtcdCluster;
-use ttm_tests::{Daemon, wait_until};
+use ttm_tests::{Daemon, signal, wait_until};
 
-use super::cluster::{ETCD_TIMERS, pair, prefix, wait_mirrored};
+use super::cluster::{ETCD_TIMERS, get, pair, prefix, text, wait_mirrored};
 
 /// How many keys etcd holds of `module/id` (state, lines, evidence).
 fn keys_of(etcd: &EtcdCluster, id: &str) -> usize {
@@ -65,4 +65,52 @@ fn keys_of_a_transaction_archived_before_a_crash_go_after_the_restart() {
         "another host still lists the archived transaction"
     );
     assert!(lists(&b, &other));
+}
+
+/// The keys under host `home`'s inbox (module `ttm`), with their leases.
+fn inbox(etcd: &EtcdCluster, home: &str) -> Vec<(String, i64)> {
+    get(etcd, &format!("/ttm/v1/ttm/inbox/{home}/"), true)
+        .iter()
+        .map(|kv| (text(kv, "key"), kv["lease"].as_i64().unwrap_or(0)))
+        .collect()
+}
+
+#[test]
+fn routed_writes_leave_no_inbox_keys_even_when_their_caller_dies() {
+    if !EtcdCluster::need().met() {
+        return;
+    }
+    let etcd = EtcdCluster::start(1);
+    let (a, mut b) = pair(&etcd);
+    let id = a.create("written to from host-b");
+    wait_mirrored(&etcd, &a, "ttm", &id);
+    for i in 0..5 {
+        b.ctl(&["event", "routed", &format!(r#"{{"i":{i}}}"#), "-t", &id])
+            .ok();
+    }
+    assert_eq!(inbox(&etcd, "host-a"), vec![], "answered requests stay");
+    // The home does not answer (stopped) while the caller's daemon dies
+    // with its request waiting: neither the request nor the answer the
+    // home gives when it wakes may stay in etcd.
+    assert!(signal(a.pid(), "STOP"), "cannot stop host-a's ttmd");
+    let caller = b.spawn_ctl(&["event", "orphaned", "-t", &id]);
+    let mut waiting = Vec::new();
+    let put = wait_until(ETCD_TIMERS, || {
+        waiting = inbox(&etcd, "host-a");
+        !waiting.is_empty()
+    });
+    assert!(signal(a.pid(), "CONT"), "cannot continue host-a's ttmd");
+    assert!(put, "the routed request never reached the inbox");
+    assert!(
+        waiting.iter().all(|(_, lease)| *lease != 0),
+        "a request not on its caller's session lease: {waiting:?}"
+    );
+    b.kill9();
+    drop(caller);
+    assert!(
+        wait_until(ETCD_TIMERS, || inbox(&etcd, "host-a").is_empty()),
+        "inbox keys of a dead caller stay: {:?}\n{}",
+        inbox(&etcd, "host-a"),
+        a.daemon_stderr()
+    );
 }
