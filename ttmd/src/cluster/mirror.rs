@@ -45,6 +45,8 @@ const SWEEP: Duration = Duration::from_millis(500);
 const GATHER: Duration = Duration::from_millis(10);
 /// Pause before trying again while etcd is unreachable.
 const RETRY: Duration = Duration::from_millis(500);
+/// The longest pause between pushes etcd keeps refusing.
+const REFUSED_CAP: Duration = Duration::from_secs(8);
 
 /// What the mirror has not pushed yet.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -69,11 +71,65 @@ pub struct Mirror {
     doomed: Mutex<BTreeSet<(String, String)>>,
     /// Modules whose change feed is followed.
     feeds: Mutex<BTreeSet<String>>,
+    /// Transactions that cannot be mirrored (another home in etcd, the log
+    /// unreadable): not woken again, so not warned about again, until the
+    /// next etcd session of this daemon.
+    given_up: Mutex<BTreeSet<(String, String)>>,
     /// A feed missed changes (an archive among them, maybe): look at etcd
     /// for transactions gone here at the next sweep.
     recheck_due: AtomicBool,
     permits: Semaphore,
     stop: Shutdown,
+}
+
+/// What a push did.
+#[derive(Debug)]
+enum Pushed {
+    /// Lines went to etcd, or etcd had them already.
+    Moved,
+    /// Nothing went: why. The record is read again before the next try.
+    Refused(String),
+}
+
+/// Consecutive refused pushes of one transaction. The first is tried
+/// again at once (etcd's record is read again: a lost reply, a restart);
+/// later ones wait, doubling up to [`REFUSED_CAP`], so a push etcd keeps
+/// refusing (a stray `ev/` key) costs a few etcd calls a minute, not a
+/// busy loop. Logged once when it starts and once when it ends.
+#[derive(Debug, Default)]
+struct Refusals(u32);
+
+impl Refusals {
+    /// One more refusal: the pause before the next try.
+    fn again(&mut self, module: &str, id: &str, pushed: u64, why: &str) -> Duration {
+        self.0 += 1;
+        if self.0 == 2 {
+            tracing::warn!(
+                module,
+                txn = id,
+                pushed,
+                "etcd keeps refusing this transaction's mirror push: {why}; trying again with growing pauses (up to {}s)",
+                REFUSED_CAP.as_secs()
+            );
+        }
+        if self.0 == 1 {
+            return Duration::ZERO;
+        }
+        let doublings = (self.0 - 2).min(16);
+        (RETRY * 2u32.pow(doublings)).min(REFUSED_CAP)
+    }
+
+    /// A push went through.
+    fn moved(&mut self, module: &str, id: &str) {
+        if self.0 >= 2 {
+            tracing::info!(
+                module,
+                txn = id,
+                "etcd takes this transaction's mirror pushes again"
+            );
+        }
+        self.0 = 0;
+    }
 }
 
 /// Why a push did not happen.
@@ -101,6 +157,7 @@ impl Mirror {
             behind: Mutex::default(),
             doomed: Mutex::default(),
             feeds: Mutex::default(),
+            given_up: Mutex::default(),
             recheck_due: AtomicBool::new(false),
             permits: Semaphore::new(PARALLEL_PUSHES),
             stop,
@@ -129,11 +186,15 @@ impl Mirror {
     /// task for each one ahead of its cursor, follows new modules' feeds,
     /// retries deletions, saves the cursors.
     async fn sweep(self: Arc<Self>) {
-        let mut checked = None;
+        let (mut checked, mut given_up_in) = (None, None);
         loop {
             let modules = self.store.modules();
             if self.recheck_due.swap(false, Ordering::AcqRel) {
                 checked = None;
+            }
+            if self.cluster.session_id() != given_up_in {
+                given_up_in = self.cluster.session_id();
+                lock(&self.given_up).clear();
             }
             let ghosts =
                 super::recheck::per_session(&self.cluster, &self.cursors, &modules, &mut checked)
@@ -201,7 +262,10 @@ impl Mirror {
     /// Starts the task of `module/txn` unless it runs.
     fn wake(self: &Arc<Self>, module: &str, txn: &str) {
         let key = (module.to_owned(), txn.to_owned());
-        if lock(&self.doomed).contains(&key) || !lock(&self.running).insert(key.clone()) {
+        if lock(&self.doomed).contains(&key)
+            || lock(&self.given_up).contains(&key)
+            || !lock(&self.running).insert(key.clone())
+        {
             return;
         }
         let mirror = self.clone();
@@ -219,6 +283,7 @@ impl Mirror {
         };
         let mut commits = txn.subscribe();
         let mut record: Option<Record> = None;
+        let mut refused = Refusals::default();
         loop {
             let committed = *commits.borrow_and_update();
             if txn.is_removed() {
@@ -229,18 +294,26 @@ impl Mirror {
                 .map_or(self.cursors.get(module, id), |r| r.pushed);
             self.note_lag(module, id, pushed, committed.seq);
             if committed.seq > pushed {
-                match self.push(module, &txn, &mut record, committed).await {
-                    Ok(()) => continue,
-                    Err(Stop::Unreachable) => {
-                        tokio::select! {
-                            () = tokio::time::sleep(RETRY) => continue,
-                            () = self.stop.wait() => return,
-                        }
+                let pause = match self.push(module, &txn, &mut record, committed).await {
+                    Ok(Pushed::Moved) => {
+                        refused.moved(module, id);
+                        continue;
                     }
+                    Ok(Pushed::Refused(why)) => refused.again(module, id, pushed, &why),
+                    Err(Stop::Unreachable) => RETRY,
                     Err(Stop::Give(why)) => {
-                        tracing::warn!(module, txn = id, "not mirrored to etcd: {why}");
+                        tracing::warn!(
+                            module,
+                            txn = id,
+                            "not mirrored to etcd until this daemon's next etcd session: {why}"
+                        );
+                        lock(&self.given_up).insert((module.to_owned(), id.to_owned()));
                         return;
                     }
+                };
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => continue,
+                    () = self.stop.wait() => return,
                 }
             }
             if txn.state().is_terminal() {
@@ -284,7 +357,7 @@ impl Mirror {
         txn: &Arc<Txn>,
         record: &mut Option<Record>,
         committed: Committed,
-    ) -> Result<(), Stop> {
+    ) -> Result<Pushed, Stop> {
         let _permit = self
             .permits
             .acquire()
@@ -297,14 +370,17 @@ impl Mirror {
         if known.pushed >= committed.seq {
             self.cursors.set(module, &txn.id, known.pushed);
             *record = Some(known);
-            return Ok(());
+            return Ok(Pushed::Moved);
         }
         let lines = read_after(txn, known.pushed, committed)
             .await
             .map_err(Stop::Give)?;
         if lines.is_empty() {
-            *record = Some(known);
-            return Ok(());
+            *record = None;
+            return Ok(Pushed::Refused(format!(
+                "the log has no line after seq {} though {} are committed",
+                known.pushed, committed.seq
+            )));
         }
         let b = batch(module, self.cluster.host_id(), txn, &known, &lines);
         let outcome = self.cluster.etcd().txn(b.compare, b.ops, Vec::new()).await;
@@ -318,13 +394,18 @@ impl Mirror {
                     revision,
                     state: Some(b.state),
                 });
-                Ok(())
+                Ok(Pushed::Moved)
             }
             Ok(_) => {
                 // etcd moved since we looked (a reply lost, a restart):
                 // look again and go on from what it has.
                 *record = None;
-                Ok(())
+                Ok(Pushed::Refused(format!(
+                    "etcd refused lines {}..={} (its record moved, or a key {} is there already)",
+                    known.pushed + 1,
+                    b.last,
+                    keys::event(module, &txn.id, known.pushed + 1)
+                )))
             }
             Err(e) if e.is_unavailable() => {
                 self.cluster.down(e.to_string());
@@ -411,5 +492,20 @@ impl Mirror {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_push_is_retried_at_once_then_after_doubling_pauses_up_to_the_cap() {
+        let mut refused = Refusals::default();
+        let pauses: Vec<Duration> = (0..8).map(|_| refused.again("m", "t", 3, "why")).collect();
+        let ms: Vec<u128> = pauses.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [0, 500, 1000, 2000, 4000, 8000, 8000, 8000]);
+        refused.moved("m", "t");
+        assert_eq!(refused.again("m", "t", 3, "why"), Duration::ZERO);
     }
 }
