@@ -1,5 +1,6 @@
-//! One push of the outbox (`mirror.rs`): the lines it carries and the etcd
-//! transaction that puts them.
+//! One push of the outbox (`mirror.rs`): the lines it carries, checked to
+//! follow what etcd has without a gap, and the etcd transaction that puts
+//! them.
 
 use std::sync::Arc;
 
@@ -36,6 +37,21 @@ pub(super) struct Batch {
     pub last: u64,
     /// The state object it puts.
     pub state: Map<String, Value>,
+}
+
+/// Why `lines` cannot follow `pushed` lines in etcd, if they cannot: the
+/// mirror must be a prefix of the log, so a batch starts at `pushed + 1`
+/// and goes on one seq at a time (a reader of the log that skipped or
+/// repeated a line must not put a gap or a repeat into etcd).
+pub(super) fn gap(pushed: u64, lines: &[Line]) -> Option<String> {
+    (pushed + 1..).zip(lines).find_map(|(want, line)| {
+        (line.seq != want).then(|| {
+            format!(
+                "the batch read from the log has seq {} where {want} should follow etcd's {pushed}",
+                line.seq
+            )
+        })
+    })
 }
 
 /// The push of `lines` (those after `known`) of `module/txn`, homed on
@@ -132,4 +148,41 @@ fn evidence(line: &Line) -> Option<(String, String)> {
         "sha256": data.get("sha256").cloned().unwrap_or(Value::Null),
     });
     Some((name.to_owned(), value.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(seq: u64) -> Line {
+        let text = format!(r#"{{"seq":{seq}}}"#);
+        Line {
+            seq,
+            object: serde_json::from_str(&text).ok(),
+            bytes: text.len() as u64 + 1,
+            text,
+        }
+    }
+
+    fn lines(seqs: &[u64]) -> Vec<Line> {
+        seqs.iter().copied().map(line).collect()
+    }
+
+    #[test]
+    fn a_batch_must_start_right_after_what_etcd_has_and_go_on_without_a_gap() {
+        assert_eq!(gap(0, &lines(&[1, 2, 3])), None);
+        assert_eq!(gap(4, &lines(&[5])), None);
+        assert_eq!(gap(4, &[]), None);
+        let ahead = gap(4, &lines(&[6, 7])).expect("a batch past pushed + 1");
+        assert!(ahead.contains("seq 6 where 5"), "{ahead}");
+        assert!(
+            gap(4, &lines(&[4, 5])).is_some(),
+            "a repeat of a pushed line"
+        );
+        assert!(gap(4, &lines(&[5, 7])).is_some(), "a gap inside the batch");
+        assert!(
+            gap(4, &lines(&[5, 5])).is_some(),
+            "a repeat inside the batch"
+        );
+    }
 }

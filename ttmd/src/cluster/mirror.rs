@@ -26,7 +26,8 @@ use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 use ttm_etcd::op;
 
-use super::batch::{Record, batch, read_after};
+use super::backoff::Refusals;
+use super::batch::{Batch, Record, batch, gap, read_after};
 use super::cursor::Cursors;
 use super::{Cluster, keys};
 use crate::shutdown::Shutdown;
@@ -44,9 +45,7 @@ const SWEEP: Duration = Duration::from_millis(500);
 /// pushes (see BENCHMARKS.md, cluster mode).
 const GATHER: Duration = Duration::from_millis(10);
 /// Pause before trying again while etcd is unreachable.
-const RETRY: Duration = Duration::from_millis(500);
-/// The longest pause between pushes etcd keeps refusing.
-const REFUSED_CAP: Duration = Duration::from_secs(8);
+pub(super) const RETRY: Duration = Duration::from_millis(500);
 
 /// What the mirror has not pushed yet.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -89,47 +88,6 @@ enum Pushed {
     Moved,
     /// Nothing went: why. The record is read again before the next try.
     Refused(String),
-}
-
-/// Consecutive refused pushes of one transaction. The first is tried
-/// again at once (etcd's record is read again: a lost reply, a restart);
-/// later ones wait, doubling up to [`REFUSED_CAP`], so a push etcd keeps
-/// refusing (a stray `ev/` key) costs a few etcd calls a minute, not a
-/// busy loop. Logged once when it starts and once when it ends.
-#[derive(Debug, Default)]
-struct Refusals(u32);
-
-impl Refusals {
-    /// One more refusal: the pause before the next try.
-    fn again(&mut self, module: &str, id: &str, pushed: u64, why: &str) -> Duration {
-        self.0 += 1;
-        if self.0 == 2 {
-            tracing::warn!(
-                module,
-                txn = id,
-                pushed,
-                "etcd keeps refusing this transaction's mirror push: {why}; trying again with growing pauses (up to {}s)",
-                REFUSED_CAP.as_secs()
-            );
-        }
-        if self.0 == 1 {
-            return Duration::ZERO;
-        }
-        let doublings = (self.0 - 2).min(16);
-        (RETRY * 2u32.pow(doublings)).min(REFUSED_CAP)
-    }
-
-    /// A push went through.
-    fn moved(&mut self, module: &str, id: &str) {
-        if self.0 >= 2 {
-            tracing::info!(
-                module,
-                txn = id,
-                "etcd takes this transaction's mirror pushes again"
-            );
-        }
-        self.0 = 0;
-    }
 }
 
 /// Why a push did not happen.
@@ -375,20 +333,39 @@ impl Mirror {
         let lines = read_after(txn, known.pushed, committed)
             .await
             .map_err(Stop::Give)?;
-        if lines.is_empty() {
-            *record = None;
-            return Ok(Pushed::Refused(format!(
+        // The mirror must stay a prefix of the log: never put a batch that
+        // does not start right after what etcd has, or skips a seq.
+        let refusal = if lines.is_empty() {
+            Some(format!(
                 "the log has no line after seq {} though {} are committed",
                 known.pushed, committed.seq
-            )));
+            ))
+        } else {
+            gap(known.pushed, &lines)
+        };
+        if let Some(why) = refusal {
+            *record = None;
+            return Ok(Pushed::Refused(why));
         }
         let b = batch(module, self.cluster.host_id(), txn, &known, &lines);
+        self.apply(module, &txn.id, record, &known, b).await
+    }
+
+    /// Sends the push `b` of `module/id` (made from `known`) to etcd.
+    async fn apply(
+        &self,
+        module: &str,
+        id: &str,
+        record: &mut Option<Record>,
+        known: &Record,
+        b: Batch,
+    ) -> Result<Pushed, Stop> {
         let outcome = self.cluster.etcd().txn(b.compare, b.ops, Vec::new()).await;
         match outcome {
             Ok(reply) if reply.succeeded => {
                 self.cluster.up();
                 let revision = reply.header.map_or(0, |h| h.revision);
-                self.cursors.set(module, &txn.id, b.last);
+                self.cursors.set(module, id, b.last);
                 *record = Some(Record {
                     pushed: b.last,
                     revision,
@@ -404,7 +381,7 @@ impl Mirror {
                     "etcd refused lines {}..={} (its record moved, or a key {} is there already)",
                     known.pushed + 1,
                     b.last,
-                    keys::event(module, &txn.id, known.pushed + 1)
+                    keys::event(module, id, known.pushed + 1)
                 )))
             }
             Err(e) if e.is_unavailable() => {
@@ -492,20 +469,5 @@ impl Mirror {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_refused_push_is_retried_at_once_then_after_doubling_pauses_up_to_the_cap() {
-        let mut refused = Refusals::default();
-        let pauses: Vec<Duration> = (0..8).map(|_| refused.again("m", "t", 3, "why")).collect();
-        let ms: Vec<u128> = pauses.iter().map(Duration::as_millis).collect();
-        assert_eq!(ms, [0, 500, 1000, 2000, 4000, 8000, 8000, 8000]);
-        refused.moved("m", "t");
-        assert_eq!(refused.again("m", "t", 3, "why"), Duration::ZERO);
     }
 }
