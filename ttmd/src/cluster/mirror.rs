@@ -14,8 +14,9 @@
 //! serialised by etcd itself: the mirror is never reordered, gapped or
 //! duplicated, even across restarts, lost replies or two daemons claiming
 //! one host id. A refused push re-reads etcd's record and goes on from
-//! there. While etcd is unreachable the task waits and retries; the lag
-//! stays visible ([`Mirror::lag`]).
+//! there; refused again, it waits longer each time (`backoff.rs`). While
+//! etcd is unreachable the task waits and retries; the lag stays visible
+//! ([`Mirror::lag`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
