@@ -194,5 +194,11 @@ fn a_push_etcd_keeps_refusing_backs_off_and_is_logged_once() {
     // The stray key gone, the next try (at most the cap away) goes through.
     etcd.etcdctl(&["del", &next]).ok();
     wait_mirrored(&etcd, &a, "ttm", &stray);
+    // Logged just after etcd took the push.
+    assert!(wait_until(ETCD_TIMERS, || said(
+        &a,
+        &stray,
+        "mirror pushes again"
+    ) > 0));
     assert_eq!(said(&a, &stray, "mirror pushes again"), 1);
 }

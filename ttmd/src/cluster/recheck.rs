@@ -97,13 +97,36 @@ pub(super) async fn recheck(
                 cursors.set(module, &id, known);
             }
         }
-        // Read after etcd's range: a transaction created since is not in
-        // it, and one still here now was here then.
-        let here: HashSet<String> = m.served_ids().into_iter().chain(m.ids_on_disk()).collect();
-        for id in record.into_keys().filter(|id| !here.contains(id)) {
-            tracing::info!(%module, txn = %id, "etcd still has a transaction this host no longer has (archived or removed); deleting its keys");
-            ghosts.push((module.clone(), id));
-        }
+        ghosts.extend(gone_here(m, record.into_keys()));
     }
     Some(ghosts)
+}
+
+/// The transactions of `in_etcd` (ids of module `m` homed here in etcd)
+/// that this host no longer has: neither served nor in `txns/`. Called
+/// after etcd's range was read: a transaction created since is not in it,
+/// and one still here now was here then.
+fn gone_here(m: &Module, in_etcd: impl Iterator<Item = String>) -> Vec<Ghost> {
+    let module = &m.name;
+    // A txns/ that cannot be listed now would make every transaction look
+    // gone: decide nothing about this module this time.
+    let listed = std::fs::read_dir(&m.txns_dir).and_then(|list| {
+        list.map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<std::io::Result<Vec<String>>>()
+    });
+    let on_disk = match listed {
+        Ok(names) => names,
+        Err(e) => {
+            tracing::warn!(%module, error = %e, "cannot list txns/; etcd's keys of transactions gone here are looked at again next session");
+            return Vec::new();
+        }
+    };
+    let here: HashSet<String> = m.served_ids().into_iter().chain(on_disk).collect();
+    in_etcd
+        .filter(|id| !here.contains(id))
+        .map(|id| {
+            tracing::info!(%module, txn = %id, "etcd still has a transaction this host no longer has (archived or removed); deleting its keys");
+            (module.clone(), id)
+        })
+        .collect()
 }
