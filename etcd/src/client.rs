@@ -15,8 +15,8 @@ use crate::pb::lease_client::LeaseClient;
 use crate::pb::maintenance_client::MaintenanceClient;
 use crate::pb::{
     CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest,
-    LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp, StatusRequest, StatusResponse,
-    TxnRequest, TxnResponse,
+    LeaseRevokeRequest, LeaseTimeToLiveRequest, PutRequest, RangeRequest, RequestOp, StatusRequest,
+    StatusResponse, TxnRequest, TxnResponse,
 };
 
 /// How long one unary call may take on one endpoint before the next one is
@@ -318,6 +318,16 @@ impl Etcd {
                 let first = first.ok_or_else(|| Status::unavailable("keep-alive stream ended"))?;
                 Ok(tonic::Response::from_parts(meta, first, ext))
             })
+            .await?;
+        Ok(reply.ttl)
+    }
+
+    /// The remaining TTL of the etcd lease `id` in seconds, without
+    /// renewing it; -1 when it no longer exists.
+    pub async fn lease_time_to_live(&self, id: i64) -> Result<i64, EtcdError> {
+        let request = LeaseTimeToLiveRequest { id, keys: false };
+        let reply = self
+            .call(rpc!(LeaseClient, lease_time_to_live, request))
             .await?;
         Ok(reply.ttl)
     }

@@ -28,7 +28,7 @@ pub(crate) fn get(etcd: &EtcdCluster, key: &str, prefix: bool) -> Vec<Value> {
 }
 
 /// Every key under `prefix` with its value, read with our own client.
-fn prefix(etcd: &EtcdCluster, prefix: &str) -> Vec<(String, String)> {
+pub(crate) fn prefix(etcd: &EtcdCluster, prefix: &str) -> Vec<(String, String)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -229,3 +229,54 @@ fn back_after_the_outage(a: &Daemon, b: &Daemon, id: &str, name: &str) {
         has_event(a, id, "remote").then_some(())
     });
 }
+
+/// `d`'s `leases --json` entry for `@prod`.
+fn listed_prod(d: &Daemon) -> Value {
+    let listed = d.ctl(&["leases", "--json"]).json();
+    listed["leases"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["name"] == "@prod"))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn leases_lists_every_hosts_holder_and_waiters_in_cluster_mode() {
+    if !EtcdCluster::need().met() {
+        return;
+    }
+    let etcd = EtcdCluster::start(1);
+    let a = member(&etcd, "host-a");
+    let b = member(&etcd, "host-b");
+    let (_hold, id_a) = holder(&a);
+    let token_a = acquired_token(&a, &id_a);
+    let id_b = b.ctl(&["create", "next", "--no-activate"]).ok();
+    let _waiter = b.spawn_ctl(&["lease", "acquire", "@prod", "-t", &id_b]);
+    let queued = |l: &Value| {
+        l["queue"]
+            .as_array()
+            .is_some_and(|q| q.len() == 1 && q[0]["txn_id"] == id_b.as_str())
+    };
+    // Both hosts list A's holder and B's waiter, whoever asks.
+    for (d, host) in [(&b, "host-b"), (&a, "host-a")] {
+        let mut last = Value::Null;
+        let seen = wait_until(ETCD_TIMERS, || {
+            last = listed_prod(d);
+            queued(&last)
+        });
+        assert!(seen, "{host} does not list host-b's waiter: {last}");
+        let h = &last["holder"];
+        assert_eq!(h["txn_id"], id_a.as_str(), "{host}: {last}");
+        assert_eq!(h["host"], "host-a", "{host}: {last}");
+        assert_eq!(h["token"], token_a, "{host}: {last}");
+        assert!(
+            h["expires_in_ms"].as_u64().unwrap_or(0) > 0,
+            "{host}: {last}"
+        );
+    }
+    let text = b.ctl(&["leases"]).ok();
+    assert!(
+        text.contains(&id_a) && text.contains("host-a") && text.contains(&id_b),
+        "{text}"
+    );
+}

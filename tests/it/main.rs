@@ -9,6 +9,7 @@ mod cli_ux;
 mod clients;
 mod cluster;
 mod cluster_gaps;
+mod cluster_keys;
 mod cluster_leases;
 mod cluster_writes;
 mod compat;

@@ -14,31 +14,28 @@
 //! serialised by etcd itself: the mirror is never reordered, gapped or
 //! duplicated, even across restarts, lost replies or two daemons claiming
 //! one host id. A refused push re-reads etcd's record and goes on from
-//! there. While etcd is unreachable the task waits and retries; the lag
-//! stays visible ([`Mirror::lag`]).
+//! there; refused again, it waits longer each time (`backoff.rs`). While
+//! etcd is unreachable the task waits and retries; the lag stays visible
+//! ([`Mirror::lag`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
-use ttm_etcd::{cmp, op};
+use ttm_etcd::op;
 
+use super::backoff::Refusals;
+use super::batch::{Batch, Record, batch, gap, read_after};
 use super::cursor::Cursors;
 use super::{Cluster, keys};
-use crate::core::{Error, Result};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
-use crate::store::log::Line;
 use crate::store::module::{ChangeKind, Module};
 use crate::store::txn::{Committed, Txn};
 
-/// Lines per push: etcd refuses a transaction of more than 128 operations
-/// by default (`--max-txn-ops`), and each line may add an evidence key.
-const LINES_PER_PUSH: usize = 60;
-/// Bytes of lines per push, well under etcd's 1.5 MiB request limit.
-const BYTES_PER_PUSH: usize = 512 * 1024;
 /// Pushes in flight at once, all transactions together.
 const PARALLEL_PUSHES: usize = 16;
 /// How often transactions are looked over for work the feeds did not
@@ -49,7 +46,7 @@ const SWEEP: Duration = Duration::from_millis(500);
 /// pushes (see BENCHMARKS.md, cluster mode).
 const GATHER: Duration = Duration::from_millis(10);
 /// Pause before trying again while etcd is unreachable.
-const RETRY: Duration = Duration::from_millis(500);
+pub(super) const RETRY: Duration = Duration::from_millis(500);
 
 /// What the mirror has not pushed yet.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -74,19 +71,24 @@ pub struct Mirror {
     doomed: Mutex<BTreeSet<(String, String)>>,
     /// Modules whose change feed is followed.
     feeds: Mutex<BTreeSet<String>>,
+    /// Transactions that cannot be mirrored (another home in etcd, the log
+    /// unreadable): not woken again, so not warned about again, until the
+    /// next etcd session of this daemon.
+    given_up: Mutex<BTreeSet<(String, String)>>,
+    /// A feed missed changes (an archive among them, maybe): look at etcd
+    /// for transactions gone here at the next sweep.
+    recheck_due: AtomicBool,
     permits: Semaphore,
     stop: Shutdown,
 }
 
-/// What etcd holds of one transaction, as the last push or read left it.
-#[derive(Debug, Clone)]
-struct Record {
-    /// Lines pushed (`mirror_seq`).
-    pushed: u64,
-    /// The state key's mod_revision (0: absent).
-    revision: i64,
-    /// The state object last pushed.
-    state: Option<Map<String, Value>>,
+/// What a push did.
+#[derive(Debug)]
+enum Pushed {
+    /// Lines went to etcd, or etcd had them already.
+    Moved,
+    /// Nothing went: why. The record is read again before the next try.
+    Refused(String),
 }
 
 /// Why a push did not happen.
@@ -114,6 +116,8 @@ impl Mirror {
             behind: Mutex::default(),
             doomed: Mutex::default(),
             feeds: Mutex::default(),
+            given_up: Mutex::default(),
+            recheck_due: AtomicBool::new(false),
             permits: Semaphore::new(PARALLEL_PUSHES),
             stop,
         });
@@ -141,10 +145,20 @@ impl Mirror {
     /// task for each one ahead of its cursor, follows new modules' feeds,
     /// retries deletions, saves the cursors.
     async fn sweep(self: Arc<Self>) {
-        let mut checked = None;
+        let (mut checked, mut given_up_in) = (None, None);
         loop {
             let modules = self.store.modules();
-            super::recheck::per_session(&self.cluster, &self.cursors, &modules, &mut checked).await;
+            if self.recheck_due.swap(false, Ordering::AcqRel) {
+                checked = None;
+            }
+            if self.cluster.session_id() != given_up_in {
+                given_up_in = self.cluster.session_id();
+                lock(&self.given_up).clear();
+            }
+            let ghosts =
+                super::recheck::per_session(&self.cluster, &self.cursors, &modules, &mut checked)
+                    .await;
+            lock(&self.doomed).extend(ghosts);
             for module in &modules {
                 self.follow_feed(module);
                 for listed in module.list(None) {
@@ -173,6 +187,7 @@ impl Mirror {
             return;
         }
         let Ok(mut feed) = self.store.watch(&module.name) else {
+            lock(&self.feeds).remove(&module.name);
             return;
         };
         let (mirror, name) = (self.clone(), module.name.clone());
@@ -188,9 +203,16 @@ impl Mirror {
                         mirror.delete_doomed().await;
                     }
                     Ok(c) => mirror.wake(&name, &c.txn_id),
-                    // Missed changes: the sweep finds the work.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(_) => return,
+                    // Missed changes: the sweep finds the work, and etcd's
+                    // record the archives and removals among them.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        mirror.recheck_due.store(true, Ordering::Release);
+                    }
+                    // Followed again by the next sweep, if the module is.
+                    Err(_) => {
+                        lock(&mirror.feeds).remove(&name);
+                        return;
+                    }
                 }
             }
         });
@@ -199,7 +221,10 @@ impl Mirror {
     /// Starts the task of `module/txn` unless it runs.
     fn wake(self: &Arc<Self>, module: &str, txn: &str) {
         let key = (module.to_owned(), txn.to_owned());
-        if lock(&self.doomed).contains(&key) || !lock(&self.running).insert(key.clone()) {
+        if lock(&self.doomed).contains(&key)
+            || lock(&self.given_up).contains(&key)
+            || !lock(&self.running).insert(key.clone())
+        {
             return;
         }
         let mirror = self.clone();
@@ -217,6 +242,7 @@ impl Mirror {
         };
         let mut commits = txn.subscribe();
         let mut record: Option<Record> = None;
+        let mut refused = Refusals::default();
         loop {
             let committed = *commits.borrow_and_update();
             if txn.is_removed() {
@@ -227,18 +253,26 @@ impl Mirror {
                 .map_or(self.cursors.get(module, id), |r| r.pushed);
             self.note_lag(module, id, pushed, committed.seq);
             if committed.seq > pushed {
-                match self.push(module, &txn, &mut record, committed).await {
-                    Ok(()) => continue,
-                    Err(Stop::Unreachable) => {
-                        tokio::select! {
-                            () = tokio::time::sleep(RETRY) => continue,
-                            () = self.stop.wait() => return,
-                        }
+                let pause = match self.push(module, &txn, &mut record, committed).await {
+                    Ok(Pushed::Moved) => {
+                        refused.moved(module, id);
+                        continue;
                     }
+                    Ok(Pushed::Refused(why)) => refused.again(module, id, pushed, &why),
+                    Err(Stop::Unreachable) => RETRY,
                     Err(Stop::Give(why)) => {
-                        tracing::warn!(module, txn = id, "not mirrored to etcd: {why}");
+                        tracing::warn!(
+                            module,
+                            txn = id,
+                            "not mirrored to etcd until this daemon's next etcd session: {why}"
+                        );
+                        lock(&self.given_up).insert((module.to_owned(), id.to_owned()));
                         return;
                     }
+                };
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => continue,
+                    () = self.stop.wait() => return,
                 }
             }
             if txn.state().is_terminal() {
@@ -282,7 +316,7 @@ impl Mirror {
         txn: &Arc<Txn>,
         record: &mut Option<Record>,
         committed: Committed,
-    ) -> Result<(), Stop> {
+    ) -> Result<Pushed, Stop> {
         let _permit = self
             .permits
             .acquire()
@@ -295,32 +329,61 @@ impl Mirror {
         if known.pushed >= committed.seq {
             self.cursors.set(module, &txn.id, known.pushed);
             *record = Some(known);
-            return Ok(());
+            return Ok(Pushed::Moved);
         }
-        let lines = read_after(txn, known.pushed, committed).await?;
-        if lines.is_empty() {
-            *record = Some(known);
-            return Ok(());
+        let lines = read_after(txn, known.pushed, committed)
+            .await
+            .map_err(Stop::Give)?;
+        // The mirror must stay a prefix of the log: never put a batch that
+        // does not start right after what etcd has, or skips a seq.
+        let refusal = if lines.is_empty() {
+            Some(format!(
+                "the log has no line after seq {} though {} are committed",
+                known.pushed, committed.seq
+            ))
+        } else {
+            gap(known.pushed, &lines)
+        };
+        if let Some(why) = refusal {
+            *record = None;
+            return Ok(Pushed::Refused(why));
         }
-        let (compare, ops, last, state) = self.batch(module, txn, &known, &lines);
-        let outcome = self.cluster.etcd().txn(compare, ops, Vec::new()).await;
+        let b = batch(module, self.cluster.host_id(), txn, &known, &lines);
+        self.apply(module, &txn.id, record, &known, b).await
+    }
+
+    /// Sends the push `b` of `module/id` (made from `known`) to etcd.
+    async fn apply(
+        &self,
+        module: &str,
+        id: &str,
+        record: &mut Option<Record>,
+        known: &Record,
+        b: Batch,
+    ) -> Result<Pushed, Stop> {
+        let outcome = self.cluster.etcd().txn(b.compare, b.ops, Vec::new()).await;
         match outcome {
             Ok(reply) if reply.succeeded => {
                 self.cluster.up();
                 let revision = reply.header.map_or(0, |h| h.revision);
-                self.cursors.set(module, &txn.id, last);
+                self.cursors.set(module, id, b.last);
                 *record = Some(Record {
-                    pushed: last,
+                    pushed: b.last,
                     revision,
-                    state: Some(state),
+                    state: Some(b.state),
                 });
-                Ok(())
+                Ok(Pushed::Moved)
             }
             Ok(_) => {
                 // etcd moved since we looked (a reply lost, a restart):
                 // look again and go on from what it has.
                 *record = None;
-                Ok(())
+                Ok(Pushed::Refused(format!(
+                    "etcd refused lines {}..={} (its record moved, or a key {} is there already)",
+                    known.pushed + 1,
+                    b.last,
+                    keys::event(module, id, known.pushed + 1)
+                )))
             }
             Err(e) if e.is_unavailable() => {
                 self.cluster.down(e.to_string());
@@ -375,56 +438,6 @@ impl Mirror {
         })
     }
 
-    /// The comparisons and operations of one push of `lines`, the last seq
-    /// they reach and the state object pushed.
-    fn batch(
-        &self,
-        module: &str,
-        txn: &Txn,
-        known: &Record,
-        lines: &[Line],
-    ) -> (
-        Vec<ttm_etcd::pb::Compare>,
-        Vec<ttm_etcd::pb::RequestOp>,
-        u64,
-        Map<String, Value>,
-    ) {
-        let first = lines.first().map_or(known.pushed + 1, |l| l.seq);
-        let last = lines.last().map_or(known.pushed, |l| l.seq);
-        let compare = vec![
-            cmp::mod_revision(keys::state(module, &txn.id).as_bytes(), known.revision),
-            cmp::version(keys::event(module, &txn.id, first).as_bytes(), 0),
-        ];
-        let mut ops = Vec::with_capacity(2 * lines.len() + 1);
-        for line in lines {
-            let key = keys::event(module, &txn.id, line.seq);
-            ops.push(op::put(key.as_bytes(), line.text.as_bytes(), 0));
-            if let Some((name, value)) = evidence(line) {
-                let key = keys::ctx(module, &txn.id, &name);
-                ops.push(op::put(key.as_bytes(), value.as_bytes(), 0));
-            }
-        }
-        // The state is the home's only when the batch reaches its seq;
-        // a batch of a longer backlog keeps the last one pushed.
-        let snapshot = txn.state();
-        let mut state = match (&known.state, snapshot.seq == last) {
-            (Some(previous), false) => previous.clone(),
-            _ => match serde_json::to_value(&*snapshot) {
-                Ok(Value::Object(o)) => o,
-                _ => Map::new(),
-            },
-        };
-        state.insert("home".into(), Value::from(self.cluster.host_id()));
-        state.insert("mirror_seq".into(), Value::from(last));
-        let value = Value::Object(state.clone()).to_string();
-        ops.push(op::put(
-            keys::state(module, &txn.id).as_bytes(),
-            value.as_bytes(),
-            0,
-        ));
-        (compare, ops, last, state)
-    }
-
     /// Deletes the keys of archived or removed transactions; those etcd
     /// could not take now stay for the next sweep.
     async fn delete_doomed(&self) {
@@ -458,51 +471,4 @@ impl Mirror {
             }
         }
     }
-}
-
-/// The log's lines after `pushed`, up to `committed`, one batch at most.
-async fn read_after(txn: &Arc<Txn>, pushed: u64, committed: Committed) -> Result<Vec<Line>, Stop> {
-    let txn = txn.clone();
-    let read = tokio::task::spawn_blocking(move || -> Result<Vec<Line>> {
-        let (offset, first) = txn.seek(pushed + 1);
-        let (lines, _) = txn.read_lines(offset, committed.len, first)?;
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        for line in lines
-            .into_iter()
-            .filter(|l| l.seq > pushed && l.seq <= committed.seq)
-        {
-            bytes += line.text.len();
-            if !batch.is_empty() && (batch.len() >= LINES_PER_PUSH || bytes > BYTES_PER_PUSH) {
-                break;
-            }
-            batch.push(line);
-        }
-        Ok(batch)
-    })
-    .await
-    .map_err(|e| Stop::Give(Error::Bug(e.to_string()).to_string()))?;
-    read.map_err(|e| Stop::Give(e.to_string()))
-}
-
-/// The `ctx/<txn>/<name>` value an `evidence_added` line adds: size and
-/// sha256 only, the file stays on its home host.
-fn evidence(line: &Line) -> Option<(String, String)> {
-    let object = line.object.as_ref()?;
-    if object.get("event").and_then(Value::as_str) != Some("evidence_added") {
-        return None;
-    }
-    let data = object
-        .get("data")
-        .and_then(Value::as_object)
-        .unwrap_or(object);
-    let name = data.get("file").and_then(Value::as_str)?;
-    if name.is_empty() || name.contains('/') {
-        return None;
-    }
-    let value = serde_json::json!({
-        "bytes": data.get("bytes").cloned().unwrap_or(Value::Null),
-        "sha256": data.get("sha256").cloned().unwrap_or(Value::Null),
-    });
-    Some((name.to_owned(), value.to_string()))
 }

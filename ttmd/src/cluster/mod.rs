@@ -15,6 +15,8 @@
 //! - `session.rs`: registering `host/<id>`, keeping the session alive,
 //!   registering again after it was lost.
 
+mod backoff;
+mod batch;
 mod cursor;
 pub mod keys;
 pub mod mirror;

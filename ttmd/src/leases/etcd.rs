@@ -57,12 +57,12 @@ struct Grant {
 
 /// What a holder key says.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct HolderCard {
-    module: String,
-    txn: String,
-    host: String,
-    since: String,
-    ttl_ms: u64,
+pub(super) struct HolderCard {
+    pub module: String,
+    pub txn: String,
+    pub host: String,
+    pub since: String,
+    pub ttl_ms: u64,
 }
 
 /// `/ttm/v1/ttm/lease/<name>`.

@@ -5,6 +5,7 @@
 //! core's ([`crate::core::lease`]); a backend only records decisions
 //! (events first, then its table) and hands out tokens.
 
+pub mod cluster_view;
 pub mod etcd;
 mod ledger;
 mod local;

@@ -12,7 +12,13 @@
 //! `done` (bounded by [`WAIT`]), then deletes both. The home daemon looks
 //! at its inbox every [`POLL`] and answers each request once. A home whose
 //! `host/<id>` key is absent is refused at once (exit 12), never queued.
+//!
+//! Neither key outlives its writer: the request is on the caller daemon's
+//! session lease, the answer on the home's. A caller that dies before it
+//! deleted the pair leaves a request that etcd drops with its session, and
+//! the home deletes an answer whose request is gone at its next look.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -172,39 +178,54 @@ impl TtmService {
     pub async fn serve_inbox(self, cluster: Arc<Cluster>) {
         loop {
             tokio::time::sleep(POLL).await;
-            if cluster.require("").is_err() {
+            // The answers go on the session lease: none, none answered.
+            let Ok(lease) = cluster.session_lease("") else {
                 continue;
-            }
+            };
             for module in self.shared.store.modules() {
-                let prefix = inbox(&module.name, cluster.host_id());
-                let Ok(range) = cluster.etcd().prefix(prefix.as_bytes()).await else {
-                    continue;
-                };
-                let done: std::collections::HashSet<Vec<u8>> = range
-                    .kvs
-                    .iter()
-                    .filter_map(|kv| kv.key.strip_suffix(b"/done").map(<[u8]>::to_vec))
-                    .collect();
-                for kv in &range.kvs {
-                    if kv.key.ends_with(b"/done") || done.contains(&kv.key) {
-                        continue;
-                    }
-                    let outcome = self.apply(&kv.value).await;
-                    let mut key = kv.key.clone();
-                    key.extend_from_slice(b"/done");
-                    let value = outcome_value(outcome).to_string();
-                    // Only while the request is still there: a caller
-                    // that gave up deleted it.
+                self.serve_module(&cluster, &module.name, lease).await;
+            }
+        }
+    }
+
+    /// Answers the requests waiting in `module`'s inbox, and deletes the
+    /// answers nobody will read (their request is gone).
+    async fn serve_module(&self, cluster: &Cluster, module: &str, lease: i64) {
+        let prefix = inbox(module, cluster.host_id());
+        let Ok(range) = cluster.etcd().prefix(prefix.as_bytes()).await else {
+            return;
+        };
+        let keys: HashSet<&[u8]> = range.kvs.iter().map(|kv| kv.key.as_slice()).collect();
+        for kv in &range.kvs {
+            if let Some(request) = kv.key.strip_suffix(b"/done") {
+                if !keys.contains(request) {
+                    // Its caller died before deleting the pair; etcd
+                    // dropped the request with the caller's session.
+                    let unchanged = cmp::mod_revision(&kv.key, kv.mod_revision);
+                    let delete = op::delete(&kv.key);
                     let _ = cluster
                         .etcd()
-                        .txn(
-                            vec![cmp::create_revision(&kv.key, kv.create_revision)],
-                            vec![op::put(&key, value.as_bytes(), 0)],
-                            vec![],
-                        )
+                        .txn(vec![unchanged], vec![delete], vec![])
                         .await;
                 }
+                continue;
             }
+            let mut key = kv.key.clone();
+            key.extend_from_slice(b"/done");
+            if keys.contains(key.as_slice()) {
+                continue;
+            }
+            let value = outcome_value(self.apply(&kv.value).await).to_string();
+            // Only while the request is still there: a caller that gave up
+            // deleted it.
+            let _ = cluster
+                .etcd()
+                .txn(
+                    vec![cmp::create_revision(&kv.key, kv.create_revision)],
+                    vec![op::put(&key, value.as_bytes(), lease)],
+                    vec![],
+                )
+                .await;
         }
     }
 
@@ -276,9 +297,11 @@ async fn send<Q: Message>(
         unique_id(cluster.host_id())
     );
     let value = json!({"rpc": rpc, "from": cluster.host_id(), "body": hex(&req.encode_to_vec())});
+    // On this daemon's session: a request whose caller died goes with it.
+    let lease = cluster.session_lease(&what).map_err(to_status)?;
     let put = etcd.txn(
         vec![cmp::version(key.as_bytes(), 0)],
-        vec![op::put(key.as_bytes(), value.to_string().as_bytes(), 0)],
+        vec![op::put(key.as_bytes(), value.to_string().as_bytes(), lease)],
         vec![],
     );
     cluster.note(&what, put.await).map_err(to_status)?;

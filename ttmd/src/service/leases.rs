@@ -79,7 +79,14 @@ impl TtmService {
     ) -> Result<Response<pb::ListLeasesResponse>, Status> {
         self.caller(&req)?;
         let leases = self.shared.leases.clone();
-        let list = blocking(move || Ok(leases.list())).await?;
+        let mut list = blocking(move || Ok(leases.list())).await?;
+        // With --cluster, every host's holders and waiters (etcd's keys).
+        if let Some(cluster) = self.shared.cluster() {
+            let across = crate::leases::cluster_view::read(cluster)
+                .await
+                .map_err(to_status)?;
+            list = crate::leases::cluster_view::merge(list, across);
+        }
         let leases = list
             .into_iter()
             .map(|l| pb::LeaseInfo {
