@@ -12,6 +12,7 @@ mod create;
 mod feed;
 mod listing;
 mod migrate;
+mod order;
 mod reconcile;
 
 pub use create::{NewTxn, validate_new};
@@ -67,6 +68,10 @@ pub struct Module {
     /// (see [`txn::probe_finished`]); loaded on first use. An id is in
     /// `txns` or here, never both. Lock order: `txns`, then this.
     finished: RwLock<BTreeMap<Box<str>, Summary>>,
+    /// Every served id (in `txns` or `finished`) by its listing key, kept
+    /// sorted so a `List` page walks only its rows. Lock order: `txns`,
+    /// `finished`, then this.
+    order: RwLock<order::Order>,
     /// Serialises creation, activation and reconciling of `txns/`, which
     /// touch the shared directory and `active` symlink.
     module_lock: Mutex<()>,
@@ -136,6 +141,7 @@ impl Module {
             durability,
             txns: RwLock::new(BTreeMap::new()),
             finished: RwLock::new(BTreeMap::new()),
+            order: RwLock::new(order::Order::default()),
             module_lock: Mutex::new(()),
             load_lock: Mutex::new(()),
             quarantined: Mutex::new(BTreeMap::new()),
@@ -177,7 +183,9 @@ impl Module {
                     if let Some(rid) = create_request {
                         lock(&self.create_requests).insert(rid, name.clone());
                     }
-                    write(&self.finished).insert(name.into_boxed_str(), summary);
+                    let mut finished = write(&self.finished);
+                    write(&self.order).insert(summary.created(), &name);
+                    finished.insert(name.into_boxed_str(), summary);
                 }
                 None => {
                     let _ = self.load(&name);
@@ -215,7 +223,7 @@ impl Module {
                      not served, and left as it is");
                 lock(&self.quarantined).insert(id.to_string(), e.to_string());
                 // Not served any more, not even as a summary.
-                write(&self.finished).remove(id);
+                self.drop_finished(id);
                 return Err(Error::Refused(format!(
                     "transaction {id} is quarantined: {e}"
                 )));
@@ -233,7 +241,9 @@ impl Module {
         let txn = Arc::new(txn);
         let mut txns = write(&self.txns);
         txns.insert(id.to_string(), txn.clone());
-        write(&self.finished).remove(id);
+        // Its summary's key (from state.json) may differ from the log's.
+        self.drop_finished(id);
+        write(&self.order).insert(&txn.state().created, id);
         Ok((txn, true))
     }
 
@@ -316,8 +326,12 @@ impl Module {
             .filter_map(|(id, t)| Some((id.clone(), t.settled_summary()?)))
             .collect();
         let mut finished = write(&self.finished);
+        let mut order = write(&self.order);
         for (id, summary) in settled {
-            txns.remove(&id);
+            if let Some(t) = txns.remove(&id) {
+                order.remove(&t.state().created, &id);
+            }
+            order.insert(summary.created(), &id);
             finished.insert(id.into_boxed_str(), summary);
         }
     }
@@ -331,10 +345,18 @@ impl Module {
     /// followers; returns it if it was loaded.
     pub(super) fn unload(&self, id: &str) -> Option<Arc<Txn>> {
         let mut txns = write(&self.txns);
-        write(&self.finished).remove(id);
+        self.drop_finished(id);
         let txn = txns.remove(id)?;
+        write(&self.order).remove(&txn.state().created, id);
         txn.mark_removed();
         Some(txn)
+    }
+
+    /// Stops keeping `id`'s summary (and its listing key); returns it.
+    fn drop_finished(&self, id: &str) -> Option<Summary> {
+        let gone = write(&self.finished).remove(id)?;
+        write(&self.order).remove(gone.created(), id);
+        Some(gone)
     }
 
     /// The module's directory (holding `txns/`, `fsm.json`, `archive/`).
