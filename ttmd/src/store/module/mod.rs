@@ -13,6 +13,7 @@ mod feed;
 mod listing;
 mod migrate;
 mod order;
+mod probe;
 mod reconcile;
 
 pub use create::{NewTxn, validate_new};
@@ -32,7 +33,7 @@ use crate::core::state;
 use crate::core::summary::Summary;
 use crate::core::{Error, Result};
 use crate::store::fsio::{self, Durability};
-use crate::store::txn::{self, STATE_FILE, Txn};
+use crate::store::txn::{STATE_FILE, Txn};
 
 /// The symlink naming the module's active transaction.
 pub const ACTIVE_LINK: &str = "active";
@@ -65,7 +66,7 @@ pub struct Module {
     /// Loaded transactions by id. Entries are added, never replaced.
     txns: RwLock<BTreeMap<String, Arc<Txn>>>,
     /// Finished transactions that are not loaded, kept as their summaries
-    /// (see [`txn::probe_finished`]); loaded on first use. An id is in
+    /// (see [`crate::store::txn::probe_finished`]); loaded on first use. An id is in
     /// `txns` or here, never both. Lock order: `txns`, then this.
     finished: RwLock<BTreeMap<Box<str>, Summary>>,
     /// Every served id (in `txns` or `finished`) by its listing key, kept
@@ -167,17 +168,16 @@ impl Module {
     fn load_all(&self) -> Result<()> {
         let list =
             fs::read_dir(&self.txns_dir).map_err(|e| Error::io("listing", &self.txns_dir, e))?;
-        for entry in list.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name == ACTIVE_LINK || id::validate_txn_id(&name).is_err() {
-                continue;
-            }
-            // A symlink or file goes the long way, to be quarantined.
-            let probed = entry
-                .file_type()
-                .is_ok_and(|t| t.is_dir())
-                .then(|| txn::probe_finished(&entry.path()))
-                .flatten();
+        let dirs: Vec<(String, bool)> = list
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let valid = name != ACTIVE_LINK && id::validate_txn_id(&name).is_ok();
+                // A symlink or file goes the long way, to be quarantined.
+                valid.then(|| (name, entry.file_type().is_ok_and(|t| t.is_dir())))
+            })
+            .collect();
+        for (name, probed) in probe::probe_all(&self.txns_dir, &dirs) {
             match probed {
                 Some((summary, create_request)) => {
                     if let Some(rid) = create_request {
