@@ -93,3 +93,50 @@ fn rebuild(
         order.insert(s.created(), id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::module::NewTxn;
+    use crate::store::{Durability, Store};
+
+    fn ids(m: &Module) -> Vec<String> {
+        m.list(None).into_iter().map(|l| l.id).collect()
+    }
+
+    #[test]
+    fn an_order_out_of_step_is_rebuilt_before_a_page_is_answered() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path(), Durability::None, Default::default()).unwrap();
+        let m = store.module("ttm", true).unwrap();
+        let new = NewTxn {
+            time: Default::default(),
+            description: "listed".into(),
+            target: "@local".into(),
+            agent: "human".into(),
+            activate: false,
+            request_id: None,
+        };
+        let made: Vec<String> = (0..4)
+            .map(|_| m.create(&new, &None).unwrap().id.clone())
+            .collect();
+        assert_eq!(ids(&m), made, "creation order");
+        let gone = m.unload(&made[1]).unwrap();
+        let kept = vec![made[0].clone(), made[2].clone(), made[3].clone()];
+        assert_eq!(ids(&m), kept, "unloaded");
+
+        // Forgotten keys, a key of an id no longer served, a key whose
+        // created is wrong: each is noticed and the order rebuilt.
+        write(&m.order).clear();
+        assert_eq!(ids(&m), kept, "no keys");
+        write(&m.order).remove(&gone.state().created, &made[2]);
+        write(&m.order).insert(&gone.state().created, &made[1]);
+        assert_eq!(ids(&m), kept, "a stale key");
+        write(&m.order).remove(&gone.state().created, &made[3]);
+        write(&m.order).insert("1999-01-01T00:00:00.000Z", &made[3]);
+        assert_eq!(ids(&m), kept, "a wrong created");
+        let after = m.list_after(None, Some((&gone.state().created, &made[0])), 1);
+        assert_eq!(after.len(), 1);
+        assert_eq!(read(&m.order).len(), 3);
+    }
+}
