@@ -29,6 +29,7 @@ mod in_process;
 mod languages;
 mod leases;
 mod lifecycle;
+mod listing;
 mod metrics;
 mod migration;
 mod moves;

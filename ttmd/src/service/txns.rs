@@ -210,25 +210,33 @@ impl TtmService {
             if r.brief {
                 this.note_leases(&module.name, &mut txns);
             }
-            // Quarantined directories come with the first page only.
-            let quarantined = match after {
-                Some(_) => Vec::new(),
-                None => module
-                    .quarantined()
-                    .into_iter()
-                    .map(|(txn_id, reason)| pb::Quarantined { txn_id, reason })
-                    .collect(),
-            };
             Ok(pb::ListResponse {
                 txns,
-                quarantined,
+                // Quarantined directories come with the first page only.
+                quarantined: match after {
+                    Some(_) => Vec::new(),
+                    None => quarantined(&module),
+                },
                 next_page_token: next_page_token.unwrap_or_default(),
             })
         })
         .await?;
         self.cluster_rows(&request, &mut reply).await;
+        // The last page of a listing of several: its memory goes back.
+        if !request.page_token.is_empty() && reply.next_page_token.is_empty() {
+            crate::memory::trim_soon();
+        }
         Ok(Response::new(reply))
     }
+}
+
+/// A module's quarantined directories, as a reply lists them.
+fn quarantined(module: &crate::store::module::Module) -> Vec<pb::Quarantined> {
+    module
+        .quarantined()
+        .into_iter()
+        .map(|(txn_id, reason)| pb::Quarantined { txn_id, reason })
+        .collect()
 }
 
 /// A create request's time settings (SPEC §14), checked: the deadline

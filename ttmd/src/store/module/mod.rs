@@ -12,6 +12,8 @@ mod create;
 mod feed;
 mod listing;
 mod migrate;
+mod order;
+mod probe;
 mod reconcile;
 
 pub use create::{NewTxn, validate_new};
@@ -31,7 +33,7 @@ use crate::core::state;
 use crate::core::summary::Summary;
 use crate::core::{Error, Result};
 use crate::store::fsio::{self, Durability};
-use crate::store::txn::{self, STATE_FILE, Txn};
+use crate::store::txn::{STATE_FILE, Txn};
 
 /// The symlink naming the module's active transaction.
 pub const ACTIVE_LINK: &str = "active";
@@ -64,9 +66,13 @@ pub struct Module {
     /// Loaded transactions by id. Entries are added, never replaced.
     txns: RwLock<BTreeMap<String, Arc<Txn>>>,
     /// Finished transactions that are not loaded, kept as their summaries
-    /// (see [`txn::probe_finished`]); loaded on first use. An id is in
+    /// (see [`crate::store::txn::probe_finished`]); loaded on first use. An id is in
     /// `txns` or here, never both. Lock order: `txns`, then this.
     finished: RwLock<BTreeMap<Box<str>, Summary>>,
+    /// Every served id (in `txns` or `finished`) by its listing key, kept
+    /// sorted so a `List` page walks only its rows. Lock order: `txns`,
+    /// `finished`, then this.
+    order: RwLock<order::Order>,
     /// Serialises creation, activation and reconciling of `txns/`, which
     /// touch the shared directory and `active` symlink.
     module_lock: Mutex<()>,
@@ -136,6 +142,7 @@ impl Module {
             durability,
             txns: RwLock::new(BTreeMap::new()),
             finished: RwLock::new(BTreeMap::new()),
+            order: RwLock::new(order::Order::default()),
             module_lock: Mutex::new(()),
             load_lock: Mutex::new(()),
             quarantined: Mutex::new(BTreeMap::new()),
@@ -161,23 +168,24 @@ impl Module {
     fn load_all(&self) -> Result<()> {
         let list =
             fs::read_dir(&self.txns_dir).map_err(|e| Error::io("listing", &self.txns_dir, e))?;
-        for entry in list.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name == ACTIVE_LINK || id::validate_txn_id(&name).is_err() {
-                continue;
-            }
-            // A symlink or file goes the long way, to be quarantined.
-            let probed = entry
-                .file_type()
-                .is_ok_and(|t| t.is_dir())
-                .then(|| txn::probe_finished(&entry.path()))
-                .flatten();
+        let dirs: Vec<(String, bool)> = list
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let valid = name != ACTIVE_LINK && id::validate_txn_id(&name).is_ok();
+                // A symlink or file goes the long way, to be quarantined.
+                valid.then(|| (name, entry.file_type().is_ok_and(|t| t.is_dir())))
+            })
+            .collect();
+        for (name, probed) in probe::probe_all(&self.txns_dir, &dirs) {
             match probed {
                 Some((summary, create_request)) => {
                     if let Some(rid) = create_request {
                         lock(&self.create_requests).insert(rid, name.clone());
                     }
-                    write(&self.finished).insert(name.into_boxed_str(), summary);
+                    let mut finished = write(&self.finished);
+                    write(&self.order).insert(summary.created(), &name);
+                    finished.insert(name.into_boxed_str(), summary);
                 }
                 None => {
                     let _ = self.load(&name);
@@ -215,7 +223,7 @@ impl Module {
                      not served, and left as it is");
                 lock(&self.quarantined).insert(id.to_string(), e.to_string());
                 // Not served any more, not even as a summary.
-                write(&self.finished).remove(id);
+                self.drop_finished(id);
                 return Err(Error::Refused(format!(
                     "transaction {id} is quarantined: {e}"
                 )));
@@ -233,7 +241,9 @@ impl Module {
         let txn = Arc::new(txn);
         let mut txns = write(&self.txns);
         txns.insert(id.to_string(), txn.clone());
-        write(&self.finished).remove(id);
+        // Its summary's key (from state.json) may differ from the log's.
+        self.drop_finished(id);
+        write(&self.order).insert(&txn.state().created, id);
         Ok((txn, true))
     }
 
@@ -316,8 +326,12 @@ impl Module {
             .filter_map(|(id, t)| Some((id.clone(), t.settled_summary()?)))
             .collect();
         let mut finished = write(&self.finished);
+        let mut order = write(&self.order);
         for (id, summary) in settled {
-            txns.remove(&id);
+            if let Some(t) = txns.remove(&id) {
+                order.remove(&t.state().created, &id);
+            }
+            order.insert(summary.created(), &id);
             finished.insert(id.into_boxed_str(), summary);
         }
     }
@@ -331,10 +345,18 @@ impl Module {
     /// followers; returns it if it was loaded.
     pub(super) fn unload(&self, id: &str) -> Option<Arc<Txn>> {
         let mut txns = write(&self.txns);
-        write(&self.finished).remove(id);
+        self.drop_finished(id);
         let txn = txns.remove(id)?;
+        write(&self.order).remove(&txn.state().created, id);
         txn.mark_removed();
         Some(txn)
+    }
+
+    /// Stops keeping `id`'s summary (and its listing key); returns it.
+    fn drop_finished(&self, id: &str) -> Option<Summary> {
+        let gone = write(&self.finished).remove(id)?;
+        write(&self.order).remove(gone.created(), id);
+        Some(gone)
     }
 
     /// The module's directory (holding `txns/`, `fsm.json`, `archive/`).

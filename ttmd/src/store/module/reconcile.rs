@@ -4,7 +4,7 @@ use std::fs;
 
 use chrono::Utc;
 
-use super::{ACTIVE_LINK, Change, ChangeKind, Module, lock, read, write};
+use super::{ACTIVE_LINK, Change, ChangeKind, Module, lock, read};
 use crate::core::id;
 use crate::core::state;
 
@@ -23,7 +23,7 @@ impl Module {
         let gone = if present {
             None
         } else {
-            write(&self.finished).remove(id)
+            self.drop_finished(id)
         };
         if let Some(gone) = gone {
             lock(&self.quarantined).remove(id);
