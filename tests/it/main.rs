@@ -42,3 +42,4 @@ mod shims;
 mod streams;
 mod time;
 mod uploads;
+mod writer;
