@@ -11,10 +11,6 @@
 //! - `commit.rs`: syncing a round and publishing the view;
 //! - `evidence.rs`: incoming ctx files;
 //! - `reconcile.rs`: lines and edits made behind the daemon's back.
-//!
-//! (A little over 500 lines on purpose: the mutation path, the lock
-//! discipline and the types they share read best in one file; recovery,
-//! group commit, evidence, folding and reconciling live beside it.)
 
 mod commit;
 mod evidence;
