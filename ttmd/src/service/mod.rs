@@ -133,7 +133,9 @@ impl TtmService {
             + 'static,
     {
         let mut g = checked_guards(pre).map_err(to_status)?;
-        g.request_digest = Some(event::request_digest(&what));
+        if g.request_id.is_some() {
+            g.request_digest = Some(event::request_digest(&what));
+        }
         let (module, txn) = match self.loaded(&r) {
             Some(found) => found,
             None => {
