@@ -44,3 +44,4 @@ mod shims;
 mod streams;
 mod time;
 mod uploads;
+mod writer;

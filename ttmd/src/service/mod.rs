@@ -110,9 +110,11 @@ impl TtmService {
         Ok(())
     }
 
-    /// Runs one mutation of a transaction on a blocking thread. The reply's
-    /// state message is built only if `reply_state` (an append answers with
-    /// its seq alone, and is the hot path).
+    /// Runs one mutation of a transaction through its writer: queued
+    /// from here, applied in the writer's next round, answered once that
+    /// round is durable (no blocking thread of its own). The reply's state
+    /// message is built only if `reply_state` (an append answers with its
+    /// seq alone, and is the hot path).
     /// `what` names the request's RPC and parameters: a request id reused
     /// for another `what` is refused.
     #[allow(clippy::too_many_arguments)]
@@ -130,35 +132,81 @@ impl TtmService {
             + Send
             + 'static,
     {
-        let this = self.clone();
-        blocking(move || {
-            let mut g = checked_guards(pre)?;
+        let mut g = checked_guards(pre).map_err(to_status)?;
+        if g.request_id.is_some() {
             g.request_digest = Some(event::request_digest(&what));
-            let (module, txn) = this.txn(r)?;
-            let fsm = module.fsm();
-            let limit = this.shared.config().limits.state;
-            let leases = this.shared.leases.clone();
-            let outcome = txn.mutate(&fsm, &g, &client, |s, now| {
-                let body = make(&fsm, s, now)?;
-                // Last, so a refused request costs no etcd round trip.
-                if !s.leases.held.is_empty() {
-                    let held: Vec<(String, u64)> = s
-                        .leases
-                        .held
-                        .iter()
-                        .map(|(n, h)| (n.clone(), h.token))
-                        .collect();
-                    leases.fence(&s.txn_id, &held)?;
-                }
-                s.check_size(&body, limit)?;
-                Ok(body)
-            })?;
-            module.announce(&outcome);
-            this.showed_life(&module, &outcome.state);
-            let state = reply_state.then(|| this.state_msg(&module, &txn, &outcome.state));
-            Ok((state, outcome))
+        }
+        let (module, txn) = match self.loaded(&r) {
+            Some(found) => found,
+            None => {
+                let this = self.clone();
+                blocking(move || this.txn(r)).await?
+            }
+        };
+        let fsm = module.fsm();
+        let limit = self.shared.config().limits.state;
+        let leases = self.shared.leases.clone();
+        let rules = fsm.clone();
+        let answer = txn.submit(fsm, g, client, move |s, now| {
+            let body = make(&rules, s, now)?;
+            // Last, so a refused request costs no etcd round trip.
+            if !s.leases.held.is_empty() {
+                let held: Vec<(String, u64)> = s
+                    .leases
+                    .held
+                    .iter()
+                    .map(|(n, h)| (n.clone(), h.token))
+                    .collect();
+                leases.fence(&s.txn_id, &held)?;
+            }
+            s.check_size(&body, limit)?;
+            Ok(body)
+        });
+        let outcome = match answer.await {
+            Ok(result) => result.map_err(to_status)?,
+            Err(_) => {
+                let stopped = "the transaction's writer stopped before answering; retry";
+                return Err(to_status(Error::Bug(stopped.into())));
+            }
+        };
+        let state = self.answered(module, txn, &outcome, reply_state).await?;
+        Ok((state, outcome))
+    }
+
+    /// What follows a durable mutation: watchers hear of it, the
+    /// transaction showed life, and the reply's state message if asked.
+    async fn answered(
+        &self,
+        module: Arc<Module>,
+        txn: Arc<Txn>,
+        outcome: &Outcome,
+        reply_state: bool,
+    ) -> Result<Option<pb::TxnState>, Status> {
+        module.announce(outcome);
+        if !outcome.state.is_terminal() && !reply_state {
+            self.showed_life(&module, &outcome.state);
+            return Ok(None);
+        }
+        // Ending leases may reach etcd; the reply reads the active link.
+        let this = self.clone();
+        let state = outcome.state.clone();
+        blocking(move || {
+            this.showed_life(&module, &state);
+            Ok(reply_state.then(|| this.state_msg(&module, &txn, &state)))
         })
         .await
+    }
+
+    /// The module and transaction `r` names, if both are loaded and it
+    /// names the transaction by id (the active link is read from disk).
+    fn loaded(&self, r: &Option<pb::TxnRef>) -> Option<(Arc<Module>, Arc<Txn>)> {
+        let r = r.as_ref()?;
+        if r.txn_id.is_empty() {
+            return None;
+        }
+        let module = self.shared.store.loaded_module(&r.module)?;
+        let txn = module.loaded_txn(&r.txn_id)?;
+        Some((module, txn))
     }
 }
 

@@ -216,7 +216,13 @@ impl TtmService {
         })()
         .map_err(to_status)?;
         let kind = r.event;
-        let what = format!("event\0{kind}\0{}", Value::Object(data.clone()));
+        // What a request id is checked against; without one, not needed
+        // (and not worth a copy of the data on the hot path).
+        let keyed = r.pre.as_ref().is_some_and(|p| !p.request_id.is_empty());
+        let what = match keyed {
+            true => format!("event\0{kind}\0{}", Value::Object(data.clone())),
+            false => String::new(),
+        };
         let (_, outcome) = self
             .mutate(r.txn, r.pre, what, client, false, move |_, _, _| {
                 Ok(Body::User { event: kind, data })

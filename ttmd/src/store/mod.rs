@@ -195,6 +195,17 @@ impl Store {
             .collect()
     }
 
+    /// The module `name` (empty: `ttm`) if it is loaded: no disk access.
+    pub fn loaded_module(&self, name: &str) -> Option<Arc<Module>> {
+        let name = if name.is_empty() {
+            id::DEFAULT_MODULE
+        } else {
+            name
+        };
+        let modules = self.modules.read().unwrap_or_else(|p| p.into_inner());
+        modules.get(name).cloned()
+    }
+
     /// The module `name` (empty: `ttm`), loading it on first use; with
     /// `create`, making it if it does not exist.
     pub fn module(&self, name: &str, create: bool) -> Result<Arc<Module>> {

@@ -238,7 +238,7 @@ impl Module {
         if let Some(rid) = &txn.create_request {
             lock(&self.create_requests).insert(rid.clone(), id.to_string());
         }
-        let txn = Arc::new(txn);
+        let txn = txn.share();
         let mut txns = write(&self.txns);
         txns.insert(id.to_string(), txn.clone());
         // Its summary's key (from state.json) may differ from the log's.
@@ -390,6 +390,12 @@ impl Module {
     pub fn count(&self) -> usize {
         let txns = read(&self.txns);
         txns.len() + read(&self.finished).len()
+    }
+
+    /// Transaction `id` if it is loaded: no disk access, so an async
+    /// caller may ask. (`id` is a map key here; nothing is validated.)
+    pub fn loaded_txn(&self, id: &str) -> Option<Arc<Txn>> {
+        read(&self.txns).get(id).cloned()
     }
 
     /// The transaction `id`, or the active one when `id` is empty.

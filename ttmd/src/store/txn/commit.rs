@@ -1,5 +1,6 @@
-//! Group commit: one writer syncs the log for all who appended meanwhile,
-//! then publishes `state.json`, the snapshot and the followers' end mark;
+//! Publishing a round: the writer syncs the log for every request of its
+//! round, then publishes `state.json`, the snapshot and the followers' end
+//! mark;
 //! the checkpoint's deferred view syncs; the seq → offset index.
 
 use super::{CTX_DIR, Committed, EVENTS_FILE, MARK_EVERY, STATE_FILE, Txn, lock};
@@ -8,35 +9,10 @@ use crate::core::{Error, Result};
 use crate::store::fsio::{self, Durability};
 
 impl Txn {
-    /// Returns once the log is durable up to byte `end` (group commit): the
-    /// first writer to arrive syncs everything appended so far, writers that
-    /// arrive meanwhile wait and are usually covered by that one sync or the
-    /// next. After each sync the view (`state.json`, the snapshot, the
-    /// followers' end mark) moves to the synced point, never past it.
-    pub(super) fn make_durable(&self, end: u64) -> Result<()> {
-        let mut syncing = lock(&self.syncing);
-        loop {
-            if self.committed().len >= end {
-                return Ok(());
-            }
-            if !*syncing {
-                break;
-            }
-            syncing = self.synced.wait(syncing).unwrap_or_else(|p| p.into_inner());
-        }
-        *syncing = true;
-        drop(syncing);
-        let result = self.sync_and_publish();
-        *lock(&self.syncing) = false;
-        self.synced.notify_all();
-        result?;
-        // Our line was appended before the sync began, so it is covered.
-        debug_assert!(self.committed().len >= end);
-        Ok(())
-    }
-
-    /// One group-commit round, run by one thread at a time.
-    fn sync_and_publish(&self) -> Result<()> {
+    /// Makes the log durable as far as it is written, then moves the view
+    /// (`state.json`, the snapshot, the followers' end mark) to that point,
+    /// never past it. Run by the writer's turn holder only.
+    pub(super) fn sync_and_publish(&self) -> Result<()> {
         let path = self.dir.join(EVENTS_FILE);
         let (file, len, state) = {
             let mut inner = lock(&self.inner);
@@ -142,8 +118,8 @@ impl Txn {
             return None;
         }
         let inner = self.inner.try_lock().ok()?;
-        let syncing = self.syncing.try_lock().ok().is_none_or(|s| *s);
-        if syncing || inner.log.is_some() || !inner.state.is_terminal() {
+        let writing = self.queue.try_lock().ok().is_none_or(|q| q.is_busy());
+        if writing || inner.log.is_some() || !inner.state.is_terminal() {
             return None;
         }
         Some(Summary::of(&inner.state))

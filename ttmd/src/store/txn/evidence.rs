@@ -75,6 +75,9 @@ struct Store<'a> {
 }
 
 impl Effect for Store<'_> {
+    // The rename names the file only once the log does.
+    const WRITES_LINE_FIRST: bool = true;
+
     fn before_append(&mut self, _inner: &mut Inner) -> Result<()> {
         let Some(entry) = &self.entry else {
             return Ok(());

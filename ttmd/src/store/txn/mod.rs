@@ -1,19 +1,16 @@
-//! One transaction on disk and in memory. All its mutations go through
-//! [`Txn::mutate`] (evidence through the same path, with its file staged
-//! around the append), under its own lock, in one order: check guards,
-//! build the event, ask the core whether it is admitted, append it and
-//! sync (the log is the truth), then replace `state.json` (the view).
-//! Different transactions never share a lock.
+//! One transaction on disk and in memory. All its mutations go through its
+//! writer ([`Txn::submit`] queues one, [`Txn::mutate`] waits its turn;
+//! evidence takes the same path, with its file staged around the append),
+//! in one order: check guards, build the event, ask the core whether it is
+//! admitted, append it and sync (the log is the truth), then replace
+//! `state.json` (the view). Different transactions never share a lock.
 //!
 //! - `open.rs`: loading and recovery (read-only too, repairing nothing);
 //! - `probe.rs`: reading a finished transaction without loading it;
-//! - `commit.rs`: group commit and publishing the view;
+//! - `writer.rs`: the queue and the rounds that apply it, a batch at a time;
+//! - `commit.rs`: syncing a round and publishing the view;
 //! - `evidence.rs`: incoming ctx files;
 //! - `reconcile.rs`: lines and edits made behind the daemon's back.
-//!
-//! (A little over 500 lines on purpose: the mutation path, the lock
-//! discipline and the types they share read best in one file; recovery,
-//! group commit, evidence, folding and reconciling live beside it.)
 
 mod commit;
 mod evidence;
@@ -21,26 +18,27 @@ mod fold;
 mod open;
 mod probe;
 mod reconcile;
+mod writer;
 
 pub use evidence::{NewEvidence, TempEvidence, scan_ctx};
 use fold::fold_lines;
 pub use probe::probe_finished;
 pub use reconcile::{EDIT_REFUSED, FOREIGN_REFUSED};
+pub use writer::MAX_BATCH;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::core::admit::{Admit, admit};
 use crate::core::ctx::Entry;
-use crate::core::event::{self, Body, Event, Logged, Meta};
+use crate::core::event::{Body, Event, Logged};
 use crate::core::fsm::Fsm;
-use crate::core::state::{self, State};
+use crate::core::state::State;
 use crate::core::{Error, Result};
 use crate::store::fsio::{self, Durability};
 use crate::store::log::{self, Line};
@@ -148,10 +146,11 @@ pub struct Txn {
     snapshot: Mutex<Arc<State>>,
     /// Where the durable log ends, for followers.
     committed: watch::Sender<Committed>,
-    /// Group commit: whether a sync is running. Writers that appended while
-    /// one runs wait on `synced` and are covered by the next sync together.
-    syncing: Mutex<bool>,
-    synced: Condvar,
+    /// The writer's queue and turn (writer.rs).
+    queue: Mutex<writer::Queue>,
+    /// This transaction as shared, so a writer can outlive the caller
+    /// that started it; unset for a transaction never shared.
+    me: std::sync::OnceLock<std::sync::Weak<Txn>>,
     /// Held while `state.json` and the snapshot are brought into line, so a
     /// reconcile never compares a new file with an old snapshot.
     view: Mutex<()>,
@@ -200,6 +199,9 @@ trait Effect {
     fn before_append(&mut self, _inner: &mut Inner) -> Result<()> {
         Ok(())
     }
+    /// Whether [`Effect::after_append`] needs the line written first
+    /// (rather than staged in the round's buffer).
+    const WRITES_LINE_FIRST: bool = false;
     /// Runs once the line is appended, still under the lock.
     fn after_append(&mut self, _inner: &mut Inner) -> Result<()> {
         Ok(())
@@ -288,7 +290,7 @@ impl Txn {
 
     /// Applies one mutation. `make` sees the current state and returns the
     /// event to log (or a refusal); the core then decides whether the
-    /// transaction admits it ([`admit`]). Nothing is written when `make`
+    /// transaction admits it ([`crate::core::admit::admit`]). Nothing is written when `make`
     /// refuses, a guard fails or the event is not admitted.
     pub fn mutate(
         &self,
@@ -299,56 +301,6 @@ impl Txn {
     ) -> Result<Outcome> {
         let make = |inner: &mut Inner, _: &mut LineOnly, now| make(&inner.state, now);
         self.mutate_with(fsm, guards, client, &mut LineOnly, make)
-    }
-
-    /// The one mutation path: every change of the transaction, evidence
-    /// included, passes the guards, the request-id check and [`admit`]
-    /// here, under the transaction's lock.
-    fn mutate_with<E: Effect>(
-        &self,
-        fsm: &Fsm,
-        guards: &Guards,
-        client: &Client,
-        effect: &mut E,
-        make: impl FnOnce(&mut Inner, &mut E, DateTime<Utc>) -> Result<Body>,
-    ) -> Result<Outcome> {
-        self.refuse_if_removed()?;
-        let (outcome, end) = {
-            let mut inner = lock(&self.inner);
-            self.catch_up(&mut inner, true, fsm)?;
-            match self.replay(&inner, guards)? {
-                Some(done) => (done, inner.len),
-                None => self.admit_and_append(&mut inner, fsm, guards, client, effect, make)?,
-            }
-        };
-        self.make_durable(end)?;
-        Ok(outcome)
-    }
-
-    fn admit_and_append<E: Effect>(
-        &self,
-        inner: &mut Inner,
-        fsm: &Fsm,
-        guards: &Guards,
-        client: &Client,
-        effect: &mut E,
-        make: impl FnOnce(&mut Inner, &mut E, DateTime<Utc>) -> Result<Body>,
-    ) -> Result<(Outcome, u64)> {
-        check_guards(&inner.state, guards)?;
-        let now = Utc::now();
-        let body = make(inner, effect, now)?;
-        if admit(fsm, &inner.state, &body)? == Admit::PointerOnly {
-            let outcome = Outcome {
-                state: inner.state.clone(),
-                event: None,
-                replayed: false,
-            };
-            return Ok((outcome, inner.len));
-        }
-        effect.before_append(inner)?;
-        let appended = self.append(inner, body, now, guards, client)?;
-        effect.after_append(inner)?;
-        Ok(appended)
     }
 
     /// Answers a repeated request id with its first outcome: the event it
@@ -389,74 +341,6 @@ impl Txn {
             event: Some(event),
             replayed: true,
         }))
-    }
-
-    /// Appends the lines of one event (without syncing) — usually one; a
-    /// commit or failure is preceded by its `stage_transition`
-    /// ([`crate::core::admit::lines`]) — in one write, and advances the
-    /// in-memory state. Only the last line, the event the mutation is
-    /// answered with, carries the request id. Returns the outcome and where
-    /// the log ends; the caller waits for [`Txn::make_durable`] before
-    /// answering, so all the lines become durable with one sync.
-    fn append(
-        &self,
-        inner: &mut Inner,
-        body: Body,
-        now: DateTime<Utc>,
-        guards: &Guards,
-        client: &Client,
-    ) -> Result<(Outcome, u64)> {
-        let bodies = crate::core::admit::lines(body);
-        let last = bodies.len();
-        let mut text = String::new();
-        let mut recorded = Vec::with_capacity(last);
-        for (i, body) in bodies.into_iter().enumerate() {
-            let answered = i + 1 == last;
-            let meta = Meta {
-                ts: state::timestamp(now),
-                seq: inner.state.seq + 1 + i as u64,
-                request_id: guards.request_id.clone().filter(|_| answered),
-                client: client.clone(),
-            };
-            let mut object = body.to_object(&meta);
-            if meta.request_id.is_some()
-                && let Some(d) = &guards.request_digest
-            {
-                object.insert(event::REQUEST_DIGEST.into(), d.as_str().into());
-            }
-            let offset = inner.len + text.len() as u64;
-            text.push_str(&event::line(&object));
-            recorded.push((offset, meta, body));
-        }
-        let path = self.dir.join(EVENTS_FILE);
-        let len = inner.len;
-        let log = inner.log_file(&path)?;
-        log::append(log, len, &text, Durability::None, &path)?;
-        inner.len += text.len() as u64;
-        let mut event = None;
-        for (offset, meta, body) in recorded {
-            self.mark(meta.seq, offset);
-            let rec = Arc::new(Recorded {
-                seq: meta.seq,
-                line: Logged {
-                    ts: Some(meta.ts),
-                    request_id: meta.request_id,
-                    event: Event::Body(body),
-                },
-            });
-            Arc::make_mut(&mut inner.state).apply_logged(rec.seq, &rec.line);
-            event = Some(rec);
-        }
-        if let (Some(id), Some(e)) = (&guards.request_id, &event) {
-            let digest = guards.request_digest.clone();
-            inner.requests.insert(id.clone(), (e.clone(), digest));
-        }
-        let outcome = Outcome {
-            state: inner.state.clone(),
-            event,
-            replayed: false,
-        };
-        Ok((outcome, inner.len))
     }
 
     /// Runs `f` while holding the transaction's lock, if it is DONE or FAIL

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use serde_json::{Map, Value};
@@ -477,8 +477,8 @@ fn assemble(
         }),
         snapshot: Mutex::new(folded),
         committed: watch::Sender::new(committed),
-        syncing: Mutex::new(false),
-        synced: Condvar::new(),
+        queue: Mutex::default(),
+        me: std::sync::OnceLock::new(),
         view: Mutex::new(()),
         removed: AtomicBool::new(false),
         view_dirty: AtomicBool::new(view_dirty),

@@ -35,13 +35,18 @@ impl Txn {
         if self.is_removed() {
             return Ok(Vec::new());
         }
-        let (changes, end) = {
-            let mut inner = lock(&self.inner);
-            let changes = self.catch_up(&mut inner, false, fsm)?;
-            (changes, inner.len)
-        };
-        self.make_durable(end)?;
-        Ok(changes)
+        // The writer's turn: no round is staging lines meanwhile.
+        self.with_turn(|| {
+            let (changes, behind) = {
+                let mut inner = lock(&self.inner);
+                let changes = self.catch_up(&mut inner, false, fsm)?;
+                (changes, self.committed().len < inner.len)
+            };
+            if behind {
+                self.sync_and_publish()?;
+            }
+            Ok(changes)
+        })
     }
 
     /// Takes in a hand-edited `state.json` (RAG's `jq` scripts, the bash
@@ -280,8 +285,8 @@ impl Txn {
             tracing::warn!(txn = %self.id, seq, "line {seq} of {EVENTS_FILE} ({kind}) was written by another program and breaks the FSM: {why}; it stays in the log, folded as refused");
             let client = Some(serde_json::json!({ "agent": "ttmd" }));
             let report = refused_report(seq, &kind, &why);
-            let (outcome, _) =
-                self.append(inner, report, Utc::now(), &Guards::default(), &client)?;
+            let outcome =
+                self.append_now(inner, report, Utc::now(), &Guards::default(), &client)?;
             changes.push(outcome);
         }
         Ok(changes)
