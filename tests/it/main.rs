@@ -14,6 +14,7 @@ mod cluster_writes;
 mod compat;
 mod concurrency;
 mod crash;
+mod creates;
 mod daemon;
 mod deadlines;
 mod faults;

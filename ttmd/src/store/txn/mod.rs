@@ -8,6 +8,7 @@
 //! - `open.rs`: loading and recovery (read-only too, repairing nothing);
 //! - `probe.rs`: reading a finished transaction without loading it;
 //! - `commit.rs`: group commit and publishing the view;
+//! - `initial.rs`: a created transaction, and its derived files rebuilt;
 //! - `evidence.rs`: incoming ctx files;
 //! - `reconcile.rs`: lines and edits made behind the daemon's back.
 //!
@@ -18,12 +19,14 @@
 mod commit;
 mod evidence;
 mod fold;
+mod initial;
 mod open;
 mod probe;
 mod reconcile;
 
 pub use evidence::{NewEvidence, TempEvidence, scan_ctx};
 use fold::fold_lines;
+pub use initial::entries as initial_entries;
 pub use probe::probe_finished;
 pub use reconcile::{EDIT_REFUSED, FOREIGN_REFUSED};
 
