@@ -169,6 +169,25 @@ fn acknowledged_creates_survive_kill9_and_files_a_crash_lost_are_rebuilt() {
     );
 }
 
+/// A transaction created and finished before the checkpoint synced its
+/// initial files is not trusted as a finished summary at start-up when
+/// those files are short: it is loaded, so rebuilt, too.
+#[test]
+fn a_finished_transaction_whose_initial_files_a_crash_lost_is_rebuilt() {
+    let mut d = Daemon::start_new();
+    let id = d.create("finished at once");
+    d.ctl(&["commit", "-t", &id]).ok();
+    let dir = d.txn_dir("ttm", &id);
+    let clean = derived(&dir);
+    d.kill9();
+    fs::remove_file(dir.join("ctx/010_request.md")).unwrap();
+    let policy = fs::read(dir.join("ctx/000_policy.md")).unwrap();
+    fs::write(dir.join("ctx/000_policy.md"), &policy[..policy.len() / 2]).unwrap();
+    d.start();
+    assert_eq!(derived(&dir), clean, "{id}: not rebuilt");
+    assert_eq!(d.ctl(&["state", "-t", &id]).json()["stage"], "DONE");
+}
+
 #[test]
 fn a_kill9_amid_creations_keeps_every_acknowledged_one_whole() {
     let rt = runtime();

@@ -70,19 +70,8 @@ impl Txn {
 /// filled today do not give the digest it recorded (another version made
 /// them): then nothing can be rebuilt.
 pub fn expected_initial(lines: &[Line]) -> Option<Vec<(&'static str, String)>> {
-    let Event::Body(Body::Start {
-        txn_id,
-        description,
-        target,
-        module,
-        ctx_digest,
-        ..
-    }) = lines.first()?.logged().event
-    else {
-        return None;
-    };
-    let files = templates::initial_ctx(&module, &txn_id, &description, &target);
-    if ctx::digest(&entries(&files)) != ctx_digest {
+    let (files, recorded) = filled(lines.first()?)?;
+    if ctx::digest(&entries(&files)) != recorded {
         return None;
     }
     let replaced: HashSet<String> = lines[1..]
@@ -98,6 +87,24 @@ pub fn expected_initial(lines: &[Line]) -> Option<Vec<(&'static str, String)>> {
             .filter(|(name, _)| !replaced.contains(*name))
             .collect(),
     )
+}
+
+/// The templates filled as the `txn_start` line `first` says, and the
+/// ctx digest it recorded.
+fn filled(first: &Line) -> Option<(Vec<(&'static str, String)>, String)> {
+    let Event::Body(Body::Start {
+        txn_id,
+        description,
+        target,
+        module,
+        ctx_digest,
+        ..
+    }) = first.logged().event
+    else {
+        return None;
+    };
+    let files = templates::initial_ctx(&module, &txn_id, &description, &target);
+    Some((files, ctx_digest))
 }
 
 /// The ctx entries (name, size, sha256) of `files`.
@@ -158,21 +165,25 @@ pub(super) fn rebuild_initial_ctx(
     Ok(done)
 }
 
-/// Whether the initial ctx files of the log `bytes` look whole on disk by
-/// their sizes alone (a missing or cut-short file does not): a finished
-/// transaction whose files pass is trusted without a full load.
-pub fn initial_sizes_match(ctx_dir: &Path, bytes: &[u8]) -> bool {
-    let first_end = bytes
-        .iter()
-        .position(|&b| b == b'\n')
-        .unwrap_or(bytes.len());
-    let (lines, _) = log::parse_lines(&[&bytes[..first_end], b"\n"].concat(), 1);
-    let Some(files) = expected_initial(&lines) else {
+/// Whether the initial ctx files of the log whose first line is `first`
+/// look whole on disk by their sizes alone (a missing or cut-short file
+/// does not): a finished transaction whose files pass is trusted without a
+/// full load. Only when a size differs is the recorded digest checked
+/// (hashing every start would cost start-up), so files other templates
+/// made, or later evidence replaced, do not force a full load.
+pub fn initial_sizes_match(ctx_dir: &Path, first: &[u8]) -> bool {
+    let (lines, _) = log::parse_lines(&[first, b"\n"].concat(), 1);
+    let Some((files, _)) = lines.first().and_then(filled) else {
         return true;
     };
-    files.iter().all(|(name, text)| {
+    let whole = |(name, text): &(&str, String)| {
         std::fs::symlink_metadata(ctx_dir.join(name)).is_ok_and(|m| m.len() == text.len() as u64)
-    })
+    };
+    if files.iter().all(whole) {
+        return true;
+    }
+    // Rebuildable, and short: only a full load can tell (it reads the log).
+    expected_initial(&lines).is_none()
 }
 
 #[cfg(test)]
@@ -244,11 +255,11 @@ mod tests {
         let done = rebuild_initial_ctx(&ctx_dir, &lines, Durability::Fsync, true).unwrap();
         assert_eq!(done.len(), 1);
         assert_ne!(std::fs::read_to_string(ctx_dir.join(name)).unwrap(), *text);
-        assert!(!initial_sizes_match(&ctx_dir, line.as_bytes()));
+        assert!(!initial_sizes_match(&ctx_dir, line.trim_end().as_bytes()));
         let done = rebuild_initial_ctx(&ctx_dir, &lines, Durability::None, false).unwrap();
         assert_eq!(done.len(), 1);
         assert_eq!(std::fs::read_to_string(ctx_dir.join(name)).unwrap(), *text);
-        assert!(initial_sizes_match(&ctx_dir, line.as_bytes()));
+        assert!(initial_sizes_match(&ctx_dir, line.trim_end().as_bytes()));
     }
 
     #[test]
