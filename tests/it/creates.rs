@@ -308,3 +308,35 @@ fn a_creation_costs_at_most_three_fsyncs() {
         "{per_create} fsyncs per creation ({some} with {CREATES} creations, {none} without)"
     );
 }
+
+/// Watchers hear one `created` per creation, also while creations race
+/// the reconciler (which announces directories that appear behind the
+/// daemon's back): a creation is served before its module lock is let go.
+#[test]
+fn concurrent_creations_are_announced_once_each() {
+    let rt = runtime();
+    let d = Daemon::start_new();
+    let watch = d.spawn_ctl(&["watch", "--json"]);
+    ttm_tests::sync_watch(&d, &watch);
+    let requests = (0..CREATORS).map(|i| request(2 * i, "")).collect();
+    let acked = rt.block_on(create_all(&d.socket, requests, &Progress::new()));
+    let marker = d.ctl(&["create", "last", "--no-activate"]).ok();
+    let mut created: BTreeMap<String, usize> = BTreeMap::new();
+    loop {
+        let change = watch.json_line(HANG);
+        let id = change["txn_id"].as_str().unwrap_or_default().to_string();
+        if id == marker {
+            break;
+        }
+        if change["kind"] == "created" {
+            *created.entry(id).or_default() += 1;
+        }
+    }
+    for (_, id) in acked.into_iter().flatten() {
+        assert_eq!(
+            created.get(&id),
+            Some(&1),
+            "{id}: `created` heard {created:?}"
+        );
+    }
+}

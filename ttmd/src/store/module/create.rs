@@ -53,8 +53,8 @@ impl Module {
     pub fn create(&self, new: &NewTxn, client: &Client) -> Result<Arc<Txn>> {
         let now = Utc::now();
         let ts = state::timestamp(now);
-        let (id, staged) = match self.stage_and_place(new, client, now, &ts)? {
-            Ok(placed) => placed,
+        let txn = match self.stage_and_place(new, client, now, &ts)? {
+            Ok(txn) => txn,
             // Loading it (if it is kept as a summary) records its request
             // id again, so the map's lock must be free here.
             Err(created) => return self.txn(&created),
@@ -66,13 +66,12 @@ impl Module {
             self.txns_dirty
                 .store(true, std::sync::atomic::Ordering::Release);
         }
-        let txn = self.adopt_created(&id, staged);
         self.announce_created(&txn, ts, new.activate);
         Ok(txn)
     }
 
     /// Reserves an id, writes the transaction under a temporary name and
-    /// renames it into place: its id and what was written. `Err` holds the
+    /// renames it into place: the transaction, served. `Err` holds the
     /// id an earlier creation with the same request id made.
     fn stage_and_place(
         &self,
@@ -80,7 +79,7 @@ impl Module {
         client: &Client,
         now: DateTime<Utc>,
         ts: &str,
-    ) -> Result<std::result::Result<(String, Staged), String>> {
+    ) -> Result<std::result::Result<Arc<Txn>, String>> {
         let rid = new.request_id.as_deref();
         loop {
             let reserved = self.creating.reserve(
@@ -95,16 +94,16 @@ impl Module {
             let id = reservation.id.clone();
             let build = fsio::temp_path(&self.txns_dir, "create");
             let staged = self.stage(&build, &id, new, client, ts);
-            match staged.and_then(|s| Ok((self.place(&build, &id, new)?, s))) {
-                Ok((true, staged)) => {
+            match staged.and_then(|s| self.place(&build, &id, new, s)) {
+                Ok(Some(txn)) => {
                     if let Some(rid) = rid {
                         lock(&self.create_requests).insert(rid.to_string(), id.clone());
                     }
-                    return Ok(Ok((id, staged)));
+                    return Ok(Ok(txn));
                 }
                 // Taken meanwhile behind our back: the files name the id,
                 // so they are written again under the next one.
-                Ok((false, _)) => {
+                Ok(None) => {
                     let _ = fs::remove_dir_all(&build);
                 }
                 Err(e) => {
@@ -144,25 +143,36 @@ impl Module {
         (!taken(&self.archive_dir()) && !taken(&self.txns_dir)).then_some(id)
     }
 
-    /// Renames `build` into place as `id` and, if asked, points `active`
-    /// at it, under the module lock; both are made durable by the `txns/`
-    /// sync that follows. `false` when something took the name meanwhile.
-    fn place(&self, build: &Path, id: &str, new: &NewTxn) -> Result<bool> {
+    /// Renames `build` into place as `id`, serves it and, if asked,
+    /// points `active` at it, under the module lock; the rename and the
+    /// pointer are made durable by the `txns/` sync that follows. `None`
+    /// when something took the name meanwhile.
+    fn place(
+        &self,
+        build: &Path,
+        id: &str,
+        new: &NewTxn,
+        staged: Staged,
+    ) -> Result<Option<Arc<Txn>>> {
         let target = self.txns_dir.join(id);
         let _guard = lock(&self.module_lock);
         match txn::rename_noreplace(build, &target) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(None),
             Err(e) => return Err(Error::io("creating", target, e)),
         }
+        // Served before the lock is let go: the reconciler, which takes
+        // it, then finds it loaded, and does not announce it a second time.
+        let txn = self.adopt_created(id, staged);
         if new.activate {
             self.replace_active(id)?;
         }
-        Ok(true)
+        Ok(Some(txn))
     }
 
     /// The transaction just placed, built from what was written; one a
-    /// request loaded from disk meanwhile is kept instead.
+    /// request loaded from disk meanwhile is kept instead (its derived
+    /// files are synced all the same).
     fn adopt_created(&self, id: &str, staged: Staged) -> Arc<Txn> {
         let dir = self.txns_dir.join(id);
         let Staged {
@@ -172,8 +182,8 @@ impl Module {
             ctx,
         } = staged;
         let made = Txn::created(&dir, log, lines.as_bytes(), folded, self.durability);
-        let (txn, fresh) = self.insert_loaded(id, made);
-        if fresh && self.durability.defers_view_sync() {
+        let (txn, _) = self.insert_loaded(id, made);
+        if self.durability.defers_view_sync() {
             self.unsynced.push(txn.clone(), ctx);
         }
         txn
