@@ -61,7 +61,11 @@ impl Module {
         };
         // In place and visible: from here on nothing fails the call (a
         // retry without a request id would create a second one).
-        if let Err(e) = self.txns_sync.sync(&self.txns_dir, self.durability) {
+        if let Err(e) = self
+            .creations
+            .txns_sync
+            .sync(&self.txns_dir, self.durability)
+        {
             tracing::warn!(module = %self.name, error = %e, "cannot sync txns/ yet; the checkpoint retries");
             self.txns_dirty
                 .store(true, std::sync::atomic::Ordering::Release);
@@ -82,7 +86,7 @@ impl Module {
     ) -> Result<std::result::Result<Arc<Txn>, String>> {
         let rid = new.request_id.as_deref();
         loop {
-            let reserved = self.creating.reserve(
+            let reserved = self.creations.ids.reserve(
                 rid,
                 || lock(&self.create_requests).get(rid?).cloned(),
                 |n| self.free_id(&new.description, now, n),
@@ -184,7 +188,7 @@ impl Module {
         let made = Txn::created(&dir, log, lines.as_bytes(), folded, self.durability);
         let (txn, _) = self.insert_loaded(id, made);
         if self.durability.defers_view_sync() {
-            self.unsynced.push(txn.clone(), ctx);
+            self.creations.unsynced.push(txn.clone(), ctx);
         }
         txn
     }

@@ -86,12 +86,9 @@ pub struct Module {
     active_noted: Mutex<Option<PathBuf>>,
     /// Syncing `txns/` after a creation failed; the checkpoint retries.
     txns_dirty: std::sync::atomic::AtomicBool,
-    /// Ids and request ids of creations under way.
-    creating: staging::Creating,
-    /// The `txns/` sync creations share.
-    txns_sync: staging::DirSync,
-    /// Initial ctx files creations left for the checkpoint to sync.
-    unsynced: staging::Unsynced,
+    /// What concurrent creations share: reservations, the `txns/` sync,
+    /// the files left for the checkpoint.
+    creations: staging::Creations,
     /// The tree is mounted read-only: loading repairs nothing, and the
     /// repairs it would make are kept here ("txn: what"), for status.
     read_only: Option<Mutex<Vec<String>>>,
@@ -152,9 +149,7 @@ impl Module {
             events: std::sync::OnceLock::new(),
             active_noted: Mutex::new(None),
             txns_dirty: std::sync::atomic::AtomicBool::new(false),
-            creating: Default::default(),
-            txns_sync: Default::default(),
-            unsynced: Default::default(),
+            creations: Default::default(),
             read_only: read_only.then(|| Mutex::new(Vec::new())),
         };
         module.load_all()?;
@@ -320,7 +315,7 @@ impl Module {
             self.txns_dirty.store(true, Ordering::Release);
         }
         // Creations' files: one syncfs for all of a round's.
-        self.unsynced.sync(&self.txns_dir);
+        self.creations.unsynced.sync(&self.txns_dir);
         let loaded: Vec<Arc<Txn>> = read(&self.txns).values().cloned().collect();
         for t in &loaded {
             if let Err(e) = t.sync_view() {

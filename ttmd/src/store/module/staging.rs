@@ -13,6 +13,17 @@ use crate::core::Result;
 use crate::store::fsio::{self, Durability};
 use crate::store::txn::Txn;
 
+/// What concurrent creations in one module share.
+#[derive(Debug, Default)]
+pub(super) struct Creations {
+    /// Ids and request ids of creations under way.
+    pub ids: Creating,
+    /// The `txns/` sync creations share.
+    pub txns_sync: DirSync,
+    /// Derived files creations left for the checkpoint to sync.
+    pub unsynced: Unsynced,
+}
+
 /// Ids and create request ids of creations under way.
 #[derive(Debug, Default)]
 pub(super) struct Creating {
