@@ -15,6 +15,7 @@ mod cluster_writes;
 mod compat;
 mod concurrency;
 mod crash;
+mod creates;
 mod daemon;
 mod deadlines;
 mod faults;

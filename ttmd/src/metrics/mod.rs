@@ -300,7 +300,8 @@ impl Metrics {
         out.family(
             "ttm_fsync_seconds",
             Kind::Histogram,
-            "Time of one fdatasync of a log (group commit: one per batch).",
+            "Time of one sync an answer waits for: a log's fdatasync (group commit: one per \
+             batch) or a creation's directory sync.",
         );
         out.histogram("ttm_fsync_seconds", &[], &WRITE.fsync.counts());
         out.family(

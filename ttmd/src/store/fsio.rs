@@ -109,7 +109,7 @@ pub fn sync_dir(dir: &Path, durability: Durability) -> Result<()> {
 
 /// Opens `dir` itself (not through a symlink standing at `dir`), so files
 /// are then created and renamed relative to this very directory.
-fn open_dir(dir: &Path) -> io::Result<std::os::fd::OwnedFd> {
+pub fn open_dir(dir: &Path) -> io::Result<std::os::fd::OwnedFd> {
     rustix::fs::open(
         dir,
         OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,

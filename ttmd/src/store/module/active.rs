@@ -133,6 +133,13 @@ impl Module {
 
     /// Replaces `active` with a relative symlink to `id`, atomically.
     pub(super) fn point_active(&self, id: &str) -> Result<()> {
+        self.replace_active(id)?;
+        fsio::sync_dir(&self.txns_dir, self.durability)
+    }
+
+    /// [`Module::point_active`] without the sync of `txns/`, for a caller
+    /// that syncs `txns/` itself before answering (a creation).
+    pub(super) fn replace_active(&self, id: &str) -> Result<()> {
         let tmp = fsio::temp_path(&self.txns_dir, ACTIVE_LINK);
         let link = self.txns_dir.join(ACTIVE_LINK);
         std::os::unix::fs::symlink(id, &tmp)
@@ -140,8 +147,7 @@ impl Module {
             .map_err(|e| {
                 let _ = fs::remove_file(&tmp);
                 Error::io("replacing", &link, e)
-            })?;
-        fsio::sync_dir(&self.txns_dir, self.durability)
+            })
     }
 }
 

@@ -1,8 +1,8 @@
 //! Creating a transaction: built whole under a temporary name, renamed
 //! into place without replacing anything.
 
-use std::fs;
-use std::io;
+use std::fs::{self, File};
+use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -32,44 +32,99 @@ pub struct NewTxn {
     pub time: crate::core::timing::Settings,
 }
 
+/// A creation written in its staging directory, not yet in place.
+struct Staged {
+    /// The log, open (the transaction keeps it).
+    log: File,
+    lines: String,
+    folded: State,
+    /// The initial ctx files' names.
+    ctx: Vec<String>,
+}
+
 impl Module {
     /// Creates a transaction: the whole directory is built under a temporary
-    /// name and renamed into place, so a crash never leaves half of one, and
-    /// two creations never share an id.
+    /// name (outside the module lock, so creations overlap their writes)
+    /// and renamed into place, so a crash never leaves half of one, and
+    /// two creations never share an id. Only the log and the directories
+    /// are synced before the answer; the files derived from `txn_start`
+    /// (initial ctx files, `state.json`) are synced by the checkpoint and
+    /// rebuilt from the log if a crash lost them (see `txn/initial.rs`).
     pub fn create(&self, new: &NewTxn, client: &Client) -> Result<Arc<Txn>> {
-        let _guard = lock(&self.module_lock);
-        let created = new
-            .request_id
-            .as_ref()
-            .and_then(|rid| lock(&self.create_requests).get(rid).cloned());
-        if let Some(id) = created {
-            // Loading it (if it is kept as a summary) records its request
-            // id again, so the map's lock must be free here.
-            return self.txn(&id);
-        }
         let now = Utc::now();
         let ts = state::timestamp(now);
-        let build = fsio::temp_path(&self.txns_dir, "create");
-        let result = self.build_and_place(&build, new, client, now, &ts);
-        if result.is_err() {
-            let _ = fs::remove_dir_all(&build);
-        }
-        let id = result?;
+        let txn = match self.stage_and_place(new, client, now, &ts)? {
+            Ok(txn) => txn,
+            // Loading it (if it is kept as a summary) records its request
+            // id again, so the map's lock must be free here.
+            Err(created) => return self.txn(&created),
+        };
         // In place and visible: from here on nothing fails the call (a
         // retry without a request id would create a second one).
-        if let Err(e) = fsio::sync_dir(&self.txns_dir, self.durability) {
+        if let Err(e) = self
+            .creations
+            .txns_sync
+            .sync(&self.txns_dir, self.durability)
+        {
             tracing::warn!(module = %self.name, error = %e, "cannot sync txns/ yet; the checkpoint retries");
             self.txns_dirty
                 .store(true, std::sync::atomic::Ordering::Release);
         }
-        if let Some(rid) = &new.request_id {
-            lock(&self.create_requests).insert(rid.clone(), id.clone());
+        self.announce_created(&txn, ts, new.activate);
+        Ok(txn)
+    }
+
+    /// Reserves an id, writes the transaction under a temporary name and
+    /// renames it into place: the transaction, served. `Err` holds the
+    /// id an earlier creation with the same request id made.
+    fn stage_and_place(
+        &self,
+        new: &NewTxn,
+        client: &Client,
+        now: DateTime<Utc>,
+        ts: &str,
+    ) -> Result<std::result::Result<Arc<Txn>, String>> {
+        let rid = new.request_id.as_deref();
+        loop {
+            let reserved = self.creations.ids.reserve(
+                rid,
+                || lock(&self.create_requests).get(rid?).cloned(),
+                |n| self.free_id(&new.description, now, n),
+            );
+            let reservation = match reserved {
+                Ok(r) => r,
+                Err(created) => return Ok(Err(created)),
+            };
+            let id = reservation.id.clone();
+            let build = fsio::temp_path(&self.txns_dir, "create");
+            let staged = self.stage(&build, &id, new, client, ts);
+            match staged.and_then(|s| self.place(&build, &id, new, s)) {
+                Ok(Some(txn)) => {
+                    if let Some(rid) = rid {
+                        lock(&self.create_requests).insert(rid.to_string(), id.clone());
+                    }
+                    return Ok(Ok(txn));
+                }
+                // Taken meanwhile behind our back: the files name the id,
+                // so they are written again under the next one.
+                Ok(None) => {
+                    let _ = fs::remove_dir_all(&build);
+                }
+                Err(e) => {
+                    let _ = fs::remove_dir_all(&build);
+                    return Err(e);
+                }
+            }
         }
-        let txn = self.load(&id)?;
+    }
+
+    /// Tells hooks, metrics and watchers about a creation.
+    fn announce_created(&self, txn: &Txn, ts: String, activated: bool) {
         let state = txn.state();
-        self.tell_started(&id, &state.stage, &ts, new.activate);
-        self.tell(Change {
-            kind: ChangeKind::Created,
+        let id = &txn.id;
+        self.tell_started(id, &state.stage, &ts, activated);
+        let change = |kind| Change {
+            kind,
             lease: None,
             txn_id: id.clone(),
             from: String::new(),
@@ -77,90 +132,122 @@ impl Module {
             seq: state.seq,
             ts: ts.clone(),
             warning: String::new(),
-        });
-        if new.activate {
-            self.point_active(&id)?;
-            self.tell(Change {
-                kind: ChangeKind::Activated,
-                lease: None,
-                txn_id: id,
-                from: String::new(),
-                to: state.stage.clone(),
-                seq: state.seq,
-                ts,
-                warning: String::new(),
-            });
+        };
+        self.tell(change(ChangeKind::Created));
+        if activated {
+            self.tell(change(ChangeKind::Activated));
         }
-        Ok(txn)
     }
 
-    /// Builds the transaction in `build` and renames it into place under
-    /// the first free id. Returns the id.
-    fn build_and_place(
+    /// The `n`-th candidate id, unless a transaction (live or archived:
+    /// archiving this one later must not find its name taken) has it.
+    fn free_id(&self, description: &str, now: DateTime<Utc>, n: u32) -> Option<String> {
+        let id = id::txn_id(description, now, n);
+        let taken = |dir: &Path| fs::symlink_metadata(dir.join(&id)).is_ok();
+        (!taken(&self.archive_dir()) && !taken(&self.txns_dir)).then_some(id)
+    }
+
+    /// Renames `build` into place as `id`, serves it and, if asked,
+    /// points `active` at it, under the module lock; the rename and the
+    /// pointer are made durable by the `txns/` sync that follows. `None`
+    /// when something took the name meanwhile.
+    fn place(
         &self,
         build: &Path,
+        id: &str,
         new: &NewTxn,
-        client: &Client,
-        now: DateTime<Utc>,
-        ts: &str,
-    ) -> Result<String> {
-        for sub in [CTX_DIR, BUILD_DIR, ARTIFACTS_DIR] {
-            fsio::ensure_dir(&build.join(sub))?;
+        staged: Staged,
+    ) -> Result<Option<Arc<Txn>>> {
+        let target = self.txns_dir.join(id);
+        let _guard = lock(&self.module_lock);
+        match txn::rename_noreplace(build, &target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(None),
+            Err(e) => return Err(Error::io("creating", target, e)),
         }
-        let mut n = 1;
-        loop {
-            let id = id::txn_id(&new.description, now, n);
-            // Ids are unique among archived transactions too: archiving
-            // this one later must not find its name taken.
-            if fs::symlink_metadata(self.archive_dir().join(&id)).is_ok() {
-                n += 1;
-                continue;
-            }
-            // RAG's prompt names the id, so the files follow each attempt.
-            let entries = self.write_ctx_files(&build.join(CTX_DIR), &id, new)?;
-            self.write_log_and_view(build, &id, new, client, ts, &entries)?;
-            let target = self.txns_dir.join(&id);
-            match txn::rename_noreplace(build, &target) {
-                Ok(()) => return Ok(id),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    n += 1;
-                    if n > 10_000 {
-                        return Err(Error::io("creating", target, e));
-                    }
-                }
-                Err(e) => return Err(Error::io("creating", target, e)),
-            }
+        // Served before the lock is let go: the reconciler, which takes
+        // it, then finds it loaded, and does not announce it a second time.
+        let txn = self.adopt_created(id, staged);
+        if new.activate {
+            self.replace_active(id)?;
         }
+        Ok(Some(txn))
     }
 
-    /// The ctx files transaction `id` starts with ([`templates`]).
-    fn write_ctx_files(&self, ctx_dir: &Path, id: &str, new: &NewTxn) -> Result<Vec<Entry>> {
-        let files = templates::initial_ctx(&self.name, id, &new.description, &new.target);
-        let mut entries = Vec::new();
-        for (name, text) in files {
-            fsio::atomic_write(ctx_dir, name, text.as_bytes(), Durability::None)?;
-            entries.push(Entry {
-                name: name.to_string(),
-                bytes: text.len() as u64,
-                sha256: ctx::sha256_hex(text.as_bytes()),
-            });
+    /// The transaction just placed, built from what was written; one a
+    /// request loaded from disk meanwhile is kept instead (its derived
+    /// files are synced all the same).
+    fn adopt_created(&self, id: &str, staged: Staged) -> Arc<Txn> {
+        let dir = self.txns_dir.join(id);
+        let Staged {
+            log,
+            lines,
+            folded,
+            ctx,
+        } = staged;
+        let made = Txn::created(&dir, log, lines.as_bytes(), folded, self.durability);
+        let (txn, _) = self.insert_loaded(id, made);
+        if self.durability.defers_view_sync() {
+            self.creations.unsynced.push(txn.clone(), ctx);
         }
-        Ok(entries)
+        txn
     }
 
-    /// `txn_start` (and `activated`), and the view folded from them.
-    /// Written unsynced in the private build directory, then synced all at
-    /// once before the rename publishes them: one sync per file and
-    /// directory instead of one round per file.
-    fn write_log_and_view(
+    /// Writes the transaction `id` in `build`: its directories, initial
+    /// ctx files, log (synced) and view. Each file is new in a private
+    /// directory, so it is written in place; only the log and the
+    /// directory are synced (`strict` syncs everything).
+    fn stage(
         &self,
         build: &Path,
         id: &str,
         new: &NewTxn,
         client: &Client,
         ts: &str,
+    ) -> Result<Staged> {
+        for sub in [CTX_DIR, BUILD_DIR, ARTIFACTS_DIR] {
+            fsio::ensure_dir(&build.join(sub))?;
+        }
+        // RAG's prompt names the id.
+        let files = templates::initial_ctx(&self.name, id, &new.description, &new.target);
+        let ctx_dir = build.join(CTX_DIR);
+        for (name, text) in &files {
+            write_new(&ctx_dir, name, text.as_bytes(), false)?;
+        }
+        let entries = txn::initial_entries(&files);
+        let (lines, folded) = self.start_lines(id, new, client, ts, &entries)?;
+        let syncs = self.durability.syncs();
+        let log = write_new(build, EVENTS_FILE, lines.as_bytes(), syncs)?;
+        let view = folded.to_pretty_json();
+        write_new(build, STATE_FILE, view.as_bytes(), false)?;
+        let mut paths = Vec::new();
+        if self.durability == Durability::Strict {
+            paths.push(build.join(STATE_FILE));
+            paths.extend(entries.iter().map(|e| ctx_dir.join(&e.name)));
+            paths.push(ctx_dir);
+        }
+        fsio::sync_all(&paths, self.durability)?;
+        crate::metrics::WRITE
+            .fsync
+            .time(|| fsio::sync_dir(build, self.durability))?;
+        let ctx = entries.into_iter().map(|e| e.name).collect();
+        Ok(Staged {
+            log,
+            lines,
+            folded,
+            ctx,
+        })
+    }
+
+    /// `txn_start` (and `activated`) as log lines, and their fold.
+    fn start_lines(
+        &self,
+        id: &str,
+        new: &NewTxn,
+        client: &Client,
+        ts: &str,
         entries: &[Entry],
-    ) -> Result<()> {
+    ) -> Result<(String, State)> {
         let start = Body::Start {
             txn_id: id.to_string(),
             description: new.description.clone(),
@@ -187,15 +274,23 @@ impl Module {
             lines.push_str(&Body::Activated.to_line(&meta));
             folded.apply_logged(2, &logged(&meta, Body::Activated));
         }
-        fsio::atomic_write(build, EVENTS_FILE, lines.as_bytes(), Durability::None)?;
-        let view = folded.to_pretty_json();
-        fsio::atomic_write(build, STATE_FILE, view.as_bytes(), Durability::None)?;
-        let ctx_dir = build.join(CTX_DIR);
-        let mut paths = vec![build.join(EVENTS_FILE), build.join(STATE_FILE)];
-        paths.extend(entries.iter().map(|e| ctx_dir.join(&e.name)));
-        paths.extend([ctx_dir, build.to_path_buf()]);
-        fsio::sync_all(&paths, self.durability)
+        Ok((lines, folded))
     }
+}
+
+/// Creates the new file `dir/name` with `content` (fdatasync'ed with
+/// `sync`) and returns it open.
+fn write_new(dir: &Path, name: &str, content: &[u8], sync: bool) -> Result<File> {
+    let mut f = fsio::create_in(dir, name)?;
+    f.write_all(content)
+        .map_err(|e| Error::io("writing", dir.join(name), e))?;
+    if sync {
+        crate::metrics::WRITE
+            .fsync
+            .time(|| f.sync_data())
+            .map_err(|e| Error::io("syncing", dir.join(name), e))?;
+    }
+    Ok(f)
 }
 
 /// `body` as the line `meta` frames reads back.

@@ -2,6 +2,7 @@
 //! and its `active` symlink.
 //!
 //! - `create.rs`: creating a transaction;
+//! - `staging.rs`: what lets creations overlap (reservations, shared syncs);
 //! - `active.rs`: the `active` symlink and activation;
 //! - `feed.rs`: the change feed for `Watch`;
 //! - `migrate.rs`: moving transactions older versions left stuck;
@@ -15,6 +16,7 @@ mod migrate;
 mod order;
 mod probe;
 mod reconcile;
+mod staging;
 
 pub use create::{NewTxn, validate_new};
 pub use feed::{Change, ChangeKind, Durable};
@@ -90,6 +92,9 @@ pub struct Module {
     active_noted: Mutex<Option<PathBuf>>,
     /// Syncing `txns/` after a creation failed; the checkpoint retries.
     txns_dirty: std::sync::atomic::AtomicBool,
+    /// What concurrent creations share: reservations, the `txns/` sync,
+    /// the files left for the checkpoint.
+    creations: staging::Creations,
     /// The tree is mounted read-only: loading repairs nothing, and the
     /// repairs it would make are kept here ("txn: what"), for status.
     read_only: Option<Mutex<Vec<String>>>,
@@ -151,6 +156,7 @@ impl Module {
             events: std::sync::OnceLock::new(),
             active_noted: Mutex::new(None),
             txns_dirty: std::sync::atomic::AtomicBool::new(false),
+            creations: Default::default(),
             read_only: read_only.then(|| Mutex::new(Vec::new())),
         };
         module.load_all()?;
@@ -238,13 +244,22 @@ impl Module {
         if let Some(rid) = &txn.create_request {
             lock(&self.create_requests).insert(rid.clone(), id.to_string());
         }
-        let txn = txn.share();
+        Ok(self.insert_loaded(id, txn))
+    }
+
+    /// Serves `txn` as `id`, unless one is loaded already (then that one);
+    /// says whether `txn` was taken.
+    fn insert_loaded(&self, id: &str, txn: Txn) -> (Arc<Txn>, bool) {
         let mut txns = write(&self.txns);
+        if let Some(t) = txns.get(id) {
+            return (t.clone(), false);
+        }
+        let txn = txn.share();
         txns.insert(id.to_string(), txn.clone());
         // Its summary's key (from state.json) may differ from the log's.
         self.drop_finished(id);
         write(&self.order).insert(&txn.state().created, id);
-        Ok((txn, true))
+        (txn, true)
     }
 
     /// The start-up repairs a read-only tree kept from being made, one
@@ -309,6 +324,8 @@ impl Module {
             tracing::warn!(module = %self.name, error = %e, "cannot sync txns/; will retry");
             self.txns_dirty.store(true, Ordering::Release);
         }
+        // Creations' files: one syncfs for all of a round's.
+        self.creations.unsynced.sync(&self.txns_dir);
         let loaded: Vec<Arc<Txn>> = read(&self.txns).values().cloned().collect();
         for t in &loaded {
             if let Err(e) = t.sync_view() {

@@ -9,12 +9,14 @@
 //! - `probe.rs`: reading a finished transaction without loading it;
 //! - `writer.rs`: the queue and the rounds that apply it, a batch at a time;
 //! - `commit.rs`: syncing a round and publishing the view;
+//! - `initial.rs`: a created transaction, and its derived files rebuilt;
 //! - `evidence.rs`: incoming ctx files;
 //! - `reconcile.rs`: lines and edits made behind the daemon's back.
 
 mod commit;
 mod evidence;
 mod fold;
+mod initial;
 mod open;
 mod probe;
 mod reconcile;
@@ -22,6 +24,7 @@ mod writer;
 
 pub use evidence::{NewEvidence, TempEvidence, scan_ctx};
 use fold::fold_lines;
+pub use initial::entries as initial_entries;
 pub use probe::probe_finished;
 pub use reconcile::{EDIT_REFUSED, FOREIGN_REFUSED};
 pub use writer::MAX_BATCH;

@@ -85,6 +85,9 @@ impl Txn {
         drop_torn(&log, torn, &mut repairs, read_only)?;
         let ctx_dir = dir.join(CTX_DIR);
         repairs.extend(finish_pending_evidence(&ctx_dir, &log.lines, read_only));
+        let rebuilt =
+            super::initial::rebuild_initial_ctx(&ctx_dir, &log.lines, durability, read_only);
+        repairs.extend(rebuilt?);
         let ro = read_only;
         adopt_copy(dir, &mut log, &mut folded, durability, &mut repairs, ro)?;
         let stale = check_view(dir, &mut log, &mut folded, durability, &mut repairs, ro)?;
@@ -434,7 +437,7 @@ fn request_ids(lines: &[Line], logged: Vec<Logged>) -> super::Requests {
 
 /// The loaded transaction: recovered log and state, its request ids and
 /// the seq → offset index.
-fn assemble(
+pub(super) fn assemble(
     dir: &Path,
     log: RecoveredLog,
     folded: State,

@@ -56,6 +56,11 @@ pub fn probe_finished(dir: &Path) -> Option<(Summary, Option<String>)> {
         line = serde_json::from_slice(&body[start..end]).ok()?;
     }
     let first = &body[..body.iter().position(|&b| b == b'\n').unwrap_or(body.len())];
+    // Its initial ctx files were synced after the creation's answer: a
+    // crash may have lost them, which a full load rebuilds.
+    if !super::initial::initial_sizes_match(&dir.join(super::CTX_DIR), first) {
+        return None;
+    }
     // Most creations carry no request id: parse the first line only if it
     // can hold one.
     let create_request = if first.windows(12).any(|w| w == b"\"request_id\"") {
