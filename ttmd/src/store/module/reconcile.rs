@@ -46,22 +46,7 @@ impl Module {
         }
         let loaded = read(&self.txns).get(id).cloned();
         match (present, loaded) {
-            (true, None) => {
-                if let Ok((txn, true)) = self.load_new(id) {
-                    tracing::info!(module = %self.name, txn = %id, "a transaction appeared in the tree; serving it");
-                    let s = txn.state();
-                    self.tell(Change {
-                        kind: ChangeKind::Created,
-                        lease: None,
-                        txn_id: id.to_string(),
-                        from: String::new(),
-                        to: s.stage.clone(),
-                        seq: s.seq,
-                        ts: s.last_checkpoint.clone(),
-                        warning: String::new(),
-                    });
-                }
-            }
+            (true, None) => self.serve_appeared(id),
             (false, Some(_)) => {
                 self.stop_serving(
                     id,
@@ -72,6 +57,24 @@ impl Module {
                 lock(&self.quarantined).remove(id);
             }
             (true, Some(_)) => {}
+        }
+    }
+
+    /// Loads a directory that appeared in the tree and announces it.
+    fn serve_appeared(&self, id: &str) {
+        if let Ok((txn, true)) = self.load_new(id) {
+            tracing::info!(module = %self.name, txn = %id, "a transaction appeared in the tree; serving it");
+            let s = txn.state();
+            self.tell(Change {
+                kind: ChangeKind::Created,
+                lease: None,
+                txn_id: id.to_string(),
+                from: String::new(),
+                to: s.stage.clone(),
+                seq: s.seq,
+                ts: s.last_checkpoint.clone(),
+                warning: String::new(),
+            });
         }
     }
 
