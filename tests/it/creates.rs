@@ -348,3 +348,37 @@ fn concurrent_creations_are_announced_once_each() {
         );
     }
 }
+
+/// A creation whose `active` pointer cannot be replaced fails, but the
+/// transaction exists: a retry with the same request id answers with it
+/// instead of creating a second one.
+#[test]
+fn a_creation_whose_activation_failed_is_found_by_its_retry() {
+    let d = Daemon::start_new();
+    let txns = d.root.join("ttm/txns");
+    fs::create_dir_all(&txns).unwrap();
+    // A non-empty directory where the link goes: renaming the new link
+    // over it fails.
+    fs::create_dir_all(txns.join("active/blocker")).unwrap();
+    let first = d.ctl(&["create", "Blocked activation", "--request-id", "act-1"]);
+    assert_ne!(first.code(), 0, "{}", first.stdout);
+    let made = || {
+        fs::read_dir(&txns)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name() != "active")
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect::<BTreeSet<_>>()
+    };
+    let before = made();
+    assert_eq!(before.len(), 1, "the first creation left {before:?}");
+    let again = d.ctl(&["create", "Blocked activation", "--request-id", "act-1"]);
+    assert_eq!(made(), before, "the retry made another transaction");
+    let id = before.iter().next().unwrap();
+    assert!(
+        again.stdout.contains(id.as_str()) || again.stderr.contains(id.as_str()),
+        "the retry does not name {id}: {} {}",
+        again.stdout,
+        again.stderr
+    );
+}

@@ -49,6 +49,8 @@ pub async fn run(
 ) -> Result<(), BoxError> {
     // Before anything opens files: each connection is one descriptor.
     let fd_room = conns::raise_nofile();
+    // Writers started from the file watcher's thread run on the pool too.
+    store::txn::use_runtime(tokio::runtime::Handle::current());
     // Bound first: a port in use stops the start with a clear message.
     let mut metrics_listener = match config.metrics_listen {
         Some(addr) => Some(metrics::http::bind(addr).await?),

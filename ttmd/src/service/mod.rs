@@ -183,11 +183,16 @@ impl TtmService {
         reply_state: bool,
     ) -> Result<Option<pb::TxnState>, Status> {
         module.announce(outcome);
-        if !outcome.state.is_terminal() && !reply_state {
-            self.showed_life(&module, &outcome.state);
+        if !outcome.state.is_terminal() && !reply_state && outcome.state.leases.is_empty() {
+            // Nothing to renew: only the timer (its lock is never held
+            // across I/O) hears of it, here on the async thread.
+            let key = (module.name.clone(), outcome.state.txn_id.clone());
+            self.shared.timers.arm(&key, &outcome.state, &module.fsm());
             return Ok(None);
         }
-        // Ending leases may reach etcd; the reply reads the active link.
+        // Renewing and ending leases take the lease table's lock, which
+        // expiry holds across etcd calls and writes; ending them may reach
+        // etcd; the reply reads the active link: all off the async threads.
         let this = self.clone();
         let state = outcome.state.clone();
         blocking(move || {

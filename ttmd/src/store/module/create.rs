@@ -53,14 +53,31 @@ impl Module {
     pub fn create(&self, new: &NewTxn, client: &Client) -> Result<Arc<Txn>> {
         let now = Utc::now();
         let ts = state::timestamp(now);
-        let txn = match self.stage_and_place(new, client, now, &ts)? {
-            Ok(txn) => txn,
-            // Loading it (if it is kept as a summary) records its request
-            // id again, so the map's lock must be free here.
-            Err(created) => return self.txn(&created),
+        let (txn, held) = match self.stage_and_place(new, client, now, &ts)? {
+            Ok(placed) => placed,
+            // A retry of a creation: answered once the first is durable in
+            // txns/. Loading it (if it is kept as a summary) records its
+            // request id again, so the map's lock must be free here.
+            Err(created) => {
+                self.sync_txns();
+                return self.txn(&created);
+            }
         };
         // In place and visible: from here on nothing fails the call (a
         // retry without a request id would create a second one).
+        self.sync_txns();
+        if held {
+            // Writes to it waited for the rename to be durable: a write
+            // acknowledged before would be lost with the directory.
+            txn.release_writes();
+        }
+        self.announce_created(&txn, ts, new.activate);
+        Ok(txn)
+    }
+
+    /// Makes the renames into `txns/` durable (one sync shared by the
+    /// creations waiting for it).
+    fn sync_txns(&self) {
         if let Err(e) = self
             .creations
             .txns_sync
@@ -70,12 +87,11 @@ impl Module {
             self.txns_dirty
                 .store(true, std::sync::atomic::Ordering::Release);
         }
-        self.announce_created(&txn, ts, new.activate);
-        Ok(txn)
     }
 
     /// Reserves an id, writes the transaction under a temporary name and
-    /// renames it into place: the transaction, served. `Err` holds the
+    /// renames it into place: the transaction, served, and whether its
+    /// writes are held (see [`Module::adopt_created`]). `Err` holds the
     /// id an earlier creation with the same request id made.
     fn stage_and_place(
         &self,
@@ -83,7 +99,7 @@ impl Module {
         client: &Client,
         now: DateTime<Utc>,
         ts: &str,
-    ) -> Result<std::result::Result<Arc<Txn>, String>> {
+    ) -> Result<std::result::Result<(Arc<Txn>, bool), String>> {
         let rid = new.request_id.as_deref();
         loop {
             let reserved = self.creations.ids.reserve(
@@ -157,7 +173,7 @@ impl Module {
         id: &str,
         new: &NewTxn,
         staged: Staged,
-    ) -> Result<Option<Arc<Txn>>> {
+    ) -> Result<Option<(Arc<Txn>, bool)>> {
         let target = self.txns_dir.join(id);
         let _guard = lock(&self.module_lock);
         match txn::rename_noreplace(build, &target) {
@@ -167,17 +183,28 @@ impl Module {
         }
         // Served before the lock is let go: the reconciler, which takes
         // it, then finds it loaded, and does not announce it a second time.
-        let txn = self.adopt_created(id, staged);
-        if new.activate {
-            self.replace_active(id)?;
+        let (txn, held) = self.adopt_created(id, staged);
+        if new.activate
+            && let Err(e) = self.replace_active(id)
+        {
+            // It exists all the same: a retry with the request id must
+            // find it rather than create a second one.
+            if let Some(rid) = &new.request_id {
+                lock(&self.create_requests).insert(rid.clone(), id.to_string());
+            }
+            if held {
+                txn.release_writes();
+            }
+            return Err(e);
         }
-        Ok(Some(txn))
+        Ok(Some((txn, held)))
     }
 
-    /// The transaction just placed, built from what was written; one a
-    /// request loaded from disk meanwhile is kept instead (its derived
-    /// files are synced all the same).
-    fn adopt_created(&self, id: &str, staged: Staged) -> Arc<Txn> {
+    /// The transaction just placed, built from what was written, with its
+    /// writes held until `txns/` is synced (true); one a request loaded
+    /// from disk meanwhile is kept instead, not held (its derived files
+    /// are synced all the same).
+    fn adopt_created(&self, id: &str, staged: Staged) -> (Arc<Txn>, bool) {
         let dir = self.txns_dir.join(id);
         let Staged {
             log,
@@ -186,11 +213,13 @@ impl Module {
             ctx,
         } = staged;
         let made = Txn::created(&dir, log, lines.as_bytes(), folded, self.durability);
-        let (txn, _) = self.insert_loaded(id, made);
+        // Not shared yet: the turn is free and taken at once.
+        made.hold_writes();
+        let (txn, held) = self.insert_loaded(id, made);
         if self.durability.defers_view_sync() {
             self.creations.unsynced.push(txn.clone(), ctx);
         }
-        txn
+        (txn, held)
     }
 
     /// Writes the transaction `id` in `build`: its directories, initial

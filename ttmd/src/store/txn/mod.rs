@@ -27,7 +27,7 @@ use fold::fold_lines;
 pub use initial::entries as initial_entries;
 pub use probe::probe_finished;
 pub use reconcile::{EDIT_REFUSED, FOREIGN_REFUSED};
-pub use writer::MAX_BATCH;
+pub use writer::{MAX_BATCH, use_runtime};
 
 use std::collections::HashMap;
 use std::fs::{self, File};

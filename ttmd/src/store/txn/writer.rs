@@ -31,6 +31,17 @@ use crate::store::fsio::Durability;
 use crate::store::log;
 use crate::store::txn::Recorded;
 
+/// The runtime writers run on when the caller is a plain thread (the
+/// file watcher): set once by the daemon at start. Without it a writer
+/// started from such a thread would run on that thread, which would then
+/// write for every client instead of watching the tree.
+static RUNTIME: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+
+/// Makes writers started outside the runtime run on its blocking pool.
+pub fn use_runtime(handle: tokio::runtime::Handle) {
+    let _ = RUNTIME.set(handle);
+}
+
 /// Requests applied in one round at most, so one round's answers are not
 /// held back behind an unbounded queue.
 pub const MAX_BATCH: usize = 256;
@@ -134,6 +145,7 @@ impl Txn {
         make: impl FnOnce(&mut Inner, &mut E, DateTime<Utc>) -> Result<Body>,
     ) -> Result<Outcome> {
         self.take_turn();
+        let unwinding = TurnOnPanic(self);
         let own: Stage<'_> = Box::new(|txn: &Txn, inner: &mut Inner, batch: &mut Batch| {
             txn.stage(inner, batch, fsm, guards, client, effect, make)
         });
@@ -150,6 +162,7 @@ impl Txn {
         for (reply, result) in replies.into_iter().zip(results) {
             let _ = reply.send(result);
         }
+        drop(unwinding);
         self.pass_turn();
         mine
     }
@@ -157,9 +170,22 @@ impl Txn {
     /// Runs `f` holding the writer's turn (no round runs meanwhile).
     pub(super) fn with_turn<T>(&self, f: impl FnOnce() -> T) -> T {
         self.take_turn();
+        let unwinding = TurnOnPanic(self);
         let result = f();
+        drop(unwinding);
         self.pass_turn();
         result
+    }
+
+    /// Holds the writer's turn until [`Txn::release_writes`]: a creation
+    /// keeps writes out until its directory is durable in `txns/`.
+    pub fn hold_writes(&self) {
+        self.take_turn();
+    }
+
+    /// Lets writes held by [`Txn::hold_writes`] go on.
+    pub fn release_writes(&self) {
+        self.pass_turn();
     }
 
     /// Shares the transaction, so its writer can run on the blocking pool
@@ -202,8 +228,11 @@ impl Txn {
 
     fn start_writer(&self) {
         let me = self.me.get().and_then(std::sync::Weak::upgrade);
-        match (me, tokio::runtime::Handle::try_current()) {
-            (Some(txn), Ok(runtime)) => {
+        let runtime = tokio::runtime::Handle::try_current()
+            .ok()
+            .or_else(|| RUNTIME.get().cloned());
+        match (me, runtime) {
+            (Some(txn), Some(runtime)) => {
                 runtime.spawn_blocking(move || txn.write_rounds());
             }
             // No runtime (a unit test) or not shared: write here.
@@ -214,6 +243,7 @@ impl Txn {
     /// Runs rounds while requests are queued; then passes the turn to a
     /// waiting synchronous caller, or gives it up.
     fn write_rounds(&self) {
+        let _unwinding = TurnOnPanic(self);
         while let Some(queued) = self.next_batch() {
             let (stages, replies): (Vec<Stage<'_>>, Vec<_>) = queued
                 .into_iter()
@@ -463,6 +493,35 @@ impl Txn {
                 Err(e)
             }
         }
+    }
+}
+
+/// Gives the turn back if a round panics (a bug), so the transaction's
+/// queue does not wait forever for a writer that is gone: the requests
+/// still queued are refused, a caller waiting for the turn gets it.
+struct TurnOnPanic<'a>(&'a Txn);
+
+impl Drop for TurnOnPanic<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let mut q = lock(&self.0.queue);
+        while let Some(entry) = q.entries.pop_front() {
+            match entry {
+                Entry::Request(r) => {
+                    let stopped =
+                        "the transaction's writer failed; nothing more was written; retry";
+                    let _ = r.reply.send(Err(Error::Bug(stopped.into())));
+                }
+                Entry::Turn(turn) => {
+                    if turn.send(()).is_ok() {
+                        return;
+                    }
+                }
+            }
+        }
+        q.writing = false;
     }
 }
 

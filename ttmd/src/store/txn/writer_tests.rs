@@ -191,3 +191,36 @@ fn a_synchronous_caller_waits_its_turn_behind_queued_requests() {
     assert_eq!(sync.join().unwrap().unwrap().seq(), start + 2);
     assert!(!lock(&t.queue).is_busy());
 }
+
+#[test]
+fn writes_held_for_a_creation_wait_until_released() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_store, t) = txn(tmp.path());
+    let start = t.state().seq;
+    t.hold_writes();
+    let mut held = queue(&t, Guards::default(), "held");
+    // Nothing runs while the turn is held: no answer, no line.
+    assert!(held.try_recv().is_err());
+    assert_eq!(t.state().seq, start);
+    t.release_writes();
+    let done = held.try_recv().unwrap().unwrap();
+    assert_eq!(done.seq(), start + 1);
+    assert_eq!(seqs(&t).last(), Some(&(start + 1)));
+}
+
+#[test]
+fn a_round_that_panics_gives_the_turn_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_store, t) = txn(tmp.path());
+    let start = t.state().seq;
+    let fsm = Arc::new(Fsm::default());
+    // No runtime here, so the writer runs on this thread and the panic
+    // comes back to it.
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        t.submit(fsm, Guards::default(), None, |_, _| panic!("a bug in a step"))
+    }));
+    assert!(panicked.is_err());
+    let mut next = queue(&t, Guards::default(), "after");
+    let done = next.try_recv().unwrap().unwrap();
+    assert_eq!(done.seq(), start + 1);
+}
