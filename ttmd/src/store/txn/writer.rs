@@ -42,6 +42,10 @@ pub fn use_runtime(handle: tokio::runtime::Handle) {
     let _ = RUNTIME.set(handle);
 }
 
+/// How long a synchronous caller waits for the turn before checking
+/// whether the writer that holds it has not even started.
+const TAKE_OVER_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Requests applied in one round at most, so one round's answers are not
 /// held back behind an unbounded queue.
 pub const MAX_BATCH: usize = 256;
@@ -60,8 +64,8 @@ struct Queued {
 
 enum Entry {
     Request(Queued),
-    /// A synchronous caller waiting for the turn.
-    Turn(mpsc::SyncSender<()>),
+    /// A synchronous caller waiting for the turn (with its number).
+    Turn(u64, mpsc::SyncSender<()>),
 }
 
 /// The requests waiting for the writer, and whether someone holds the turn.
@@ -69,6 +73,13 @@ enum Entry {
 pub(super) struct Queue {
     entries: VecDeque<Entry>,
     writing: bool,
+    /// The turn belongs to a writer spawned on the blocking pool that has
+    /// not started yet. A synchronous caller (itself on a pool thread)
+    /// takes the turn over rather than wait for it: with the pool full of
+    /// such callers the spawned writer would never get a thread.
+    spawned: bool,
+    /// Numbers the waiting callers, so one can take its place back.
+    turns: u64,
 }
 
 impl Queue {
@@ -198,27 +209,68 @@ impl Txn {
 
     /// Waits until this thread holds the writer's turn.
     fn take_turn(&self) {
-        let wait = {
+        let (me, wait) = {
             let mut q = lock(&self.queue);
-            if !q.writing {
+            if !q.writing || std::mem::take(&mut q.spawned) {
                 q.writing = true;
                 return;
             }
             let (turn, wait) = mpsc::sync_channel(1);
-            q.entries.push_back(Entry::Turn(turn));
-            wait
+            q.turns += 1;
+            let me = q.turns;
+            q.entries.push_back(Entry::Turn(me, turn));
+            (me, wait)
         };
-        // The writer sends when it reaches our place in the queue. It only
-        // drops the sender unsent if it died (a bug): go on then, rather
-        // than hang.
-        let _ = wait.recv();
+        loop {
+            match wait.recv_timeout(TAKE_OVER_AFTER) {
+                // Handed over; or the writer dropped the sender unsent,
+                // which only a bug does: go on then, rather than hang.
+                Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if self.take_over(me) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the turn from a writer spawned on the pool that has not
+    /// started, if caller `me` still waits in the queue: this caller holds
+    /// a pool thread, and with every pool thread held by such callers the
+    /// writer would never start.
+    fn take_over(&self, me: u64) -> bool {
+        let mut q = lock(&self.queue);
+        if !q.spawned {
+            return false;
+        }
+        let mine = |e: &Entry| matches!(e, Entry::Turn(n, _) if *n == me);
+        let Some(at) = q.entries.iter().position(mine) else {
+            // Already handed over: the answer is on its way.
+            return false;
+        };
+        q.entries.remove(at);
+        q.spawned = false;
+        true
     }
 
     /// Hands the turn on after a synchronous caller's round: to a writer
     /// on the blocking pool if requests are waiting, so the caller's thread
     /// is not kept writing for others.
     fn pass_turn(&self) {
-        let busy = !lock(&self.queue).entries.is_empty();
+        let busy = {
+            let mut q = lock(&self.queue);
+            // A caller waiting next gets the turn straight from this one
+            // (no pool thread needed to hand it over).
+            while let Some(Entry::Turn(..)) = q.entries.front() {
+                if let Some(Entry::Turn(_, turn)) = q.entries.pop_front()
+                    && turn.send(()).is_ok()
+                {
+                    return;
+                }
+            }
+            !q.entries.is_empty()
+        };
         if busy {
             self.start_writer();
         } else {
@@ -233,7 +285,14 @@ impl Txn {
             .or_else(|| RUNTIME.get().cloned());
         match (me, runtime) {
             (Some(txn), Some(runtime)) => {
-                runtime.spawn_blocking(move || txn.write_rounds());
+                lock(&self.queue).spawned = true;
+                runtime.spawn_blocking(move || {
+                    // Unless a synchronous caller took the turn over
+                    // meanwhile (then it writes, and this one is not needed).
+                    if std::mem::take(&mut lock(&txn.queue).spawned) {
+                        txn.write_rounds();
+                    }
+                });
             }
             // No runtime (a unit test) or not shared: write here.
             _ => self.write_rounds(),
@@ -278,7 +337,7 @@ impl Txn {
             }
             let mut q = lock(&self.queue);
             match q.entries.pop_front() {
-                Some(Entry::Turn(turn)) => {
+                Some(Entry::Turn(_, turn)) => {
                     if turn.send(()).is_ok() {
                         return None;
                     }
@@ -514,7 +573,7 @@ impl Drop for TurnOnPanic<'_> {
                         "the transaction's writer failed; nothing more was written; retry";
                     let _ = r.reply.send(Err(Error::Bug(stopped.into())));
                 }
-                Entry::Turn(turn) => {
+                Entry::Turn(_, turn) => {
                     if turn.send(()).is_ok() {
                         return;
                     }

@@ -217,10 +217,57 @@ fn a_round_that_panics_gives_the_turn_back() {
     // No runtime here, so the writer runs on this thread and the panic
     // comes back to it.
     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        t.submit(fsm, Guards::default(), None, |_, _| panic!("a bug in a step"))
+        t.submit(fsm, Guards::default(), None, |_, _| {
+            panic!("a bug in a step")
+        })
     }));
     assert!(panicked.is_err());
     let mut next = queue(&t, Guards::default(), "after");
     let done = next.try_recv().unwrap().unwrap();
     assert_eq!(done.seq(), start + 1);
+}
+
+/// A synchronous caller holding the only pool thread, waiting for the turn
+/// of a writer that needs a pool thread to start, takes the turn over
+/// instead of waiting forever.
+#[test]
+fn a_caller_on_a_full_pool_takes_over_a_writer_that_cannot_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_store, t) = txn(tmp.path());
+    let start = t.state().seq;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(1)
+        .enable_time()
+        .build()
+        .unwrap();
+    let _entered = rt.enter();
+    t.hold_writes();
+    let queued = queue(&t, Guards::default(), "queued");
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let caller = {
+        let t = t.clone();
+        rt.spawn_blocking(move || {
+            entered_tx.send(()).unwrap();
+            t.mutate(&Fsm::default(), &Guards::default(), &None, |_, _| {
+                Ok(user("sync"))
+            })
+        })
+    };
+    // The caller now holds the pool's one thread (and then waits for the
+    // turn); releasing spawns a writer that cannot get a thread.
+    entered_rx.recv().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    t.release_writes();
+    let hang = std::time::Duration::from_secs(60);
+    let sync = rt.block_on(async { tokio::time::timeout(hang, caller).await });
+    let sync = sync.expect("the caller waited forever").unwrap().unwrap();
+    let queued = rt.block_on(async { tokio::time::timeout(hang, queued).await });
+    let queued = queued
+        .expect("the queued request waited forever")
+        .unwrap()
+        .unwrap();
+    let mut got = vec![sync.seq(), queued.seq()];
+    got.sort();
+    assert_eq!(got, vec![start + 1, start + 2]);
 }
