@@ -7,7 +7,8 @@
 //!
 //! - `open.rs`: loading and recovery (read-only too, repairing nothing);
 //! - `probe.rs`: reading a finished transaction without loading it;
-//! - `writer.rs`: the queue and the rounds that apply it, a batch at a time;
+//! - `writer.rs`: the rounds that apply the queue, a batch at a time;
+//! - `turn.rs`: the queue, and whose turn it is to write;
 //! - `commit.rs`: syncing a round and publishing the view;
 //! - `initial.rs`: a created transaction, and its derived files rebuilt;
 //! - `evidence.rs`: incoming ctx files;
@@ -20,6 +21,7 @@ mod initial;
 mod open;
 mod probe;
 mod reconcile;
+mod turn;
 mod writer;
 
 pub use evidence::{NewEvidence, TempEvidence, scan_ctx};
@@ -27,7 +29,8 @@ use fold::fold_lines;
 pub use initial::entries as initial_entries;
 pub use probe::probe_finished;
 pub use reconcile::{EDIT_REFUSED, FOREIGN_REFUSED};
-pub use writer::{MAX_BATCH, use_runtime};
+pub use turn::use_runtime;
+pub use writer::MAX_BATCH;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -150,7 +153,7 @@ pub struct Txn {
     /// Where the durable log ends, for followers.
     committed: watch::Sender<Committed>,
     /// The writer's queue and turn (writer.rs).
-    queue: Mutex<writer::Queue>,
+    queue: Mutex<turn::Queue>,
     /// This transaction as shared, so a writer can outlive the caller
     /// that started it; unset for a transaction never shared.
     me: std::sync::OnceLock<std::sync::Weak<Txn>>,
