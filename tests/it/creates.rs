@@ -14,17 +14,11 @@ use std::process::{Child, Stdio};
 use tonic::transport::Channel;
 use ttm_proto::v1::CreateRequest;
 use ttm_proto::v1::ttm_client::TtmClient;
-use ttm_tests::{Daemon, HANG, Need, Progress, STALL, clean_command, grpc, wait_progressing};
+use ttm_tests::{
+    Daemon, HANG, Need, Progress, STALL, clean_command, grpc, runtime, wait_progressing,
+};
 
 const CREATORS: usize = 64;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// One creation; `i` picks the module (`ttm` writes 2 initial ctx files,
 /// `rag` 3) and whether it activates.

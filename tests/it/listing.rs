@@ -4,10 +4,9 @@
 //! listing, whole or in small pages, equals what a fresh daemon lists on
 //! the same tree.
 
-use std::path::Path;
 use std::time::Duration;
 
-use ttm_tests::{Daemon, copy_dir, wait_until};
+use ttm_tests::{Daemon, copy_dir, paged_ids, wait_until};
 
 /// Hang guard of a wait for the daemon to notice a hand edit: far beyond
 /// the ~1 s it needs, so hitting it means "never happened".
@@ -39,30 +38,6 @@ fn listing(d: &Daemon) -> (Vec<String>, Vec<String>) {
         .map(str::to_owned)
         .collect();
     (rows, table)
-}
-
-/// Every page of a brief `List` at `page_size`, followed to the end: ids.
-async fn paged_ids(socket: &Path, stage: &str, page_size: u32) -> Vec<String> {
-    let mut c = ttm_tests::grpc(socket).await;
-    let (mut ids, mut token) = (Vec::new(), String::new());
-    loop {
-        let page = c
-            .list(ttm_proto::v1::ListRequest {
-                module: "ttm".into(),
-                stage: stage.into(),
-                brief: true,
-                page_size,
-                page_token: token.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        ids.extend(page.txns.into_iter().map(|t| t.txn_id));
-        if page.next_page_token.is_empty() {
-            return ids;
-        }
-        token = page.next_page_token;
-    }
 }
 
 /// The ids of the listing, in order.

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use ttm_tests::{Daemon, STALL, read_events, run_watched, tree_activity};
+use ttm_tests::{Daemon, STALL, paged_ids, read_events, run_watched, tree_activity};
 
 /// As many transactions as make the old single `List` reply pass 4 MiB:
 /// each row carries its ~60 KB description (twice in full rows).
@@ -215,32 +215,6 @@ fn an_oversized_state_takes_only_changes_that_shrink_it() {
 
     daemon.ctl(&["update", "{\"blob\": null}", "-t", &id]).ok();
     daemon.ctl(&["transition", "SELECT", "-t", &id]).ok();
-}
-
-/// Every page of `List` at `page_size`, followed to the end: the ids.
-async fn paged_ids(socket: &Path, stage: &str, page_size: u32) -> Vec<String> {
-    let mut c = ttm_tests::grpc(socket).await;
-    let mut ids = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = c
-            .list(ttm_proto::v1::ListRequest {
-                module: "ttm".into(),
-                stage: stage.into(),
-                brief: true,
-                page_size,
-                page_token: token.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(page.txns.len() <= page_size as usize, "page over its size");
-        ids.extend(page.txns.into_iter().map(|t| t.txn_id));
-        if page.next_page_token.is_empty() {
-            return ids;
-        }
-        token = page.next_page_token;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,17 +13,9 @@ use tonic::Code;
 use tonic::transport::Channel;
 use ttm_proto::v1::ttm_client::TtmClient;
 use ttm_proto::v1::{AppendEventRequest, Preconditions};
-use ttm_tests::{Daemon, HANG, Progress, check_log, grpc, txn_ref, wait_until};
+use ttm_tests::{Daemon, HANG, Progress, check_log, grpc, runtime, txn_ref, wait_until};
 
 const CLIENTS: u64 = 64;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 async fn append(
     c: &mut TtmClient<Channel>,

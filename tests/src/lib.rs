@@ -1325,6 +1325,42 @@ pub async fn grpc(socket: &Path) -> TtmClient<Channel> {
     TtmClient::new(channel(socket).await)
 }
 
+/// Every page of a brief `List` of module `ttm` at `page_size` (stage
+/// filter `stage`, empty for all), followed to the end: the ids in order.
+/// Fails if a page holds more than `page_size` rows.
+pub async fn paged_ids(socket: &Path, stage: &str, page_size: u32) -> Vec<String> {
+    let mut c = grpc(socket).await;
+    let (mut ids, mut token) = (Vec::new(), String::new());
+    loop {
+        let page = c
+            .list(ttm_proto::v1::ListRequest {
+                module: "ttm".into(),
+                stage: stage.into(),
+                brief: true,
+                page_size,
+                page_token: token.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.txns.len() <= page_size as usize, "page over its size");
+        ids.extend(page.txns.into_iter().map(|t| t.txn_id));
+        if page.next_page_token.is_empty() {
+            return ids;
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// A runtime of two workers for tests that drive many gRPC clients at once.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A gRPC channel to ttmd at `socket`, for any of its services.
 pub async fn channel(socket: &Path) -> Channel {
     ttm_proto::channel::connect(socket)
