@@ -48,15 +48,8 @@ shim_lifecycle() {
   txn_commit >/dev/null
 }
 
-median_ms() { # command... -> median wall ms over $runs runs
-  # $EPOCHREALTIME: no clock process of its own to measure.
-  local i t0 t1 xs=()
-  for ((i = 0; i < runs; i++)); do
-    t0=${EPOCHREALTIME/./}; "$@" >/dev/null; t1=${EPOCHREALTIME/./}
-    xs+=($((t1 - t0)))
-  done
-  printf '%s\n' "${xs[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.2f", a[int((NR+1)/2)]/1000}'
-}
+# shellcheck source=bench/median.sh
+source bench/median.sh
 
 base=$(median_ms bl_lifecycle "$tmp/baseline" "$tmp/app.tar.gz" "$tmp/config.yaml")
 shim=$(median_ms shim_lifecycle)

@@ -26,14 +26,8 @@ export TETRA_DIR=$tmp/tree TTM_SOCKET=$tmp/s.sock TTM_NO_AUTOSTART=1
 for _ in $(seq 100); do [ -S "$TTM_SOCKET" ] && break; sleep 0.05; done
 "${dirs[0]}/ttmctl" create "startup" >/dev/null
 
-median_ms() { # command... -> median wall ms over $runs runs
-  local i t0 t1 xs=()
-  for ((i = 0; i < runs; i++)); do
-    t0=${EPOCHREALTIME/./}; "$@" >/dev/null; t1=${EPOCHREALTIME/./}
-    xs+=($((t1 - t0)))
-  done
-  printf '%s\n' "${xs[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.3f", a[int((NR+1)/2)]/1000}'
-}
+# shellcheck source=bench/median.sh
+source bench/median.sh
 perf_ms_faults() { # command... -> "task-clock-ms faults", mean of 200 runs
   perf stat -x, -r 200 -e task-clock,page-faults "$@" 2>&1 >/dev/null |
     awk -F, '$3 ~ /task-clock/ {t=$1} $3 ~ /page-faults/ {f=$1} END {printf "%.3f %d\n", t, f}'
