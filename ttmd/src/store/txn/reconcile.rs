@@ -56,15 +56,16 @@ impl Txn {
     /// watcher hears of each of our own appends, and must not queue for
     /// the writer's turn behind a burst of them to learn that.
     fn nothing_foreign(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
         let path = self.dir.join(EVENTS_FILE);
         let inner = lock(&self.inner);
-        let size = fs::symlink_metadata(&path)
+        // One stat: the size and the identity of the file at the path.
+        let on_disk = fs::symlink_metadata(&path)
             .ok()
             .filter(|m| m.is_file())
-            .map(|m| m.len());
-        size == Some(inner.len)
+            .map(|m| (m.len(), (m.dev(), m.ino())));
+        on_disk.is_some_and(|(len, id)| len == inner.len && Some(id) == inner.log_id)
             && self.committed().len == inner.len
-            && file_id(&path) == inner.log_id
     }
 
     /// Takes in a hand-edited `state.json` (RAG's `jq` scripts, the bash

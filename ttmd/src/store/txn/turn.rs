@@ -54,6 +54,20 @@ pub(super) struct Queue {
 }
 
 impl Queue {
+    /// Hands the turn to the caller waiting at the head of the queue, if
+    /// one is still there (callers that gave up are dropped); true if one
+    /// took it.
+    pub(super) fn hand_to_waiting(&mut self) -> bool {
+        while let Some(Entry::Turn(..)) = self.entries.front() {
+            if let Some(Entry::Turn(_, turn)) = self.entries.pop_front()
+                && turn.send(()).is_ok()
+            {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Whether a writer holds the turn or requests wait.
     pub(super) fn is_busy(&self) -> bool {
         self.writing || !self.entries.is_empty()
@@ -142,24 +156,18 @@ impl Txn {
     /// on the blocking pool if requests are waiting, so the caller's thread
     /// is not kept writing for others.
     pub(super) fn pass_turn(&self) {
-        let busy = {
-            let mut q = lock(&self.queue);
-            // A caller waiting next gets the turn straight from this one
-            // (no pool thread needed to hand it over).
-            while let Some(Entry::Turn(..)) = q.entries.front() {
-                if let Some(Entry::Turn(_, turn)) = q.entries.pop_front()
-                    && turn.send(()).is_ok()
-                {
-                    return;
-                }
-            }
-            !q.entries.is_empty()
-        };
-        if busy {
-            self.start_writer();
-        } else {
-            self.write_rounds();
+        let mut q = lock(&self.queue);
+        // A caller waiting next gets the turn straight from this one (no
+        // pool thread needed to hand it over).
+        if q.hand_to_waiting() {
+            return;
         }
+        if q.entries.is_empty() {
+            q.writing = false;
+            return;
+        }
+        drop(q);
+        self.start_writer();
     }
 
     pub(super) fn start_writer(&self) {

@@ -166,19 +166,14 @@ impl Txn {
                 return Some(taken);
             }
             let mut q = lock(&self.queue);
-            match q.entries.pop_front() {
-                Some(Entry::Turn(_, turn)) => {
-                    if turn.send(()).is_ok() {
-                        return None;
-                    }
-                    // The caller is gone: the turn stays here.
-                }
-                Some(Entry::Request(r)) => q.entries.push_front(Entry::Request(r)),
-                None => {
-                    q.writing = false;
-                    return None;
-                }
+            if q.hand_to_waiting() {
+                return None;
             }
+            if q.entries.is_empty() {
+                q.writing = false;
+                return None;
+            }
+            // A request queued meanwhile: another round.
         }
     }
 
