@@ -218,3 +218,62 @@ fn a_request_refused_in_a_batch_fails_alone() {
     );
     d.assert_state_is_fold("ttm", &id);
 }
+
+/// `ttm_fsync_seconds_count` from `ttmctl metrics`: the syncs made so far.
+fn syncs(d: &Daemon) -> u64 {
+    let text = d.ctl(&["metrics"]).ok();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("ttm_fsync_seconds_count"))
+        .unwrap_or_else(|| panic!("no ttm_fsync_seconds_count in:\n{text}"));
+    let value = line.rsplit(' ').next().unwrap();
+    value.parse::<f64>().unwrap() as u64
+}
+
+/// SPEC §5: concurrent appends share one sync (group commit). 64 clients
+/// released together, 10 times, on one transaction: every append is
+/// acknowledged after a sync, and far fewer syncs than appends are made.
+#[test]
+fn concurrent_appends_share_their_syncs() {
+    const ROUNDS: u64 = 10;
+    let rt = runtime();
+    let d = Daemon::start_new(); // fsync durability: the default
+    let id = d.create("group commit");
+    let before = syncs(&d);
+    let clients: Vec<_> = rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..CLIENTS {
+            v.push(grpc(&d.socket).await);
+        }
+        v
+    });
+    let go = Arc::new(tokio::sync::Barrier::new(CLIENTS as usize));
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(w, mut c)| {
+            let (id, go) = (id.clone(), go.clone());
+            rt.spawn(async move {
+                for n in 1..=ROUNDS {
+                    go.wait().await;
+                    let data = format!(r#"{{"w":{w},"n":{n}}}"#);
+                    append(&mut c, &id, data, None).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    rt.block_on(async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let appends = CLIENTS * ROUNDS;
+    let made = syncs(&d) - before;
+    let logged = logged_work(&check_log(&d.txn_dir("ttm", &id)));
+    assert_eq!(logged.len() as u64, appends);
+    assert!(made >= 1, "no sync was made for {appends} appends");
+    assert!(
+        made < appends,
+        "{made} syncs for {appends} concurrent appends: none was shared"
+    );
+}
